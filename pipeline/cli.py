@@ -1,0 +1,144 @@
+"""The ``rkpipe`` command: run, validate and show graphs.
+
+User errors (bad graph, missing model, dead camera) print one clear message and exit non-zero
+without a traceback; exit status 2 means the graph is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import RkpipeError
+from .graph.load import load_graph
+from .graph.plan import make_plan
+
+__all__ = ["main"]
+
+
+def _cpu_set(text: str) -> set[int]:
+    """'0-3,6' -> {0, 1, 2, 3, 6}"""
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rkpipe",
+        description="Run real-time detection pipelines described by TOML graph files.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run a graph until its sources end or Ctrl-C",
+        description="Start one process per stage instance and run the graph.",
+    )
+    run.add_argument("graph", type=Path, help="graph file (TOML)")
+    run.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="stop (drain) after this long"
+    )
+    run.add_argument("--frames", type=int, metavar="N", help="stop each source after N frames")
+    run.add_argument(
+        "--stats-out", type=Path, metavar="FILE.json", help="write final per-stage stats as JSON"
+    )
+    run.add_argument("--log-level", default="WARNING", help="log level inside stage processes")
+    val = sub.add_parser(
+        "validate",
+        help="check a graph file without running it",
+        description="Validate a graph: syntax, stages, options, links, CPUs.",
+    )
+    val.add_argument("graph", type=Path)
+    val.add_argument(
+        "--cpus",
+        type=_cpu_set,
+        metavar="LIST",
+        help="validate for a machine with these CPUs, e.g. 0-7",
+    )
+    show = sub.add_parser(
+        "graph",
+        help="print the expanded topology: processes, CPUs, sockets",
+        description="Show the processes a graph becomes, their CPUs and sockets.",
+    )
+    show.add_argument("graph", type=Path)
+    show.add_argument("--cpus", type=_cpu_set, metavar="LIST", help="as for validate")
+    return p
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    graph = load_graph(args.graph, cpus=args.cpus)
+    n = len(make_plan(graph, "check", "/tmp/rkpipe-check").instances)
+    print(f"{args.graph}: ok ({len(graph.stages)} stages, {n} processes)")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    graph = load_graph(args.graph, cpus=args.cpus)
+    plan = make_plan(graph, "RUN", "/tmp/rkpipe-RUN")
+    print(f"pipeline {graph.settings.name!r} from {args.graph}: {len(plan.instances)} processes")
+    for name in plan.order():
+        for inst in plan.by_stage(name):
+            cpus = ",".join(map(str, inst.cpus)) or "any"
+            row = f"{inst.instance:<16} {inst.uses:<18} cpus {cpus:<8} slots {inst.pool_slots:<4}"
+            print(f"  {row} {inst.endpoint}")
+            if inst.inputs:
+                print(
+                    f"  {'':<16} <- {', '.join(p for p, _ in inst.inputs)}"
+                    + ("  (re-ordered per stream)" if inst.reorder else "")
+                )
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .supervise.supervisor import Supervisor
+
+    graph = load_graph(args.graph)
+    sup = Supervisor(
+        graph, duration=args.duration, frames=args.frames, log_level=args.log_level.upper()
+    )
+    result = sup.run()
+    for err in result.errors:
+        print(f"rkpipe: error: {err}", file=sys.stderr)
+    if args.stats_out:
+        args.stats_out.parent.mkdir(parents=True, exist_ok=True)
+        args.stats_out.write_text(json.dumps(result.stats, indent=2))
+    _print_final(result.stats)
+    return result.exit_code
+
+
+def _print_final(stats: dict) -> None:
+    print(f"rkpipe: {stats['pipeline']} ran {stats['active_s']:.1f}s", file=sys.stderr)
+    for name, s in stats["stages"].items():
+        lat = s["latency_ms"]
+        p50 = f"{lat['p50']:.1f}" if lat["p50"] is not None else "-"
+        p99 = f"{lat['p99']:.1f}" if lat["p99"] is not None else "-"
+        counts = f"in {s['frames_in']:>7} out {s['frames_out']:>7} {s['fps']:7.1f} fps"
+        print(
+            f"  {name:<14} {counts}  latency p50 {p50} p99 {p99} ms  drops {s['drops']}",
+            file=sys.stderr,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph}[args.command]
+    try:
+        return handler(args)
+    except RkpipeError as exc:
+        print(
+            f"rkpipe: error: {exc}"
+            if "\n" not in str(exc)
+            else f"rkpipe: {len(getattr(exc, 'problems', [])) or 'several'} errors:\n{exc}",
+            file=sys.stderr,
+        )
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Read and validate a graph file completely before any process starts.
+
+Every problem is collected and reported at once, each as
+``FILE:LINE stages.NAME.KEY: what was expected, got what`` (exit status 2, no traceback).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..errors import GraphError
+from ..stage import Source, Stage, StageConfig
+from .locate import KeyLocator
+from .resolve import resolve_stage
+from .schema import COMMON_KEYS, PipelineSettings, StageCommon, format_validation_error
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Graph", "StageDef", "available_cpus", "load_graph"]
+
+
+@dataclass
+class StageDef:
+    """One validated ``[stages.NAME]`` table."""
+
+    name: str
+    common: StageCommon
+    cls: type[Stage]
+    config: StageConfig
+    options: dict[str, Any]
+
+    @property
+    def is_source(self) -> bool:
+        return issubclass(self.cls, Source)
+
+
+@dataclass
+class Graph:
+    """A validated graph: its file, settings and stages in file order."""
+
+    path: Path
+    settings: PipelineSettings
+    stages: dict[str, StageDef]
+
+    @property
+    def graph_dir(self) -> Path:
+        return self.path.parent
+
+
+def available_cpus() -> set[int]:
+    """CPU ids this process may run on."""
+    return set(os.sched_getaffinity(0))
+
+
+class _Problems:
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.locator = KeyLocator(text)
+        self.items: list[str] = []
+
+    def add(self, keys: tuple[str, ...], text: str) -> None:
+        line = self.locator.line(*keys) if keys else None
+        where = f"{self.path}:{line}" if line else f"{self.path}"
+        dotted = ".".join(keys)
+        self.items.append(f"{where} {dotted}: {text}" if dotted else f"{where}: {text}")
+
+
+def load_graph(path: str | Path, cpus: set[int] | None = None) -> Graph:
+    """Parse and validate ``path``; raise GraphError listing every problem found.
+    ``cpus`` is the set of CPU ids to validate against (default: this machine's)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise GraphError(f"{path}: graph file not found") from None
+    except OSError as exc:
+        raise GraphError(f"{path}: cannot read graph file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise GraphError(f"{path}: TOML syntax error: {exc}") from None
+    problems = _Problems(path, text)
+    for key in data:
+        if key not in ("pipeline", "stages"):
+            problems.add(
+                (key,), "unknown table; a graph file has only [pipeline] and [stages.NAME] tables"
+            )
+    settings = _settings(data.get("pipeline", {}), problems)
+    raw_stages = data.get("stages", {})
+    if not isinstance(raw_stages, dict) or not raw_stages:
+        problems.add(("stages",), "no stages defined; add at least one [stages.NAME] table")
+        raise GraphError(problems.items)
+    stages = {}
+    for name, table in raw_stages.items():
+        sdef = _stage(name, table, path.parent, problems)
+        if sdef is not None:
+            stages[name] = sdef
+    _check_links(raw_stages, stages, problems)
+    _check_cpus(stages, available_cpus() if cpus is None else cpus, problems)
+    if not problems.items:
+        _check_cycles(stages, problems)
+    if problems.items:
+        raise GraphError(problems.items)
+    return Graph(path, settings, stages)
+
+
+def _settings(raw: Any, problems: _Problems) -> PipelineSettings:
+    try:
+        return PipelineSettings(**(raw if isinstance(raw, dict) else {}))
+    except ValidationError as exc:
+        for loc, text in format_validation_error(exc):
+            problems.add(("pipeline", *loc), text)
+        return PipelineSettings()
+
+
+def _stage(name: str, table: Any, graph_dir: Path, problems: _Problems) -> StageDef | None:
+    keys = ("stages", name)
+    if not isinstance(table, dict):
+        problems.add(keys, f"expected a table [stages.{name}]")
+        return None
+    if "uses" not in table:
+        problems.add(
+            keys, 'missing "uses": name a built-in stage, "module:Class" or "file.py:Class"'
+        )
+        return None
+    common_raw = {k: v for k, v in table.items() if k in COMMON_KEYS}
+    options = {k: v for k, v in table.items() if k not in COMMON_KEYS}
+    try:
+        common = StageCommon(**common_raw)
+    except ValidationError as exc:
+        for loc, text in format_validation_error(exc):
+            problems.add((*keys, *loc[:1]), text)
+        return None
+    try:
+        cls = resolve_stage(common.uses, graph_dir)
+    except GraphError as exc:
+        problems.add((*keys, "uses"), str(exc))
+        return None
+    try:
+        config = cls.Config(**options)
+    except ValidationError as exc:
+        for loc, text in format_validation_error(exc):
+            problems.add((*keys, *loc), text)
+        return None
+    sdef = StageDef(name, common, cls, config, options)
+    if common.replicas > 1 and not cls.replicable:
+        problems.add(
+            (*keys, "replicas"),
+            f'stage "{common.uses}" keeps per-stream state and runs as one process; '
+            "remove replicas",
+        )
+    return sdef
+
+
+def _check_links(raw: dict, stages: dict[str, StageDef], problems: _Problems) -> None:
+    for name, sdef in stages.items():
+        keys = ("stages", name, "inputs")
+        if sdef.is_source and sdef.common.inputs:
+            problems.add(keys, f'"{sdef.common.uses}" is a source and takes no inputs')
+        if not sdef.is_source and not sdef.common.inputs:
+            problems.add(keys, "expected a list of stage names to read from, got none")
+        for inp in sdef.common.inputs:
+            if inp == name:
+                problems.add(keys, f'stage "{name}" cannot read its own output')
+            elif inp not in raw:
+                close = difflib.get_close_matches(inp, list(raw), n=1)
+                hint = (
+                    f'; did you mean "{close[0]}"?' if close else f"; stages are: {', '.join(raw)}"
+                )
+                problems.add(keys, f'unknown stage "{inp}"{hint}')
+    if stages and not any(s.is_source for s in stages.values()):
+        problems.add(("stages",), "no source stage; add a capture or synthetic stage")
+
+
+def _check_cpus(stages: dict[str, StageDef], cpus: set[int], problems: _Problems) -> None:
+    have = ",".join(str(c) for c in sorted(cpus))
+    for name, sdef in stages.items():
+        cpu_sets = sdef.common.cpus
+        flat = [c for s in cpu_sets for c in (s if isinstance(s, list) else [s])]
+        missing = sorted(set(flat) - cpus)
+        if missing:
+            problems.add(
+                ("stages", name, "cpus"),
+                f"CPU {missing} not present on this machine (available: {have})",
+            )
+        if cpu_sets and isinstance(cpu_sets[0], list) and len(cpu_sets) != _replica_count(sdef):
+            problems.add(
+                ("stages", name, "cpus"),
+                f"expected one CPU list per replica ({_replica_count(sdef)}), got {len(cpu_sets)}",
+            )
+
+
+def _replica_count(sdef: StageDef) -> int:
+    per = sdef.cls.replica_options(sdef.config)
+    return len(per) if per else sdef.common.replicas
+
+
+def _check_cycles(stages: dict[str, StageDef], problems: _Problems) -> None:
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> bool:
+        state[name] = 1
+        for inp in stages[name].common.inputs:
+            if state.get(inp) == 1:
+                cycle = [*trail[trail.index(inp) :], inp] if inp in trail else [inp, name, inp]
+                problems.add(
+                    ("stages", name, "inputs"),
+                    f"cycle: {' -> '.join(cycle)}; a graph must flow one way",
+                )
+                return True
+            if state.get(inp) is None and visit(inp, [*trail, inp]):
+                return True
+        state[name] = 2
+        return False
+
+    for name in stages:
+        if state.get(name) is None and visit(name, [name]):
+            return

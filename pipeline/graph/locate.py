@@ -1,0 +1,49 @@
+"""Find the line of a table or key in a TOML file, so errors can say file:line."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["KeyLocator"]
+
+_HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+
+
+class KeyLocator:
+    """Maps ``("stages", "cam0", "conf")`` to a 1-based line number (best effort)."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.headers: dict[tuple[str, ...], int] = {}
+        for no, line in enumerate(self.lines, 1):
+            m = _HEADER.match(line)
+            if m:
+                self.headers.setdefault(_split_key(m.group(1)), no)
+
+    def line(self, *path: str) -> int | None:
+        """Line of the deepest part of ``path`` that can be found."""
+        for n in range(len(path), 0, -1):
+            table, key = tuple(path[: n - 1]), path[n - 1]
+            if tuple(path[:n]) in self.headers:
+                return self.headers[tuple(path[:n])]
+            start = self.headers.get(table)
+            if start is None:
+                continue
+            found = self._key_in_table(start, key)
+            if found:
+                return found
+        return None
+
+    def _key_in_table(self, start: int, key: str) -> int | None:
+        pat = re.compile(rf'^\s*("?){re.escape(key)}\1\s*[.=]')
+        for no in range(start + 1, len(self.lines) + 1):
+            line = self.lines[no - 1]
+            if _HEADER.match(line):
+                return None
+            if pat.match(line):
+                return no
+        return None
+
+
+def _split_key(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().strip('"').strip("'") for part in text.split("."))

@@ -1,0 +1,77 @@
+"""The fixed vocabulary of graph files: ``[pipeline]`` settings and the keys every stage has."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["COMMON_KEYS", "PipelineSettings", "StageCommon", "format_validation_error"]
+
+
+class PipelineSettings(BaseModel):
+    """``[pipeline]``: the run's name and runtime settings, all with working defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "pipeline"
+    window: int = Field(2, ge=1, le=64, description="messages in flight per link (credits)")
+    reorder_timeout_ms: float = Field(
+        1000, gt=0, description="wait for a lost frame before skipping it"
+    )
+    stats_interval_s: float = Field(
+        2.0, gt=0, description="how often stages report, and the summary prints"
+    )
+    heartbeat_timeout_s: float = Field(
+        20.0, gt=0, description="a stage silent this long is restarted"
+    )
+    startup_timeout_s: float = Field(120.0, gt=0, description="time allowed for a stage's setup")
+    shutdown_grace_s: float = Field(
+        10.0, gt=0, description="time to drain before processes are killed"
+    )
+    restart_limit: int = Field(5, ge=0, description="restarts allowed within restart_window_s")
+    restart_window_s: float = Field(60.0, gt=0)
+
+
+class StageCommon(BaseModel):
+    """Keys every ``[stages.NAME]`` table may have besides the stage's own options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uses: str
+    inputs: list[str] = Field(default_factory=list)
+    cpus: list[int] | list[list[int]] = Field(default_factory=list)
+    replicas: int = Field(1, ge=1, le=64)
+    partition: Literal["free", "stream"] = "free"
+    pool_slots: int | None = Field(None, ge=2, le=512)
+    endpoint: str | None = None
+
+
+COMMON_KEYS = frozenset(StageCommon.model_fields)
+
+
+def format_validation_error(exc: ValidationError) -> list[tuple[tuple[str, ...], str]]:
+    """Pydantic errors as (key path, 'expected ..., got ...') pairs a person can act on."""
+    out = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            text = "unknown option"
+        elif kind == "missing":
+            text = "required option is missing"
+        else:
+            text = _expected(err["msg"])
+            if "input" in err and kind != "missing":
+                text += f", got {err['input']!r}"
+        out.append((loc, text))
+    return out
+
+
+def _expected(pydantic_msg: str) -> str:
+    text = pydantic_msg
+    for prefix in ("Input should be ", "Value error, "):
+        if text.startswith(prefix):
+            text = text[len(prefix) :]
+            return f"expected {text}" if prefix.startswith("Input") else text
+    return text[0].lower() + text[1:] if text else text

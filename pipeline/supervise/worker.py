@@ -1,0 +1,288 @@
+"""The loop inside one stage process: take messages in order, call the stage, send results.
+
+Inputs arrive on credit-bounded inlets; a message's credit goes back when the stage takes it,
+so upstream never has more than ``window`` messages queued here. Results go out only when
+every downstream stage has room. Stats (the heartbeat) go to the runner every interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+
+import zmq
+
+from ..errors import TransportError
+from ..graph.plan import InstanceSpec
+from ..messages import Message
+from ..metrics import StageStats
+from ..stage import Context, Stage
+from ..transport.codec import (
+    END,
+    EOS,
+    MSG,
+    SKIP,
+    Decoded,
+    decode,
+    encode,
+    encode_control,
+    packb,
+    unpackb,
+)
+from ..transport.framepool import FrameLost, FramePool, PoolReader
+from ..transport.links import Inlet, Outlet, configure, zmq_context
+from ..transport.reorder import ReorderBuffer
+
+__all__ = ["StageWorker"]
+
+log = logging.getLogger("rkpipe.worker")
+
+
+class StageWorker:
+    """Runs one stage instance until its inputs end or it is told to stop."""
+
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        stage: Stage,
+        control: str | None = None,
+        restarted: bool = False,
+        finished: Iterable[str] = (),
+        resume_seq: int = -1,
+    ) -> None:
+        self.spec = spec
+        self.stage = stage
+        self.settings = spec.settings
+        self.stats = StageStats()
+        self.stopping = False
+        self.restarted = restarted
+        pid = os.getpid()
+        self.pool = FramePool(f"rkpipe-{spec.run_id}-{spec.instance}-{pid}", spec.pool_slots)
+        self.reader = PoolReader()
+        self.inline_all = spec.endpoint.startswith("tcp://")
+        self.outlet = Outlet(spec.endpoint, spec.outputs, spec.partition) if spec.outputs else None
+        done = set(finished)
+        self.inlets = [
+            Inlet(ep, prod, spec.instance, spec.stage, spec.replica, spec.window)
+            for prod, ep in spec.inputs
+        ]
+        for inlet in self.inlets:
+            inlet.eos = inlet.producer in done
+        timeout = self.settings.get("reorder_timeout_ms", 1000) / 1000
+        self.reorder: ReorderBuffer[tuple[Inlet, Decoded]] | None = (
+            ReorderBuffer(timeout, fresh=not restarted) if spec.reorder else None
+        )
+        self.ready: deque[tuple[Inlet, Decoded]] = deque()
+        self.control = None
+        if control:
+            self.control = configure(zmq_context().socket(zmq.PUSH))
+            self.control.connect(control)
+        self.interval = min(1.0, self.settings.get("stats_interval_s", 2.0))
+        self._next_report = 0.0
+        self.ctx = Context(
+            stage=spec.stage,
+            replica=spec.replica,
+            replicas=spec.replicas,
+            cpus=spec.cpus,
+            graph_dir=Path(spec.graph_dir),
+            run_id=spec.run_id,
+            resume_seq=resume_seq,
+            log=logging.getLogger(f"rkpipe.{spec.instance}"),
+            _alloc=self.pool.alloc,
+            _count_drop=self.stats.count_drop,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def request_stop(self, *_: object) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        self.stage.setup(self.ctx)
+        self.notify({"t": "ready"})
+        try:
+            self.loop()
+        except _Stopped:
+            pass
+        finally:
+            self.report(force=True)
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        try:
+            self.stage.close()
+        except Exception:  # best effort: a failing close must not hide the run's result
+            log.exception("%s: close failed", self.spec.instance)
+        for inlet in self.inlets:
+            inlet.close()
+        if self.outlet is not None:
+            self.outlet.close()
+        self.reader.close()
+        self.pool.close(unlink=False)  # the runner unlinks after every consumer is gone
+        if self.control is not None:
+            self.control.close(linger=1000)
+
+    def notify(self, event: dict) -> None:
+        if self.control is not None:
+            self.control.send(packb({"instance": self.spec.instance, "pid": os.getpid(), **event}))
+
+    def report(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_report:
+            return
+        self._next_report = now + self.interval
+        self.stats.queue_depth = len(self.ready) + (len(self.reorder) if self.reorder else 0)
+        if self.reorder is not None:
+            self.stats.drops["lost"] = self.reorder.lost
+            self.stats.drops["late"] = self.reorder.late
+        self.notify({"t": "stats", "stats": self.stats.to_wire()})
+
+    # -- the loop --------------------------------------------------------------------------
+    def loop(self) -> None:
+        poller = zmq.Poller()
+        for inlet in self.inlets:
+            poller.register(inlet.sock, zmq.POLLIN)
+            poller.register(inlet.monitor, zmq.POLLIN)
+        if self.outlet is not None:
+            poller.register(self.outlet.sock, zmq.POLLIN)
+        by_sock = {inlet.sock: inlet for inlet in self.inlets}
+        by_monitor = {inlet.monitor: inlet for inlet in self.inlets}
+        while not self.stopping:
+            for sock, _ in poller.poll(self._timeout_ms()):
+                if sock in by_sock:
+                    self.receive(by_sock[sock])
+                elif sock in by_monitor:
+                    by_monitor[sock].on_monitor()
+                else:
+                    self.outlet.poll_credits()  # type: ignore[union-attr]
+            if self.reorder is not None:
+                self.ready.extend(self.reorder.expire())
+            self.work()
+            self.report()
+            if all(i.eos for i in self.inlets) and not self.ready:
+                self.finish()
+                return
+
+    def _timeout_ms(self) -> int:
+        if self.ready and (self.outlet is None or self.outlet.ready()):
+            return 0
+        return 20 if self.reorder is not None and len(self.reorder) else int(self.interval * 1000)
+
+    def receive(self, inlet: Inlet) -> None:
+        while (parts := inlet.recv()) is not None:
+            try:
+                item = decode(parts, self.reader)
+            except FrameLost:
+                self._lost(inlet, parts, "overwritten")
+                continue
+            except TransportError:
+                self.stats.count_drop("corrupt")
+                inlet.credit()
+                continue
+            if item.kind == EOS:
+                inlet.eos = True
+            elif self.reorder is not None:
+                m = item.msg
+                for ready in self.reorder.push(m.stream, m.seq, m.prev, (inlet, item), item.more):
+                    self.ready.append(ready)
+            else:
+                self.ready.append((inlet, item))
+
+    def _lost(self, inlet: Inlet, parts: list, reason: str) -> None:
+        """A frame was overwritten before we could read it: count it, keep the order going."""
+        self.stats.count_drop(reason)
+        header = unpackb(parts[0])
+        marker = Decoded(SKIP, header[6], Message(header[1], header[2], header[3]), [])
+        if self.reorder is not None:
+            self.ready.extend(
+                self.reorder.push(header[1], header[2], header[3], (inlet, marker), header[6])
+            )
+        else:
+            self.ready.append((inlet, marker))
+
+    def work(self) -> None:
+        while self.ready and not self.stopping:
+            if self.outlet is not None and not self.outlet.ready():
+                return
+            inlet, item = self.ready.popleft()
+            inlet.credit()
+            self.handle(item)
+
+    def handle(self, item: Decoded) -> None:
+        msg = item.msg
+        if item.kind == SKIP:
+            self.forward_marker(SKIP, msg, item.more)
+        elif item.kind == END:
+            flushed = self.stage.end_stream(msg.stream)
+            flushed = [flushed] if isinstance(flushed, Message) else list(flushed or [])
+            for m in flushed:  # results flushed at the end take the END marker's place
+                m.seq, m.prev = msg.seq, msg.prev
+            self.emit(flushed, more=True)
+            self.forward_marker(END, msg)
+            if self.reorder is not None:
+                self.reorder.forget(msg.stream)
+        elif item.kind == MSG:
+            self.stats.count_in(msg.stream)
+            t0 = time.perf_counter()
+            out = self.stage.process(msg)
+            self.stats.busy_s += time.perf_counter() - t0
+            self.stats.service.add((time.perf_counter() - t0) * 1000)
+            if not all(self.reader.is_current(r) for r in item.refs):
+                self.stats.count_drop("overwritten")
+                out = None
+            if not self.emit(out, item.more) and not item.more:
+                self.forward_marker(SKIP, msg)
+
+    def emit(self, out: Message | Iterable[Message] | None, more: bool = False) -> int:
+        """Send the stage's results downstream (or count them at a sink); returns how many.
+        All but the last carry ``more`` so a downstream reorder keeps them together; ``more``
+        marks the last too when the input itself was not the last part of its frame."""
+        if out is None:
+            return 0
+        msgs = [out] if isinstance(out, Message) else list(out)
+        for i, m in enumerate(msgs):
+            if self.outlet is not None:
+                self.wait_for_room()
+                last = i == len(msgs) - 1
+                parts = encode(m, MSG, more or not last, self.pool, self.reader, self.inline_all)
+                self.outlet.send(parts, m.stream)
+            self.stats.count_out(m.stream, m.seq, m.t_mono_ns)
+        return len(msgs)
+
+    def forward_marker(self, kind: int, msg: Message, more: bool = False) -> None:
+        if self.outlet is not None:
+            self.wait_for_room()
+            parts = encode_control(kind, msg.stream, msg.seq, msg.prev, more)
+            self.outlet.send(parts, msg.stream)
+
+    def wait_for_room(self) -> None:
+        """Block until every downstream stage can take a message, reporting meanwhile."""
+        assert self.outlet is not None
+        while not self.outlet.ready():
+            self.outlet.poll_credits(int(self.interval * 1000))
+            for inlet in self.inlets:
+                inlet.on_monitor()
+            self.report()
+            if self.stopping:
+                raise _Stopped
+
+    def finish(self) -> None:
+        """All producers are done: flush held messages and stream state, then say EOS."""
+        if self.reorder is not None:
+            self.ready.extend(self.reorder.flush())
+        self.work()
+        if self.outlet is not None:
+            missed = self.outlet.broadcast_eos()
+            if missed:
+                log.warning("%s: could not tell %s that it finished", self.spec.instance, missed)
+        self.notify({"t": "done"})
+
+
+class _Stopped(Exception):
+    """Raised inside a blocking wait when the runner asked this process to stop."""

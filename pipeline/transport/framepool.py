@@ -1,0 +1,237 @@
+"""Shared-memory frame pools: a producer writes arrays into fixed slots, consumers map them.
+
+Each segment is a file in /dev/shm holding N equal slots and a generation counter per slot.
+The counter works as a seqlock: odd while the producer writes a slot, even once it is
+published. A reference carries the even generation it was published with, so a consumer can
+tell, before and after using a slot, whether it was overwritten under it; such frames are
+dropped and counted, never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "SHM_DIR",
+    "FrameLost",
+    "FramePool",
+    "PoolReader",
+    "SlotRef",
+    "sweep_segments",
+]
+
+SHM_DIR = Path("/dev/shm")
+HEADER_BYTES = 4096  # generation counters live here; slots start page-aligned after it
+ALIGN = 4096
+MAX_SLOTS = HEADER_BYTES // 8
+
+
+class FrameLost(Exception):
+    """A referenced slot was overwritten or its segment is gone."""
+
+
+@dataclass(frozen=True)
+class SlotRef:
+    """Where an array lives: segment name, slot index, published generation, layout."""
+
+    segment: str
+    slot: int
+    gen: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    def to_wire(self) -> list:
+        return [self.segment, self.slot, self.gen, self.dtype, list(self.shape)]
+
+    @classmethod
+    def from_wire(cls, w: list) -> SlotRef:
+        return cls(w[0], int(w[1]), int(w[2]), w[3], tuple(w[4]))
+
+
+class _Segment:
+    """One mapped /dev/shm file of ``slots`` slots of ``slot_bytes`` each."""
+
+    def __init__(self, name: str, slots: int, slot_bytes: int, create: bool) -> None:
+        self.name = name
+        self.path = SHM_DIR / name
+        self.slot_bytes = slot_bytes
+        self.stride = -(-slot_bytes // ALIGN) * ALIGN
+        self.slots = slots
+        size = HEADER_BYTES + self.stride * slots
+        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
+        fd = os.open(self.path, flags, 0o600)
+        try:
+            if create:
+                os.ftruncate(fd, size)
+            else:
+                size = os.fstat(fd).st_size
+            self.mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.gens = np.frombuffer(self.mm, np.uint64, count=MAX_SLOTS)
+
+    def view(self, slot: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        offset = HEADER_BYTES + slot * self.stride
+        count = int(np.prod(shape, dtype=np.int64))
+        return np.frombuffer(self.mm, dtype, count=count, offset=offset).reshape(shape)
+
+    def close(self) -> None:
+        self.gens = None  # type: ignore[assignment]
+        with contextlib.suppress(BufferError):  # views still alive: it goes when they do
+            self.mm.close()
+
+
+class FramePool:
+    """The producer side: hands out writable slot arrays and publishes them as references.
+
+    Slots are reused in ring order. The pool is sized by the runner to exceed the number of
+    messages the graph can hold in flight downstream, so in normal operation a slot is free
+    again before it comes round; the generation check catches anything that holds on longer.
+    """
+
+    def __init__(self, prefix: str, slots: int) -> None:
+        if not 2 <= slots <= MAX_SLOTS:
+            msg = f"pool slots must be between 2 and {MAX_SLOTS}, got {slots}"
+            raise ValueError(msg)
+        self.prefix = prefix
+        self.slots = slots
+        self._segments: dict[int, _Segment] = {}
+        self._next: dict[int, int] = {}
+        self._owned: dict[int, tuple[weakref.ref, _Segment, int]] = {}
+
+    def alloc(self, shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
+        """A writable array in the next slot of the right size; publish it with ``publish``."""
+        dt = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        seg = self._segments.get(nbytes)
+        if seg is None:
+            seg = _Segment(f"{self.prefix}-{nbytes}", self.slots, nbytes, create=True)
+            self._segments[nbytes] = seg
+            self._next[nbytes] = 0
+        slot = self._next[nbytes]
+        self._next[nbytes] = (slot + 1) % self.slots
+        gen = int(seg.gens[slot])
+        seg.gens[slot] = gen + 1 if gen % 2 == 0 else gen + 2  # odd: being written
+        arr = seg.view(slot, dt, tuple(shape))
+        key = id(arr)
+        self._owned[key] = (weakref.ref(arr, lambda _r, k=key: self._owned.pop(k, None)), seg, slot)
+        return arr
+
+    def owns(self, arr: np.ndarray) -> bool:
+        entry = self._owned.get(id(arr))
+        return entry is not None and entry[0]() is arr
+
+    def publish(self, arr: np.ndarray) -> SlotRef:
+        """Mark a slot written (generation even) and return its reference."""
+        _, seg, slot = self._owned[id(arr)]
+        gen = int(seg.gens[slot])
+        if gen % 2 == 1:
+            gen += 1
+            seg.gens[slot] = gen
+        return SlotRef(seg.name, slot, gen, arr.dtype.str, tuple(arr.shape))
+
+    def put(self, arr: np.ndarray) -> SlotRef:
+        """Copy an array into the next slot and publish it (one copy, for arrays not made
+        with ``alloc``)."""
+        dst = self.alloc(arr.shape, arr.dtype)
+        np.copyto(dst, arr)
+        return self.publish(dst)
+
+    @property
+    def segment_names(self) -> list[str]:
+        return [s.name for s in self._segments.values()]
+
+    def close(self, unlink: bool = True) -> None:
+        for seg in self._segments.values():
+            seg.close()
+            if unlink:
+                seg.path.unlink(missing_ok=True)
+        self._segments.clear()
+        self._owned.clear()
+
+
+class PoolReader:
+    """The consumer side: maps producers' segments on first use and returns read-only views."""
+
+    def __init__(self, max_segments: int = 64) -> None:
+        self._segments: dict[str, _Segment] = {}
+        self._max = max_segments
+        self._views: dict[int, tuple[weakref.ref, SlotRef]] = {}
+
+    def _segment(self, name: str) -> _Segment:
+        seg = self._segments.get(name)
+        if seg is None:
+            if len(self._segments) >= self._max:  # drop the oldest mapping (restarted peers)
+                old = next(iter(self._segments))
+                self._segments.pop(old).close()
+            try:
+                seg = _Segment(name, 0, 0, create=False)
+            except FileNotFoundError as exc:
+                raise FrameLost(f"segment {name} is gone") from exc
+            self._segments[name] = seg
+        return seg
+
+    def is_current(self, ref: SlotRef) -> bool:
+        """True while the slot still holds the frame ``ref`` was published with."""
+        try:
+            seg = self._segment(ref.segment)
+        except FrameLost:
+            return False
+        return int(seg.gens[ref.slot]) == ref.gen
+
+    def view(self, ref: SlotRef) -> np.ndarray:
+        """A read-only array over the slot; raises FrameLost if it was overwritten."""
+        seg = self._segment(ref.segment)
+        if int(seg.gens[ref.slot]) != ref.gen:
+            raise FrameLost(f"{ref.segment} slot {ref.slot} was overwritten")
+        arr = seg.view(ref.slot, np.dtype(ref.dtype), ref.shape)
+        arr.flags.writeable = False
+        key = id(arr)
+        self._views[key] = (weakref.ref(arr, lambda _r, k=key: self._views.pop(k, None)), ref)
+        return arr
+
+    def ref_of(self, arr: np.ndarray) -> SlotRef | None:
+        """The reference of an array this reader returned (so it can be forwarded, not copied)."""
+        entry = self._views.get(id(arr))
+        if entry is not None and entry[0]() is arr:
+            return entry[1]
+        return None
+
+    def close(self) -> None:
+        for seg in self._segments.values():
+            seg.close()
+        self._segments.clear()
+
+
+def sweep_segments(prefix: str = "rkpipe-", alive: set[int] | None = None) -> list[str]:
+    """Remove /dev/shm segments of runs whose supervisor is dead. Names are
+    ``rkpipe-<pid>x<token>-...``; a run is alive if its pid still exists (or is in ``alive``)."""
+    removed = []
+    for path in SHM_DIR.glob(f"{prefix}*"):
+        run = path.name[len(prefix) :].split("-", 1)[0]
+        pid_text = run.split("x", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if (alive and pid in alive) or _pid_alive(pid):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,196 @@
+"""Credit-based links between stage processes over ZeroMQ.
+
+Every producer instance binds one ROUTER (its outlet). Every consumer instance connects one
+DEALER per producer instance (its inlets) and grants credits: HELLO sets how many messages
+it will take at once, CREDIT returns one as it takes a message for processing. A producer
+sends each message to every downstream stage (fan-out) and, within a stage, to the replica
+with the most credit, i.e. to whichever worker is free (not blind round-robin). Because
+every link is bounded by its credits, the number of frames in flight is known, which sizes
+the shared-memory pools and makes "wait" (files) and "drop oldest" (cameras) exact.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import zmq
+
+from .codec import EOS, encode_control, packb, unpackb
+
+__all__ = ["CREDIT", "HELLO", "Inlet", "Outlet", "configure", "zmq_context"]
+
+HELLO, CREDIT = b"H", b"C"
+
+
+def configure(sock: zmq.Socket) -> zmq.Socket:
+    """Socket defaults in one place: no linger at close, deep queues (credits bound them)."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 10_000)
+    sock.setsockopt(zmq.RCVHWM, 10_000)
+    return sock
+
+
+def zmq_context() -> zmq.Context:
+    return zmq.Context.instance()
+
+
+@dataclass
+class _Peer:
+    identity: bytes
+    group: str
+    replica: int
+    credits: int = 0
+
+
+@dataclass
+class _Group:
+    name: str
+    expected: list[bytes]
+    partition: bool = False
+    peers: dict[bytes, _Peer] = field(default_factory=dict)
+
+
+class Outlet:
+    """The producer end: one bound ROUTER serving every downstream stage's replicas."""
+
+    def __init__(
+        self, endpoint: str, groups: dict[str, list[str]], partition: Iterable[str] = ()
+    ) -> None:
+        self.endpoint = endpoint
+        self.sock = configure(zmq_context().socket(zmq.ROUTER))
+        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.sock.bind(endpoint)
+        parts = set(partition)
+        self.groups = {
+            g: _Group(g, [i.encode() for i in ids], g in parts) for g, ids in groups.items()
+        }
+        self._peers: dict[bytes, _Peer] = {}
+
+    def poll_credits(self, timeout_ms: int = 0) -> bool:
+        """Take in HELLO/CREDIT messages; True if any arrived."""
+        got = False
+        while self.sock.poll(timeout_ms if not got else 0, zmq.POLLIN):
+            identity, kind, payload = self.sock.recv_multipart()
+            got = True
+            if kind == HELLO:
+                info = unpackb(payload)
+                group = self.groups.get(info["group"])
+                if group is None:
+                    continue
+                peer = _Peer(identity, info["group"], info["replica"], int(info["window"]))
+                self._peers[identity] = peer
+                group.peers[identity] = peer
+            elif kind == CREDIT:
+                peer = self._peers.get(identity)
+                if peer is not None:
+                    peer.credits += int(payload or b"1")
+        return got
+
+    def ready(self) -> bool:
+        """True when every downstream stage has a replica that can take a message now."""
+        return all(any(p.credits > 0 for p in g.peers.values()) for g in self.groups.values())
+
+    def waiting_on(self) -> list[str]:
+        return [
+            g.name for g in self.groups.values() if not any(p.credits > 0 for p in g.peers.values())
+        ]
+
+    def send(self, parts: list, stream: str = "") -> bool:
+        """Send to one replica of every downstream stage; False (nothing sent to the
+        stages lacking credit) if ``ready()`` was not checked first."""
+        ok = True
+        for group in self.groups.values():
+            ok &= self._send_group(group, parts, stream)
+        return ok
+
+    def _send_group(self, group: _Group, parts: list, stream: str) -> bool:
+        while True:
+            peer = self._pick(group, stream)
+            if peer is None:
+                return False
+            try:
+                self.sock.send_multipart([peer.identity, *parts], copy=False)
+            except zmq.ZMQError as exc:  # peer gone (crashed); forget it until it says HELLO
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                group.peers.pop(peer.identity, None)
+                self._peers.pop(peer.identity, None)
+                continue
+            peer.credits -= 1
+            return True
+
+    def _pick(self, group: _Group, stream: str) -> _Peer | None:
+        if group.partition and group.peers:
+            ordered = sorted(group.peers.values(), key=lambda p: p.replica)
+            peer = ordered[zlib.crc32(stream.encode()) % len(ordered)]
+            return peer if peer.credits > 0 else None
+        best = None
+        for peer in group.peers.values():
+            if peer.credits > 0 and (best is None or peer.credits > best.credits):
+                best = peer
+        return best
+
+    def broadcast_eos(self, timeout_s: float = 5.0) -> list[str]:
+        """Tell every expected downstream instance this producer is done; returns the ones
+        that could not be reached before the timeout."""
+        frame = encode_control(EOS)
+        pending = [i for g in self.groups.values() for i in g.expected]
+        deadline = time.monotonic() + timeout_s
+        while pending and time.monotonic() < deadline:
+            left = []
+            for identity in pending:
+                try:
+                    self.sock.send_multipart([identity, *frame])
+                except zmq.ZMQError:
+                    left.append(identity)
+            pending = left
+            if pending:
+                self.poll_credits(50)
+        return [p.decode() for p in pending]
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+class Inlet:
+    """The consumer end of one link: a DEALER connected to one producer instance."""
+
+    def __init__(
+        self, endpoint: str, producer: str, identity: str, group: str, replica: int, window: int
+    ) -> None:
+        self.producer = producer
+        self.endpoint = endpoint
+        self.sock = configure(zmq_context().socket(zmq.DEALER))
+        self.sock.setsockopt(zmq.IDENTITY, identity.encode())
+        self._hello = packb({"group": group, "replica": replica, "window": window})
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED)
+        self.sock.connect(endpoint)
+        self.eos = False
+        self.say_hello()
+
+    def say_hello(self) -> None:
+        """(Re)grant the full window; sent at start and whenever the producer (re)connects."""
+        self.sock.send_multipart([HELLO, self._hello])
+
+    def on_monitor(self) -> None:
+        while self.monitor.poll(0):
+            self.monitor.recv_multipart()
+            self.say_hello()
+
+    def credit(self, n: int = 1) -> None:
+        self.sock.send_multipart([CREDIT, b"%d" % n])
+
+    def recv(self) -> list | None:
+        try:
+            return self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close(0)
+        self.sock.close(0)

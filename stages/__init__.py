@@ -1,0 +1,12 @@
+"""Built-in rkpipe stages. Graph files name them by the short names in ``BUILTIN_STAGES``."""
+
+from __future__ import annotations
+
+__all__ = ["BUILTIN_STAGES"]
+
+#: short name -> "module:Class"; imported only when a graph uses the name.
+BUILTIN_STAGES: dict[str, str] = {
+    "synthetic": "stages.synthetic:SyntheticSource",
+    "passthrough": "stages.passthrough:Passthrough",
+    "jsonl": "stages.sinks.jsonl:JsonlSink",
+}
