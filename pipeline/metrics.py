@@ -72,6 +72,7 @@ class StageStats:
     service: LatencyHistogram = field(default_factory=LatencyHistogram)  # time in process()
     queue_depth: int = 0
     started: float = field(default_factory=time.monotonic)
+    cpu_start: float = field(default_factory=lambda: sum(os.times()[:2]))
 
     def count_in(self, stream: str) -> None:
         self.frames_in += 1
@@ -87,12 +88,11 @@ class StageStats:
         self.drops[reason] += n
 
     def to_wire(self) -> dict:
-        t = os.times()
         return {
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "busy_s": self.busy_s,
-            "cpu_s": t.user + t.system,
+            "cpu_s": sum(os.times()[:2]) - self.cpu_start,
             "uptime_s": time.monotonic() - self.started,
             "drops": dict(self.drops),
             "streams_in": dict(self.streams_in),

@@ -178,12 +178,12 @@ def _check_links(raw: dict, stages: dict[str, StageDef], problems: _Problems) ->
                     f'; did you mean "{close[0]}"?' if close else f"; stages are: {', '.join(raw)}"
                 )
                 problems.add(keys, f'unknown stage "{inp}"{hint}')
-    if stages and not any(s.is_source for s in stages.values()):
+    if len(stages) == len(raw) and not any(s.is_source for s in stages.values()):
         problems.add(("stages",), "no source stage; add a capture or synthetic stage")
 
 
 def _check_cpus(stages: dict[str, StageDef], cpus: set[int], problems: _Problems) -> None:
-    have = ",".join(str(c) for c in sorted(cpus))
+    have = _ranges(cpus)
     for name, sdef in stages.items():
         cpu_sets = sdef.common.cpus
         flat = [c for s in cpu_sets for c in (s if isinstance(s, list) else [s])]
@@ -198,6 +198,17 @@ def _check_cpus(stages: dict[str, StageDef], cpus: set[int], problems: _Problems
                 ("stages", name, "cpus"),
                 f"expected one CPU list per replica ({_replica_count(sdef)}), got {len(cpu_sets)}",
             )
+
+
+def _ranges(cpus: set[int]) -> str:
+    """{0, 1, 2, 3, 6} -> '0-3,6'"""
+    out: list[str] = []
+    for c in sorted(cpus):
+        if out and out[-1].split("-")[-1] == str(c - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{c}"
+        else:
+            out.append(str(c))
+    return ",".join(out)
 
 
 def _replica_count(sdef: StageDef) -> int:

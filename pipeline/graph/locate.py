@@ -24,8 +24,10 @@ class KeyLocator:
         """Line of the deepest part of ``path`` that can be found."""
         for n in range(len(path), 0, -1):
             table, key = tuple(path[: n - 1]), path[n - 1]
-            if tuple(path[:n]) in self.headers:
-                return self.headers[tuple(path[:n])]
+            prefix = tuple(path[:n])
+            under = [no for h, no in self.headers.items() if h[:n] == prefix]
+            if under:
+                return min(under)
             start = self.headers.get(table)
             if start is None:
                 continue

@@ -14,6 +14,7 @@ from collections import deque
 from ..messages import Message
 from ..stage import Source
 from ..transport.codec import END, MSG, encode, encode_control
+from ..transport.framepool import FrameLost
 from .worker import StageWorker, _Stopped
 
 __all__ = ["SourceWorker"]
@@ -63,6 +64,8 @@ class SourceWorker(StageWorker):
         reader = threading.Thread(target=self._read_live, name="live-reader", daemon=True)
         reader.start()
         while not self._enough():
+            if self.outlet is not None:  # wait first: a frame taken from the queue must go at once
+                self.wait_for_room()
             with self.lock:
                 msg = self.live_queue.popleft() if self.live_queue else None
             if msg is None:
@@ -74,8 +77,6 @@ class SourceWorker(StageWorker):
                     time.sleep(0.005)
                 self.report()
                 continue
-            if self.outlet is not None:
-                self.wait_for_room()
             self.send(msg)
             self.report()
         self.stopping = True
@@ -89,7 +90,8 @@ class SourceWorker(StageWorker):
                     return
                 with self.lock:
                     if len(self.live_queue) >= self.live_size:
-                        self.live_queue.popleft()
+                        for arr in self.live_queue.popleft().arrays.values():
+                            self.pool.release(arr)
                         self.stats.count_drop("live_overflow")
                     self.live_queue.append(msg)
         finally:
@@ -102,7 +104,11 @@ class SourceWorker(StageWorker):
         msg.prev = self.last_seq
         self.stats.count_in(msg.stream)
         if self.outlet is not None:
-            parts = encode(msg, MSG, False, self.pool, self.reader, self.inline_all)
+            try:
+                parts = encode(msg, MSG, False, self.pool, self.reader, self.inline_all)
+            except FrameLost:
+                self.stats.count_drop("overwritten")
+                return
             self.outlet.send(parts, msg.stream)
         self.last_seq = msg.seq
         self.sent += 1

@@ -159,6 +159,8 @@ class Supervisor:
             for s, h in old.items():
                 signal.signal(s, h)
             self._kill_all()
+            while sock.poll(200):  # final reports sent just before the processes exited
+                self._on_control(unpackb(sock.recv()))
             sock.close(0)
             self.cleanup()
         wall = time.monotonic() - t0

@@ -281,6 +281,7 @@ class StageWorker:
             missed = self.outlet.broadcast_eos()
             if missed:
                 log.warning("%s: could not tell %s that it finished", self.spec.instance, missed)
+        self.report(force=True)
         self.notify({"t": "done"})
 
 

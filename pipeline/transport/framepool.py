@@ -13,6 +13,7 @@ import contextlib
 import mmap
 import os
 import weakref
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +29,11 @@ __all__ = [
 ]
 
 SHM_DIR = Path("/dev/shm")
-HEADER_BYTES = 4096  # generation counters live here; slots start page-aligned after it
+HEADER_BYTES = 4096  # [magic, stride, slots, 0...] then a generation counter per slot
 ALIGN = 4096
-MAX_SLOTS = HEADER_BYTES // 8
+_FIELDS = 8
+MAX_SLOTS = HEADER_BYTES // 8 - _FIELDS
+_MAGIC = 0x726B70697065  # "rkpipe"
 
 
 class FrameLost(Exception):
@@ -61,21 +64,23 @@ class _Segment:
     def __init__(self, name: str, slots: int, slot_bytes: int, create: bool) -> None:
         self.name = name
         self.path = SHM_DIR / name
-        self.slot_bytes = slot_bytes
-        self.stride = -(-slot_bytes // ALIGN) * ALIGN
-        self.slots = slots
-        size = HEADER_BYTES + self.stride * slots
+        stride = -(-slot_bytes // ALIGN) * ALIGN
         flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
         fd = os.open(self.path, flags, 0o600)
         try:
             if create:
-                os.ftruncate(fd, size)
-            else:
-                size = os.fstat(fd).st_size
-            self.mm = mmap.mmap(fd, size)
+                os.ftruncate(fd, HEADER_BYTES + stride * slots)
+            self.mm = mmap.mmap(fd, os.fstat(fd).st_size)
         finally:
             os.close(fd)
-        self.gens = np.frombuffer(self.mm, np.uint64, count=MAX_SLOTS)
+        header = np.frombuffer(self.mm, np.uint64, count=HEADER_BYTES // 8)
+        if create:
+            header[:3] = (_MAGIC, stride, slots)
+        elif int(header[0]) != _MAGIC:
+            msg = f"{name} is not an rkpipe frame pool"
+            raise FrameLost(msg)
+        self.stride, self.slots, self.slot_bytes = int(header[1]), int(header[2]), slot_bytes
+        self.gens = header[_FIELDS:]
 
     def view(self, slot: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         offset = HEADER_BYTES + slot * self.stride
@@ -91,7 +96,8 @@ class _Segment:
 class FramePool:
     """The producer side: hands out writable slot arrays and publishes them as references.
 
-    Slots are reused in ring order. The pool is sized by the runner to exceed the number of
+    Slots are reused least recently handed out first (a slot given back unsent goes first).
+    The pool is sized by the runner to exceed the number of
     messages the graph can hold in flight downstream, so in normal operation a slot is free
     again before it comes round; the generation check catches anything that holds on longer.
     """
@@ -103,8 +109,8 @@ class FramePool:
         self.prefix = prefix
         self.slots = slots
         self._segments: dict[int, _Segment] = {}
-        self._next: dict[int, int] = {}
-        self._owned: dict[int, tuple[weakref.ref, _Segment, int]] = {}
+        self._order: dict[int, deque[int]] = {}  # least recently handed out first
+        self._owned: dict[int, tuple[weakref.ref, _Segment, int, int]] = {}
 
     def alloc(self, shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
         """A writable array in the next slot of the right size; publish it with ``publish``."""
@@ -114,14 +120,17 @@ class FramePool:
         if seg is None:
             seg = _Segment(f"{self.prefix}-{nbytes}", self.slots, nbytes, create=True)
             self._segments[nbytes] = seg
-            self._next[nbytes] = 0
-        slot = self._next[nbytes]
-        self._next[nbytes] = (slot + 1) % self.slots
+            self._order[nbytes] = deque(range(self.slots))
+        order = self._order[nbytes]
+        slot = order.popleft()
+        order.append(slot)
         gen = int(seg.gens[slot])
-        seg.gens[slot] = gen + 1 if gen % 2 == 0 else gen + 2  # odd: being written
+        gen = gen + 1 if gen % 2 == 0 else gen + 2  # odd: being written
+        seg.gens[slot] = gen
         arr = seg.view(slot, dt, tuple(shape))
         key = id(arr)
-        self._owned[key] = (weakref.ref(arr, lambda _r, k=key: self._owned.pop(k, None)), seg, slot)
+        drop = lambda _r, k=key: self._owned.pop(k, None)  # noqa: E731
+        self._owned[key] = (weakref.ref(arr, drop), seg, slot, gen)
         return arr
 
     def owns(self, arr: np.ndarray) -> bool:
@@ -129,13 +138,26 @@ class FramePool:
         return entry is not None and entry[0]() is arr
 
     def publish(self, arr: np.ndarray) -> SlotRef:
-        """Mark a slot written (generation even) and return its reference."""
-        _, seg, slot = self._owned[id(arr)]
+        """Mark a slot written (generation even) and return its reference. Raises FrameLost
+        if the ring came round and handed the slot out again before this array was sent."""
+        _, seg, slot, written = self._owned[id(arr)]
         gen = int(seg.gens[slot])
-        if gen % 2 == 1:
+        if gen not in (written, written + 1):
+            raise FrameLost(f"{seg.name} slot {slot} was reused before it was sent")
+        if gen == written:
             gen += 1
             seg.gens[slot] = gen
         return SlotRef(seg.name, slot, gen, arr.dtype.str, tuple(arr.shape))
+
+    def release(self, arr: np.ndarray) -> None:
+        """Give back an array's slot that was never sent (a dropped camera frame), so the
+        next ``alloc`` reuses it instead of advancing the ring."""
+        entry = self._owned.pop(id(arr), None)
+        if entry is not None and entry[0]() is arr:
+            _, seg, slot, _ = entry
+            order = self._order[seg.slot_bytes]
+            order.remove(slot)
+            order.appendleft(slot)
 
     def put(self, arr: np.ndarray) -> SlotRef:
         """Copy an array into the next slot and publish it (one copy, for arrays not made

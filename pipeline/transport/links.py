@@ -11,6 +11,7 @@ the shared-memory pools and makes "wait" (files) and "drop oldest" (cameras) exa
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from collections.abc import Iterable
@@ -43,6 +44,7 @@ class _Peer:
     group: str
     replica: int
     credits: int = 0
+    incarnation: int = 0
 
 
 @dataclass
@@ -79,9 +81,12 @@ class Outlet:
             if kind == HELLO:
                 info = unpackb(payload)
                 group = self.groups.get(info["group"])
-                if group is None:
-                    continue
-                peer = _Peer(identity, info["group"], info["replica"], int(info["window"]))
+                known = self._peers.get(identity)
+                if group is None or (known and known.incarnation == info["pid"]):
+                    continue  # a repeated HELLO from the same process grants nothing new
+                peer = _Peer(
+                    identity, info["group"], info["replica"], int(info["window"]), info["pid"]
+                )
                 self._peers[identity] = peer
                 group.peers[identity] = peer
             elif kind == CREDIT:
@@ -166,7 +171,9 @@ class Inlet:
         self.endpoint = endpoint
         self.sock = configure(zmq_context().socket(zmq.DEALER))
         self.sock.setsockopt(zmq.IDENTITY, identity.encode())
-        self._hello = packb({"group": group, "replica": replica, "window": window})
+        self._hello = packb(
+            {"group": group, "replica": replica, "window": window, "pid": os.getpid()}
+        )
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED)
         self.sock.connect(endpoint)
         self.eos = False

@@ -1,0 +1,64 @@
+"""Stages used only by the tests, imported by `uses = "rk_test_stages:Name"`."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+
+from pipeline import Context, Message, Stage, StageConfig
+from stages.synthetic import SyntheticSource
+
+
+class RandomDelay(Stage):
+    """Sleep a random time per message (seeded by stream and seq), to scramble arrival order."""
+
+    class Config(StageConfig):
+        max_ms: float = 20.0
+
+    def process(self, msg: Message) -> Message:
+        rng = random.Random(f"{msg.stream}:{msg.seq}")
+        time.sleep(rng.uniform(0, self.config.max_ms) / 1000)
+        return msg
+
+
+class FrameChecker(Stage):
+    """Compare each frame with what the synthetic source renders for its seq; record the
+    verdict in meta["frame_ok"], after an optional delay spent holding the frame."""
+
+    class Config(StageConfig):
+        width: int = 640
+        height: int = 360
+        seed: int = 0
+        objects: int = 6
+        hold_ms: float = 0.0
+
+    def setup(self, ctx: Context) -> None:
+        cfg = self.config
+        self.src = SyntheticSource(
+            width=cfg.width, height=cfg.height, seed=cfg.seed, objects=cfg.objects
+        )
+        self.src.setup(Context(stage="check"))
+        self.expected = np.empty((cfg.height, cfg.width, 3), np.uint8)
+
+    def process(self, msg: Message) -> Message:
+        frame = msg.frame
+        before = frame.copy()
+        if self.config.hold_ms:
+            time.sleep(self.config.hold_ms / 1000)
+        self.src.render(msg.seq, self.expected)
+        msg.meta["frame_ok"] = bool(np.array_equal(before, self.expected))
+        return msg
+
+
+class CrashOnSeq(Stage):
+    """Raise on one seq, to prove a crashing stage is restarted."""
+
+    class Config(StageConfig):
+        seq: int = 10
+
+    def process(self, msg: Message) -> Message:
+        if msg.seq == self.config.seq and msg.meta.get("crashed") is None:
+            raise RuntimeError("planted crash")
+        return msg

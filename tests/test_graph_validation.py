@@ -1,0 +1,97 @@
+"""Graph files are validated before any process starts; each error names file, line, stage,
+key and what was expected, exits with status 2 and prints no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import run_rkpipe
+from pipeline.errors import GraphError
+from pipeline.graph.load import load_graph
+
+INVALID = Path(__file__).parent / "graphs" / "invalid"
+
+# file in tests/graphs/invalid -> fragments the message must contain
+CASES = {
+    "syntax_error.toml": ["syntax_error.toml", "TOML syntax error", "line 4"],
+    "unknown_uses.toml": [
+        "unknown_uses.toml:6",
+        "stages.pre.uses",
+        'unknown stage "passthrugh"',
+        'did you mean "passthrough"',
+    ],
+    "unknown_input.toml": [
+        "unknown_input.toml:8",
+        "stages.out.inputs",
+        'unknown stage "cam"',
+        'did you mean "cam0"',
+    ],
+    "cycle.toml": ["stages.", "cycle:", "a -> b -> a"],
+    "unknown_option.toml": ["unknown_option.toml:5", "stages.cam0.fsp", "unknown option"],
+    "mistyped_option.toml": [
+        "mistyped_option.toml:5",
+        "stages.cam0.fps",
+        "expected a valid number",
+        "'fast'",
+    ],
+    "out_of_range.toml": ["stages.cam0.width", "greater than or equal to 16", "got 4"],
+    "missing_cpu.toml": [
+        "missing_cpu.toml:5",
+        "stages.cam0.cpus",
+        "CPU [4096] not present on this machine",
+    ],
+    "bad_module.toml": [
+        "stages.pre.uses",
+        'cannot import "no_such_module_xyz"',
+        "ModuleNotFoundError",
+    ],
+    "bad_file.toml": ["stages.pre.uses", 'stage file "missing_stage.py" not found'],
+    "broken_file.toml": ["stages.pre.uses", 'cannot import "broken_stage.py"', "ZeroDivisionError"],
+    "no_class.toml": ["stages.pre.uses", "has no class", "Nope"],
+    "source_with_inputs.toml": ["stages.cam1.inputs", "is a source and takes no inputs"],
+    "no_inputs.toml": ["stages.pre.inputs", "expected a list of stage names"],
+    "unknown_table.toml": ["unknown_table.toml:1", "stagez", "unknown table"],
+    "bad_pipeline_setting.toml": ["pipeline.window", "greater than or equal to 1"],
+    "replicated_sink.toml": ["stages.out.replicas", "keeps per-stream state"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_invalid_graph_reports_clear_error(name: str) -> None:
+    with pytest.raises(GraphError) as info:
+        load_graph(INVALID / name)
+    text = str(info.value)
+    for fragment in CASES[name]:
+        assert fragment in text, f"{fragment!r} not in:\n{text}"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(GraphError) as info:
+        load_graph(INVALID / "many_errors.toml")
+    assert len(info.value.problems) == 3, info.value.problems
+
+
+def test_missing_graph_file_names_it(tmp_path: Path) -> None:
+    with pytest.raises(GraphError, match="nope.toml: graph file not found"):
+        load_graph(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "graph"])
+def test_cli_exits_2_without_traceback(command: str) -> None:
+    res = run_rkpipe(command, str(INVALID / "unknown_option.toml"))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert "stages.cam0.fsp: unknown option" in res.stderr
+
+
+def test_validate_for_another_machine_cpus() -> None:
+    res = run_rkpipe("validate", "--cpus", "0-4096", str(INVALID / "missing_cpu.toml"))
+    assert res.returncode == 0, res.stderr
+
+
+def test_cli_help_for_each_command() -> None:
+    for command in ("run", "validate", "graph"):
+        res = run_rkpipe(command, "--help")
+        assert res.returncode == 0 and "usage: rkpipe" in res.stdout

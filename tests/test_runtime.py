@@ -1,0 +1,378 @@
+"""The runtime with real processes, real ZeroMQ sockets and real shared memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    ROOT,
+    TEST_STAGES,
+    poll_for,
+    read_jsonl,
+    rkpipe_children,
+    run_rkpipe,
+    write_graph,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def per_stream(rows: list[dict]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = defaultdict(list)
+    for r in rows:
+        out[r["stream"]].append(r["seq"])
+    return out
+
+
+def test_two_streams_every_frame_exactly_once_in_order(tmp_path: Path, no_leaks) -> None:
+    graph = write_graph(
+        tmp_path,
+        f"""
+[pipeline]
+name = "two"
+[stages.cam0]
+uses = "synthetic"
+frames = 150
+[stages.cam1]
+uses = "synthetic"
+frames = 120
+seed = 1
+[stages.pass]
+uses = "passthrough"
+inputs = ["cam0", "cam1"]
+[stages.out]
+uses = "jsonl"
+inputs = ["pass"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
+    assert res.returncode == 0, res.stderr
+    seqs = per_stream(read_jsonl(tmp_path / "out.jsonl"))
+    assert seqs["cam0"] == list(range(150))
+    assert seqs["cam1"] == list(range(120))
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    out = stats["stages"]["out"]
+    assert out["streams"]["cam0"]["frames_out"] == 150
+    assert out["streams"]["cam1"]["frames_out"] == 120
+    for name in ("cam0", "cam1", "pass", "out"):
+        s = stats["stages"][name]
+        for key in ("frames_in", "frames_out", "drops", "fps", "latency_ms"):
+            assert key in s
+        assert s["drops"] == 0
+        assert (
+            s["latency_ms"]["p50"] is not None and s["latency_ms"]["p99"] >= s["latency_ms"]["p50"]
+        )
+
+
+def test_fan_in_from_three_replicas_rejoins_each_stream_in_order(tmp_path: Path, no_leaks) -> None:
+    graph = write_graph(
+        tmp_path,
+        f"""
+[pipeline]
+name = "fan"
+[stages.cam0]
+uses = "synthetic"
+width = 64
+height = 48
+frames = 90
+[stages.cam1]
+uses = "synthetic"
+width = 64
+height = 48
+frames = 90
+[stages.work]
+uses = "rk_test_stages:RandomDelay"
+inputs = ["cam0", "cam1"]
+replicas = 3
+max_ms = 15
+[stages.out]
+uses = "jsonl"
+inputs = ["work"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
+    assert res.returncode == 0, res.stderr
+    seqs = per_stream(read_jsonl(tmp_path / "out.jsonl"))
+    assert seqs["cam0"] == list(range(90)) and seqs["cam1"] == list(range(90))
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert len(stats["stages"]["work"]["instances"]) == 3
+
+
+def test_slow_consumer_never_sees_an_overwritten_frame(tmp_path: Path, no_leaks) -> None:
+    """A live source outruns a slow stage: frames are dropped oldest-first and counted;
+    every frame that does arrive is intact."""
+    graph = write_graph(
+        tmp_path,
+        f"""
+[pipeline]
+name = "slow"
+[stages.cam0]
+uses = "synthetic"
+live = true
+fps = 200
+frames = 300
+[stages.check]
+uses = "rk_test_stages:FrameChecker"
+inputs = ["cam0"]
+hold_ms = 15
+[stages.out]
+uses = "jsonl"
+inputs = ["check"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
+    assert res.returncode == 0, res.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert rows and all(r["meta"]["frame_ok"] for r in rows)
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["stages"]["cam0"]["drops_by_reason"].get("live_overflow", 0) > 0
+    dropped = sum(s["drops"] for s in stats["stages"].values())
+    assert len(rows) + dropped == 300  # every frame is either delivered or counted
+
+
+def test_undersized_pool_detects_overwrites_and_counts_them(tmp_path: Path, no_leaks) -> None:
+    """With a pool forced smaller than what is in flight, a slot can be rewritten while a
+    consumer holds it: that frame is dropped and counted, never passed on corrupted."""
+    graph = write_graph(
+        tmp_path,
+        f"""
+[pipeline]
+name = "tiny"
+window = 4
+[stages.cam0]
+uses = "synthetic"
+frames = 60
+pool_slots = 2
+[stages.check]
+uses = "rk_test_stages:FrameChecker"
+inputs = ["cam0"]
+hold_ms = 5
+[stages.out]
+uses = "jsonl"
+inputs = ["check"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
+    assert res.returncode == 0, res.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert all(r["meta"]["frame_ok"] for r in rows)
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    overwritten = stats["stages"]["check"]["drops_by_reason"].get("overwritten", 0)
+    assert overwritten > 0
+    assert len(rows) + overwritten == 60
+
+
+def _start(graph: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{TEST_STAGES}"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(graph), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _child_pid(run: subprocess.Popen, instance: str) -> int | None:
+    for pid in rkpipe_children():
+        try:
+            if Path(f"/proc/{pid}/status").read_text().split("\n")[6].split()[1] != str(run.pid):
+                continue
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        if cmd[-2:-1] == [instance.encode()] or cmd[-1:] == [instance.encode()]:
+            return pid
+    return None
+
+
+def test_killed_stage_is_restarted_and_the_run_completes(tmp_path: Path, no_leaks) -> None:
+    graph = write_graph(
+        tmp_path,
+        f"""
+[pipeline]
+name = "restart"
+reorder_timeout_ms = 300
+[stages.cam0]
+uses = "synthetic"
+width = 64
+height = 48
+fps = 50
+realtime = true
+frames = 200
+[stages.work]
+uses = "passthrough"
+inputs = ["cam0"]
+[stages.out]
+uses = "jsonl"
+inputs = ["work"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    run = _start(graph, "--stats-out", str(tmp_path / "stats.json"))
+    try:
+        assert poll_for(lambda: _child_pid(run, "work") is not None, 20)
+        assert poll_for(
+            lambda: (
+                (tmp_path / "out.jsonl").exists() and len(read_jsonl(tmp_path / "out.jsonl")) > 30
+            ),
+            20,
+        )
+        os.kill(_child_pid(run, "work"), signal.SIGKILL)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 0, err
+    assert "work exited with signal 9; restarting" in err
+    seqs = per_stream(read_jsonl(tmp_path / "out.jsonl"))["cam0"]
+    assert seqs == sorted(set(seqs)) and seqs[-1] == 199  # in order, no duplicates, to the end
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["stages"]["work"]["restarts"] == 1
+    assert len(seqs) >= 190  # only what was inside the killed process is lost
+
+
+def test_ctrl_c_drains_and_leaves_nothing_behind(tmp_path: Path, no_leaks) -> None:
+    graph = write_graph(
+        tmp_path,
+        f"""
+[pipeline]
+name = "endless"
+[stages.cam0]
+uses = "synthetic"
+live = true
+fps = 30
+[stages.cam1]
+uses = "synthetic"
+realtime = true
+fps = 30
+[stages.work]
+uses = "passthrough"
+inputs = ["cam0", "cam1"]
+replicas = 2
+[stages.out]
+uses = "jsonl"
+inputs = ["work"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    run = _start(graph)
+    try:
+        assert poll_for(
+            lambda: (
+                (tmp_path / "out.jsonl").exists() and len(read_jsonl(tmp_path / "out.jsonl")) > 20
+            ),
+            30,
+        )
+        children = {p for p in rkpipe_children() if _parent(p) == run.pid}
+        assert len(children) == 5
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == 130, err
+    assert "draining" in err and "Traceback" not in err
+    assert not any(Path(f"/proc/{p}").exists() for p in children)
+    assert not list(Path("/tmp").glob("rkpipe-*x*/control.sock"))
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    for seqs in per_stream(rows).values():
+        assert seqs == sorted(seqs)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def test_stale_segments_of_a_killed_run_are_swept(tmp_path: Path, no_leaks) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    stale = Path(f"/dev/shm/rkpipe-{dead.stdout.strip()}xdead00-cam0-1-4096")
+    stale.write_bytes(b"\0" * 4096)
+    graph = write_graph(
+        tmp_path,
+        f"""
+[stages.cam0]
+uses = "synthetic"
+frames = 3
+[stages.out]
+uses = "jsonl"
+inputs = ["cam0"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph))
+    assert res.returncode == 0, res.stderr
+    assert not stale.exists()
+
+
+def test_crashing_stage_is_restarted_with_backoff(tmp_path: Path, no_leaks) -> None:
+    graph = write_graph(
+        tmp_path,
+        f"""
+[pipeline]
+reorder_timeout_ms = 200
+[stages.cam0]
+uses = "synthetic"
+width = 32
+height = 32
+frames = 30
+[stages.bad]
+uses = "rk_test_stages:CrashOnSeq"
+inputs = ["cam0"]
+seq = 10
+[stages.out]
+uses = "jsonl"
+inputs = ["bad"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
+    assert res.returncode == 0, res.stderr
+    assert "planted crash" in res.stderr
+    seqs = per_stream(read_jsonl(tmp_path / "out.jsonl"))["cam0"]
+    assert 10 not in seqs and seqs[-1] == 29 and seqs == sorted(seqs)
+
+
+def test_stage_failing_setup_stops_the_run_with_one_clear_line(tmp_path: Path, no_leaks) -> None:
+    stage_file = tmp_path / "needs_model.py"
+    stage_file.write_text(
+        "from pipeline import Stage, ModelError\n"
+        "class NeedsModel(Stage):\n"
+        "    def setup(self, ctx):\n"
+        "        raise ModelError('model file models/missing.onnx not found (stages.det.model)')\n"
+    )
+    graph = write_graph(
+        tmp_path,
+        """
+[stages.cam0]
+uses = "synthetic"
+[stages.det]
+uses = "needs_model.py:NeedsModel"
+inputs = ["cam0"]
+""",
+    )
+    t0 = time.monotonic()
+    res = run_rkpipe("run", str(graph), timeout=60)
+    assert res.returncode == 1
+    assert "det: model file models/missing.onnx not found (stages.det.model)" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert time.monotonic() - t0 < 30
