@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import run_rkpipe
+
 from pipeline.errors import GraphError
 from pipeline.graph.load import load_graph
 
@@ -74,7 +74,7 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_missing_graph_file_names_it(tmp_path: Path) -> None:
-    with pytest.raises(GraphError, match="nope.toml: graph file not found"):
+    with pytest.raises(GraphError, match=r"nope\.toml: graph file not found"):
         load_graph(tmp_path / "nope.toml")
 
 

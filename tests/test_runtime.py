@@ -12,7 +12,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
 from conftest import (
     ROOT,
     TEST_STAGES,
