@@ -1,0 +1,168 @@
+"""Counting tracked objects that cross named line segments, per direction and class.
+
+Sides follow ``stages.geometry``: ``side_of_line`` > 0 on the clockwise side of a->b; a move
+from negative to positive is ``"in"``, positive to negative ``"out"``. Each track remembers the
+last side it was confirmed on; inside a band of ``margin`` px around the line the side is not
+updated, so an anchor jittering on the line or an object stopping on it is counted at most
+once. A side change counts only if the path from the last confirmed point to the new one cuts
+the line within the segment (``tolerance`` px past either end), which also catches an anchor
+that jumps across the line between two updates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from stages.analytics._state import TrackRows
+from stages.geometry import anchor_points, side_of_line
+
+__all__ = ["CrossingEvent", "Line", "LineCounter"]
+
+Point = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Line:
+    """A named counting segment from ``a`` to ``b`` in image pixels."""
+
+    name: str
+    a: Point
+    b: Point
+
+
+@dataclass(frozen=True)
+class CrossingEvent:
+    """One counted crossing; ``point`` is where the anchor's path cut the line."""
+
+    line: str
+    track_id: int
+    class_id: int
+    direction: str  # "in" or "out"
+    point: Point
+    frame: int
+
+
+def _as_lines(lines: Mapping[str, tuple[Point, Point]] | Iterable[Line]) -> list[Line]:
+    """Accept ``{name: (a, b)}`` or ``Line`` objects; reject zero-length or duplicate lines."""
+    if isinstance(lines, Mapping):
+        lines = [Line(name, tuple(a), tuple(b)) for name, (a, b) in lines.items()]
+    out = list(lines)
+    names = [ln.name for ln in out]
+    if len(set(names)) != len(names):
+        msg = f"line names must be unique, got {names}"
+        raise ValueError(msg)
+    for ln in out:
+        if np.hypot(ln.b[0] - ln.a[0], ln.b[1] - ln.a[1]) == 0:
+            msg = f"line {ln.name!r} has zero length: a == b == {ln.a}"
+            raise ValueError(msg)
+    return out
+
+
+class LineCounter:
+    """Crossing counts of one stream's tracks over several lines.
+
+    ``forget_after`` frames without a sighting drops a track's memory (its ID will not return).
+    """
+
+    def __init__(
+        self,
+        lines: Mapping[str, tuple[Point, Point]] | Iterable[Line],
+        anchor: str = "bottom_center",
+        margin: float = 3.0,
+        tolerance: float = 4.0,
+        forget_after: int = 60,
+    ) -> None:
+        self.lines = _as_lines(lines)
+        self.anchor = anchor
+        self.margin = float(margin)
+        self.tolerance = float(tolerance)
+        self.forget_after = int(forget_after)
+        n = len(self.lines)
+        self._a = np.array([ln.a for ln in self.lines], np.float64).reshape(n, 2)
+        self._ab = np.array([ln.b for ln in self.lines], np.float64).reshape(n, 2) - self._a
+        self._len = np.hypot(self._ab[:, 0], self._ab[:, 1])
+        self._state = TrackRows(
+            {
+                "side": ((n,), np.int8, 0),  # last confirmed side per line; 0 = not yet known
+                "point": ((n, 2), np.float64, np.nan),  # anchor where that side was confirmed
+                "dist": ((n,), np.float64, 0.0),  # its signed distance to the line (px)
+                "seen": ((), np.int64, 0),  # frame of the last sighting
+            }
+        )
+        self.frame = 0
+        self.counts: dict[str, dict[str, dict[int, int]]] = {}
+        self.reset_counts()
+
+    def reset_counts(self) -> None:
+        """Zero every count (track memory is kept, so no crossing is double counted)."""
+        self.counts = {ln.name: {"in": {}, "out": {}} for ln in self.lines}
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Crossings per line and direction, all classes together."""
+        return {
+            name: {d: sum(by_cls.values()) for d, by_cls in dirs.items()}
+            for name, dirs in self.counts.items()
+        }
+
+    def update(
+        self, xyxy: np.ndarray, tracker_id: np.ndarray, class_id: np.ndarray, frame_gap: int = 1
+    ) -> list[CrossingEvent]:
+        """Feed one frame's tracked boxes (untracked ones, ID < 0, are ignored)."""
+        self.frame += max(int(frame_gap), 1)
+        ids = np.asarray(tracker_id, np.int64).reshape(-1)
+        keep = ids >= 0
+        ids, cls = ids[keep], np.asarray(class_id, np.int64).reshape(-1)[keep]
+        points = anchor_points(np.asarray(xyxy).reshape(-1, 4)[keep], self.anchor)
+        rows = self._state.rows(ids)
+        events = self._step(rows, points, ids, cls) if len(self.lines) else []
+        self._state["seen"][rows] = self.frame
+        self._state.drop(self.frame - self._state["seen"] > self.forget_after)
+        return events
+
+    def _distances(self, points: np.ndarray) -> np.ndarray:
+        """Signed distance (px) of each point to each line, (N, L)."""
+        cols = [
+            side_of_line(points, ln.a, ln.b) / length
+            for ln, length in zip(self.lines, self._len, strict=True)
+        ]
+        return np.stack(cols, axis=1)
+
+    def _step(
+        self, rows: np.ndarray, points: np.ndarray, ids: np.ndarray, cls: np.ndarray
+    ) -> list[CrossingEvent]:
+        """Update confirmed sides, and return the crossings that cut a segment."""
+        st = self._state
+        dist = self._distances(points)
+        side = np.where(dist > self.margin, 1, np.where(dist < -self.margin, -1, 0))
+        prev, p0, d0 = st["side"][rows], st["point"][rows], st["dist"][rows]
+        flipped = (prev != 0) & (side != 0) & (side != prev)
+        hit = np.zeros_like(flipped)
+        cut = np.zeros((*flipped.shape, 2))
+        if flipped.any():
+            frac = d0 / np.where(flipped, d0 - dist, 1.0)  # d0, dist differ in sign when flipped
+            cut = p0 + (points[:, None, :] - p0) * frac[..., None]
+            along = np.einsum("nlk,lk->nl", cut - self._a, self._ab) / self._len
+            hit = flipped & (along >= -self.tolerance) & (along <= self._len + self.tolerance)
+        settled = side != 0
+        st["side"][rows] = np.where(settled, side, prev)
+        st["point"][rows] = np.where(settled[..., None], points[:, None, :], p0)
+        st["dist"][rows] = np.where(settled, dist, d0)
+        return self._events(hit, side, cut, ids, cls)
+
+    def _events(
+        self, hit: np.ndarray, side: np.ndarray, cut: np.ndarray, ids: np.ndarray, cls: np.ndarray
+    ) -> list[CrossingEvent]:
+        """Count and describe each crossing in ``hit`` (N, L)."""
+        events = []
+        for n, li in np.argwhere(hit):
+            line = self.lines[li].name
+            direction = "in" if side[n, li] > 0 else "out"
+            by_cls = self.counts[line][direction]
+            c = int(cls[n])
+            by_cls[c] = by_cls.get(c, 0) + 1
+            point = (float(cut[n, li, 0]), float(cut[n, li, 1]))
+            events.append(CrossingEvent(line, int(ids[n]), c, direction, point, self.frame))
+        return events
