@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .detections import Detections
 
 __all__ = ["FRAME", "Message"]
 
@@ -43,6 +46,21 @@ class Message:
     @frame.setter
     def frame(self, value: np.ndarray) -> None:
         self.arrays[FRAME] = value
+
+    @property
+    def detections(self) -> Detections | None:
+        """The detections found in this frame (parallel arrays), or None if none were made."""
+        from .detections import Detections
+
+        return Detections.from_arrays(self.arrays)
+
+    @detections.setter
+    def detections(self, value: Detections) -> None:
+        from .detections import DETECTIONS_PREFIX
+
+        for key in [k for k in self.arrays if k.startswith(DETECTIONS_PREFIX)]:
+            del self.arrays[key]
+        self.arrays.update(value.to_arrays())
 
     def derive(self, **changes: Any) -> Message:
         """A new message for the same frame position: same stream/seq/times, shallow-copied

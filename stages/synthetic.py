@@ -1,4 +1,5 @@
-"""A synthetic video source: moving shapes, deterministic from a seed, no files needed.
+"""A synthetic video source, deterministic from a seed, no files needed: street scenes with
+people and cars (``scene = "easy"`` or ``"hard"``, see stages.scenes) or plain moving boxes.
 
 It renders straight into a shared-memory slot, so frames cost no copy on the way out. With
 ``live = true`` it behaves like a camera (paced at ``fps``, drops the oldest frame when the
@@ -8,6 +9,7 @@ pipeline falls behind); otherwise like a file (waits, loses nothing).
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -28,7 +30,10 @@ class SyntheticSource(Source):
         fps: float = Field(30.0, gt=0, le=1000)
         frames: int | None = Field(None, ge=0, description="stop after this many (None: endless)")
         seed: int = 0
-        objects: int = Field(6, ge=0, le=500)
+        scene: Literal["boxes", "easy", "hard"] = Field(
+            "boxes", description="street scene preset with people and cars, or plain boxes"
+        )
+        objects: int = Field(6, ge=0, le=500, description="number of boxes (scene = boxes)")
         live: bool = False
         realtime: bool = Field(False, description="pace at fps (always true when live)")
 
@@ -40,6 +45,13 @@ class SyntheticSource(Source):
         self.start = rng.uniform(0, 1, (n, 2)) * (cfg.width, cfg.height)
         self.vel = rng.uniform(-4, 4, (n, 2))
         self.colors = rng.integers(30, 255, (n, 3))
+        self.scene = None
+        if cfg.scene != "boxes":
+            from stages.scenes import Scene
+
+            self.scene = Scene(
+                cfg.scene, seed=cfg.seed, width=cfg.width, height=cfg.height, fps=cfg.fps
+            )
         self.index = ctx.resume_seq + 1
         self.ctx = ctx
         self.t0 = time.monotonic()
@@ -51,6 +63,9 @@ class SyntheticSource(Source):
     def render(self, i: int, out: np.ndarray) -> None:
         """Draw frame ``i`` into ``out`` (H, W, 3) uint8."""
         cfg = self.config
+        if self.scene is not None:
+            out[...] = self.scene.render(i)
+            return
         out[...] = 96
         span = np.array([cfg.width, cfg.height], float)
         pos = np.mod(self.start + self.vel * i, span)
