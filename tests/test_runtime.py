@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
 from conftest import (
     ROOT,
     TEST_STAGES,
@@ -375,3 +376,33 @@ inputs = ["cam0"]
     assert "det: model file models/missing.onnx not found (stages.det.model)" in res.stderr
     assert "Traceback" not in res.stderr
     assert time.monotonic() - t0 < 30
+
+
+def test_tcp_link_carries_frames_inline(tmp_path: Path, no_leaks) -> None:
+    """A link that may cross hosts (tcp://) carries the frame itself, not a shm reference."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    graph = write_graph(
+        tmp_path,
+        f"""
+[stages.cam0]
+uses = "synthetic"
+frames = 40
+endpoint = "tcp://127.0.0.1:{port}"
+[stages.check]
+uses = "rk_test_stages:FrameChecker"
+inputs = ["cam0"]
+[stages.out]
+uses = "jsonl"
+inputs = ["check"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph))
+    assert res.returncode == 0, res.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["seq"] for r in rows] == list(range(40))
+    assert all(r["meta"]["frame_ok"] for r in rows)
