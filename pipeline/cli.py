@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("graph", type=Path)
     show.add_argument("--cpus", type=_cpu_set, metavar="LIST", help="as for validate")
+    sub.add_parser(
+        "scene",
+        help="write a synthetic street clip (MP4) and its ground truth (JSON)",
+        add_help=False,
+    )
     return p
 
 
@@ -124,6 +129,11 @@ def _print_final(stats: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scene"]:  # its own parser: write a synthetic clip plus ground truth
+        from stages.scenes.cli import main as scene_main
+
+        return scene_main(argv[1:])
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph}[args.command]
     try:
