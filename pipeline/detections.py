@@ -8,7 +8,7 @@ ride the same zero-copy path as frames and tensors; ``to_arrays``/``from_arrays`
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,11 +40,12 @@ class Detections:
     xyxy: np.ndarray
     confidence: np.ndarray
     class_id: np.ndarray
-    tracker_id: np.ndarray = field(default=None)  # type: ignore[assignment]
+    tracker_id: np.ndarray = None  # type: ignore[assignment]  # None: all -1, set on init
 
     def __post_init__(self) -> None:
-        """Coerce dtypes (no copy when already right) and check that the shapes agree."""
-        xyxy = np.asarray(self.xyxy, np.float32)
+        """Coerce to C-contiguous arrays of the right dtypes (no copy when already so; the
+        transport sends contiguous buffers) and check that the shapes agree."""
+        xyxy = np.ascontiguousarray(self.xyxy, np.float32)
         if xyxy.size == 0 and xyxy.ndim < 2:
             xyxy = xyxy.reshape(0, 4)
         if xyxy.ndim != 2 or xyxy.shape[1] != 4:
@@ -55,7 +56,7 @@ class Detections:
         if self.tracker_id is None:
             self.tracker_id = np.full(n, -1, np.int64)
         for name in ("confidence", "class_id", "tracker_id"):
-            arr = np.asarray(getattr(self, name), _SPEC[name][0])
+            arr = np.ascontiguousarray(getattr(self, name), _SPEC[name][0])
             if arr.shape != (n,):
                 msg = (
                     f"Detections.{name}: expected shape {_expected(name, n)} to match "
