@@ -9,4 +9,7 @@ BUILTIN_STAGES: dict[str, str] = {
     "synthetic": "stages.synthetic:SyntheticSource",
     "passthrough": "stages.passthrough:Passthrough",
     "jsonl": "stages.sinks.jsonl:JsonlSink",
+    "letterbox": "stages.preprocess:Letterbox",
+    "yolov8_decode": "stages.postprocess:YoloV8Decode",
+    "bytetrack": "stages.track:ByteTrack",
 }

@@ -1,0 +1,65 @@
+"""The ``bytetrack`` stage: one ByteTrack per stream, IDs unique within a stream, never reused.
+
+Frames dropped upstream are known from sequence numbers (``seq - prev``), so the motion model
+predicts across the gap and tracks survive drops. A stream's state is cleared when it ends.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from pipeline.detections import Detections
+from pipeline.messages import Message
+from pipeline.stage import Context, Stage, StageConfig
+from stages.tracking import ByteTracker
+
+__all__ = ["ByteTrack"]
+
+
+class ByteTrack(Stage):
+    """Assign ``tracker_id`` to ``msg.detections`` (-1 for boxes not yet confirmed)."""
+
+    replicable: ClassVar[bool] = False
+
+    class Config(StageConfig):
+        track_thresh: float = Field(0.5, ge=0, le=1, description="high-score detections")
+        low_thresh: float = Field(
+            0.1, ge=0, le=1, description="low-score detections kept for matching"
+        )
+        match_thresh: float = Field(0.8, ge=0, le=1)
+        track_buffer: int = Field(30, ge=1, description="frames a lost track is kept (at 30 fps)")
+        frame_rate: float = Field(30.0, gt=0)
+        min_hits: int = Field(2, ge=1)
+        class_aware: bool = True
+
+    def setup(self, ctx: Context) -> None:
+        self.trackers: dict[str, ByteTracker] = {}
+
+    def _tracker(self, stream: str) -> ByteTracker:
+        t = self.trackers.get(stream)
+        if t is None:
+            c = self.config
+            t = self.trackers[stream] = ByteTracker(
+                track_thresh=c.track_thresh,
+                low_thresh=c.low_thresh,
+                match_thresh=c.match_thresh,
+                track_buffer=c.track_buffer,
+                frame_rate=c.frame_rate,
+                min_hits=c.min_hits,
+                class_aware=c.class_aware,
+            )
+        return t
+
+    def process(self, msg: Message) -> Message:
+        det = msg.detections or Detections.empty()
+        gap = msg.seq - msg.prev if msg.prev >= 0 else 1
+        res = self._tracker(msg.stream).update(
+            det.xyxy, det.confidence, det.class_id, frame_gap=gap
+        )
+        msg.detections = Detections(res.xyxy, res.confidence, res.class_id, res.tracker_id)
+        return msg
+
+    def end_stream(self, stream: str) -> None:
+        self.trackers.pop(stream, None)
