@@ -10,6 +10,7 @@ BUILTIN_STAGES: dict[str, str] = {
     "passthrough": "stages.passthrough:Passthrough",
     "jsonl": "stages.sinks.jsonl:JsonlSink",
     "letterbox": "stages.preprocess:Letterbox",
+    "infer": "stages.infer:Infer",
     "yolov8_decode": "stages.postprocess:YoloV8Decode",
     "bytetrack": "stages.track:ByteTrack",
 }

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_rkpipe
 
+from conftest import run_rkpipe
 from pipeline.errors import GraphError
 from pipeline.graph.load import load_graph
 
@@ -55,6 +55,7 @@ CASES = {
     "unknown_table.toml": ["unknown_table.toml:1", "stagez", "unknown table"],
     "bad_pipeline_setting.toml": ["pipeline.window", "greater than or equal to 1"],
     "replicated_sink.toml": ["stages.out.replicas", "keeps per-stream state"],
+    "replicas_and_npu_cores.toml": ["stages.npu.replicas", "sets its own processes", "npu_cores"],
 }
 
 

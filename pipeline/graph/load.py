@@ -153,7 +153,13 @@ def _stage(name: str, table: Any, graph_dir: Path, problems: _Problems) -> Stage
             problems.add((*keys, *loc), text)
         return None
     sdef = StageDef(name, common, cls, config, options)
-    if common.replicas > 1 and not cls.replicable:
+    if common.replicas > 1 and cls.replica_options(config) is not None:
+        problems.add(
+            (*keys, "replicas"),
+            f'"{common.uses}" sets its own processes from its options (e.g. npu_cores); '
+            "remove replicas",
+        )
+    elif common.replicas > 1 and not cls.replicable:
         problems.add(
             (*keys, "replicas"),
             f'stage "{common.uses}" keeps per-stream state and runs as one process; '
