@@ -51,3 +51,17 @@ def test_headline_graph_runs(tmp_path: Path, no_leaks) -> None:
     assert res.returncode == 0, res.stderr
     rows = read_jsonl(tmp_path / "out" / "two_streams.jsonl")
     assert {r["stream"] for r in rows} == {"cam0", "cam1"}
+
+
+@pytest.mark.integration
+def test_three_npu_core_twin_runs_the_whole_detection_chain(tmp_path: Path, no_leaks) -> None:
+    """6 streams -> letterbox -> 3 simulated NPU cores -> decode -> track -> JSONL."""
+    graph = ROOT / "graphs" / "three_npu_cores_sim.toml"
+    res = run_rkpipe("run", str(graph), "--frames", "20", "--stats-out", "stats.json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = read_jsonl(tmp_path / "out" / "three_npu_cores_sim.jsonl")
+    assert {r["stream"] for r in rows} == {f"cam{i}" for i in range(6)}
+    assert all("det.tracker_id" in r["arrays"] and "tensor" not in r["arrays"] for r in rows)
+    for stream in {r["stream"] for r in rows}:
+        seqs = [r["seq"] for r in rows if r["stream"] == stream]
+        assert seqs == sorted(seqs)  # re-joined in order after three inference processes
