@@ -16,12 +16,32 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_STAGES = ROOT / "tests" / "stages_for_tests"
 
 
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _ppid(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def rkpipe_segments() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("rkpipe-*")}
+    """Segments of runs whose supervisor is gone: left behind, not in use by a live run."""
+    out = set()
+    for p in Path("/dev/shm").glob("rkpipe-*"):
+        run = p.name.split("-")[1].split("x")[0]
+        if run.isdigit() and not _alive(int(run)):
+            out.add(p.name)
+    return out
 
 
 def rkpipe_children() -> set[int]:
-    """PIDs of live stage processes (any run)."""
+    """PIDs of stage processes whose runner is gone."""
     pids = set()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
@@ -30,8 +50,8 @@ def rkpipe_children() -> set[int]:
             cmd = (d / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"pipeline.supervise.child" in cmd:
-            pids.add(int(d.name))
+        if b"pipeline.supervise.child" in cmd and _ppid(int(d.name)) in (0, 1):
+            pids.add(int(d.name))  # orphaned: its runner is gone
     return pids
 
 

@@ -18,7 +18,6 @@ from conftest import (
     TEST_STAGES,
     poll_for,
     read_jsonl,
-    rkpipe_children,
     run_rkpipe,
     write_graph,
 )
@@ -186,8 +185,19 @@ def _start(graph: Path, *args: str) -> subprocess.Popen:
     )
 
 
+def _stage_pids() -> set[int]:
+    pids = set()
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"pipeline.supervise.child" in (d / "cmdline").read_bytes():
+                pids.add(int(d.name))
+        except OSError:
+            continue
+    return pids
+
+
 def _child_pid(run: subprocess.Popen, instance: str) -> int | None:
-    for pid in rkpipe_children():
+    for pid in _stage_pids():
         try:
             if Path(f"/proc/{pid}/status").read_text().split("\n")[6].split()[1] != str(run.pid):
                 continue
@@ -276,7 +286,7 @@ path = "{tmp_path}/out.jsonl"
             ),
             30,
         )
-        children = {p for p in rkpipe_children() if _parent(p) == run.pid}
+        children = {p for p in _stage_pids() if _parent(p) == run.pid}
         assert len(children) == 5
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=30)

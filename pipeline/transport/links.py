@@ -24,6 +24,7 @@ from .codec import EOS, encode_control, packb, unpackb
 __all__ = ["CREDIT", "HELLO", "Inlet", "Outlet", "configure", "zmq_context"]
 
 HELLO, CREDIT = b"H", b"C"
+_ZERO_COPY_MIN = 64 * 1024  # parts smaller than this are copied into ZeroMQ, not tracked
 
 
 def configure(sock: zmq.Socket) -> zmq.Socket:
@@ -108,17 +109,18 @@ class Outlet:
         """Send to one replica of every downstream stage; False (nothing sent to the
         stages lacking credit) if ``ready()`` was not checked first."""
         ok = True
+        copy = all(memoryview(p).nbytes <= _ZERO_COPY_MIN for p in parts)  # small: just copy
         for group in self.groups.values():
-            ok &= self._send_group(group, parts, stream)
+            ok &= self._send_group(group, parts, stream, copy)
         return ok
 
-    def _send_group(self, group: _Group, parts: list, stream: str) -> bool:
+    def _send_group(self, group: _Group, parts: list, stream: str, copy: bool) -> bool:
         while True:
             peer = self._pick(group, stream)
             if peer is None:
                 return False
             try:
-                self.sock.send_multipart([peer.identity, *parts], copy=False)
+                self.sock.send_multipart([peer.identity, *parts], copy=copy)
             except zmq.ZMQError as exc:  # peer gone (crashed); forget it until it says HELLO
                 if exc.errno != zmq.EHOSTUNREACH:
                     raise
