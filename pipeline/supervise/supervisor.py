@@ -29,7 +29,7 @@ import zmq
 from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
 from ..transport.codec import unpackb
-from ..transport.framepool import SHM_DIR, sweep_segments
+from ..transport.framepool import SHM_DIR, pid_alive, sweep_segments
 from ..transport.links import configure, zmq_context
 from .affinity import thread_env
 from .report import StatsBook
@@ -307,17 +307,7 @@ def sweep_stale() -> list[str]:
     removed = sweep_segments()
     for d in Path("/tmp").glob("rkpipe-*"):
         run = d.name[len("rkpipe-") :].split("x", 1)[0]
-        if run.isdigit() and not _alive(int(run)):
+        if run.isdigit() and not pid_alive(int(run)):
             shutil.rmtree(d, ignore_errors=True)
             removed.append(str(d))
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

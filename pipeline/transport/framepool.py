@@ -25,6 +25,7 @@ __all__ = [
     "FramePool",
     "PoolReader",
     "SlotRef",
+    "pid_alive",
     "sweep_segments",
 ]
 
@@ -242,14 +243,15 @@ def sweep_segments(prefix: str = "rkpipe-", alive: set[int] | None = None) -> li
         if not pid_text.isdigit():
             continue
         pid = int(pid_text)
-        if (alive and pid in alive) or _pid_alive(pid):
+        if (alive and pid in alive) or pid_alive(pid):
             continue
         path.unlink(missing_ok=True)
         removed.append(path.name)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
