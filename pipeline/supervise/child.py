@@ -28,14 +28,16 @@ from .affinity import cap_opencv_threads, die_with_parent, pin_to_cpus, set_proc
 EXIT_FATAL = 3
 
 
-def _report(control: str | None, instance: str, kind: str, error: str) -> None:
+def _report(control: str | None, instance: str, kind: str, error: str, sock=None) -> None:
+    """Tell the runner why this process ends, on the worker's connected socket if it has one."""
     if not control:
         print(f"rkpipe: {instance}: {error}", file=sys.stderr)
         return
-    sock = configure(zmq_context().socket(zmq.PUSH))
-    sock.connect(control)
-    sock.send(packb({"instance": instance, "t": kind, "error": error}))
-    sock.close(linger=2000)
+    if sock is None or sock.closed:
+        sock = configure(zmq_context().socket(zmq.PUSH))
+        sock.connect(control)
+    sock.send(packb({"instance": instance, "pid": os.getpid(), "t": kind, "error": error}))
+    sock.close(linger=5000)
 
 
 def main() -> int:
@@ -48,6 +50,7 @@ def main() -> int:
     pin_to_cpus(spec.cpus)
     cap_opencv_threads(spec.cpus)
     logging.basicConfig(level=job.get("log_level", "INFO"), format=f"[{spec.instance}] %(message)s")
+    worker = None
     try:
         from .source_worker import SourceWorker
         from .worker import StageWorker
@@ -66,11 +69,12 @@ def main() -> int:
             worker = StageWorker(spec, stage, **kwargs)
         return worker.run()
     except (StageSetupError, GraphError) as exc:
-        _report(control, spec.instance, "fatal", str(exc))
+        _report(control, spec.instance, "fatal", str(exc), getattr(worker, "control", None))
         return EXIT_FATAL
     except Exception as exc:  # a bug in a stage: show it, and let the runner restart us
         traceback.print_exc()
-        _report(control, spec.instance, "crash", f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        _report(control, spec.instance, "crash", error, getattr(worker, "control", None))
         return 1
 
 

@@ -89,6 +89,7 @@ class Supervisor:
             {st: [i.instance for i in self.plan.by_stage(st)] for st in self.plan.order()}
         )
         self.errors: list[str] = []
+        self.fatal_exits: list[str] = []  # exited with EXIT_FATAL; its message may come later
         self.interrupted = 0
         self.draining_since: float | None = None
         self.t_ready: float | None = None
@@ -162,6 +163,9 @@ class Supervisor:
             while sock.poll(200):  # final reports sent just before the processes exited
                 self._on_control(unpackb(sock.recv()))
             sock.close(0)
+            for name in self.fatal_exits:  # a stage that failed without saying why (rare)
+                if not any(e.startswith(f"{name}:") for e in self.errors):
+                    self.errors.append(f"{name}: failed to start (exit status {EXIT_FATAL})")
             self.cleanup()
         wall = time.monotonic() - t0
         active = wall - ((self.t_ready or t0) - t0)
@@ -182,7 +186,7 @@ class Supervisor:
             self._reap(now)
             if all(c.done for c in self.children.values()):
                 return
-            if self.errors and self.draining_since is None:
+            if (self.errors or self.fatal_exits) and self.draining_since is None:
                 self.begin_drain()
             self._check_heartbeats(now)
             self._restart_due(now)
@@ -232,8 +236,8 @@ class Supervisor:
                 continue
             if code == EXIT_FATAL or self.draining_since is not None:
                 c.done = True
-                if code == EXIT_FATAL and not self.errors:
-                    self.errors.append(f"{name}: failed to start")
+                if code == EXIT_FATAL:
+                    self.fatal_exits.append(name)
                 continue
             self._schedule_restart(c, code, now)
 
