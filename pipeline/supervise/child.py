@@ -22,22 +22,26 @@ from ..errors import GraphError, StageSetupError
 from ..graph.plan import InstanceSpec
 from ..graph.resolve import resolve_stage
 from ..transport.codec import packb
-from ..transport.links import configure, zmq_context
 from .affinity import cap_opencv_threads, die_with_parent, pin_to_cpus, set_process_name
 
 EXIT_FATAL = 3
 
 
-def _report(control: str | None, instance: str, kind: str, error: str, sock=None) -> None:
-    """Tell the runner why this process ends, on the worker's connected socket if it has one."""
+def _report(control: str | None, instance: str, kind: str, error: str) -> None:
+    """Tell the runner why this process ends. A private context is terminated before returning,
+    so the message is on the wire before the process exits (a shared context's I/O thread would
+    die with the process and could drop it)."""
     if not control:
         print(f"rkpipe: {instance}: {error}", file=sys.stderr)
         return
-    if sock is None or sock.closed:
-        sock = configure(zmq_context().socket(zmq.PUSH))
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.PUSH)
         sock.connect(control)
-    sock.send(packb({"instance": instance, "pid": os.getpid(), "t": kind, "error": error}))
-    sock.close(linger=5000)
+        sock.send(packb({"instance": instance, "pid": os.getpid(), "t": kind, "error": error}))
+        sock.close(linger=5000)
+    finally:
+        ctx.term()
 
 
 def main() -> int:
@@ -69,12 +73,12 @@ def main() -> int:
             worker = StageWorker(spec, stage, **kwargs)
         return worker.run()
     except (StageSetupError, GraphError) as exc:
-        _report(control, spec.instance, "fatal", str(exc), getattr(worker, "control", None))
+        _report(control, spec.instance, "fatal", str(exc))
         return EXIT_FATAL
     except Exception as exc:  # a bug in a stage: show it, and let the runner restart us
         traceback.print_exc()
         error = f"{type(exc).__name__}: {exc}"
-        _report(control, spec.instance, "crash", error, getattr(worker, "control", None))
+        _report(control, spec.instance, "crash", error)
         return 1
 
 

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,7 +33,8 @@ from ..transport.codec import unpackb
 from ..transport.framepool import SHM_DIR, pid_alive, sweep_segments
 from ..transport.links import configure, zmq_context
 from .affinity import thread_env
-from .report import StatsBook
+from .live_view import LiveView
+from .report import Snapshot, StatsBook
 
 __all__ = ["RunResult", "Supervisor", "new_run_id"]
 
@@ -75,6 +77,8 @@ class Supervisor:
         frames: int | None = None,
         echo: Callable[[str], None] | None = None,
         log_level: str = "WARNING",
+        live: bool | None = False,
+        prometheus_port: int | None = None,
     ) -> None:
         self.run_id = new_run_id()
         self.ipc_dir = Path("/tmp") / f"rkpipe-{self.run_id}"
@@ -82,12 +86,19 @@ class Supervisor:
         self.settings = graph.settings
         self.duration = duration
         self.frames = frames
-        self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.view = LiveView(sys.stderr, live, self.settings.stats_interval_s)
+        self.echo = echo or self.view.message
         self.log_level = log_level
         self.children = {s.instance: _Child(s) for s in self.plan.instances}
         self.book = StatsBook(
-            {st: [i.instance for i in self.plan.by_stage(st)] for st in self.plan.order()}
+            {st: [i.instance for i in self.plan.by_stage(st)] for st in self.plan.order()},
+            cpus={i.instance: i.cpus for i in self.plan.instances},
+            sinks={i.stage for i in self.plan.instances if not i.outputs},
         )
+        port = self.settings.prometheus_port if prometheus_port is None else prometheus_port
+        self.metrics_port = port
+        self.metrics = None
+        self.child_output: int | None = None  # the live view's pipe for stage processes' text
         self.errors: list[str] = []
         self.fatal_exits: list[str] = []  # exited with EXIT_FATAL; its message may come later
         self.interrupted = 0
@@ -110,10 +121,13 @@ class Supervisor:
             "log_level": self.log_level,
         }
         env = {**os.environ, **thread_env(spec.cpus), "RKPIPE_SPEC": json.dumps(job)}
+        out = self.child_output
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline.supervise.child", spec.instance],
             env=env,
             start_new_session=True,
+            stderr=out,
+            stdout=out if out is not None and sys.stdout.isatty() else None,
         )
         child.started = child.last_seen = time.monotonic()
         child.ready = False
@@ -146,6 +160,13 @@ class Supervisor:
         """Start everything, supervise until done, clean up; never leaves processes or
         shared memory behind."""
         sweep_stale()
+        if self.metrics_port is not None:
+            from .prometheus import start_metrics  # optional: needs prometheus-client
+
+            self.metrics = start_metrics(self.settings.prometheus_host, self.metrics_port)
+            self.echo(f"rkpipe: metrics at {self.metrics.url}")
+        if self.view.live:
+            self._pipe_child_output()
         self.ipc_dir.mkdir(parents=True, exist_ok=True)
         self.control_ep = f"ipc://{self.ipc_dir}/control.sock"
         sock = configure(zmq_context().socket(zmq.PULL))
@@ -169,6 +190,7 @@ class Supervisor:
             self.cleanup()
         wall = time.monotonic() - t0
         active = wall - ((self.t_ready or t0) - t0)
+        self._finish_view(active)
         stats = {
             "pipeline": self.settings.name,
             "run_id": self.run_id,
@@ -177,7 +199,8 @@ class Supervisor:
         return RunResult(self._exit_code(), stats, self.errors)
 
     def _supervise(self, sock: zmq.Socket, t0: float) -> None:
-        next_summary = time.monotonic() + self.settings.stats_interval_s
+        tick = min(1.0, self.settings.stats_interval_s)  # as often as stages report
+        next_tick = time.monotonic() + tick
         while True:
             if sock.poll(100):
                 while sock.poll(0):
@@ -186,7 +209,9 @@ class Supervisor:
             self._reap(now)
             if all(c.done for c in self.children.values()):
                 return
-            if (self.errors or self.fatal_exits) and self.draining_since is None:
+            if self.errors or self.fatal_exits:
+                if self.t_ready is None:
+                    return  # a stage failed to start: nothing ran, so there is nothing to drain
                 self.begin_drain()
             self._check_heartbeats(now)
             self._restart_due(now)
@@ -198,11 +223,9 @@ class Supervisor:
             ):
                 self.echo("rkpipe: drain took too long; stopping the remaining stages")
                 return
-            if now >= next_summary and self.t_ready is not None:
-                next_summary = now + self.settings.stats_interval_s
-                self.echo(f"rkpipe: {self.settings.name} at {now - self.t_ready:.0f}s")
-                for line in self.book.summary_lines():
-                    self.echo(line)
+            if now >= next_tick:
+                next_tick = now + tick
+                self._show(self._snapshot(now))
 
     def _on_control(self, event: dict) -> None:
         child = self.children.get(event.get("instance", ""))
@@ -262,7 +285,7 @@ class Supervisor:
         for c in self.children.values():
             if c.restart_at is not None and now >= c.restart_at and self.draining_since is None:
                 c.restart_at = None
-                self.book.restarted(c.spec.stage)
+                self.book.restarted(c.spec.stage, c.spec.instance)
                 self._spawn(c, restarted=True)
 
     def _check_heartbeats(self, now: float) -> None:
@@ -291,6 +314,56 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 self._signal(c, signal.SIGKILL)
                 c.proc.wait()  # type: ignore[union-attr]
+
+    # -- what the user sees ------------------------------------------------------------------
+    def _snapshot(self, now: float, final_s: float | None = None) -> Snapshot:
+        run_s = final_s if final_s is not None else now - self.t_ready if self.t_ready else 0.0
+        return self.book.snapshot(
+            self.settings.name, run_s, self._states(), final=final_s is not None
+        )
+
+    def _states(self) -> dict[str, str]:
+        states = {}
+        for name, c in self.children.items():
+            if c.done:
+                states[name] = "done"
+            elif c.restart_at is not None or c.proc is None:
+                states[name] = "restarting"
+            else:
+                states[name] = "running" if c.ready else "starting"
+        return states
+
+    def _show(self, snap: Snapshot) -> None:
+        self.view.update(snap)
+        if self.metrics is not None:
+            self.metrics.update(snap)
+
+    def _finish_view(self, active_s: float) -> None:
+        """Leave the whole-run table on screen and stop the metrics endpoint."""
+        final = self._snapshot(time.monotonic(), final_s=active_s)
+        if self.child_output is not None:
+            os.close(self.child_output)
+            self.child_output = None
+            if self._output_reader is not None:
+                self._output_reader.join(timeout=2.0)
+        self.view.close(final)
+        if self.metrics is not None:
+            self.metrics.update(final)
+            self.metrics.stop()
+
+    def _pipe_child_output(self) -> None:
+        """Route what stage processes print through the view, so it lands above the table
+        instead of tearing it apart."""
+        read_fd, self.child_output = os.pipe()
+        os.set_inheritable(self.child_output, True)
+
+        def pump() -> None:
+            with os.fdopen(read_fd, "rb") as pipe:
+                for raw in pipe:
+                    self.view.message(raw.decode(errors="replace").rstrip("\n"))
+
+        self._output_reader = threading.Thread(target=pump, name="stage-output", daemon=True)
+        self._output_reader.start()
 
     def cleanup(self) -> None:
         """Unlink this run's shared memory and sockets."""
