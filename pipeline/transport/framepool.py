@@ -10,6 +10,7 @@ dropped and counted, never used.
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import os
 import weakref
@@ -85,7 +86,7 @@ class _Segment:
 
     def view(self, slot: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         offset = HEADER_BYTES + slot * self.stride
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         return np.frombuffer(self.mm, dtype, count=count, offset=offset).reshape(shape)
 
     def close(self) -> None:
@@ -116,7 +117,7 @@ class FramePool:
     def alloc(self, shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
         """A writable array in the next slot of the right size; publish it with ``publish``."""
         dt = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        nbytes = math.prod(shape) * dt.itemsize
         seg = self._segments.get(nbytes)
         if seg is None:
             seg = _Segment(f"{self.prefix}-{nbytes}", self.slots, nbytes, create=True)
