@@ -56,6 +56,12 @@ CASES = {
     "bad_pipeline_setting.toml": ["pipeline.window", "greater than or equal to 1"],
     "replicated_sink.toml": ["stages.out.replicas", "keeps per-stream state"],
     "replicas_and_npu_cores.toml": ["stages.npu.replicas", "sets its own processes", "npu_cores"],
+    "unset_env.toml": [
+        "unset_env.toml:6",
+        "stages.out.path",
+        "environment variable RKPIPE_TEST_UNSET_VAR is not set",
+    ],
+    "disabled_input.toml": ["stages.out.inputs", 'stage "pre" is disabled'],
 }
 
 
@@ -96,3 +102,31 @@ def test_cli_help_for_each_command() -> None:
     for command in ("run", "validate", "graph"):
         res = run_rkpipe(command, "--help")
         assert res.returncode == 0 and "usage: rkpipe" in res.stdout
+
+
+def test_environment_variables_fill_values_and_defaults(tmp_path: Path, monkeypatch) -> None:
+    """Per-site values (a broker host, a camera URL) come from the environment."""
+    graph = tmp_path / "g.toml"
+    graph.write_text(
+        '[pipeline]\nwindow = "${RKPIPE_T_WINDOW}"\n'
+        '[stages.cam0]\nuses = "synthetic"\nfps = "${RKPIPE_T_FPS:-12.5}"\n'
+        '[stages.out]\nuses = "jsonl"\ninputs = ["cam0"]\npath = "${RKPIPE_T_DIR}/e.jsonl"\n'
+    )
+    monkeypatch.setenv("RKPIPE_T_WINDOW", "3")
+    monkeypatch.setenv("RKPIPE_T_DIR", "/data")
+    g = load_graph(graph)
+    assert g.settings.window == 3
+    assert g.stages["cam0"].config.fps == 12.5
+    assert g.stages["out"].config.path == "/data/e.jsonl"
+
+
+def test_disabled_stage_is_validated_but_left_out(tmp_path: Path) -> None:
+    graph = tmp_path / "g.toml"
+    body = '[stages.cam0]\nuses = "synthetic"\n[stages.out]\nuses = "jsonl"\ninputs = ["cam0"]\n'
+    graph.write_text(body + '[stages.extra]\nuses = "jsonl"\ninputs = ["cam0"]\nenabled = false\n')
+    assert set(load_graph(graph).stages) == {"cam0", "out"}
+    graph.write_text(
+        body + '[stages.extra]\nuses = "jsonl"\ninputs = ["cam0"]\nenabled = false\nflush = 1\n'
+    )
+    with pytest.raises(GraphError, match=r"stages\.extra\.flush: unknown option"):
+        load_graph(graph)

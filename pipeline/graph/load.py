@@ -2,12 +2,17 @@
 
 Every problem is collected and reported at once, each as
 ``FILE:LINE stages.NAME.KEY: what was expected, got what`` (exit status 2, no traceback).
+
+String values may name environment variables, ``${VAR}`` or ``${VAR:-default}``, so secrets
+and per-site settings (a broker's host, a camera's URL) stay out of the file. A stage with
+``enabled = false`` is validated but left out of the run.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +95,7 @@ def load_graph(path: str | Path, cpus: set[int] | None = None) -> Graph:
     except tomllib.TOMLDecodeError as exc:
         raise GraphError(f"{path}: TOML syntax error: {exc}") from None
     problems = _Problems(path, text)
+    data = _interpolate(data, (), problems)
     for key in data:
         if key not in ("pipeline", "stages"):
             problems.add(
@@ -101,17 +107,50 @@ def load_graph(path: str | Path, cpus: set[int] | None = None) -> Graph:
         problems.add(("stages",), "no stages defined; add at least one [stages.NAME] table")
         raise GraphError(problems.items)
     stages = {}
+    disabled = set()
     for name, table in raw_stages.items():
         sdef = _stage(name, table, path.parent, problems)
-        if sdef is not None:
+        if sdef is not None and not sdef.common.enabled:
+            disabled.add(name)
+        elif sdef is not None:
             stages[name] = sdef
-    _check_links(raw_stages, stages, problems)
+    _check_links(raw_stages, stages, disabled, problems)
     _check_cpus(stages, available_cpus() if cpus is None else cpus, problems)
     if not problems.items:
         _check_cycles(stages, problems)
     if problems.items:
         raise GraphError(problems.items)
     return Graph(path, settings, stages)
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, keys: tuple[str, ...], problems: _Problems) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; an unset variable without a
+    default is a problem reported at its key."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*keys, str(k)), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, keys, problems) for v in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        got = os.environ.get(name)
+        if got is None:
+            if default is None:
+                problems.add(
+                    keys,
+                    f"environment variable {name} is not set "
+                    f"(write ${{{name}:-default}} to give a default)",
+                )
+                return ""
+            return default
+        return got
+
+    return _ENV_REF.sub(sub, value)
 
 
 def _settings(raw: Any, problems: _Problems) -> PipelineSettings:
@@ -168,7 +207,9 @@ def _stage(name: str, table: Any, graph_dir: Path, problems: _Problems) -> Stage
     return sdef
 
 
-def _check_links(raw: dict, stages: dict[str, StageDef], problems: _Problems) -> None:
+def _check_links(
+    raw: dict, stages: dict[str, StageDef], disabled: set[str], problems: _Problems
+) -> None:
     for name, sdef in stages.items():
         keys = ("stages", name, "inputs")
         if sdef.is_source and sdef.common.inputs:
@@ -178,13 +219,15 @@ def _check_links(raw: dict, stages: dict[str, StageDef], problems: _Problems) ->
         for inp in sdef.common.inputs:
             if inp == name:
                 problems.add(keys, f'stage "{name}" cannot read its own output')
+            elif inp in disabled:
+                problems.add(keys, f'stage "{inp}" is disabled (enabled = false)')
             elif inp not in raw:
                 close = difflib.get_close_matches(inp, list(raw), n=1)
                 hint = (
                     f'; did you mean "{close[0]}"?' if close else f"; stages are: {', '.join(raw)}"
                 )
                 problems.add(keys, f'unknown stage "{inp}"{hint}')
-    if len(stages) == len(raw) and not any(s.is_source for s in stages.values()):
+    if len(stages) + len(disabled) == len(raw) and not any(s.is_source for s in stages.values()):
         problems.add(("stages",), "no source stage; add a capture or synthetic stage")
 
 

@@ -31,6 +31,10 @@ class PipelineSettings(BaseModel):
     )
     restart_limit: int = Field(5, ge=0, description="restarts allowed within restart_window_s")
     restart_window_s: float = Field(60.0, gt=0)
+    prometheus_port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus metrics on this port (0: any free)"
+    )
+    prometheus_host: str = Field("127.0.0.1", description="address the metrics endpoint binds")
 
 
 class StageCommon(BaseModel):
@@ -39,6 +43,7 @@ class StageCommon(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     uses: str
+    enabled: bool = Field(True, description="false: the stage is left out of the run")
     inputs: list[str] = Field(default_factory=list)
     cpus: list[int] | list[list[int]] = Field(default_factory=list)
     replicas: int = Field(1, ge=1, le=64)
