@@ -7,6 +7,7 @@ __all__ = ["BUILTIN_STAGES"]
 #: short name -> "module:Class"; imported only when a graph uses the name.
 BUILTIN_STAGES: dict[str, str] = {
     "synthetic": "stages.synthetic:SyntheticSource",
+    "capture": "stages.capture:Capture",
     "passthrough": "stages.passthrough:Passthrough",
     "jsonl": "stages.sinks.jsonl:JsonlSink",
     "letterbox": "stages.preprocess:Letterbox",

@@ -30,7 +30,7 @@ class SyntheticSource(Source):
         fps: float = Field(30.0, gt=0, le=1000)
         frames: int | None = Field(None, ge=0, description="stop after this many (None: endless)")
         seed: int = 0
-        scene: Literal["boxes", "easy", "hard"] = Field(
+        scene: Literal["boxes", "easy", "hard", "empty"] = Field(
             "boxes", description="street scene preset with people and cars, or plain boxes"
         )
         objects: int = Field(6, ge=0, le=500, description="number of boxes (scene = boxes)")
