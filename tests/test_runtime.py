@@ -362,6 +362,38 @@ path = "{tmp_path}/out.jsonl"
     assert 10 not in seqs and seqs[-1] == 29 and seqs == sorted(seqs)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fatal", [False, True])
+def test_live_reader_failure_is_not_swallowed(tmp_path: Path, no_leaks, fatal: bool) -> None:
+    """A live source reads in its own thread; what kills that thread must reach the runner
+    (a bug: restart, then give up past the limit; a setup-type error: one clear line)."""
+    graph = write_graph(
+        tmp_path,
+        f"""
+[pipeline]
+restart_limit = 1
+[stages.cam0]
+uses = "rk_test_live_crash:FailingCamera"
+after = 5
+fatal = {str(fatal).lower()}
+[stages.out]
+uses = "jsonl"
+inputs = ["cam0"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    t0 = time.monotonic()
+    res = run_rkpipe("run", str(graph), timeout=90)
+    assert res.returncode == 1, res.stderr
+    if fatal:
+        assert "cam0: camera rtsp://cam/1 refused the login" in res.stderr
+        assert "Traceback" not in res.stderr
+    else:
+        assert "decoder bug at frame 5" in res.stderr
+        assert "restart" in res.stderr
+    assert time.monotonic() - t0 < 60
+
+
 def test_stage_failing_setup_stops_the_run_with_one_clear_line(tmp_path: Path, no_leaks) -> None:
     stage_file = tmp_path / "needs_model.py"
     stage_file.write_text(

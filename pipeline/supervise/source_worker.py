@@ -36,6 +36,7 @@ class SourceWorker(StageWorker):
         self.live_size = live_queue
         self.live_done = threading.Event()
         self.lock = threading.Lock()
+        self.live_error: BaseException | None = None
 
     def loop(self) -> None:
         try:
@@ -70,6 +71,8 @@ class SourceWorker(StageWorker):
                 msg = self.live_queue.popleft() if self.live_queue else None
             if msg is None:
                 if self.live_done.is_set():
+                    if self.live_error is not None:  # the reader died: fail as the stage would
+                        raise self.live_error
                     return
                 if self.outlet is not None:
                     self.outlet.poll_credits(5)
@@ -94,6 +97,8 @@ class SourceWorker(StageWorker):
                             self.pool.release(arr)
                         self.stats.count_drop("live_overflow")
                     self.live_queue.append(msg)
+        except BaseException as exc:  # handed to the main thread, which reports or restarts
+            self.live_error = exc
         finally:
             self.live_done.set()
 
