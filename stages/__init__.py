@@ -10,6 +10,8 @@ BUILTIN_STAGES: dict[str, str] = {
     "capture": "stages.capture:Capture",
     "passthrough": "stages.passthrough:Passthrough",
     "jsonl": "stages.sinks.jsonl:JsonlSink",
+    "video": "stages.sinks.video:VideoSink",
+    "preview": "stages.sinks.preview:PreviewSink",
     "letterbox": "stages.preprocess:Letterbox",
     "infer": "stages.infer:Infer",
     "yolov8_decode": "stages.postprocess:YoloV8Decode",

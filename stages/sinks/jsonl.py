@@ -1,8 +1,11 @@
-"""A sink that writes one JSON line per message: stream, seq, timestamps, payload summary."""
+"""A sink that writes JSON lines: one per message (stream, seq, timestamps, payload summary),
+or with ``events_only`` one per analytics event, with optional size- or time-based rotation.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -12,13 +15,73 @@ from pydantic import Field
 from pipeline.messages import Message
 from pipeline.stage import Context, Stage, StageConfig
 
-__all__ = ["JsonlSink"]
+__all__ = ["JsonlSink", "RotatingFile"]
+
+
+class RotatingFile:
+    """An append-only text file that moves aside to ``name.1`` (older ones to ``.2`` ...) when
+    the next line would pass ``max_bytes`` or it has been open ``max_age_s``; ``keep`` old
+    files are kept, older ones deleted. Without limits it is a plain appended file."""
+
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int | None = None,
+        max_age_s: float | None = None,
+        keep: int = 5,
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.keep = keep
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()
+
+    def _open(self) -> None:
+        self.f: IO[str] = self.path.open("a")
+        self.size = self.path.stat().st_size
+        self.opened = time.monotonic()
+
+    def write(self, line: str) -> None:
+        """Write one line (no newline in ``line``), rotating first if it is due."""
+        n = len(line.encode()) + 1
+        if self._due(n):
+            if self.size:
+                self.rotate()
+            else:  # nothing to move aside yet: the period starts now
+                self.opened = time.monotonic()
+        self.f.write(line + "\n")
+        self.size += n
+
+    def _due(self, n: int) -> bool:
+        if self.max_bytes is not None and self.size + n > self.max_bytes:
+            return True
+        return self.max_age_s is not None and time.monotonic() - self.opened >= self.max_age_s
+
+    def rotate(self) -> None:
+        """Close the current file, shift ``name.k`` to ``name.k+1`` and start a new one."""
+        self.f.close()
+        old = [self.path.with_name(f"{self.path.name}.{k}") for k in range(self.keep + 1)]
+        old[0] = self.path
+        if self.keep == 0:
+            self.path.unlink(missing_ok=True)
+        for k in range(self.keep, 0, -1):  # .keep-1 -> .keep overwrites the oldest
+            if old[k - 1].exists():
+                os.replace(old[k - 1], old[k])
+        self._open()
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
 
 
 class JsonlSink(Stage):
     """Append a JSON line per message to ``path`` (relative paths: the working directory).
 
-    Arrays are summarised by shape and dtype, never dumped; metadata goes in as it is.
+    Arrays are summarised by shape and dtype, never dumped; metadata goes in as it is. With
+    ``events_only`` each event of ``meta["events"]`` is written as its own line instead.
     """
 
     replicable = False
@@ -26,24 +89,34 @@ class JsonlSink(Stage):
     class Config(StageConfig):
         path: str = Field("out/events.jsonl", description="file to append to; {stream} allowed")
         flush_every: int = Field(1, ge=1, description="lines between flushes (1: tail-able)")
+        events_only: bool = Field(False, description="one line per meta['events'] entry")
+        rotate_mb: float | None = Field(None, gt=0, description="start a new file past this")
+        rotate_every_s: float | None = Field(None, gt=0, description="new file this often")
+        keep: int = Field(5, ge=0, description="rotated files kept: path.1 (newest) .. path.N")
 
     def setup(self, ctx: Context) -> None:
-        self.files: dict[Path, IO[str]] = {}
+        self.files: dict[Path, RotatingFile] = {}
         self.pending = 0
+        mb = self.config.rotate_mb
+        self.max_bytes = None if mb is None else max(1, int(mb * 1024 * 1024))
 
-    def _file(self, stream: str) -> IO[str]:
+    def _file(self, stream: str) -> RotatingFile:
         path = Path(self.config.path.format(stream=stream))
         f = self.files.get(path)
         if f is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            f = self.files[path] = path.open("a")
+            cfg = self.config
+            f = self.files[path] = RotatingFile(path, self.max_bytes, cfg.rotate_every_s, cfg.keep)
         return f
 
     def process(self, msg: Message) -> Message:
-        line = json.dumps(self.record(msg), separators=(",", ":"), default=_plain)
+        events_only = self.config.events_only
+        records = (msg.meta.get("events") or []) if events_only else [self.record(msg)]
+        if not records:
+            return msg
         f = self._file(msg.stream)
-        f.write(line + "\n")
-        self.pending += 1
+        for rec in records:
+            f.write(json.dumps(rec, separators=(",", ":"), default=_plain))
+            self.pending += 1
         if self.pending >= self.config.flush_every:
             f.flush()
             self.pending = 0

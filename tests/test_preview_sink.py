@@ -1,0 +1,311 @@
+"""The preview sink: a live graph served to a real headless Chromium (page, MJPEG, status JSON,
+snapshots), and a stalled viewer that must not hold up the pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, TEST_STAGES, poll_for, write_graph
+from pipeline.errors import StageSetupError
+from pipeline.messages import Message
+from pipeline.stage import Context
+from stages.sinks.preview import BOUNDARY, PreviewSink
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _group_alive(pgid: int) -> bool:
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and os.getpgid(int(d.name)) == pgid:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.fixture
+def chromium(tmp_path: Path):
+    """Run headless Chromium (fresh profile per call) in its own process group, and kill that
+    group afterwards, whatever happened, so no browser process outlives the test."""
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(exe).exists():
+        pytest.fail("this test needs Chromium: apt-get install chromium")
+    groups: list[int] = []
+
+    def run(*args: str, timeout: float = 40) -> str:
+        profile = tmp_path / f"profile{len(groups)}"
+        cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        groups.append(proc.pid)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        return out.decode()
+
+    yield run
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    assert poll_for(lambda: not any(_group_alive(g) for g in groups), 10), "chromium left behind"
+
+
+class _Cells(HTMLParser):
+    """Table cells of the preview page: {stream: {(row key, cell key): text}}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[str, dict[tuple[str, str], str]] = {}
+        self.stream = self.row = self.cell = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        if tag == "section" and "data-stream" in a:
+            self.stream = a["data-stream"]
+            self.cells[self.stream] = {}
+        elif tag == "tr":
+            self.row = a.get("data-key")
+        elif tag == "td":
+            self.cell = a.get("data-k")
+
+    def handle_data(self, data: str) -> None:
+        if self.stream and self.row and self.cell:
+            self.cells[self.stream][(self.row, self.cell)] = data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self.cell = None
+
+
+def _start(graph: Path) -> tuple[subprocess.Popen, list[str]]:
+    """Start `rkpipe run`; its stderr lines collect in the returned list as they come."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{TEST_STAGES}"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(graph)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True).start()
+    return run, lines
+
+
+def _images(shot: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Rectangles (x, y, w, h) of the pictures on a screenshot of the page, top-left first:
+    large solid regions of colours that are none of the page's own dark shades."""
+    page = np.array([[0x17, 0x13, 0x10], [0x25, 0x1E, 0x19], [0x3A, 0x30, 0x29]], np.int16)
+    dist = np.abs(shot[:, :, None, :].astype(np.int16) - page).max(axis=3).min(axis=2)
+    _, _, stats, _ = cv2.connectedComponentsWithStats((dist > 12).astype(np.uint8), None, 4)
+    rects = [s[:4] for s in stats[1:] if s[2] > 200 and s[3] > 100 and s[4] > 0.8 * s[2] * s[3]]
+    return sorted((tuple(map(int, r)) for r in rects), key=lambda r: (r[1], r[0]))
+
+
+def _likeness(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of image ``a`` with ``b`` scaled to the same size."""
+    b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_AREA)
+    return float(cv2.matchTemplate(a, b, cv2.TM_CCOEFF_NORMED)[0, 0])
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_live_graph_in_a_real_browser(tmp_path: Path, chromium, no_leaks) -> None:
+    graph = write_graph(
+        tmp_path,
+        """
+[stages.cam0]
+uses = "synthetic"
+scene = "easy"
+live = true
+fps = 15
+[stages.cam1]
+uses = "synthetic"
+scene = "easy"
+seed = 1
+live = true
+fps = 15
+[stages.overlay]
+uses = "rk_test_overlay:Overlay"
+inputs = ["cam0", "cam1"]
+seeds = { cam1 = 1 }
+fps = 15
+[stages.view]
+uses = "preview"
+inputs = ["overlay"]
+port = 0
+max_fps = 8
+""",
+    )
+    run, log = _start(graph)
+    try:
+        assert poll_for(lambda: any("preview at http://" in x for x in log), 30), log
+        url = re.search(r"http://127\.0\.0\.1:\d+/", "".join(log)).group(0)
+
+        def status() -> dict:
+            return json.loads(_get(url + "api/status"))["streams"]
+
+        assert poll_for(lambda: all(s["fps"] > 5 for s in status().values()) and len(status()) == 2)
+        for s in status().values():  # the counts are those of the frame's meta
+            assert s["lines"] == {"door": {"in": s["seq"] // 10, "out": s["seq"] // 20}}
+            assert s["zones"] == {"curb": {"occupancy": s["seq"] % 5}}
+            assert (s["width"], s["height"]) == (640, 360)
+        snap = cv2.imdecode(np.frombuffer(_get(url + "snapshot/cam0.jpg"), np.uint8), 1)
+        assert snap.shape == (360, 640, 3)
+        for missing in ("snapshot/nope.jpg", "stream/nope.mjpg", "nothing"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                _get(url + missing)
+            assert err.value.code == 404
+        _check_mjpeg(url + "stream/cam1.mjpg", max_fps=8)
+
+        dom = chromium("--virtual-time-budget=3000", "--dump-dom", url)
+        cells = _Cells()
+        cells.feed(dom)
+        assert set(cells.cells) == {"cam0", "cam1"}
+        for c in cells.cells.values():
+            seq = int(c[("seq", "seq")])
+            assert float(c[("fps", "fps")]) > 0
+            assert int(c[("door", "in")]) == seq // 10 and int(c[("door", "out")]) == seq // 20
+            assert int(c[("curb", "occupancy")]) == seq % 5
+
+        shots = []
+        for i in range(2):
+            path = tmp_path / f"shot{i}.png"
+            chromium("--window-size=1100,800", "--virtual-time-budget=2000",
+                     f"--screenshot={path}", url)  # fmt: skip
+            shots.append(cv2.imread(str(path)))
+            time.sleep(1.0)
+        snaps = [cv2.imdecode(np.frombuffer(_get(f"{url}snapshot/{s}.jpg"), np.uint8), 1)
+                 for s in ("cam0", "cam1")]  # fmt: skip
+        rects = _images(shots[0])
+        assert len(rects) == 2 and rects == _images(shots[1]), rects
+        (x, y, w, h), _ = rects
+        assert w > 300 and abs(w / h - 16 / 9) < 0.05  # the frame, at a useful size
+        first = shots[0][y : y + h, x : x + w]
+        assert _likeness(first, snaps[0]) > _likeness(first, snaps[1]) + 0.1  # cam0 is there
+        moved = np.abs(first.astype(np.int16) - shots[1][y : y + h, x : x + w]).mean()
+        assert moved > 3, "the image did not change between screenshots"
+    finally:
+        run.send_signal(signal.SIGINT)
+        try:
+            run.wait(timeout=30)
+        finally:
+            run.kill()
+    assert run.returncode == 130, "".join(log)
+    assert "Traceback" not in "".join(log)
+
+
+def _check_mjpeg(url: str, max_fps: float) -> None:
+    """The stream is multipart JPEG, paced to at most ``max_fps`` for this viewer."""
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.headers["Content-Type"] == f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+        data, t0 = b"", time.monotonic()
+        while time.monotonic() - t0 < 1.5:
+            data += r.read1(1 << 16)
+    parts = data.split(f"--{BOUNDARY}\r\n".encode())[1:-1]  # the last may be cut short
+    assert 3 <= len(parts) <= 1.5 * max_fps + 2
+    body = parts[0].split(b"\r\n\r\n", 1)[1]
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), 1).shape == (360, 640, 3)
+
+
+def test_a_stalled_viewer_never_holds_up_the_pipeline(monkeypatch) -> None:
+    """One viewer stops reading; two others keep getting frames, every frame is encoded at
+    most once for all of them, and the sink's process() stays fast throughout."""
+    encodes = []
+    real_imencode = cv2.imencode
+    monkeypatch.setattr(cv2, "imencode", lambda *a: (encodes.append(1), real_imencode(*a))[1])
+    sink = PreviewSink(port=0, max_fps=100, quality=95)
+    sink.setup(Context(stage="view"))
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, (360, 640, 3), np.uint8)  # ~300 KB as JPEG: fills buffers fast
+    sink.process(Message("cam0", 0, arrays={"frame": noise}))
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", sink.port))
+    stalled.sendall(b"GET /stream/cam0.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    stop, counts = threading.Event(), [0, 0]
+
+    def watch(i: int) -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/stream/cam0.mjpg") as r:
+            while not stop.is_set():
+                counts[i] += r.read1(1 << 16).count(f"--{BOUNDARY}".encode())
+
+    viewers = [threading.Thread(target=watch, args=(i,)) for i in (0, 1)]
+    try:
+        for v in viewers:
+            v.start()
+        slowest = 0.0
+        for seq in range(1, 121):
+            frame = np.roll(noise, seq * 7, axis=1)
+            t0 = time.perf_counter()
+            sink.process(Message("cam0", seq, arrays={"frame": frame}))
+            slowest = max(slowest, time.perf_counter() - t0)
+            time.sleep(0.015)
+    finally:
+        stop.set()
+        stalled_got = _drain(stalled)
+        sink.close()  # ends every stream, so the viewers' reads return
+        for v in viewers:
+            v.join(10)
+        stalled.close()
+    assert stalled_got.count(f"--{BOUNDARY}".encode()) < min(counts) / 2  # it really stalled
+    assert slowest < 0.05
+    assert min(counts) >= 20, counts  # the healthy viewers kept up
+    assert len(encodes) <= 121 < sum(counts)  # one encode per frame, shared by the viewers
+
+
+def _drain(sock: socket.socket) -> bytes:
+    """What is waiting in ``sock`` right now, without blocking."""
+    sock.setblocking(False)
+    data = b""
+    with contextlib.suppress(BlockingIOError):
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    return data
+
+
+def test_a_port_in_use_is_a_clear_setup_error() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        sink = PreviewSink(port=port)
+        with pytest.raises(StageSetupError, match=rf"cannot listen on 127.0.0.1:{port}.*port = 0"):
+            sink.setup(Context(stage="view"))
