@@ -295,7 +295,7 @@ path = "{tmp_path}/out.jsonl"
     assert run.returncode == 130, err
     assert "draining" in err and "Traceback" not in err
     assert not any(Path(f"/proc/{p}").exists() for p in children)
-    assert not list(Path("/tmp").glob("rkpipe-*x*/control.sock"))
+    assert not list(Path("/tmp").glob(f"rkpipe-{run.pid}x*"))  # this run's sockets
     rows = read_jsonl(tmp_path / "out.jsonl")
     for seqs in per_stream(rows).values():
         assert seqs == sorted(seqs)

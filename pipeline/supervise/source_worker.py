@@ -134,3 +134,4 @@ class SourceWorker(StageWorker):
         while not self.outlet.ready() and time.monotonic() < deadline:
             self.outlet.poll_credits(50)
             self.report()
+            self.check_gone()

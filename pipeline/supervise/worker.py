@@ -35,7 +35,7 @@ from ..transport.codec import (
     unpackb,
 )
 from ..transport.framepool import FrameLost, FramePool, PoolReader
-from ..transport.links import Inlet, Outlet, configure, zmq_context
+from ..transport.links import Inlet, Outlet, configure, gone_dir, zmq_context
 from ..transport.reorder import ReorderBuffer
 
 __all__ = ["StageWorker"]
@@ -79,6 +79,8 @@ class StageWorker:
         )
         self.ready: deque[tuple[Inlet, Decoded]] = deque()
         self.control = None
+        self._gone = gone_dir(control[len("ipc://") :].rsplit("/", 1)[0]) if control else None
+        self._next_gone_check = 0.0
         if control:
             self.control = configure(zmq_context().socket(zmq.PUSH))
             self.control.connect(control)
@@ -98,6 +100,25 @@ class StageWorker:
         )
 
     # -- lifecycle -------------------------------------------------------------------------
+    def is_gone(self, instance: str) -> bool:
+        """True if the runner marked ``instance`` as ended for good without finishing."""
+        return self._gone is not None and (self._gone / instance).exists()
+
+    def check_gone(self) -> None:
+        """At most once a second: stop waiting on peers that ended for good (a consumer
+        that failed, a producer that will never send its EOS)."""
+        now = time.monotonic()
+        if self._gone is None or now < self._next_gone_check:
+            return
+        self._next_gone_check = now + 1.0
+        if not self._gone.exists():
+            return
+        if self.outlet is not None:
+            self.outlet.forget_gone(self.is_gone)
+        for inlet in self.inlets:
+            if not inlet.eos and self.is_gone(inlet.producer):
+                inlet.eos = True
+
     def request_stop(self, *_: object) -> None:
         self.stopping = True
 
@@ -165,6 +186,7 @@ class StageWorker:
                 self.ready.extend(self.reorder.expire())
             self.work()
             self.report()
+            self.check_gone()
             if all(i.eos for i in self.inlets) and not self.ready:
                 self.finish()
                 return
@@ -269,6 +291,7 @@ class StageWorker:
             for inlet in self.inlets:
                 inlet.on_monitor()
             self.report()
+            self.check_gone()
             if self.stopping:
                 raise _Stopped
 
@@ -278,7 +301,7 @@ class StageWorker:
             self.ready.extend(self.reorder.flush())
         self.work()
         if self.outlet is not None:
-            missed = self.outlet.broadcast_eos()
+            missed = self.outlet.broadcast_eos(is_gone=self.is_gone)
             if missed:
                 log.warning("%s: could not tell %s that it finished", self.spec.instance, missed)
         self.report(force=True)

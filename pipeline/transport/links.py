@@ -14,14 +14,15 @@ from __future__ import annotations
 import os
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import zmq
 
 from .codec import EOS, encode_control, packb, unpackb
 
-__all__ = ["CREDIT", "HELLO", "Inlet", "Outlet", "configure", "zmq_context"]
+__all__ = ["CREDIT", "HELLO", "Inlet", "Outlet", "configure", "gone_dir", "zmq_context"]
 
 HELLO, CREDIT = b"H", b"C"
 _ZERO_COPY_MIN = 64 * 1024  # parts smaller than this are copied into ZeroMQ, not tracked
@@ -37,6 +38,12 @@ def configure(sock: zmq.Socket) -> zmq.Socket:
 
 def zmq_context() -> zmq.Context:
     return zmq.Context.instance()
+
+
+def gone_dir(run_dir: str) -> Path:
+    """Where the runner marks stage instances that ended for good without finishing (one
+    empty file each), so their peers stop waiting for their credits or their EOS."""
+    return Path(run_dir) / "gone"
 
 
 @dataclass
@@ -98,12 +105,25 @@ class Outlet:
 
     def ready(self) -> bool:
         """True when every downstream stage has a replica that can take a message now."""
-        return all(any(p.credits > 0 for p in g.peers.values()) for g in self.groups.values())
+        return all(
+            any(p.credits > 0 for p in g.peers.values()) for g in self.groups.values() if g.expected
+        )
 
     def waiting_on(self) -> list[str]:
         return [
-            g.name for g in self.groups.values() if not any(p.credits > 0 for p in g.peers.values())
+            g.name
+            for g in self.groups.values()
+            if g.expected and not any(p.credits > 0 for p in g.peers.values())
         ]
+
+    def forget_gone(self, is_gone: Callable[[str], bool]) -> None:
+        """Stop serving downstream instances that ended for good: a stage whose every
+        instance is gone no longer holds this producer back."""
+        for group in self.groups.values():
+            for identity in [i for i in group.expected if is_gone(i.decode())]:
+                group.expected.remove(identity)
+                group.peers.pop(identity, None)
+                self._peers.pop(identity, None)
 
     def send(self, parts: list, stream: str = "") -> bool:
         """Send to one replica of every downstream stage; False (nothing sent to the
@@ -111,7 +131,8 @@ class Outlet:
         ok = True
         copy = all(memoryview(p).nbytes <= _ZERO_COPY_MIN for p in parts)  # small: just copy
         for group in self.groups.values():
-            ok &= self._send_group(group, parts, stream, copy)
+            if group.expected:
+                ok &= self._send_group(group, parts, stream, copy)
         return ok
 
     def _send_group(self, group: _Group, parts: list, stream: str, copy: bool) -> bool:
@@ -141,13 +162,17 @@ class Outlet:
                 best = peer
         return best
 
-    def broadcast_eos(self, timeout_s: float = 5.0) -> list[str]:
+    def broadcast_eos(
+        self, timeout_s: float = 5.0, is_gone: Callable[[str], bool] | None = None
+    ) -> list[str]:
         """Tell every expected downstream instance this producer is done; returns the ones
-        that could not be reached before the timeout."""
+        that could not be reached before the timeout (instances gone for good are skipped)."""
         frame = encode_control(EOS)
         pending = [i for g in self.groups.values() for i in g.expected]
         deadline = time.monotonic() + timeout_s
         while pending and time.monotonic() < deadline:
+            if is_gone is not None:
+                pending = [i for i in pending if not is_gone(i.decode())]
             left = []
             for identity in pending:
                 try:
