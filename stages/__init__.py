@@ -16,4 +16,6 @@ BUILTIN_STAGES: dict[str, str] = {
     "infer": "stages.infer:Infer",
     "yolov8_decode": "stages.postprocess:YoloV8Decode",
     "bytetrack": "stages.track:ByteTrack",
+    "line_crossing": "stages.line_crossing:LineCrossing",
+    "zones": "stages.zones:Zones",
 }

@@ -1,0 +1,360 @@
+"""Tracking and counting accuracy against exact ground truth, rkpipe vs supervision.
+
+Synthetic street clips (``stages.scenes``, easy and hard presets) run through the default
+detector (models/rkpipe-yolov8n.onnx, ONNX Runtime in-process, through the letterbox, infer
+and yolov8_decode stages) once; the SAME detections then go to rkpipe's ByteTracker +
+LineCounter and, when a venv with it exists (``python3 -m venv /tmp/sv &&
+/tmp/sv/bin/pip install supervision==0.26.1``), to supervision's ByteTrack + LineZone in a
+subprocess (detections passed in a .npz file). Reported per tracker: MOTA, IDF1, ID switches
+(CLEAR-MOT and IDF1 by py-motmetrics, IoU >= 0.5 against objects at least ``--min-vis``
+visible; others are "don't care") and the crossing-count error per line vs the scene's truth.
+
+    python benchmarks/bench_accuracy.py [--frames 600] [--hard-frames 300] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before numpy loads its BLAS
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "rkpipe-yolov8n.onnx"
+WIDTH, HEIGHT = 640, 360
+CLASSES = {0: "person", 2: "car"}
+
+Frames = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per frame: xyxy, conf, class_id
+
+
+def scene_lines(width: int = WIDTH, height: int = HEIGHT) -> dict[str, tuple]:
+    """Counting lines on the synthetic street: one along the road (walkers crossing it), and
+    three across the street at a quarter, half and three quarters of the width (cars, and
+    walkers on the sidewalks)."""
+    w, h = float(width), float(height)
+    return {
+        "road": ((0.0, 0.6 * h), (w, 0.6 * h)),
+        "left": ((0.25 * w, 0.0), (0.25 * w, h)),
+        "middle": ((0.5 * w, 0.0), (0.5 * w, h)),
+        "right": ((0.75 * w, 0.0), (0.75 * w, h)),
+    }
+
+
+# --- detections (main interpreter only) ---------------------------------------------------
+
+
+def detect(preset: str, seed: int, frames: int, conf: float, threads: int) -> Frames:
+    """Run the default model on frames 0..frames-1 of a scene, as a graph would."""
+    sys.path.insert(0, str(ROOT))
+    from pipeline.messages import Message
+    from pipeline.stage import Context
+    from stages.infer import Infer
+    from stages.postprocess import YoloV8Decode
+    from stages.preprocess import Letterbox
+    from stages.scenes import Scene
+
+    scene = Scene(preset, seed=seed, width=WIDTH, height=HEIGHT)
+    ctx = Context(stage="bench", graph_dir=ROOT)
+    chain = [Letterbox(), Infer(model=str(MODEL), threads=threads), YoloV8Decode(conf=conf)]
+    for stage in chain:
+        stage.setup(ctx)
+    out: Frames = []
+    for i in range(frames):
+        msg = Message("bench", i, i - 1, arrays={"frame": scene.render(i)})
+        for stage in chain:
+            msg = stage.process(msg)
+        det = msg.detections
+        out.append((det.xyxy.copy(), det.confidence.copy(), det.class_id.copy()))
+    for stage in chain:
+        stage.close()
+    return out
+
+
+def save_frames(frames: Frames, path: Path) -> None:
+    """Per-frame arrays flattened, plus lengths (no pickle)."""
+    cols = list(zip(*frames, strict=True))
+    np.savez(
+        path,
+        xyxy=np.concatenate(cols[0]).reshape(-1, 4),
+        conf=np.concatenate(cols[1]),
+        cls=np.concatenate(cols[2]),
+        lengths=np.array([len(c) for c in cols[1]]),
+    )
+
+
+def load_frames(path: Path) -> Frames:
+    z = np.load(path)
+    cuts = np.cumsum(z["lengths"])[:-1]
+    parts = [np.split(z[k], cuts) for k in ("xyxy", "conf", "cls")]
+    return list(zip(*parts, strict=True))
+
+
+# --- trackers + counters (the supervision one runs in its own venv) -----------------------
+
+
+def run_rkpipe(frames: Frames, lines: dict) -> tuple[list[tuple], dict]:
+    """rkpipe's ByteTracker + LineCounter with the bytetrack/line_crossing stage defaults."""
+    sys.path.insert(0, str(ROOT))
+    from stages.analytics import LineCounter
+    from stages.tracking import ByteTracker
+
+    tracker, counter, tracks = ByteTracker(), LineCounter(lines), []
+    for xyxy, conf, cls in frames:
+        r = tracker.update(xyxy, conf, cls)
+        keep = r.tracker_id >= 0
+        counter.update(r.xyxy, r.tracker_id, r.class_id)
+        tracks.append((r.xyxy[keep], r.tracker_id[keep], r.class_id[keep]))
+    return tracks, counter.counts
+
+
+def run_supervision(frames: Frames, lines: dict) -> tuple[list[tuple], dict]:
+    """supervision's ByteTrack + LineZone (bottom-centre anchor, as rkpipe's default).
+
+    LineZone calls a move to the left of start->end "in"; rkpipe (and the truth) call a move
+    to the clockwise side "in", i.e. the right in image coordinates: directions are swapped
+    back here so both report in one convention."""
+    import supervision as sv
+
+    tracker = sv.ByteTrack(track_activation_threshold=0.5, frame_rate=30)
+    anchor = [sv.Position.BOTTOM_CENTER]
+    zones = {
+        name: sv.LineZone(sv.Point(*a), sv.Point(*b), triggering_anchors=anchor)
+        for name, (a, b) in lines.items()
+    }
+    counts = {name: {"in": {}, "out": {}} for name in lines}
+    tracks = []
+    for xyxy, conf, cls in frames:
+        det = tracker.update_with_detections(
+            sv.Detections(xyxy=xyxy, confidence=conf, class_id=cls.astype(int))
+        )
+        tracks.append((det.xyxy, det.tracker_id.astype(np.int64), det.class_id))
+        for name, zone in zones.items():
+            went_in, went_out = zone.trigger(det)
+            for flags, ours in ((went_out, "in"), (went_in, "out")):
+                for c in det.class_id[flags].tolist():
+                    counts[name][ours][int(c)] = counts[name][ours].get(int(c), 0) + 1
+    return tracks, counts
+
+
+def supervision_child(args: list[str]) -> None:
+    """Entry point inside the supervision venv: track, count, write results back."""
+    det_path, out_path = Path(args[0]), Path(args[1])
+    lines = json.loads(args[2])
+    tracks, counts = run_supervision(load_frames(det_path), lines)
+    save_frames([(x, t, c) for x, t, c in tracks], out_path)
+    Path(str(out_path) + ".json").write_text(json.dumps(counts))
+
+
+def supervision(sv_python: Path, frames: Frames, lines: dict) -> tuple | str:
+    """supervision's results via its own interpreter; a reason string when unavailable."""
+    if not sv_python.exists():
+        return f"skipped ({sv_python} not found; see this file's docstring)"
+    with tempfile.TemporaryDirectory() as tmp:
+        det_path, out_path = Path(tmp, "det.npz"), Path(tmp, "out.npz")
+        save_frames(frames, det_path)
+        cmd = [str(sv_python), __file__, "--sv-child", str(det_path), str(out_path)]
+        proc = subprocess.run(
+            [*cmd, json.dumps(lines)], capture_output=True, text=True, timeout=600, check=False
+        )
+        if proc.returncode != 0:
+            return f"skipped (failed: {proc.stderr.strip().splitlines()[-1:]})"
+        tracks = [(x, t.astype(np.int64), c) for x, t, c in load_frames(out_path)]
+        counts = json.loads(Path(str(out_path) + ".json").read_text())
+    counts = {
+        n: {d: {int(c): v for c, v in by.items()} for d, by in ds.items()}
+        for n, ds in counts.items()
+    }
+    return tracks, counts
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of each box in ``a`` (N, 4) with each in ``b`` (M, 4)."""
+    a, b = a[:, None, :], b[None, :, :]
+    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = w * h
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
+
+
+def mot_scores(truth: list, tracks: list[tuple], min_vis: float) -> dict[str, float]:
+    """MOTA, IDF1, ID switches by py-motmetrics; hypotheses that overlap an object seen less
+    than ``min_vis`` (IoU >= 0.5) are ignored rather than counted as false positives."""
+    import motmetrics as mm
+
+    acc = mm.MOTAccumulator(auto_id=True)
+    for t, (xyxy, ids, _) in zip(truth, tracks, strict=True):
+        care = t.visibility >= min_vis
+        iou = (
+            iou_matrix(t.xyxy, xyxy)
+            if len(xyxy) and len(t.xyxy)
+            else np.zeros((len(t.xyxy), len(xyxy)))
+        )
+        dont = np.zeros(len(xyxy), bool)
+        if (~care).any() and len(xyxy):
+            dont = (iou[~care] >= 0.5).any(axis=0) & ~(iou[care] >= 0.5).any(axis=0)
+        dist = 1.0 - iou[care][:, ~dont]
+        dist[dist > 0.5] = np.nan
+        acc.update(t.track_id[care].tolist(), ids[~dont].tolist(), dist)
+    mh = mm.metrics.create()
+    s = mh.compute(acc, metrics=["mota", "idf1", "num_switches", "num_objects"], name="x")
+    return {
+        "mota": float(s["mota"].iloc[0]),
+        "idf1": float(s["idf1"].iloc[0]),
+        "id_switches": int(s["num_switches"].iloc[0]),
+    }
+
+
+def count_error(counts: dict, truth: dict) -> dict[str, object]:
+    """Crossings per line/direction (all classes) and their error vs the truth."""
+    got = {n: {d: sum(by.values()) for d, by in ds.items()} for n, ds in counts.items()}
+    want = {n: {d: sum(by.values()) for d, by in ds.items()} for n, ds in truth.items()}
+    total = sum(v for ds in want.values() for v in ds.values())
+    wrong = sum(abs(got[n][d] - want[n][d]) for n in want for d in want[n])
+    exact_by_class = (
+        all(
+            counts[n][d].get(c, 0) == v
+            for n in truth
+            for d in truth[n]
+            for c, v in truth[n][d].items()
+        )
+        and got == want
+    )
+    return {
+        "counts": got,
+        "truth": want,
+        "abs_error": wrong,
+        "rel_error": wrong / max(total, 1),
+        "exact": exact_by_class,
+    }
+
+
+def truth_counts(scene, lines: dict, frames: int, min_vis: float = 0.0) -> dict:
+    """Crossings per line/direction/class by the scene's truth; with ``min_vis``, only those
+    by objects at least that visible on both frames of the crossing (what a detector can see)."""
+    counts = {n: {"in": {}, "out": {}} for n in lines}
+    for c in scene.crossings(lines, frames):
+        if (
+            min_vis > 0
+            and min(_visibility(scene, c.track_id, f) for f in (c.frame - 1, c.frame)) < min_vis
+        ):
+            continue
+        by = counts[c.line][c.direction]
+        by[c.class_id] = by.get(c.class_id, 0) + 1
+    return counts
+
+
+def _visibility(scene, track_id: int, frame: int) -> float:
+    t = scene.truth(frame)
+    hit = np.flatnonzero(t.track_id == track_id)
+    return float(t.visibility[hit[0]]) if len(hit) else 0.0
+
+
+def evaluate(preset: str, seed: int, frames: int, args: argparse.Namespace) -> dict:
+    """Detect once, then score each tracker on the same detections."""
+    sys.path.insert(0, str(ROOT))
+    from stages.scenes import Scene
+
+    scene = Scene(preset, seed=seed, width=WIDTH, height=HEIGHT)
+    lines = scene_lines()
+    t0 = time.perf_counter()
+    cache = args.cache and args.cache / f"{preset}-{seed}-{frames}-{args.conf}.npz"
+    cached = bool(cache and cache.exists())
+    if cached:
+        dets = load_frames(cache)
+    else:
+        dets = detect(preset, seed, frames, args.conf, args.threads)
+        if cache:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            save_frames(dets, cache)
+    det_s = time.perf_counter() - t0
+    truth = [scene.truth(i) for i in range(frames)]
+    want = truth_counts(scene, lines, frames)
+    seen = truth_counts(scene, lines, frames, args.min_vis)
+    out: dict = {
+        "preset": preset,
+        "seed": seed,
+        "frames": frames,
+        "detect_ms_per_frame": None if cached else round(det_s / frames * 1e3, 1),
+        "truth_crossings": _total(want),
+        "truth_crossings_visible": _total(seen),
+    }
+    results = {"rkpipe": run_rkpipe(dets, lines)}
+    sv_result = supervision(args.sv_python, dets, lines)
+    if isinstance(sv_result, str):
+        out["supervision"] = sv_result
+    else:
+        results["supervision"] = sv_result
+    for name, (tracks, counts) in results.items():
+        out[name] = {**mot_scores(truth, tracks, args.min_vis), **count_error(counts, want)}
+        out[name]["abs_error_vs_visible"] = count_error(counts, seen)["abs_error"]
+    return out
+
+
+def _total(counts: dict) -> int:
+    return sum(sum(by.values()) for ds in counts.values() for by in ds.values())
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (
+        f"{'clip':<18}{'tracker':<13}{'MOTA':>7}{'IDF1':>7}{'IDsw':>6}  crossings got/truth (err)"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        clip = f"{r['preset']} s{r['seed']} {r['frames']}f"
+        for name in ("rkpipe", "supervision"):
+            res = r.get(name)
+            if isinstance(res, str) or res is None:
+                print(f"{clip:<18}{name:<13}{res}")
+                continue
+            got = sum(v for ds in res["counts"].values() for v in ds.values())
+            print(
+                f"{clip:<18}{name:<13}{res['mota']:7.3f}{res['idf1']:7.3f}{res['id_switches']:6d}"
+                f"  {got}/{r['truth_crossings']} ({res['abs_error']}, {res['rel_error']:.1%})"
+                f"{'  exact' if res['exact'] else ''}"
+                f" | {res['abs_error_vs_visible']} of {r['truth_crossings_visible']}"
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=600, help="easy clip length")
+    ap.add_argument("--hard-frames", type=int, default=300, help="hard clip length")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--conf", type=float, default=0.1, help="decode score threshold")
+    ap.add_argument("--min-vis", type=float, default=0.5, help="objects seen less: don't care")
+    ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
+    ap.add_argument("--sv-python", type=Path, default=Path("/tmp/sv/bin/python"))
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--cache", type=Path, help="keep detections here and reuse them")
+    ap.add_argument("--sv-child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.sv_child:
+        supervision_child(args.sv_child)
+        return
+    rows = [
+        evaluate("easy", args.seed, args.frames, args),
+        evaluate("hard", args.seed, args.hard_frames, args),
+    ]
+    print_table(rows)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
