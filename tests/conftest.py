@@ -78,10 +78,10 @@ def write_graph(tmp_path: Path, text: str, name: str = "graph.toml") -> Path:
 
 
 def run_rkpipe(
-    *args: str, cwd: Path | None = None, timeout: float = 120
+    *args: str, cwd: Path | None = None, timeout: float = 120, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Run the real `rkpipe` CLI in a subprocess."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{TEST_STAGES}"}
+    """Run the real `rkpipe` CLI in a subprocess (``env``: extra environment variables)."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": f"{ROOT}:{TEST_STAGES}"}
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
         cwd=cwd,

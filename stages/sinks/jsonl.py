@@ -12,8 +12,10 @@ from typing import IO, Any
 
 from pydantic import Field
 
+from pipeline.detections import DETECTIONS_PREFIX, Detections
 from pipeline.messages import Message
 from pipeline.stage import Context, Stage, StageConfig
+from stages.decode.coco import COCO_NAMES
 
 __all__ = ["JsonlSink", "RotatingFile"]
 
@@ -124,18 +126,44 @@ class JsonlSink(Stage):
 
     @staticmethod
     def record(msg: Message) -> dict[str, Any]:
-        return {
+        """One message as JSON: detections listed one object each, other arrays by shape."""
+        rec: dict[str, Any] = {
             "stream": msg.stream,
             "seq": msg.seq,
             "t_capture": round(msg.t_capture, 6),
             "latency_ms": round((time.monotonic_ns() - msg.t_mono_ns) / 1e6, 3),
             "meta": msg.meta,
-            "arrays": {k: [list(v.shape), v.dtype.str] for k, v in msg.arrays.items()},
+            "arrays": {
+                k: [list(v.shape), v.dtype.str]
+                for k, v in msg.arrays.items()
+                if not k.startswith(DETECTIONS_PREFIX)
+            },
         }
+        det = msg.detections
+        if det is not None:
+            rec["detections"] = detection_records(det)
+        return rec
 
     def close(self) -> None:
         for f in self.files.values():
             f.close()
+
+
+def detection_records(det: Detections) -> list[dict[str, Any]]:
+    """Detections as plain objects: box (x1, y1, x2, y2 pixels), score, class, track id."""
+    out = []
+    for i in range(len(det)):
+        cid = int(det.class_id[i])
+        rec = {
+            "box": [round(float(v), 1) for v in det.xyxy[i]],
+            "score": round(float(det.confidence[i]), 3),
+            "class_id": cid,
+            "class_name": COCO_NAMES[cid] if 0 <= cid < len(COCO_NAMES) else str(cid),
+        }
+        if det.tracker_id[i] >= 0:  # -1: not (yet) tracked
+            rec["track_id"] = int(det.tracker_id[i])
+        out.append(rec)
+    return out
 
 
 def _plain(obj: Any) -> Any:
