@@ -27,6 +27,13 @@ def _cpu_set(text: str) -> set[int]:
     return out
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {port}")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rkpipe",
@@ -47,6 +54,20 @@ def _parser() -> argparse.ArgumentParser:
         "--stats-out", type=Path, metavar="FILE.json", help="write final per-stage stats as JSON"
     )
     run.add_argument("--log-level", default="WARNING", help="log level inside stage processes")
+    run.add_argument(
+        "--live",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live stats table redrawn in place (default: when stderr is a terminal); "
+        "--no-live prints plain stats lines",
+    )
+    run.add_argument(
+        "--prometheus",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port (0: any free port; overrides "
+        "prometheus_port in [pipeline]); needs prometheus-client",
+    )
     val = sub.add_parser(
         "validate",
         help="check a graph file without running it",
@@ -66,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("graph", type=Path)
     show.add_argument("--cpus", type=_cpu_set, metavar="LIST", help="as for validate")
+    sub.add_parser(
+        "export",
+        help="convert a YOLOv8 ONNX to a verified RK3588 .rknn (rknn-toolkit2)",
+        add_help=False,
+    )
     sub.add_parser(
         "scene",
         help="write a synthetic street clip (MP4) and its ground truth (JSON)",
@@ -103,7 +129,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     graph = load_graph(args.graph)
     sup = Supervisor(
-        graph, duration=args.duration, frames=args.frames, log_level=args.log_level.upper()
+        graph,
+        duration=args.duration,
+        frames=args.frames,
+        log_level=args.log_level.upper(),
+        live=args.live,
+        prometheus_port=args.prometheus,
     )
     result = sup.run()
     for err in result.errors:
@@ -134,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         from stages.scenes.cli import main as scene_main
 
         return scene_main(argv[1:])
+    if argv[:1] == ["export"]:  # its own parser: cut, build and check an RKNN model
+        from pipeline.export.cli import main as export_main
+
+        return export_main(argv[1:])
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph}[args.command]
     try:

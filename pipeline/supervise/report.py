@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..metrics import LatencyHistogram
 
-__all__ = ["InstanceStats", "StatsBook"]
+__all__ = ["InstanceRow", "InstanceStats", "Rates", "Snapshot", "StatsBook"]
 
 _SUMMED = ("frames_in", "frames_out", "busy_s", "cpu_s")
 
@@ -65,49 +65,180 @@ def _hist(value: Any) -> LatencyHistogram:
     return LatencyHistogram.from_wire(value or [])
 
 
-class StatsBook:
-    """All instances' stats, grouped by stage, with rates over the last summary window."""
+@dataclass
+class Rates:
+    """Per-second figures of one instance over a window; zero while it is not running."""
 
-    def __init__(self, stages: dict[str, list[str]]) -> None:
+    fps_in: float = 0.0
+    fps_out: float = 0.0
+    cpu_percent: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    stream_fps: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class InstanceRow(Rates):
+    """One stage instance in a snapshot: its counts since the run began and its rates."""
+
+    stage: str = ""
+    instance: str = ""
+    cpus: list[int] = field(default_factory=list)
+    state: str = "running"  # starting | running | restarting | done
+    frames_in: int = 0
+    frames_out: int = 0
+    drops: dict[str, int] = field(default_factory=dict)
+    queue_depth: int = 0
+    restarts: int = 0
+    sink: bool = False
+    streams_out: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Snapshot:
+    """What the live view and the metrics endpoint show: one row per instance, and the
+    frames delivered per stream at the sinks."""
+
+    pipeline: str
+    run_s: float
+    rows: list[InstanceRow]
+    streams: dict[str, int]
+    stream_fps: dict[str, float]
+    final: bool = False
+
+    @property
+    def sink_fps(self) -> float:
+        return sum(self.stream_fps.values())
+
+
+class RateTracker:
+    """Rates from the difference between an instance's report now and the one used last
+    time, timed by the process's own uptime, so they do not depend on when reports land."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[int, dict[str, Any], Rates]] = {}
+
+    def rates(self, instance: str, pid: int, report: dict[str, Any]) -> Rates:
+        if not report:
+            return Rates()
+        last = self._last.get(instance)
+        if last is not None and last[1] is report:
+            return last[2]  # no news since the last snapshot
+        base = last[1] if last is not None and last[0] == pid else {}
+        rates = _between(base, report)
+        self._last[instance] = (pid, report, rates)
+        return rates
+
+
+def _between(a: dict[str, Any], b: dict[str, Any]) -> Rates:
+    dt = b.get("uptime_s", 0.0) - a.get("uptime_s", 0.0)
+    if dt <= 0:
+        return Rates()
+    recent = LatencyHistogram(_hist(b.get("latency")).counts - _hist(a.get("latency")).counts)
+    a_streams = a.get("streams_out", {})
+    return Rates(
+        fps_in=(b.get("frames_in", 0) - a.get("frames_in", 0)) / dt,
+        fps_out=(b.get("frames_out", 0) - a.get("frames_out", 0)) / dt,
+        cpu_percent=100 * (b.get("cpu_s", 0.0) - a.get("cpu_s", 0.0)) / dt,
+        p50_ms=recent.percentile(50),
+        p99_ms=recent.percentile(99),
+        stream_fps={s: (n - a_streams.get(s, 0)) / dt for s, n in b.get("streams_out", {}).items()},
+    )
+
+
+def _whole_run(total: dict[str, Any], run_s: float) -> Rates:
+    run_s = max(run_s, 1e-6)
+    return Rates(
+        fps_in=total["frames_in"] / run_s,
+        fps_out=total["frames_out"] / run_s,
+        cpu_percent=100 * total["cpu_s"] / max(total["uptime_s"], 1e-6),
+        p50_ms=total["latency"].percentile(50),
+        p99_ms=total["latency"].percentile(99),
+        stream_fps={s: n / run_s for s, n in total["streams_out"].items()},
+    )
+
+
+class StatsBook:
+    """All instances' stats, grouped by stage; live figures come from :meth:`snapshot`."""
+
+    def __init__(
+        self,
+        stages: dict[str, list[str]],
+        cpus: dict[str, list[int]] | None = None,
+        sinks: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
         self.stages = stages  # stage -> instance ids
         self.instances = {i: InstanceStats() for ids in stages.values() for i in ids}
+        self.cpus = cpus or {}
+        self.sinks = sinks  # stages with no consumers: their per-stream counts are delivered
         self.restarts: Counter = Counter()
+        self.instance_restarts: Counter = Counter()
         self.t_start = time.monotonic()
-        self._window: dict[str, tuple[float, int, LatencyHistogram]] = {}
+        self._rates = RateTracker()
 
     def update(self, instance: str, pid: int, report: dict[str, Any]) -> None:
         if instance in self.instances:
             self.instances[instance].reports[pid] = report
 
-    def restarted(self, stage: str) -> None:
+    def restarted(self, stage: str, instance: str | None = None) -> None:
         self.restarts[stage] += 1
+        self.instance_restarts[instance or stage] += 1
 
     def stage_totals(self, stage: str) -> dict[str, Any]:
         return merge_reports([self.instances[i].total() for i in self.stages[stage]])
 
-    def summary_lines(self) -> list[str]:
-        """One line per stage over the last window: fps, latency, drops, queue, CPU."""
-        now = time.monotonic()
-        lines = []
-        for stage in self.stages:
-            t = self.stage_totals(stage)
-            t0, n0, h0 = self._window.get(stage, (self.t_start, 0, LatencyHistogram()))
-            fps = (t["frames_out"] - n0) / max(now - t0, 1e-6)
-            recent = LatencyHistogram(t["latency"].counts - h0.counts)
-            p50, p99 = recent.percentile(50), recent.percentile(99)
-            self._window[stage] = (
-                now,
-                t["frames_out"],
-                LatencyHistogram(t["latency"].counts.copy()),
-            )
-            drops = sum(t["drops"].values())
-            cpu = 100 * t["cpu_s"] / max(t["uptime_s"], 1e-6)
-            lines.append(
-                f"  {stage:<14} {fps:7.1f} fps  out {t['frames_out']:>7}  "
-                f"lat p50 {_ms(p50)} p99 {_ms(p99)}  drops {drops:>4}  q {t['queue_depth']:>3}  "
-                f"cpu {cpu:5.1f}%"
-            )
-        return lines
+    def snapshot(
+        self,
+        name: str,
+        run_s: float,
+        states: dict[str, str] | None = None,
+        final: bool = False,
+    ) -> Snapshot:
+        """Every instance's figures now: rates between its last two reports (or, when
+        ``final``, over the whole ``run_s``), for the live view and the metrics endpoint."""
+        states = states or {}
+        rows = []
+        for stage, ids in self.stages.items():
+            for inst in ids:
+                state = states.get(inst, "running")
+                rows.append(self._row(stage, inst, state, run_s if final else None))
+        streams: dict[str, int] = {}
+        stream_fps: dict[str, float] = {}
+        for stage in self.sinks:  # a stream's delivered count: the most any sink stage saw
+            per: Counter = Counter()
+            fps: Counter = Counter()
+            for r in (r for r in rows if r.stage == stage):
+                per.update(r.streams_out)
+                fps.update(r.stream_fps)
+            for s, n in per.items():
+                streams[s] = max(streams.get(s, 0), n)
+                stream_fps[s] = max(stream_fps.get(s, 0.0), fps.get(s, 0.0))
+        return Snapshot(name, run_s, rows, dict(sorted(streams.items())), stream_fps, final)
+
+    def _row(self, stage: str, inst: str, state: str, final_s: float | None) -> InstanceRow:
+        reports = self.instances[inst].reports
+        total = self.instances[inst].total()
+        latest = next(reversed(reports.items())) if reports else (0, {})
+        if final_s is not None:
+            rates = _whole_run(total, final_s)
+        else:
+            rates = self._rates.rates(inst, *latest)
+            if state != "running":
+                rates = Rates()
+        return InstanceRow(
+            stage=stage,
+            instance=inst,
+            cpus=list(self.cpus.get(inst, [])),
+            state=state,
+            frames_in=total["frames_in"],
+            frames_out=total["frames_out"],
+            drops={k: v for k, v in total["drops"].items() if v},
+            queue_depth=int(latest[1].get("queue_depth", 0)),
+            restarts=self.instance_restarts.get(inst, 0),
+            sink=stage in self.sinks,
+            streams_out=dict(total["streams_out"]),
+            **asdict(rates),
+        )
 
     def to_json(self, wall_s: float, active_s: float) -> dict[str, Any]:
         """The ``--stats-out`` document."""
@@ -146,7 +277,3 @@ def _percentiles(h: LatencyHistogram) -> dict[str, float | None]:
         "p99": h.percentile(99),
         "count": len(h),
     }
-
-
-def _ms(v: float | None) -> str:
-    return "    -  " if v is None else f"{v:6.1f}ms" if v >= 1 else f"{v * 1000:5.0f}us"

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -31,10 +32,13 @@ from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
 from ..transport.codec import unpackb
 from ..transport.framepool import SHM_DIR, pid_alive, sweep_segments
-from ..transport.links import configure, zmq_context
+from ..transport.links import configure, gone_dir, zmq_context
 from .affinity import thread_env
 from .live_view import LiveView
 from .report import Snapshot, StatsBook
+
+if TYPE_CHECKING:
+    from .prometheus import MetricsServer
 
 __all__ = ["RunResult", "Supervisor", "new_run_id"]
 
@@ -97,8 +101,9 @@ class Supervisor:
         )
         port = self.settings.prometheus_port if prometheus_port is None else prometheus_port
         self.metrics_port = port
-        self.metrics = None
+        self.metrics: MetricsServer | None = None
         self.child_output: int | None = None  # the live view's pipe for stage processes' text
+        self._output_reader: threading.Thread | None = None
         self.errors: list[str] = []
         self.fatal_exits: list[str] = []  # exited with EXIT_FATAL; its message may come later
         self.interrupted = 0
@@ -259,10 +264,18 @@ class Supervisor:
                 continue
             if code == EXIT_FATAL or self.draining_since is not None:
                 c.done = True
+                self._mark_gone(name)
                 if code == EXIT_FATAL:
                     self.fatal_exits.append(name)
                 continue
             self._schedule_restart(c, code, now)
+
+    def _mark_gone(self, instance: str) -> None:
+        """Tell the other stages (by a file they look for while waiting) that ``instance``
+        ended for good without finishing, so none waits on it for credits or its EOS."""
+        gone = gone_dir(str(self.ipc_dir))
+        gone.mkdir(parents=True, exist_ok=True)
+        (gone / instance).touch()
 
     def _schedule_restart(self, c: _Child, code: int, now: float) -> None:
         name = c.spec.instance
@@ -276,6 +289,7 @@ class Supervisor:
                 f"{name}: exited with {how} {len(c.crashes)} times in {window:.0f}s; giving up"
             )
             c.done = True
+            self._mark_gone(name)
             return
         delay = min(30.0, 0.25 * 2 ** (len(c.crashes) - 1))
         self.echo(f"rkpipe: {name} exited with {how}; restarting in {delay:.2f}s")
@@ -355,7 +369,6 @@ class Supervisor:
         """Route what stage processes print through the view, so it lands above the table
         instead of tearing it apart."""
         read_fd, self.child_output = os.pipe()
-        os.set_inheritable(self.child_output, True)
 
         def pump() -> None:
             with os.fdopen(read_fd, "rb") as pipe:
