@@ -123,3 +123,20 @@ def test_three_npu_core_twin_runs_the_whole_detection_chain(tmp_path: Path, no_l
     for stream in {r["stream"] for r in rows}:
         seqs = [r["seq"] for r in rows if r["stream"] == stream]
         assert seqs == sorted(seqs)  # re-joined in order after three inference processes
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_one_stream_graph_writes_events_and_an_annotated_video(tmp_path: Path, no_leaks) -> None:
+    import cv2
+
+    res = run_rkpipe(
+        "run", str(ROOT / "graphs" / "one_stream.toml"), "--frames", "30", cwd=tmp_path
+    )
+    assert res.returncode == 0, res.stderr
+    video = cv2.VideoCapture(str(tmp_path / "out" / "one_stream.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 30  # a file-like source loses nothing
+    events = read_jsonl(tmp_path / "out" / "one_stream.events.jsonl")
+    for ev in events:
+        validate_event(ev)
+    assert events[-1]["type"] == "counts"
