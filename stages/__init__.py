@@ -10,6 +10,7 @@ BUILTIN_STAGES: dict[str, str] = {
     "capture": "stages.capture:Capture",
     "passthrough": "stages.passthrough:Passthrough",
     "jsonl": "stages.sinks.jsonl:JsonlSink",
+    "mqtt": "stages.sinks.mqtt:MqttSink",
     "video": "stages.sinks.video:VideoSink",
     "preview": "stages.sinks.preview:PreviewSink",
     "letterbox": "stages.preprocess:Letterbox",
