@@ -78,6 +78,7 @@ class StageWorker:
             ReorderBuffer(timeout, fresh=not restarted) if spec.reorder else None
         )
         self.ready: deque[tuple[Inlet, Decoded]] = deque()
+        self._last_seq: dict[tuple[str, str], int] = {}  # (producer, stream) -> last seq seen
         self.control = None
         self._gone = gone_dir(control[len("ipc://") :].rsplit("/", 1)[0]) if control else None
         self._next_gone_check = 0.0
@@ -211,10 +212,23 @@ class StageWorker:
                 inlet.eos = True
             elif self.reorder is not None:
                 m = item.msg
+                late = self.reorder.late
                 for ready in self.reorder.push(m.stream, m.seq, m.prev, (inlet, item), item.more):
                     self.ready.append(ready)
+                if self.reorder.late > late:  # dropped (its place was given up): credit it back
+                    inlet.credit()
             else:
+                self._check_chain(inlet, item.msg)
                 self.ready.append((inlet, item))
+
+    def _check_chain(self, inlet: Inlet, msg: Message) -> None:
+        """Count messages lost upstream (e.g. inside a stage that crashed): each message
+        names its predecessor in the stream, so a break in that chain is a loss."""
+        key = (inlet.producer, msg.stream)
+        last = self._last_seq.get(key)
+        if last is not None and msg.seq != last and msg.prev != last:
+            self.stats.count_drop("lost")
+        self._last_seq[key] = msg.seq
 
     def _lost(self, inlet: Inlet, parts: list, reason: str) -> None:
         """A frame was overwritten before we could read it: count it, keep the order going."""
@@ -226,6 +240,7 @@ class StageWorker:
                 self.reorder.push(header[1], header[2], header[3], (inlet, marker), header[6])
             )
         else:
+            self._check_chain(inlet, marker.msg)
             self.ready.append((inlet, marker))
 
     def work(self) -> None:
