@@ -33,6 +33,7 @@ class Context:
     """What a running stage instance knows about its place in the graph and the run."""
 
     stage: str
+    pipeline: str = "pipeline"  # the graph's [pipeline] name
     replica: int = 0
     replicas: int = 1
     cpus: list[int] = field(default_factory=list)

@@ -89,6 +89,7 @@ class StageWorker:
         self._next_report = 0.0
         self.ctx = Context(
             stage=spec.stage,
+            pipeline=str(self.settings.get("name", "pipeline")),
             replica=spec.replica,
             replicas=spec.replicas,
             cpus=spec.cpus,
@@ -141,6 +142,7 @@ class StageWorker:
             self.stage.close()
         except Exception:  # best effort: a failing close must not hide the run's result
             log.exception("%s: close failed", self.spec.instance)
+        self.report(force=True)  # what close() counted (e.g. undelivered events) is reported
         for inlet in self.inlets:
             inlet.close()
         if self.outlet is not None:

@@ -99,7 +99,7 @@ class MqttSink(Stage):
         self.ctx, self.log = ctx, ctx.log
         self.port = cfg.port or (8883 if cfg.tls else 1883)
         self.address = f"{cfg.host}:{self.port}"
-        self.pipeline = _pipeline_name() or ctx.stage
+        self.pipeline = ctx.pipeline
         host = socket.gethostname().split(".")[0]
         self.client_id = cfg.client_id or _clean_id(f"rkpipe-{self.pipeline}-{ctx.instance}-{host}")
         spool = None
@@ -394,14 +394,6 @@ def render_topic(template: str, fields: dict[str, Any]) -> str:
 class _Blank(dict):
     def __missing__(self, key: str) -> str:
         return ""
-
-
-def _pipeline_name() -> str | None:
-    """The pipeline's name from the runner's plan for this process (None when run inline)."""
-    try:
-        return json.loads(os.environ["RKPIPE_SPEC"])["spec"]["settings"]["name"]
-    except (KeyError, ValueError, TypeError):
-        return None
 
 
 def _clean_id(text: str) -> str:
