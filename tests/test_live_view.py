@@ -385,7 +385,7 @@ def test_ctrl_c_on_a_terminal_drains_under_the_table(tmp_path: Path, no_leaks) -
 @pytest.mark.integration
 @pytest.mark.slow
 def test_no_live_on_a_terminal_and_a_pipe_give_plain_lines(tmp_path: Path, no_leaks) -> None:
-    graph = live_graph(tmp_path, frames=60)
+    graph = live_graph(tmp_path, frames=150)
     forced = run_in_terminal("run", str(graph), "--no-live")
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr

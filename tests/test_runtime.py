@@ -495,3 +495,33 @@ path = "{tmp_path}/out.jsonl"
     rows = read_jsonl(tmp_path / "out.jsonl")
     assert [r["seq"] for r in rows] == list(range(40))
     assert all(r["meta"]["frame_ok"] for r in rows)
+
+
+def test_replicas_do_not_count_their_share_of_a_stream_as_lost(tmp_path: Path, no_leaks) -> None:
+    """Each replica sees only part of a stream; only real breaks in the chain are losses."""
+    graph = write_graph(
+        tmp_path,
+        f"""
+[stages.cam0]
+uses = "synthetic"
+width = 32
+height = 32
+frames = 60
+[stages.work]
+uses = "passthrough"
+inputs = ["cam0"]
+replicas = 2
+[stages.next]
+uses = "passthrough"
+inputs = ["work"]
+[stages.out]
+uses = "jsonl"
+inputs = ["next"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "s.json"))
+    assert res.returncode == 0, res.stderr
+    stages = json.loads((tmp_path / "s.json").read_text())["stages"]
+    assert {name: s["drops"] for name, s in stages.items()} == dict.fromkeys(stages, 0)
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 60
