@@ -2,10 +2,13 @@
 valid-shaped YOLOv8 outputs, never a detector to test detection with.
 
 Instances that share a simulated core take turns on it, as on the real NPU, across
-processes: each call holds an exclusive ``flock`` on the core's lock file
-(``$RKPIPE_SIM_LOCK_DIR`` or the temp folder, ``rkpipe-sim-npu-<core>.lock``) while it
-sleeps for the service time. So more instances than cores cannot fake extra throughput, yet
-a waiting or sleeping instance costs no CPU. The outputs are made once and reused read-only.
+processes. The core's lock file (``$RKPIPE_SIM_LOCK_DIR`` or the temp folder,
+``rkpipe-sim-npu-<core>.lock``) holds the monotonic time the core is busy until; a call
+books the next ``service_ms`` on that timeline under an exclusive ``flock`` (held for
+microseconds), then sleeps until its booked end. So more instances than cores cannot fake
+extra throughput, a waiting or sleeping instance costs no CPU, and, as with the NPU driver's
+job queue, a job already waiting starts the moment the previous one ends, not when its
+process next gets a CPU. The outputs are made once and reused read-only.
 """
 
 from __future__ import annotations
@@ -56,29 +59,53 @@ def _input_hw(x: np.ndarray) -> tuple[int, int]:
     return int(hw[0]), int(hw[1])
 
 
+def _sleep_until(t_ns: int) -> None:
+    while (left := t_ns - time.monotonic_ns()) > 0:
+        time.sleep(left / 1e9)
+
+
 class SimBackend:
     """A simulated NPU core: ``service_ms`` per call, one call at a time per core."""
 
     def __init__(self, service_ms: float, core: int, layout: str) -> None:
-        self.service_s = service_ms / 1000
+        self.service_ns = round(service_ms * 1e6)
         self.layout = layout
         path = lock_path(core)
+        self.booking = True  # write bookings to the core's timeline (else only read it)
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except PermissionError:  # made by another user: reading is enough to flock it
             self.fd = os.open(path, os.O_RDONLY)
+            self.booking = False
         self.outputs = {(640, 640): sim_outputs(layout)}
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         hw = _input_hw(x)
         if hw not in self.outputs:
             self.outputs[hw] = sim_outputs(self.layout, hw)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)  # wait for the core
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
-            time.sleep(self.service_s)
+            end = self._book()
+            if not self.booking:  # cannot write the timeline: keep the core until done
+                _sleep_until(end)
         finally:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
+        _sleep_until(end)
         return list(self.outputs[hw])
+
+    def _book(self) -> int:
+        """Under the lock: take the core from when it is free (or now) for one service time;
+        returns the monotonic ns the job ends. A time further ahead than any queue could
+        be (a file from before a reboot) counts as free."""
+        now = time.monotonic_ns()
+        raw = os.pread(self.fd, 8, 0)
+        free_at = int.from_bytes(raw, "little") if len(raw) == 8 else 0
+        if free_at - now > max(10 * 10**9, 100 * self.service_ns):
+            free_at = 0
+        end = max(now, free_at) + self.service_ns
+        if self.booking:
+            os.pwrite(self.fd, end.to_bytes(8, "little"), 0)
+        return end
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -1,0 +1,48 @@
+"""The pipeline benchmarks run end to end at their smallest settings and write their JSON.
+
+Only that they run is checked: the figures depend on the machine and are never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def run_bench(script: str, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_sim_pipeline_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
+    out = tmp_path / "sim.json"
+    args = ["--quick", "--cases", "1", "--per-core", "2", "--duration", "3", "--json", str(out)]
+    proc = run_bench("bench_pipeline_sim.py", *args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "of ideal" in proc.stdout
+    (case,) = json.loads(out.read_text())["cases"]
+    assert case["npu_cores"] == [0, 0]
+    assert {"fps", "fraction", "latency_p50_ms", "latency_p99_ms", "profile"} <= set(case)
+
+
+def test_onnx_pipeline_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
+    out = tmp_path / "onnx.json"
+    args = ["--quick", "--configs", "2x1", "--threads", "2", "--duration", "4"]
+    proc = run_bench("bench_pipeline_onnx.py", *args, "--loop-s", "0.5", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert set(doc["baselines"]) == {"bare", "bare_x2", "naive", "thread_pool"}
+    assert set(doc["pipeline"]) == {"2x1"}
+    assert {"pipeline/bare", "pipeline/naive", "pipeline/thread_pool"} <= set(doc["ratios"])
