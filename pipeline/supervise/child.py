@@ -82,5 +82,20 @@ def main() -> int:
         return 1
 
 
+def _profiled(out_dir: str) -> int:
+    """Run under cProfile and write ``<out_dir>/<instance>.prof`` (RKPIPE_PROFILE_DIR):
+    where a stage process spends its CPU, for tuning stages and the runtime."""
+    import cProfile
+
+    instance = json.loads(os.environ["RKPIPE_SPEC"])["spec"]["stage"]
+    prof = cProfile.Profile()
+    try:
+        return prof.runcall(main)
+    finally:
+        replica = json.loads(os.environ["RKPIPE_SPEC"])["spec"].get("replica", 0)
+        prof.dump_stats(str(Path(out_dir) / f"{instance}.{replica}.{os.getpid()}.prof"))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    profile_dir = os.environ.get("RKPIPE_PROFILE_DIR")
+    sys.exit(_profiled(profile_dir) if profile_dir else main())
