@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +32,13 @@ class OnnxBackend:
     other stages of the pipeline need those cores.
     """
 
-    def __init__(self, path: Path, threads: int, where: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        threads: int,
+        where: str,
+        alloc: Callable[[tuple[int, ...], Any], np.ndarray] | None = None,
+    ) -> None:
         require_model_file(path, where)
         try:
             import onnxruntime as ort
@@ -60,6 +68,17 @@ class OnnxBackend:
         self.input_shape = list(inputs[0].shape)  # ints, or names/None for dynamic dims
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.add_batch: bool | None = None  # decided by the first tensor, then fixed
+        # Static outputs are written by ONNX Runtime straight into arrays from ``alloc``
+        # (the stage's shared-memory pool), so they are not copied again on the way out.
+        self.alloc = alloc
+        self.out_specs = [
+            (o.name, tuple(o.shape), _DTYPES.get(o.type)) for o in self.session.get_outputs()
+        ]
+        self.bound = alloc is not None and all(
+            dt is not None and all(isinstance(d, int) for d in shape)
+            for _, shape, dt in self.out_specs
+        )
+        self.binding = self.session.io_binding() if self.bound else None
 
     def _check(self, x: np.ndarray) -> None:
         """Compare the first tensor with the model's input; fix whether to add a batch axis."""
@@ -84,8 +103,16 @@ class OnnxBackend:
             self._check(x)
         if self.add_batch:
             x = x[None]
-        feed = {self.input_name: np.ascontiguousarray(x)}
-        return list(self.session.run(self.output_names, feed))
+        x = np.ascontiguousarray(x)
+        if self.binding is None:
+            return list(self.session.run(self.output_names, {self.input_name: x}))
+        assert self.alloc is not None
+        outs = [self.alloc(shape, dt) for _, shape, dt in self.out_specs]
+        self.binding.bind_cpu_input(self.input_name, x)
+        for (name, shape, dt), out in zip(self.out_specs, outs, strict=True):
+            self.binding.bind_output(name, "cpu", 0, dt, list(shape), out.ctypes.data)
+        self.session.run_with_iobinding(self.binding)
+        return outs
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

@@ -112,7 +112,7 @@ class Infer(Stage):
             from stages.infer.onnx_backend import OnnxBackend
 
             threads = cfg.threads or len(ctx.cpus) or 1
-            self.backend = OnnxBackend(ctx.resolve_path(cfg.model), threads, where)
+            self.backend = OnnxBackend(ctx.resolve_path(cfg.model), threads, where, ctx.alloc)
         else:
             from stages.infer.rknn_backend import RknnBackend
 
