@@ -84,9 +84,14 @@ class Outlet:
         """Take in HELLO/CREDIT messages; True if any arrived."""
         got = False
         while self.sock.poll(timeout_ms if not got else 0, zmq.POLLIN):
-            identity, kind, payload = self.sock.recv_multipart()
+            identity, kind, *rest = self.sock.recv_multipart()
             got = True
-            if kind == HELLO:
+            if kind[:1] == CREDIT:  # b"C" is one credit, b"C<n>" n of them: one frame, cheap
+                peer = self._peers.get(identity)
+                if peer is not None:
+                    peer.credits += int(kind[1:] or b"1")
+            elif kind == HELLO:
+                payload = rest[0] if rest else b""
                 info = unpackb(payload)
                 group = self.groups.get(info["group"])
                 known = self._peers.get(identity)
@@ -97,10 +102,6 @@ class Outlet:
                 )
                 self._peers[identity] = peer
                 group.peers[identity] = peer
-            elif kind == CREDIT:
-                peer = self._peers.get(identity)
-                if peer is not None:
-                    peer.credits += int(payload or b"1")
         return got
 
     def ready(self) -> bool:
@@ -216,7 +217,7 @@ class Inlet:
             self.say_hello()
 
     def credit(self, n: int = 1) -> None:
-        self.sock.send_multipart([CREDIT, b"%d" % n])
+        self.sock.send(CREDIT if n == 1 else CREDIT + b"%d" % n)
 
     def recv(self) -> list | None:
         try:
