@@ -74,6 +74,10 @@ class Stage:
     Config: ClassVar[type[StageConfig]] = StageConfig
     #: False for stages that must see each stream in order through one instance (trackers).
     replicable: ClassVar[bool] = True
+    #: >0 for stages that mostly wait on a device (an NPU): ``process`` then runs in a stage
+    #: thread with up to this many messages queued for it, so receiving, sending and copying
+    #: overlap the device's work and it never idles between messages. Results keep order.
+    overlap: ClassVar[int] = 0
 
     def __init__(self, config: StageConfig | None = None, **options: Any) -> None:
         self.config = config if config is not None else self.Config(**options)

@@ -525,3 +525,43 @@ path = "{tmp_path}/out.jsonl"
     stages = json.loads((tmp_path / "s.json").read_text())["stages"]
     assert {name: s["drops"] for name, s in stages.items()} == dict.fromkeys(stages, 0)
     assert len(read_jsonl(tmp_path / "out.jsonl")) == 60
+
+
+def test_overlapped_stage_keeps_order_and_loses_nothing(tmp_path: Path, no_leaks) -> None:
+    """A stage that runs ``process`` in its own thread (overlap, as inference does) still
+    delivers each stream in order, exactly once, with its drops marked, and a fault in that
+    thread restarts the stage like any crash."""
+    graph = write_graph(
+        tmp_path,
+        f"""
+[stages.cam0]
+uses = "synthetic"
+width = 32
+height = 32
+frames = 80
+[stages.cam1]
+uses = "synthetic"
+width = 32
+height = 32
+frames = 80
+seed = 1
+[stages.dev]
+uses = "rk_test_stages:DeviceWait"
+inputs = ["cam0", "cam1"]
+drop_every = 10
+crash_seq = 45
+[stages.out]
+uses = "jsonl"
+inputs = ["dev"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph))
+    assert res.returncode == 0, res.stderr
+    assert "device fault at seq 45" in res.stderr  # the thread's error reached the runner
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    for seqs in per_stream(rows).values():
+        assert seqs == sorted(set(seqs))  # in order, never twice
+        assert not any(s % 10 == 0 for s in seqs)  # the stage's own drops stay dropped
+        assert seqs[-1] == 79
+    assert all(r["meta"]["device"] for r in rows)

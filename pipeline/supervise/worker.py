@@ -13,6 +13,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import zmq
@@ -21,7 +22,7 @@ from ..errors import TransportError
 from ..graph.plan import InstanceSpec
 from ..messages import Message
 from ..metrics import StageStats
-from ..stage import Context, Stage
+from ..stage import Context, Outputs, Stage
 from ..transport.codec import (
     END,
     EOS,
@@ -78,6 +79,17 @@ class StageWorker:
             ReorderBuffer(timeout, fresh=not restarted) if spec.reorder else None
         )
         self.ready: deque[tuple[Inlet, Decoded]] = deque()
+        # Overlap (stages that wait on a device, e.g. inference): ``process`` runs in one
+        # stage thread with up to ``overlap`` messages queued for it, while this thread
+        # receives, sends and copies; a pipe wakes the loop when a result is done.
+        self.overlap = max(0, int(getattr(stage, "overlap", 0)))
+        self.pending: deque[tuple[Decoded, Future]] = deque()
+        self._executor: ThreadPoolExecutor | None = None
+        self._wake_r = self._wake_w = -1
+        if self.overlap:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
         self._last_seq: dict[tuple[str, str], int] = {}  # (producer, stream) -> last seq seen
         self.control = None
         self._gone = gone_dir(control[len("ipc://") :].rsplit("/", 1)[0]) if control else None
@@ -138,6 +150,10 @@ class StageWorker:
         return 0
 
     def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
         try:
             self.stage.close()
         except Exception:  # best effort: a failing close must not hide the run's result
@@ -175,6 +191,8 @@ class StageWorker:
             poller.register(inlet.monitor, zmq.POLLIN)
         if self.outlet is not None:
             poller.register(self.outlet.sock, zmq.POLLIN)
+        if self.overlap:
+            poller.register(self._wake_r, zmq.POLLIN)
         by_sock = {inlet.sock: inlet for inlet in self.inlets}
         by_monitor = {inlet.monitor: inlet for inlet in self.inlets}
         while not self.stopping:
@@ -183,14 +201,17 @@ class StageWorker:
                     self.receive(by_sock[sock])
                 elif sock in by_monitor:
                     by_monitor[sock].on_monitor()
+                elif sock == self._wake_r:
+                    self._drain_wake()
                 else:
                     self.outlet.poll_credits()  # type: ignore[union-attr]
             if self.reorder is not None:
                 self.ready.extend(self.reorder.expire())
+            self.collect(wait_until=len(self.pending))
             self.work()
             self.report()
             self.check_gone()
-            if all(i.eos for i in self.inlets) and not self.ready:
+            if all(i.eos for i in self.inlets) and not self.ready and not self.pending:
                 self.finish()
                 return
 
@@ -257,6 +278,8 @@ class StageWorker:
 
     def handle(self, item: Decoded) -> None:
         msg = item.msg
+        if item.kind != MSG and self.pending:
+            self.collect()  # a marker never overtakes results still in the stage thread
         if item.kind == SKIP:
             self.forward_marker(SKIP, msg, item.more)
         elif item.kind == END:
@@ -268,17 +291,49 @@ class StageWorker:
             self.forward_marker(END, msg)
             if self.reorder is not None:
                 self.reorder.forget(msg.stream)
+        elif item.kind == MSG and self._executor is not None:
+            self.stats.count_in(msg.stream)
+            self.collect(wait_until=self.overlap - 1)  # room in the stage thread's queue
+            fut = self._executor.submit(self._timed_process, msg)
+            fut.add_done_callback(self._wake)
+            self.pending.append((item, fut))
         elif item.kind == MSG:
             self.stats.count_in(msg.stream)
-            t0 = time.perf_counter()
-            out = self.stage.process(msg)
-            self.stats.busy_s += time.perf_counter() - t0
-            self.stats.service.add((time.perf_counter() - t0) * 1000)
-            if not all(self.reader.is_current(r) for r in item.refs):
-                self.stats.count_drop("overwritten")
-                out = None
-            if not self.emit(out, item.more) and not item.more:
-                self.forward_marker(SKIP, msg)
+            out, took = self._timed_process(msg)
+            self._finish_item(item, out, took)
+
+    def _timed_process(self, msg: Message) -> tuple[Outputs, float]:
+        t0 = time.perf_counter()
+        out = self.stage.process(msg)
+        return out, time.perf_counter() - t0
+
+    def _finish_item(self, item: Decoded, out: Outputs, took: float) -> None:
+        """Account for one processed message and send its results on, in order."""
+        self.stats.busy_s += took
+        self.stats.service.add(took * 1000)
+        if not all(self.reader.is_current(r) for r in item.refs):
+            self.stats.count_drop("overwritten")
+            out = None
+        if not self.emit(out, item.more) and not item.more:
+            self.forward_marker(SKIP, item.msg)
+
+    def collect(self, wait_until: int = 0) -> None:
+        """Send on the stage thread's finished results in order, waiting while more than
+        ``wait_until`` are still pending (0: wait for all). A stage error is raised here."""
+        while self.pending and (len(self.pending) > wait_until or self.pending[0][1].done()):
+            item, fut = self.pending.popleft()
+            out, took = fut.result()
+            self._finish_item(item, out, took)
+
+    def _wake(self, _fut: Future) -> None:
+        os.write(self._wake_w, b"x")
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def emit(self, out: Message | Iterable[Message] | None, more: bool = False) -> int:
         """Send the stage's results downstream (or count them at a sink); returns how many.
@@ -318,7 +373,11 @@ class StageWorker:
         """All producers are done: flush held messages and stream state, then say EOS."""
         if self.reorder is not None:
             self.ready.extend(self.reorder.flush())
-        self.work()
+        while self.ready:
+            if self.outlet is not None:
+                self.wait_for_room()
+            self.work()
+        self.collect()
         if self.outlet is not None:
             missed = self.outlet.broadcast_eos(is_gone=self.is_gone)
             if missed:

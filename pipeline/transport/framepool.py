@@ -13,6 +13,7 @@ import contextlib
 import math
 import mmap
 import os
+import threading
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -113,10 +114,14 @@ class FramePool:
         self._segments: dict[int, _Segment] = {}
         self._order: dict[int, deque[int]] = {}  # least recently handed out first
         self._owned: dict[int, tuple[weakref.ref, _Segment, int, int]] = {}
+        self._lock = threading.Lock()  # a stage thread (overlap) allocates beside the loop
 
     def alloc(self, shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
         """A writable array in the next slot of the right size; publish it with ``publish``."""
-        dt = np.dtype(dtype)
+        with self._lock:
+            return self._alloc(shape, np.dtype(dtype))
+
+    def _alloc(self, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
         nbytes = math.prod(shape) * dt.itemsize
         seg = self._segments.get(nbytes)
         if seg is None:
@@ -142,6 +147,10 @@ class FramePool:
     def publish(self, arr: np.ndarray) -> SlotRef:
         """Mark a slot written (generation even) and return its reference. Raises FrameLost
         if the ring came round and handed the slot out again before this array was sent."""
+        with self._lock:
+            return self._publish(arr)
+
+    def _publish(self, arr: np.ndarray) -> SlotRef:
         _, seg, slot, written = self._owned[id(arr)]
         gen = int(seg.gens[slot])
         if gen not in (written, written + 1):
@@ -154,12 +163,13 @@ class FramePool:
     def release(self, arr: np.ndarray) -> None:
         """Give back an array's slot that was never sent (a dropped camera frame), so the
         next ``alloc`` reuses it instead of advancing the ring."""
-        entry = self._owned.pop(id(arr), None)
-        if entry is not None and entry[0]() is arr:
-            _, seg, slot, _ = entry
-            order = self._order[seg.slot_bytes]
-            order.remove(slot)
-            order.appendleft(slot)
+        with self._lock:
+            entry = self._owned.pop(id(arr), None)
+            if entry is not None and entry[0]() is arr:
+                _, seg, slot, _ = entry
+                order = self._order[seg.slot_bytes]
+                order.remove(slot)
+                order.appendleft(slot)
 
     def put(self, arr: np.ndarray) -> SlotRef:
         """Copy an array into the next slot and publish it (one copy, for arrays not made

@@ -62,3 +62,25 @@ class CrashOnSeq(Stage):
         if msg.seq == self.config.seq and msg.meta.get("crashed") is None:
             raise RuntimeError("planted crash")
         return msg
+
+
+class DeviceWait(Stage):
+    """Waits on a pretend device per message (sleeps, GIL released) with ``overlap`` on, as
+    inference does; drops every ``drop_every``-th message and can crash at one seq."""
+
+    overlap = 2
+
+    class Config(StageConfig):
+        max_ms: float = 8.0
+        drop_every: int = 0
+        crash_seq: int = -1
+
+    def process(self, msg: Message) -> Message | None:
+        if msg.seq == self.config.crash_seq:
+            raise RuntimeError(f"device fault at seq {msg.seq}")
+        rng = random.Random(f"{msg.stream}:{msg.seq}")
+        time.sleep(rng.uniform(0, self.config.max_ms) / 1000)
+        if self.config.drop_every and msg.seq % self.config.drop_every == 0:
+            return None
+        msg.meta["device"] = True
+        return msg
