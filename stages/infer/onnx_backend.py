@@ -68,6 +68,7 @@ class OnnxBackend:
         self.input_shape = list(inputs[0].shape)  # ints, or names/None for dynamic dims
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.add_batch: bool | None = None  # decided by the first tensor, then fixed
+        self._seen: tuple = ((), None)  # shape and dtype of the last tensor that fit
         # Static outputs are written by ONNX Runtime straight into arrays from ``alloc``
         # (the stage's shared-memory pool), so they are not copied again on the way out.
         self.alloc = alloc
@@ -99,8 +100,9 @@ class OnnxBackend:
         self.add_batch = add_batch
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
-        if self.add_batch is None:
-            self._check(x)
+        if self.add_batch is None or (x.shape, x.dtype) != self._seen:
+            self._check(x)  # a clear ModelError for a tensor that does not fit
+            self._seen = (x.shape, x.dtype)
         if self.add_batch:
             x = x[None]
         x = np.ascontiguousarray(x)
