@@ -6,7 +6,7 @@ demand, once per new frame, shared by every viewer. Each viewer takes the newest
 it is ready for one, so a slow viewer skips frames and never holds up the pipeline.
 
     GET /                       the page (no external assets)
-    GET /api/status             {"stage", "time", "streams": {name: {fps, seq, lines, ...}}}
+    GET /api/status             {"pipeline", "stage", "time", "streams": {name: {...}}}
     GET /stream/<name>.mjpg     multipart/x-mixed-replace JPEG stream, at most max_fps
     GET /snapshot/<name>.jpg    the newest frame
 """
@@ -163,7 +163,12 @@ class _Handler(BaseHTTPRequestHandler):
             if path in ("/", "/index.html"):
                 self._send(200, "text/html; charset=utf-8", sink.page)
             elif path == "/api/status":
-                body = {"stage": sink.ctx.instance, "time": time.time(), "streams": {}}
+                body = {
+                    "pipeline": sink.ctx.pipeline,
+                    "stage": sink.ctx.instance,
+                    "time": time.time(),
+                    "streams": {},
+                }
                 body["streams"] = sink.hub.status()
                 self._send(200, "application/json", json.dumps(body).encode())
             elif path.startswith("/snapshot/") and path.endswith(".jpg"):
