@@ -24,7 +24,7 @@ when there are two, unless ``--no-pin``. Frame contents are checked (one pixel c
 sequence number), so a mixed-up or overwritten slot would be counted. Targets are printed
 next to the figures, not asserted; the exit status is 1 only if a check failed.
 
-    python benchmarks/bench_transport.py [--quick] [--json OUT] [--no-pin]
+    python benchmarks/bench_transport.py [--quick] [--rounds N] [--json OUT] [--no-pin]
 """
 
 from __future__ import annotations
@@ -582,6 +582,19 @@ def summarize(case: Case, sent: dict, taken: dict) -> Figures:
     )
 
 
+def median_figures(figs: list[Figures]) -> Figures:
+    """One case's rounds as one: the median of each figure, errors summed."""
+    steps = {k: float(np.median([f.steps_us[k] for f in figs])) for k in figs[0].steps_us}
+    return Figures(
+        case=figs[0].case,
+        p50_us=float(np.median([f.p50_us for f in figs])),
+        p99_us=float(np.median([f.p99_us for f in figs])),
+        rate=float(np.median([f.rate for f in figs])),
+        steps_us=steps,
+        errors=sum(f.errors for f in figs),
+    )
+
+
 def plan(quick: bool) -> list[Case]:
     """Latency (window 1) and throughput (windows 2 and 8) per transport, then small envelopes.
     multiprocessing.Queue gets fewer messages: at a few ms each it would dominate the run."""
@@ -705,16 +718,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer messages (a few seconds)")
     ap.add_argument("--json", type=Path, metavar="OUT", help="also write the figures as JSON")
     ap.add_argument("--no-pin", action="store_true", help="let the scheduler place processes")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        help="run every case this many times, interleaved, and report the median of each "
+        "figure (default 3, --quick 1): a shared machine's noise then hits all alike",
+    )
     args = ap.parse_args(argv)
+    rounds = args.rounds or (1 if args.quick else 3)
 
     ctx = mp.get_context("fork")  # this process holds no ZeroMQ context or threads to fork
     cpus, placement = pair_cpus(not args.no_pin)
-    figs = []
+    runs: dict[Case, list[Figures]] = {}
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="rkpipe-bench-") as tmp:
-        for case in plan(args.quick):
-            print(f"  {case.key} ({case.count} messages)", file=sys.stderr, flush=True)
-            figs.append(run_case(case, ctx, Path(tmp), cpus))
+        for r in range(rounds):
+            for case in plan(args.quick):
+                print(f"  round {r + 1}/{rounds} {case.key} ({case.count} messages)",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                runs.setdefault(case, []).append(run_case(case, ctx, Path(tmp), cpus))
+    figs = [median_figures(fs) for fs in runs.values()]
     report(figs, placement, time.monotonic() - t0)
     if args.json:
         args.json.write_text(json.dumps(to_json(figs, cpus, placement, args.quick), indent=2))
