@@ -40,6 +40,7 @@ class Context:
     graph_dir: Path = field(default_factory=Path.cwd)
     run_id: str = "inline"
     resume_seq: int = -1
+    restarted: bool = False  # this process replaces one that crashed: don't clobber its output
     max_frames: int | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("rkpipe"))
     _alloc: Any = None  # set by the worker: callable(shape, dtype) -> ndarray in shared memory

@@ -170,3 +170,23 @@ path = "{tmp_path}/file/{{stream}}.mp4"
     assert res.returncode != 0
     assert f"video: stages.video.path: cannot write to folder {tmp_path}/file" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_restarted_sink_keeps_the_first_part_and_writes_the_next(tmp_path: Path) -> None:
+    """After a crash the new process must not overwrite the video the old one wrote."""
+    from pipeline.messages import Message
+
+    frames = [np.full((48, 64, 3), v, np.uint8) for v in (10, 200)]
+    for restarted, value in ((False, 0), (True, 1)):
+        sink = VideoSink(path=str(tmp_path / "{stream}.mp4"), annotate=False)
+        sink.setup(Context(stage="video", restarted=restarted))
+        sink.process(Message("cam0", value, value - 1, arrays={"frame": frames[value]}))
+        sink.close()
+    first, second = (
+        cv2.VideoCapture(str(tmp_path / "cam0.mp4")),
+        cv2.VideoCapture(str(tmp_path / "cam0.1.mp4")),
+    )
+    ok1, f1 = first.read()
+    ok2, f2 = second.read()
+    assert ok1 and ok2
+    assert abs(float(f1.mean()) - 10) < 8 and abs(float(f2.mean()) - 200) < 8

@@ -108,6 +108,7 @@ class StageWorker:
             graph_dir=Path(spec.graph_dir),
             run_id=spec.run_id,
             resume_seq=resume_seq,
+            restarted=restarted,
             log=logging.getLogger(f"rkpipe.{spec.instance}"),
             _alloc=self.pool.alloc,
             _count_drop=self.stats.count_drop,

@@ -125,6 +125,11 @@ class VideoSink(Stage):
         except OSError as exc:
             msg = f"{self._where()}.path: cannot create folder {path.parent}: {exc.strerror}"
             raise StageSetupError(msg) from None
+        if self.ctx.restarted:  # keep what the crashed process wrote: continue in a new part
+            part = 1
+            while (alt := path.with_name(f"{path.stem}.{part}{path.suffix}")).exists():
+                part += 1
+            path = alt if path.exists() else path
         size = (frame.shape[1], frame.shape[0])
         track = self.tracks[stream] = _Track(path, self._open(path, size), size)
         self.ctx.log.info("writing %s (%dx%d, %g fps)", path, *size, self.config.fps)
