@@ -126,15 +126,20 @@ def test_file_frames_arrive_once_in_order_with_their_content(tmp_path: Path, no_
 
 
 @pytest.mark.integration
-def test_missing_file_stops_the_run_with_one_clear_line(tmp_path: Path, no_leaks) -> None:
+def test_missing_file_is_a_graph_error_before_anything_starts(tmp_path: Path, no_leaks) -> None:
     graph = write_graph(tmp_path, graph_text(tmp_path, 'source = "videos/nope.mp4"'))
-    res = run_rkpipe("run", str(graph), timeout=60)
-    assert res.returncode == 1  # the stage exits 3 (fatal, not retried); the run exits 1
-    wanted = f"cam0: stages.cam0.source: video file {tmp_path}/videos/nope.mp4 not found"
-    assert [line for line in res.stderr.splitlines() if "error" in line] == [
-        f"rkpipe: error: {wanted}"
-    ]
-    assert "Traceback" not in res.stderr
+    for command in ("validate", "run"):
+        res = run_rkpipe(command, str(graph), timeout=60)
+        assert res.returncode == 2, res.stderr
+        assert f"stages.cam0.source: video file {tmp_path}/videos/nope.mp4 not found" in res.stderr
+        assert "Traceback" not in res.stderr
+
+
+def test_file_removed_after_validation_is_a_clear_setup_error(tmp_path: Path) -> None:
+    """The file can still vanish between validation and start: setup says so."""
+    stage = Capture(Capture.Config(source="gone.mp4"))
+    with pytest.raises(SourceError, match=r"video file .*gone\.mp4 not found"):
+        stage.setup(Context(stage="cam0", graph_dir=tmp_path))
 
 
 def test_a_file_that_is_not_a_video_is_a_setup_error(tmp_path: Path) -> None:

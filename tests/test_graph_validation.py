@@ -130,3 +130,16 @@ def test_disabled_stage_is_validated_but_left_out(tmp_path: Path) -> None:
     )
     with pytest.raises(GraphError, match=r"stages\.extra\.flush: unknown option"):
         load_graph(graph)
+
+
+def test_missing_model_file_is_a_graph_error_at_its_key(tmp_path: Path) -> None:
+    graph = tmp_path / "g.toml"
+    graph.write_text(
+        '[stages.cam0]\nuses = "synthetic"\n'
+        '[stages.det]\nuses = "infer"\ninputs = ["cam0"]\nmodel = "models/nope.onnx"\n'
+    )
+    res = run_rkpipe("validate", str(graph))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"g.toml:6 stages.det.model: model file {tmp_path}/models/nope.onnx not found" in (
+        res.stderr
+    )

@@ -186,7 +186,8 @@ def _stage(name: str, table: Any, graph_dir: Path, problems: _Problems) -> Stage
         problems.add((*keys, "uses"), str(exc))
         return None
     try:
-        config = cls.Config(**options)
+        # ``graph_dir`` lets options check files they name (a model) at validate time
+        config = cls.Config.model_validate(options, context={"graph_dir": graph_dir})
     except ValidationError as exc:
         for loc, text in format_validation_error(exc):
             problems.add((*keys, *loc), text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import cv2
@@ -73,8 +74,13 @@ class Capture(Source):
 
         @field_validator("source")
         @classmethod
-        def _known_source(cls, value: str | int) -> str | int:
-            parse_source(value)
+        def _known_source(cls, value: str | int, info: ValidationInfo) -> str | int:
+            spec = parse_source(value)
+            graph_dir = (info.context or {}).get("graph_dir")
+            if graph_dir is not None and spec.kind is Kind.FILE:  # checked at validate time
+                path = (Path(graph_dir) / Path(str(spec.target)).expanduser()).resolve()
+                if not path.is_file():
+                    raise ValueError(f"video file {path} not found")
             return value
 
         @field_validator("resize")

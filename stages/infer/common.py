@@ -22,6 +22,7 @@ class Backend(Protocol):
 
 def require_model_file(path: Path, where: str) -> None:
     """ModelError unless ``path`` is a readable file; ``where`` names the option (for the user)."""
+    path = path.resolve()
     if not path.exists():
         raise ModelError(f"model file {path} not found ({where})")
     if not path.is_file():

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
@@ -59,6 +60,18 @@ class Infer(Stage):
         sim_layout: Literal["stock", "split"] = Field(
             "stock", description="sim: one (1,84,8400) output, or the six split-head outputs"
         )
+
+        @field_validator("model")
+        @classmethod
+        def _model_file_exists(cls, model: str, info: ValidationInfo) -> str:
+            """When validating a graph, a model file that is not there is a graph error."""
+            graph_dir = (info.context or {}).get("graph_dir")
+            if graph_dir is None or model.lower().startswith(SIM_PREFIX):
+                return model
+            path = (Path(graph_dir) / Path(model).expanduser()).resolve()
+            if not path.is_file():
+                raise ValueError(f"model file {path} not found")
+            return model
 
         @field_validator("npu_cores")
         @classmethod
