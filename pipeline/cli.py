@@ -142,7 +142,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.stats_out:
         args.stats_out.parent.mkdir(parents=True, exist_ok=True)
         args.stats_out.write_text(json.dumps(result.stats, indent=2))
-    _print_final(result.stats)
+    if any(s["frames_in"] or s["frames_out"] for s in result.stats["stages"].values()):
+        _print_final(result.stats)  # a run that never started has no figures worth a table
     return result.exit_code
 
 
