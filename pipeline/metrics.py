@@ -65,6 +65,7 @@ class StageStats:
     frames_out: int = 0
     busy_s: float = 0.0
     drops: Counter = field(default_factory=Counter)
+    events: Counter = field(default_factory=Counter)  # notable, not losses (e.g. reconnects)
     streams_in: Counter = field(default_factory=Counter)
     streams_out: Counter = field(default_factory=Counter)
     last_seq: dict[str, int] = field(default_factory=dict)
@@ -87,6 +88,9 @@ class StageStats:
     def count_drop(self, reason: str, n: int = 1) -> None:
         self.drops[reason] += n
 
+    def count_event(self, kind: str, n: int = 1) -> None:
+        self.events[kind] += n
+
     def to_wire(self) -> dict:
         return {
             "frames_in": self.frames_in,
@@ -95,6 +99,7 @@ class StageStats:
             "cpu_s": sum(os.times()[:2]) - self.cpu_start,
             "uptime_s": time.monotonic() - self.started,
             "drops": dict(self.drops),
+            "events": dict(self.events),
             "streams_in": dict(self.streams_in),
             "streams_out": dict(self.streams_out),
             "last_seq": dict(self.last_seq),

@@ -45,6 +45,7 @@ class Context:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("rkpipe"))
     _alloc: Any = None  # set by the worker: callable(shape, dtype) -> ndarray in shared memory
     _count_drop: Any = None  # set by the worker: callable(reason, n)
+    _count_event: Any = None  # set by the worker: callable(kind, n)
 
     @property
     def instance(self) -> str:
@@ -67,6 +68,11 @@ class Context:
         """Record frames this stage dropped on purpose (e.g. a corrupt frame), by reason."""
         if self._count_drop is not None:
             self._count_drop(reason, n)
+
+    def count_event(self, kind: str, n: int = 1) -> None:
+        """Record something notable that lost no frame (a camera reconnect), by kind."""
+        if self._count_event is not None:
+            self._count_event(kind, n)
 
 
 class Stage:

@@ -73,13 +73,14 @@ def write_clip(path: Path, frames: int, fps: float = FPS) -> Path:
 
 
 def read_all(cap: Capture, tmp_path: Path, limit: int = 1000, resume_seq: int = -1):
-    """Set up and read a capture inline; returns (messages, drops by reason)."""
+    """Set up and read a capture inline; returns (messages, drops and events by reason)."""
     drops: Counter[str] = Counter()
     ctx = Context(
         stage="cam0",
         graph_dir=tmp_path,
         resume_seq=resume_seq,
         _count_drop=lambda reason, n=1: drops.update({reason: n}),
+        _count_event=lambda kind, n=1: drops.update({kind: n}),
     )
     cap._stream_id = "cam0"  # type: ignore[attr-defined]
     cap.setup(ctx)
@@ -420,4 +421,5 @@ def test_live_stream_that_drops_is_reconnected_and_numbering_goes_on(
     assert err.count("no frame (stream closed, timed out or undecodable); reconnecting") == 1
     assert "Traceback" not in err
     stats = json.loads((tmp_path / "stats.json").read_text())
-    assert stats["stages"]["cam0"]["drops_by_reason"]["reconnect"] == 2
+    assert stats["stages"]["cam0"]["events"]["reconnect"] == 2  # an outage, not lost frames
+    assert "reconnect" not in stats["stages"]["cam0"]["drops_by_reason"]

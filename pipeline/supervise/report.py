@@ -31,6 +31,7 @@ class InstanceStats:
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: 0 for k in _SUMMED}
     drops: Counter = Counter()
+    events: Counter = Counter()
     streams_in: Counter = Counter()
     streams_out: Counter = Counter()
     lat, svc = LatencyHistogram(), LatencyHistogram()
@@ -41,6 +42,7 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         for k in _SUMMED:
             out[k] += r.get(k, 0)
         drops.update(r.get("drops", {}))
+        events.update(r.get("events", {}))
         streams_in.update(r.get("streams_in", {}))
         streams_out.update(r.get("streams_out", {}))
         lat.merge(_hist(r.get("latency")))
@@ -49,6 +51,7 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
         uptime = max(uptime, r.get("uptime_s", 0.0))
     out.update(
         drops=dict(drops),
+        events=dict(events),
         streams_in=dict(streams_in),
         streams_out=dict(streams_out),
         latency=lat,
@@ -252,6 +255,7 @@ class StatsBook:
                 "frames_out": t["frames_out"],
                 "drops": sum(t["drops"].values()),
                 "drops_by_reason": {k: v for k, v in t["drops"].items() if v},
+                "events": {k: v for k, v in t["events"].items() if v},
                 "fps": t["frames_out"] / max(active_s, 1e-6),
                 "latency_ms": _percentiles(t["latency"]),
                 "service_ms": _percentiles(t["service"]),

@@ -112,6 +112,7 @@ class StageWorker:
             log=logging.getLogger(f"rkpipe.{spec.instance}"),
             _alloc=self.pool.alloc,
             _count_drop=self.stats.count_drop,
+            _count_event=self.stats.count_event,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -147,7 +147,7 @@ class Capture(Source):
             self.spec.kind is Kind.GSTREAMER and self.live
         )
         self.reconnector = Reconnector(
-            self._open, self.name, ctx.log, ctx.count_drop, backoff, cfg.max_reconnects
+            self._open, self.name, ctx.log, ctx.count_event, backoff, cfg.max_reconnects
         )
         self.cap = self._open()
         if self.cap is None and not self.reconnects:
