@@ -43,6 +43,12 @@ def test_onnx_pipeline_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
     proc = run_bench("bench_pipeline_onnx.py", *args, "--loop-s", "0.5", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
-    assert set(doc["baselines"]) == {"bare", "bare_x2", "naive", "thread_pool"}
+    assert set(doc["baselines"]) == {
+        "bare",
+        "bare_x2",
+        "naive",
+        "thread_pool",
+        "thread_pool_examples",
+    }
     assert set(doc["pipeline"]) == {"2x1"}
     assert {"pipeline/bare", "pipeline/naive", "pipeline/thread_pool"} <= set(doc["ratios"])
