@@ -10,7 +10,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from pipeline.detections import Detections
+from pipeline.detections import DETECTIONS_PREFIX, Detections
 from pipeline.messages import Message
 from pipeline.stage import Context, Stage, StageConfig
 from stages.tracking import ByteTracker
@@ -19,7 +19,8 @@ __all__ = ["ByteTrack"]
 
 
 class ByteTrack(Stage):
-    """Assign ``tracker_id`` to ``msg.detections`` (-1 for boxes not yet confirmed)."""
+    """Assign ``tracker_id`` to ``msg.detections`` (-1 for boxes not yet confirmed), with
+    each row's track velocity (px/frame) and age (frames) in ``det.velocity``/``det.age``."""
 
     replicable: ClassVar[bool] = False
 
@@ -59,6 +60,9 @@ class ByteTrack(Stage):
             det.xyxy, det.confidence, det.class_id, frame_gap=gap
         )
         msg.detections = Detections(res.xyxy, res.confidence, res.class_id, res.tracker_id)
+        # per-row track facts beside the detections (det.*: replaced with them, never stale)
+        msg.arrays[DETECTIONS_PREFIX + "velocity"] = res.velocity
+        msg.arrays[DETECTIONS_PREFIX + "age"] = res.age
         return msg
 
     def end_stream(self, stream: str) -> None:

@@ -102,8 +102,13 @@ def test_headline_graph_finds_the_objects_in_the_demo_scenes(tmp_path: Path, no_
             tp, fp, n = tp + a, fp + b, n + c
         assert n > 40, (stream, n)
         assert tp / (tp + fp) >= 0.85 and tp / n >= 0.85, (stream, tp, fp, n)
-        tracked = {d["track_id"] for r in mine for d in r["detections"] if "track_id" in d}
-        assert tracked  # ByteTrack ran and confirmed tracks
+        tracked = [(r["seq"], d) for r in mine for d in r["detections"] if "track_id" in d]
+        assert tracked  # ByteTrack ran and confirmed tracks, each with its age and velocity
+        assert all(d["age"] >= 0 and len(d["velocity"]) == 2 for _, d in tracked)
+        ages: dict[int, list[int]] = {}
+        for _, d in sorted(tracked, key=lambda t: t[0]):
+            ages.setdefault(d["track_id"], []).append(d["age"])
+        assert all(a == sorted(a) for a in ages.values())  # a track only grows older
     events = read_jsonl(tmp_path / "out" / "two_streams.events.jsonl")
     for ev in events:
         validate_event(ev)

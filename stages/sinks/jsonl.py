@@ -141,7 +141,7 @@ class JsonlSink(Stage):
         }
         det = msg.detections
         if det is not None:
-            rec["detections"] = detection_records(det)
+            rec["detections"] = detection_records(det, msg.arrays)
         return rec
 
     def close(self) -> None:
@@ -149,8 +149,14 @@ class JsonlSink(Stage):
             f.close()
 
 
-def detection_records(det: Detections) -> list[dict[str, Any]]:
-    """Detections as plain objects: box (x1, y1, x2, y2 pixels), score, class, track id."""
+def detection_records(
+    det: Detections, arrays: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Detections as plain objects: box (x1, y1, x2, y2 pixels), score, class, and for
+    tracked ones the track id, age (frames) and velocity (px/frame)."""
+    arrays = arrays or {}
+    velocity = arrays.get(DETECTIONS_PREFIX + "velocity")
+    age = arrays.get(DETECTIONS_PREFIX + "age")
     out = []
     for i in range(len(det)):
         cid = int(det.class_id[i])
@@ -162,6 +168,10 @@ def detection_records(det: Detections) -> list[dict[str, Any]]:
         }
         if det.tracker_id[i] >= 0:  # -1: not (yet) tracked
             rec["track_id"] = int(det.tracker_id[i])
+            if age is not None and len(age) == len(det):
+                rec["age"] = int(age[i])
+            if velocity is not None and len(velocity) == len(det):
+                rec["velocity"] = [round(float(v), 2) for v in velocity[i]]
         out.append(rec)
     return out
 

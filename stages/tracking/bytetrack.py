@@ -45,15 +45,16 @@ class _Dets:
 
 @dataclass(frozen=True)
 class TrackResult:
-    """The input detections, in input order, with ``tracker_id`` (-1: not tracked) and the
-    track's centre ``velocity`` (N, 2) in px/frame; a tracked box's ``class_id`` is its track's
-    voted class."""
+    """The input detections, in input order, with ``tracker_id`` (-1: not tracked), the
+    track's centre ``velocity`` (N, 2) in px/frame and ``age`` in frames since the track began
+    (0 when not tracked); a tracked box's ``class_id`` is its track's voted class."""
 
     xyxy: np.ndarray
     confidence: np.ndarray
     class_id: np.ndarray
     tracker_id: np.ndarray
     velocity: np.ndarray
+    age: np.ndarray
 
     def tracked(self) -> TrackResult:
         """Only the detections that belong to a confirmed track."""
@@ -233,7 +234,9 @@ class ByteTracker:
         cls[has] = t.class_id[rows]
         velocity = np.zeros((len(d.row), 2), np.float32)
         velocity[has] = t.mean[rows, 4:6]
-        return TrackResult(d.xyxy, d.conf, cls, tracker_id, velocity)
+        age = np.zeros(len(d.row), np.int64)
+        age[has] = self.frame - t.start_frame[rows]
+        return TrackResult(d.xyxy, d.conf, cls, tracker_id, velocity, age)
 
     def snapshot(self) -> TrackSnapshot:
         """The confirmed tracks held now, tracked and lost, for inspection and overlays."""
