@@ -26,6 +26,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Protocol
 
+from stages.decode.coco import class_name
+
 __all__ = [
     "EVENT_TYPES",
     "SCHEMA",
@@ -51,13 +53,6 @@ class _Frame(Protocol):
     stream: str
     seq: int
     t_capture: float
-
-
-def class_name(class_id: int) -> str:
-    """The COCO name of ``class_id`` (the default models' numbering), or ``class_<id>``."""
-    from stages.decode.coco import COCO_NAMES
-
-    return COCO_NAMES[class_id] if 0 <= class_id < len(COCO_NAMES) else f"class_{class_id}"
 
 
 def iso_time(t: float) -> str:

@@ -29,10 +29,9 @@ from stages.analytics.per_stream import (
     for_stream,
     has_counts,
     merge_counts,
-    name_of,
     tracked,
 )
-from stages.decode.coco import COCO_NAMES
+from stages.decode.coco import COCO_NAMES, class_name
 from stages.events import line_crossing_event
 
 __all__ = ["LineCrossing", "LineSpec"]
@@ -149,7 +148,7 @@ class LineCrossing(Stage):
                     ev.class_id,
                     ev.point,
                     dict(totals[ev.line]),
-                    name_of(self.config.names, ev.class_id),
+                    class_name(ev.class_id, self.config.names),
                 )
             )
         if events:
@@ -176,7 +175,9 @@ class LineCrossing(Stage):
         """Crossings per line, direction and class name, for a counts event."""
         names = self.config.names
         return {
-            line: {d: {name_of(names, c): n for c, n in sorted(by.items())} for d, by in ds.items()}
+            line: {
+                d: {class_name(c, names): n for c, n in sorted(by.items())} for d, by in ds.items()
+            }
             for line, ds in counter.counts.items()
         }
 

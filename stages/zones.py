@@ -29,10 +29,9 @@ from stages.analytics.per_stream import (
     for_stream,
     has_counts,
     merge_counts,
-    name_of,
     tracked,
 )
-from stages.decode.coco import COCO_NAMES
+from stages.decode.coco import COCO_NAMES, class_name
 from stages.events import zone_enter_event, zone_exit_event
 
 __all__ = ["ZoneSpec", "Zones"]
@@ -156,7 +155,7 @@ class Zones(Stage):
         return out
 
     def _event(self, msg: Message, ev: ZoneEvent) -> dict[str, Any]:
-        name = name_of(self.config.names, ev.class_id)
+        name = class_name(ev.class_id, self.config.names)
         if ev.kind == "enter":
             return zone_enter_event(msg, ev.zone, ev.track_id, ev.class_id, name)
         return zone_exit_event(msg, ev.zone, ev.track_id, ev.class_id, ev.dwell or 0.0, name)
@@ -164,7 +163,7 @@ class Zones(Stage):
     def _counts(self, monitor: ZoneMonitor) -> dict[str, dict[str, int]]:
         """Objects inside each zone now, per class name, for a counts event."""
         return {
-            zone: {name_of(self.config.names, c): n for c, n in sorted(by.items())}
+            zone: {class_name(c, self.config.names): n for c, n in sorted(by.items())}
             for zone, by in monitor.occupancy().items()
         }
 

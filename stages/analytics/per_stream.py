@@ -28,7 +28,6 @@ __all__ = [
     "for_stream",
     "has_counts",
     "merge_counts",
-    "name_of",
     "tracked",
 ]
 
@@ -59,11 +58,6 @@ def check_class_names(classes: Sequence[int | str] | None, names: Sequence[str])
         if isinstance(c, str) and c not in names:
             msg = f"unknown class name {c!r}; known names include {', '.join(names[:8])}, ..."
             raise ValueError(msg)
-
-
-def name_of(names: Sequence[str], class_id: int) -> str:
-    """The name of ``class_id`` in ``names``, or ``class_<id>`` past their end."""
-    return names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
 
 
 def class_ids(classes: Sequence[int | str] | None, names: Sequence[str]) -> np.ndarray | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["COCO_NAMES"]
+__all__ = ["COCO_NAMES", "class_name"]
 
 COCO_NAMES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -16,3 +16,8 @@ COCO_NAMES: tuple[str, ...] = (
     "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
     "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
 )  # fmt: skip
+
+
+def class_name(class_id: int, names: tuple[str, ...] | list[str] = COCO_NAMES) -> str:
+    """The name of ``class_id`` in ``names`` (COCO by default), or ``class_<id>`` past them."""
+    return names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"

@@ -15,7 +15,7 @@ from pydantic import Field
 from pipeline.detections import DETECTIONS_PREFIX, Detections
 from pipeline.messages import Message
 from pipeline.stage import Context, Stage, StageConfig
-from stages.decode.coco import COCO_NAMES
+from stages.decode.coco import class_name
 
 __all__ = ["JsonlSink", "RotatingFile"]
 
@@ -164,7 +164,7 @@ def detection_records(
             "box": [round(float(v), 1) for v in det.xyxy[i]],
             "score": round(float(det.confidence[i]), 3),
             "class_id": cid,
-            "class_name": COCO_NAMES[cid] if 0 <= cid < len(COCO_NAMES) else str(cid),
+            "class_name": class_name(cid),
         }
         if det.tracker_id[i] >= 0:  # -1: not (yet) tracked
             rec["track_id"] = int(det.tracker_id[i])
