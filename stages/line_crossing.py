@@ -13,7 +13,7 @@ stream has its own LineCounter (hysteresis band ``margin`` px), so the stage is 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -29,6 +29,7 @@ from stages.analytics.per_stream import (
     for_stream,
     has_counts,
     merge_counts,
+    one_or_many,
     tracked,
 )
 from stages.decode.coco import COCO_NAMES, class_name
@@ -77,19 +78,11 @@ class LineCrossing(Stage):
         names: list[str] = Field(default_factory=lambda: list(COCO_NAMES))
         snapshot_every_s: float = Field(10.0, ge=0, description="counts event period; 0: off")
 
-        @field_validator("lines", mode="before")
-        @classmethod
-        def _one_or_many(cls, v: Any) -> Any:
-            """Allow ``lines.cam0 = {name, a, b}`` for a single line."""
-            if isinstance(v, dict):
-                return {k: [x] if isinstance(x, dict) else x for k, x in v.items()}
-            return v
+        _one_or_many = field_validator("lines", mode="before")(one_or_many)
 
         @field_validator("lines")
         @classmethod
         def _unique(cls, v: dict[str, list[LineSpec]]) -> dict[str, list[LineSpec]]:
-            if not any(v.values()):
-                raise ValueError('no lines given; e.g. lines.cam0 = [{ name = "door", ... }]')
             check_unique(v, "line")
             return v
 

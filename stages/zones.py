@@ -29,6 +29,7 @@ from stages.analytics.per_stream import (
     for_stream,
     has_counts,
     merge_counts,
+    one_or_many,
     tracked,
 )
 from stages.decode.coco import COCO_NAMES, class_name
@@ -76,19 +77,11 @@ class Zones(Stage):
         names: list[str] = Field(default_factory=lambda: list(COCO_NAMES))
         snapshot_every_s: float = Field(10.0, ge=0, description="counts event period; 0: off")
 
-        @field_validator("zones", mode="before")
-        @classmethod
-        def _one_or_many(cls, v: Any) -> Any:
-            """Allow ``zones.cam0 = {name, polygon}`` for a single zone."""
-            if isinstance(v, dict):
-                return {k: [x] if isinstance(x, dict) else x for k, x in v.items()}
-            return v
+        _one_or_many = field_validator("zones", mode="before")(one_or_many)
 
         @field_validator("zones")
         @classmethod
         def _unique(cls, v: dict[str, list[ZoneSpec]]) -> dict[str, list[ZoneSpec]]:
-            if not any(v.values()):
-                raise ValueError('no zones given; e.g. zones.cam0 = [{ name = "door", ... }]')
             check_unique(v, "zone")
             return v
 

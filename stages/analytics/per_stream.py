@@ -41,8 +41,18 @@ def for_stream(table: Mapping[str, Sequence[T]], stream: str) -> list[T]:
     return [*table.get(ALL_STREAMS, ()), *own]
 
 
+def one_or_many(table: Any) -> Any:
+    """Let a graph give one entry per stream (``lines.cam0 = {...}``) instead of a list."""
+    if isinstance(table, dict):
+        return {k: [x] if isinstance(x, dict) else x for k, x in table.items()}
+    return table
+
+
 def check_unique(table: Mapping[str, Sequence[Any]], what: str) -> None:
-    """Raise ValueError if two entries a stream would see share a name."""
+    """Raise ValueError if no entry is given, or two entries a stream would see share a name."""
+    if not any(table.values()):
+        msg = f'no {what}s given; e.g. {what}s.cam0 = [{{ name = "door", ... }}]'
+        raise ValueError(msg)
     for stream in table:
         names = [item.name for item in for_stream(table, stream)]
         dup = sorted({n for n in names if names.count(n) > 1})
