@@ -36,6 +36,7 @@ never asserted.
 
 from __future__ import annotations
 
+import functools
 import os
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -158,15 +159,25 @@ def loop_naive(threads: int, seconds: float) -> dict[str, float]:
     return _figures(n, elapsed, time.process_time() - cpu0)
 
 
-def loop_thread_pool(threads: int, seconds: float, workers: int) -> dict[str, float]:
-    """``workers`` threads, a session each; frames go round-robin, results come back in order."""
+@functools.lru_cache
+def _geometry(hw: tuple[int, int]) -> Any:
+    from stages.decode.letterbox import letterbox_geometry
+
+    return letterbox_geometry(hw, (640, 640))
+
+
+def _rkpipe_work(session: Any, frame: np.ndarray) -> tuple:
+    """One frame with rkpipe's own letterbox and decode (what the pipeline's stages run)."""
+    geom = _geometry(frame.shape[:2])
+    det = _infer_decode(session, _letterbox(frame, geom), geom)
+    return det.xyxy, det.confidence, det.class_id
+
+
+def _pool_loop(work: Any, threads: int, seconds: float, workers: int) -> dict[str, float]:
+    """``workers`` threads, a session each; frames go round-robin to ``work`` and results
+    come back in order (``workers`` + 1 in flight); the main thread renders and tracks."""
     frames, trackers = Frames(), _trackers()
     sessions = [_session(max(1, threads // workers)) for _ in range(workers)]
-    geom = frames.geom
-
-    def work(session: Any, frame: np.ndarray) -> Any:  # what the examples' worker function does
-        return _infer_decode(session, _letterbox(frame, geom), geom)
-
     for s in sessions:
         work(s, frames.render(0)[1])
     in_flight: deque[tuple[int, Future]] = deque()
@@ -176,15 +187,22 @@ def loop_thread_pool(threads: int, seconds: float, workers: int) -> dict[str, fl
         while (elapsed := time.perf_counter() - t0) < seconds:
             while len(in_flight) < workers + 1:
                 s, frame = frames.render(submitted)
-                in_flight.append((s, pool.submit(work, sessions[submitted % workers], frame)))
+                fut = pool.submit(work, sessions[submitted % workers], frame)
+                in_flight.append((s, fut))
                 submitted += 1
             s, fut = in_flight.popleft()
-            _track(trackers, s, fut.result())
+            xyxy, score, cls = fut.result()
+            trackers[s].update(xyxy, score.astype(np.float32), cls.astype(np.int32))
             done += 1
         cpu = time.process_time() - cpu0
         for _, fut in in_flight:
             fut.cancel()
     return _figures(done, elapsed, cpu)
+
+
+def loop_thread_pool(threads: int, seconds: float, workers: int) -> dict[str, float]:
+    """The examples' pool built from rkpipe's letterbox and decode: the layout alone."""
+    return _pool_loop(_rkpipe_work, threads, seconds, workers)
 
 
 def _examples_work(session: Any, frame: np.ndarray) -> tuple:
@@ -210,28 +228,7 @@ def _examples_work(session: Any, frame: np.ndarray) -> tuple:
 
 def loop_thread_pool_examples(threads: int, seconds: float, workers: int) -> dict[str, float]:
     """The thread pool with the examples' own preprocess and decode, as people run it."""
-    frames, trackers = Frames(), _trackers()
-    sessions = [_session(max(1, threads // workers)) for _ in range(workers)]
-    for s in sessions:
-        _examples_work(s, frames.render(0)[1])
-    in_flight: deque[tuple[int, Future]] = deque()
-    submitted = done = 0
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        while (elapsed := time.perf_counter() - t0) < seconds:
-            while len(in_flight) < workers + 1:
-                s, frame = frames.render(submitted)
-                fut = pool.submit(_examples_work, sessions[submitted % workers], frame)
-                in_flight.append((s, fut))
-                submitted += 1
-            s, fut = in_flight.popleft()
-            xyxy, score, cls = fut.result()
-            trackers[s].update(xyxy, score.astype(np.float32), cls.astype(np.int32))
-            done += 1
-        cpu = time.process_time() - cpu0
-        for _, fut in in_flight:
-            fut.cancel()
-    return _figures(done, elapsed, cpu)
+    return _pool_loop(_examples_work, threads, seconds, workers)
 
 
 def _figures(frames: int, elapsed: float, cpu_s: float) -> dict[str, float]:
