@@ -82,7 +82,7 @@ class StageWorker:
         # Overlap (stages that wait on a device, e.g. inference): ``process`` runs in one
         # stage thread with up to ``overlap`` messages queued for it, while this thread
         # receives, sends and copies; a pipe wakes the loop when a result is done.
-        self.overlap = max(0, int(getattr(stage, "overlap", 0)))
+        self.overlap = max(0, int(stage.overlap))
         self.pending: deque[tuple[Decoded, Future]] = deque()
         self._executor: ThreadPoolExecutor | None = None
         self._wake_r = self._wake_w = -1
