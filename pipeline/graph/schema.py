@@ -19,6 +19,9 @@ class PipelineSettings(BaseModel):
     reorder_timeout_ms: float = Field(
         1000, gt=0, description="wait for a lost frame before skipping it"
     )
+    spin_us: float = Field(
+        200, ge=0, le=10_000, description="poll this long before sleeping while messages come fast"
+    )
     stats_interval_s: float = Field(
         2.0, gt=0, description="how often stages report, and the summary prints"
     )

@@ -36,6 +36,7 @@ from ..transport.codec import (
     unpackb,
 )
 from ..transport.framepool import FrameLost, FramePool, PoolReader
+from ..transport.idle import SpinThenPark
 from ..transport.links import Inlet, Outlet, configure, gone_dir, zmq_context
 from ..transport.reorder import ReorderBuffer
 
@@ -79,6 +80,7 @@ class StageWorker:
             ReorderBuffer(timeout, fresh=not restarted) if spec.reorder else None
         )
         self.ready: deque[tuple[Inlet, Decoded]] = deque()
+        self.idle = SpinThenPark(self.settings.get("spin_us", 200))
         # Overlap (stages that wait on a device, e.g. inference): ``process`` runs in one
         # stage thread with up to ``overlap`` messages queued for it, while this thread
         # receives, sends and copies; a pipe wakes the loop when a result is done.
@@ -198,7 +200,7 @@ class StageWorker:
         by_sock = {inlet.sock: inlet for inlet in self.inlets}
         by_monitor = {inlet.monitor: inlet for inlet in self.inlets}
         while not self.stopping:
-            for sock, _ in poller.poll(self._timeout_ms()):
+            for sock, _ in self.idle.wait(poller.poll, self._timeout_ms()):
                 if sock in by_sock:
                     self.receive(by_sock[sock])
                 elif sock in by_monitor:
