@@ -199,12 +199,16 @@ def spawn_block(
         speed = rng.uniform(*p.walk_speed) * k30
         t0 = (block + rng.random()) * BLOCK
         wob = _wobble(rng, p, speed / 25)  # amplitude <= 40 * wobble px, so still forward
+        behind = step = 0.0  # px along the path behind the first walker; next spacing
         for k in range(int(rng.integers(p.group_size[0], p.group_size[1] + 1))):
-            if k:
+            if k:  # a step or so behind the one before: never inside another walker
                 look = _person(rng, p)
+                behind += step * look["size"][1]
             shift = np.array([0.0, rng.uniform(-0.02, 0.02) * lay.height])
-            lag = k * rng.uniform(8, 30) / speed
+            step = rng.uniform(0.4, 0.9)  # drawn for every walker: the same draws per group
             actors.append(
-                Actor(tid + len(actors), PERSON, t0 + lag, path + shift, speed, wob, **look)
+                Actor(
+                    tid + len(actors), PERSON, t0 + behind / speed, path + shift, speed, wob, **look
+                )
             )
     return actors[:PER_BLOCK]
