@@ -565,3 +565,95 @@ path = "{tmp_path}/out.jsonl"
         assert not any(s % 10 == 0 for s in seqs)  # the stage's own drops stay dropped
         assert seqs[-1] == 199  # the crash came early: the tail is whole
     assert all(r["meta"]["device"] for r in rows)
+
+
+@pytest.mark.parametrize(("at", "replicas"), [("end", 1), ("seq", 1), ("end", 2)])
+def test_a_stream_end_that_dies_in_a_crash_still_reaches_downstream(
+    tmp_path: Path, no_leaks, at: str, replicas: int
+) -> None:
+    """A stage dies holding a finished stream's END marker (on END itself, or on the stream's
+    last frame with END queued behind it): the restarted stage ends that stream, so downstream
+    still flushes it, once, and a frame that died with the stage is counted. With streams
+    pinned to replicas, the stream's own replica is the one that ends it."""
+    graph = write_graph(
+        tmp_path,
+        f"""
+[pipeline]
+reorder_timeout_ms = 200
+[stages.cam_a]
+uses = "synthetic"
+width = 32
+height = 32
+frames = 20
+[stages.cam_b]
+uses = "synthetic"
+width = 32
+height = 32
+fps = 100
+realtime = true
+frames = 100
+[stages.fragile]
+uses = "rk_test_stages:DieAtStreamEnd"
+inputs = ["cam_a", "cam_b"]
+stream = "cam_a"
+marker = "{tmp_path}/died"
+at = "{at}"
+seq = 19
+replicas = {replicas}
+partition = "stream"
+[stages.rec]
+uses = "rk_test_stages:EndRecorder"
+inputs = ["fragile"]
+path = "{tmp_path}/ended.txt"
+""",
+    )
+    res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "s.json"), timeout=90)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "died").exists() and "exited with signal 9" in res.stderr
+    assert sorted((tmp_path / "ended.txt").read_text().split()) == ["cam_a", "cam_b"]
+    stages = json.loads((tmp_path / "s.json").read_text())["stages"]
+    if at == "end":  # every frame had gone on before the stage died
+        assert "stream cam_a ended while this stage was down" in res.stderr
+        assert stages["rec"]["streams"]["cam_a"]["frames_out"] == 20
+    else:  # frame 19 died with the stage: counted where the stream's chain breaks
+        assert stages["rec"]["streams"]["cam_a"]["frames_out"] == 19
+        assert stages["rec"]["drops"] >= 1
+
+
+def test_streams_pinned_to_replicas_stay_on_their_replica(tmp_path: Path, no_leaks) -> None:
+    """With ``partition = "stream"`` (per-stream state, as a tracker keeps) every frame of a
+    stream goes to the same replica, even while a replica is still starting up."""
+    cams = "".join(
+        f'[stages.cam{i}]\nuses = "synthetic"\nwidth = 32\nheight = 32\nframes = 30\nseed = {i}\n'
+        for i in range(3)
+    )
+    graph = write_graph(
+        tmp_path,
+        f"""
+{cams}
+[stages.pinned]
+uses = "rk_test_stages:WhichReplica"
+inputs = ["cam0", "cam1", "cam2"]
+replicas = 2
+partition = "stream"
+slow_replica = 0
+delay_s = 1.5
+[stages.out]
+uses = "jsonl"
+inputs = ["pinned"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph))
+    assert res.returncode == 0, res.stderr
+    replicas: dict[str, set[int]] = defaultdict(set)
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    for r in rows:
+        replicas[r["stream"]].add(r["meta"]["replica"])
+    assert {s: len(seqs) for s, seqs in per_stream(rows).items()} == {
+        "cam0": 30,
+        "cam1": 30,
+        "cam2": 30,
+    }
+    assert {s: len(r) for s, r in replicas.items()} == {"cam0": 1, "cam1": 1, "cam2": 1}
+    assert len(set().union(*replicas.values())) == 2  # both replicas got streams

@@ -57,6 +57,17 @@ class Plan:
     def by_stage(self, stage: str) -> list[InstanceSpec]:
         return [i for i in self.instances if i.stage == stage]
 
+    def upstream(self, stage: str) -> set[str]:
+        """Every stage whose messages can reach ``stage`` (its inputs, theirs, and so on)."""
+        seen: set[str] = set()
+        todo = list(self.graph.stages[stage].common.inputs)
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(self.graph.stages[name].common.inputs)
+        return seen
+
     def order(self) -> list[str]:
         """Stage names from sources to sinks."""
         done: list[str] = []

@@ -66,6 +66,7 @@ def main() -> int:
             restarted=job.get("restarted", False),
             finished=job.get("finished", []),
             resume_seq=job.get("resume_seq", -1),
+            lost_ends=job.get("lost_ends", {}),
         )
         if spec.is_source:
             worker = SourceWorker(spec, stage, max_frames=job.get("max_frames"), **kwargs)

@@ -54,7 +54,7 @@ class SourceWorker(StageWorker):
     def loop_file(self) -> None:
         while not self._enough():
             if self.outlet is not None:
-                self.wait_for_room()
+                self.wait_for_room(self.stage.stream_id)
             msg = self.stage.read()
             if msg is None:
                 return
@@ -66,7 +66,7 @@ class SourceWorker(StageWorker):
         reader.start()
         while not self._enough():
             if self.outlet is not None:  # wait first: a frame taken from the queue must go at once
-                self.wait_for_room()
+                self.wait_for_room(self.stage.stream_id)
             with self.lock:
                 msg = self.live_queue.popleft() if self.live_queue else None
             if msg is None:
@@ -114,7 +114,8 @@ class SourceWorker(StageWorker):
             except FrameLost:
                 self.stats.count_drop("overwritten")
                 return
-            self.outlet.send(parts, msg.stream)
+            if not self.outlet.send(parts, msg.stream):  # a replica died as it was sent
+                self.stats.count_drop("unreachable")
         self.last_seq = msg.seq
         self.sent += 1
         self.stats.count_out(msg.stream, msg.seq, msg.t_mono_ns)
@@ -125,13 +126,15 @@ class SourceWorker(StageWorker):
             self.stopping_guard_wait()
             end = encode_control(END, self.stage.stream_id, self.last_seq + 1, self.last_seq)
             self.outlet.send(end, self.stage.stream_id)
+        # The runner remembers where the stream ended, for a stage that crashes holding END.
+        self.notify({"t": "stream_end", "stream": self.stage.stream_id, "last_seq": self.last_seq})
         self.finish()
 
     def stopping_guard_wait(self) -> None:
         """Wait for room for the END marker for a bounded time even when stopping."""
         assert self.outlet is not None
         deadline = time.monotonic() + 5.0
-        while not self.outlet.ready() and time.monotonic() < deadline:
+        while not self.outlet.ready(self.stage.stream_id) and time.monotonic() < deadline:
             self.outlet.poll_credits(50)
             self.report()
             self.check_gone()

@@ -32,7 +32,7 @@ from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
 from ..transport.codec import unpackb
 from ..transport.framepool import SHM_DIR, pid_alive, sweep_segments
-from ..transport.links import configure, gone_dir, zmq_context
+from ..transport.links import configure, gone_dir, stream_owner, zmq_context
 from .affinity import thread_env
 from .live_view import LiveView
 from .report import Snapshot, StatsBook
@@ -109,6 +109,8 @@ class Supervisor:
         self.interrupted = 0
         self.draining_since: float | None = None
         self.t_ready: float | None = None
+        self.source_ends: dict[str, tuple[str, int]] = {}  # stream -> (source stage, last seq)
+        self.stage_ends: dict[str, set[str]] = {}  # stage -> streams it passed END on for
 
     # -- start and stop ----------------------------------------------------------------------
     def _spawn(self, child: _Child, restarted: bool = False) -> None:
@@ -120,6 +122,7 @@ class Supervisor:
             "restarted": restarted,
             "finished": finished,
             "resume_seq": child.last_seq if spec.is_source else -1,
+            "lost_ends": self._lost_ends(spec) if restarted and not spec.is_source else {},
             "max_frames": None
             if self.frames is None
             else max(0, self.frames - (child.last_seq + 1)),
@@ -252,6 +255,27 @@ class Supervisor:
             self.echo(f"rkpipe: {child.spec.instance} crashed: {event['error']}")
         elif kind == "done":
             child.done = True
+        elif kind == "stream_end":
+            stream, stage = str(event.get("stream", "")), child.spec.stage
+            self.stage_ends.setdefault(stage, set()).add(stream)
+            if child.spec.is_source:
+                self.source_ends[stream] = (stage, int(event.get("last_seq", -1)))
+
+    def _lost_ends(self, spec: InstanceSpec) -> dict[str, int]:
+        """Streams that ended upstream of a restarted instance, whose END its stage has not
+        passed on: it may have died in the crash. Where streams are pinned to replicas, only
+        the stream's own replica is told."""
+        upstream = self.plan.upstream(spec.stage)
+        pinned = spec.replicas > 1 and any(
+            spec.stage in i.partition for i in self.plan.instances if i.outputs
+        )
+        return {
+            stream: last
+            for stream, (source, last) in self.source_ends.items()
+            if source in upstream
+            and stream not in self.stage_ends.get(spec.stage, set())
+            and (not pinned or stream_owner(stream, spec.replicas) == spec.replica)
+        }
 
     def _reap(self, now: float) -> None:
         for name, c in self.children.items():

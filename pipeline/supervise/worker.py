@@ -56,6 +56,7 @@ class StageWorker:
         restarted: bool = False,
         finished: Iterable[str] = (),
         resume_seq: int = -1,
+        lost_ends: dict[str, int] | None = None,
     ) -> None:
         self.spec = spec
         self.stage = stage
@@ -93,6 +94,10 @@ class StageWorker:
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
         self._last_seq: dict[tuple[str, str], int] = {}  # (producer, stream) -> last seq seen
+        # Streams whose END died in an earlier incarnation's crash (stream -> its last seq,
+        # from the runner): ended here at the finish unless their END comes after all.
+        self.lost_ends = dict(lost_ends or {})
+        self._ended: set[str] = set()  # streams ended here; a second END is ignored
         self.control = None
         self._gone = gone_dir(control[len("ipc://") :].rsplit("/", 1)[0]) if control else None
         self._next_gone_check = 0.0
@@ -220,7 +225,7 @@ class StageWorker:
                 return
 
     def _timeout_ms(self) -> int:
-        if self.ready and (self.outlet is None or self.outlet.ready()):
+        if self.ready and (self.outlet is None or self.outlet.ready(self.ready[0][1].msg.stream)):
             return 0
         return 20 if self.reorder is not None and len(self.reorder) else int(self.interval * 1000)
 
@@ -237,6 +242,8 @@ class StageWorker:
                 continue
             if item.kind == EOS:
                 inlet.eos = True
+            elif item.kind == END and item.msg.stream in self._ended:
+                inlet.credit()  # ended already, by a restarted peer that made up a lost END
             elif self.reorder is not None:
                 m = item.msg
                 late = self.reorder.late
@@ -274,7 +281,7 @@ class StageWorker:
 
     def work(self) -> None:
         while self.ready and not self.stopping:
-            if self.outlet is not None and not self.outlet.ready():
+            if self.outlet is not None and not self.outlet.ready(self.ready[0][1].msg.stream):
                 return
             inlet, item = self.ready.popleft()
             inlet.credit()
@@ -293,6 +300,8 @@ class StageWorker:
                 m.seq, m.prev = msg.seq, msg.prev
             self.emit(flushed, more=True)
             self.forward_marker(END, msg)
+            self._ended.add(msg.stream)
+            self.notify({"t": "stream_end", "stream": msg.stream})
             if self.reorder is not None:
                 self.reorder.forget(msg.stream)
         elif item.kind == MSG and self._executor is not None:
@@ -348,23 +357,25 @@ class StageWorker:
         msgs = [out] if isinstance(out, Message) else list(out)
         for i, m in enumerate(msgs):
             if self.outlet is not None:
-                self.wait_for_room()
+                self.wait_for_room(m.stream)
                 last = i == len(msgs) - 1
                 parts = encode(m, MSG, more or not last, self.pool, self.reader, self.inline_all)
-                self.outlet.send(parts, m.stream)
+                if not self.outlet.send(parts, m.stream):  # its replica died as it was sent
+                    self.stats.count_drop("unreachable")
             self.stats.count_out(m.stream, m.seq, m.t_mono_ns)
         return len(msgs)
 
     def forward_marker(self, kind: int, msg: Message, more: bool = False) -> None:
         if self.outlet is not None:
-            self.wait_for_room()
+            self.wait_for_room(msg.stream)
             parts = encode_control(kind, msg.stream, msg.seq, msg.prev, more)
             self.outlet.send(parts, msg.stream)
 
-    def wait_for_room(self) -> None:
-        """Block until every downstream stage can take a message, reporting meanwhile."""
+    def wait_for_room(self, stream: str | None = None) -> None:
+        """Block until every downstream stage can take a message (of ``stream``), reporting
+        meanwhile."""
         assert self.outlet is not None
-        while not self.outlet.ready():
+        while not self.outlet.ready(stream):
             self.outlet.poll_credits(int(self.interval * 1000))
             for inlet in self.inlets:
                 inlet.on_monitor()
@@ -379,15 +390,31 @@ class StageWorker:
             self.ready.extend(self.reorder.flush())
         while self.ready:
             if self.outlet is not None:
-                self.wait_for_room()
+                self.wait_for_room(self.ready[0][1].msg.stream)
             self.work()
         self.collect()
+        self.end_lost_streams()
         if self.outlet is not None:
             missed = self.outlet.broadcast_eos(is_gone=self.is_gone)
             if missed:
                 log.warning("%s: could not tell %s that it finished", self.spec.instance, missed)
         self.report(force=True)
         self.notify({"t": "done"})
+
+    def end_lost_streams(self) -> None:
+        """End the streams whose END marker died with an earlier incarnation of this stage:
+        the stage flushes them and END goes on, naming the stream's last frame so that
+        downstream counts any frames that died with it."""
+        for stream, last in self.lost_ends.items():
+            if stream in self._ended:
+                continue
+            log.warning(
+                "%s: stream %s ended while this stage was down; ending it now",
+                self.spec.instance,
+                stream,
+            )
+            self.stats.count_event("restored_end")
+            self.handle(Decoded(END, False, Message(stream, last + 1, last), []))
 
 
 class _Stopped(Exception):

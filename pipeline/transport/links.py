@@ -11,9 +11,9 @@ the shared-memory pools and makes "wait" (files) and "drop oldest" (cameras) exa
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,16 @@ import zmq
 
 from .codec import EOS, encode_control, packb, unpackb
 
-__all__ = ["CREDIT", "HELLO", "Inlet", "Outlet", "configure", "gone_dir", "zmq_context"]
+__all__ = [
+    "CREDIT",
+    "HELLO",
+    "Inlet",
+    "Outlet",
+    "configure",
+    "gone_dir",
+    "stream_owner",
+    "zmq_context",
+]
 
 HELLO, CREDIT = b"H", b"C"
 _ZERO_COPY_MIN = 64 * 1024  # parts smaller than this are copied into ZeroMQ, not tracked
@@ -38,6 +47,13 @@ def configure(sock: zmq.Socket) -> zmq.Socket:
 
 def zmq_context() -> zmq.Context:
     return zmq.Context.instance()
+
+
+def stream_owner(stream: str, replicas: int) -> int:
+    """The replica a stream is pinned to where a stage partitions by stream: the same in every
+    process (unlike ``hash``), and well mixed (crc32's low bits put cam0..cam3 all on one)."""
+    digest = hashlib.blake2s(stream.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little") % replicas
 
 
 def gone_dir(run_dir: str) -> Path:
@@ -104,11 +120,22 @@ class Outlet:
                 group.peers[identity] = peer
         return got
 
-    def ready(self) -> bool:
-        """True when every downstream stage has a replica that can take a message now."""
-        return all(
-            any(p.credits > 0 for p in g.peers.values()) for g in self.groups.values() if g.expected
-        )
+    def ready(self, stream: str | None = None) -> bool:
+        """True when every downstream stage can take a message (of ``stream``) now: one of
+        its replicas has credit, or, where streams are pinned to replicas, the stream's own."""
+        return all(self._has_room(g, stream) for g in self.groups.values() if g.expected)
+
+    def _has_room(self, group: _Group, stream: str | None) -> bool:
+        if group.partition and stream is not None:
+            peer = self._owner(group, stream)
+            return peer is not None and peer.credits > 0
+        return any(p.credits > 0 for p in group.peers.values())
+
+    def _owner(self, group: _Group, stream: str) -> _Peer | None:
+        """The replica a stream is pinned to (by its name's hash over the replicas expected,
+        connected or not yet), or None while it is not connected."""
+        identity = group.expected[stream_owner(stream, len(group.expected))]
+        return group.peers.get(identity)
 
     def waiting_on(self) -> list[str]:
         return [
@@ -153,10 +180,9 @@ class Outlet:
             return True
 
     def _pick(self, group: _Group, stream: str) -> _Peer | None:
-        if group.partition and group.peers:
-            ordered = sorted(group.peers.values(), key=lambda p: p.replica)
-            peer = ordered[zlib.crc32(stream.encode()) % len(ordered)]
-            return peer if peer.credits > 0 else None
+        if group.partition:
+            peer = self._owner(group, stream)
+            return peer if peer is not None and peer.credits > 0 else None
         best = None
         for peer in group.peers.values():
             if peer.credits > 0 and (best is None or peer.credits > best.credits):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 
 import numpy as np
@@ -83,4 +85,62 @@ class DeviceWait(Stage):
         if self.config.drop_every and msg.seq % self.config.drop_every == 0:
             return None
         msg.meta["device"] = True
+        return msg
+
+
+class DieAtStreamEnd(Stage):
+    """Dies (SIGKILL: no cleanup, as a segfault would) once, on one stream's END (``at = "end"``) or
+    on one of its frames (``at = "seq"``, ``seq``); a marker file makes it happen only once."""
+
+    class Config(StageConfig):
+        stream: str
+        marker: str
+        at: str = "end"
+        seq: int = -1
+
+    def _die_once(self) -> None:
+        if not os.path.exists(self.config.marker):
+            open(self.config.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def process(self, msg: Message) -> Message:
+        cfg = self.config
+        if cfg.at == "seq" and msg.stream == cfg.stream and msg.seq == cfg.seq:
+            self._die_once()
+        return msg
+
+    def end_stream(self, stream: str) -> None:
+        if self.config.at == "end" and stream == self.config.stream:
+            self._die_once()
+
+
+class EndRecorder(Stage):
+    """A sink that appends each stream it is told has ended to a file, one line each."""
+
+    class Config(StageConfig):
+        path: str
+
+    def process(self, msg: Message) -> Message:
+        return msg
+
+    def end_stream(self, stream: str) -> None:
+        with open(self.config.path, "a") as f:
+            f.write(stream + "\n")
+
+
+class WhichReplica(Stage):
+    """Stamps ``meta["replica"]`` with the replica that processed the message; replica
+    ``slow_replica`` takes ``delay_s`` to set up (it connects last)."""
+
+    class Config(StageConfig):
+        slow_replica: int = 0
+        delay_s: float = 1.0
+
+    def setup(self, ctx: Context) -> None:
+        self.replica = ctx.replica
+        if ctx.replica == self.config.slow_replica:
+            time.sleep(self.config.delay_s)
+
+    def process(self, msg: Message) -> Message:
+        msg.meta["replica"] = self.replica
         return msg
