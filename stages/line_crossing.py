@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pipeline.messages import Message
 from pipeline.stage import Context, Outputs, Stage, StageConfig
 from stages.analytics import LineCounter
+from stages.analytics.lines import CrossingEvent
 from stages.analytics.per_stream import (
     Snapshots,
     check_class_names,
@@ -74,6 +75,9 @@ class LineCrossing(Stage):
         margin: float = Field(3.0, ge=0, description="hysteresis band either side of a line, px")
         tolerance: float = Field(4.0, ge=0, description="px past a segment's ends still counted")
         forget_after: int = Field(60, ge=1, description="frames a vanished track is remembered")
+        settle_after: int = Field(
+            2, ge=1, description="sightings past a line, in the band, that count if it vanishes"
+        )
         classes: list[int | str] | None = Field(None, description="count only these (names/ids)")
         names: list[str] = Field(default_factory=lambda: list(COCO_NAMES))
         snapshot_every_s: float = Field(10.0, ge=0, description="counts event period; 0: off")
@@ -109,6 +113,7 @@ class LineCrossing(Stage):
                     margin=c.margin,
                     tolerance=c.tolerance,
                     forget_after=c.forget_after,
+                    settle_after=c.settle_after,
                 )
                 if specs
                 else None
@@ -129,23 +134,7 @@ class LineCrossing(Stage):
         totals = counter.totals()
         gap = msg.seq - msg.prev if msg.prev >= 0 else 1
         crossings = counter.update(det.xyxy, det.tracker_id, det.class_id, frame_gap=gap)
-        events = []
-        for ev in crossings:
-            totals[ev.line][ev.direction] += 1  # running totals as of this crossing
-            events.append(
-                line_crossing_event(
-                    msg,
-                    ev.line,
-                    ev.direction,
-                    ev.track_id,
-                    ev.class_id,
-                    ev.point,
-                    dict(totals[ev.line]),
-                    class_name(ev.class_id, self.config.names),
-                )
-            )
-        if events:
-            msg.meta["events"] = [*msg.meta.get("events", []), *events]
+        self._add_events(msg, crossings, totals)
         msg.meta["lines"] = self._overlay(counter, totals)
         if self.snapshots.is_due(msg.stream, msg.t_capture) or has_counts(msg):
             merge_counts(msg, lines=self._counts(counter))
@@ -160,9 +149,34 @@ class LineCrossing(Stage):
         if counter is None or done:
             return None
         out = final_message(stream, last)
-        out.meta["lines"] = self._overlay(counter, counter.totals())
+        totals = counter.totals()
+        self._add_events(out, counter.finish(), totals)  # tracks last seen just past a line
+        out.meta["lines"] = self._overlay(counter, totals)
         merge_counts(out, lines=self._counts(counter))
         return out
+
+    def _add_events(
+        self, msg: Message, crossings: list[CrossingEvent], totals: dict[str, dict[str, int]]
+    ) -> None:
+        """Crossing events into ``meta["events"]``, each with the line's running totals as of
+        that crossing (``totals`` is advanced)."""
+        events = []
+        for ev in crossings:
+            totals[ev.line][ev.direction] += 1
+            events.append(
+                line_crossing_event(
+                    msg,
+                    ev.line,
+                    ev.direction,
+                    ev.track_id,
+                    ev.class_id,
+                    ev.point,
+                    dict(totals[ev.line]),
+                    class_name(ev.class_id, self.config.names),
+                )
+            )
+        if events:
+            msg.meta["events"] = [*msg.meta.get("events", []), *events]
 
     def _counts(self, counter: LineCounter) -> dict[str, dict[str, dict[str, int]]]:
         """Crossings per line, direction and class name, for a counts event."""

@@ -43,6 +43,35 @@ def test_object_stopping_on_the_line_is_never_counted_twice():
     assert counter.totals()["door"] == {"in": 1, "out": 0}
 
 
+def test_object_vanishing_just_past_the_line_is_counted_once_it_is_forgotten():
+    """Occluded (or out of view) right after crossing, before it cleared the band: counted
+    when the track is given up, with the frame it was last seen."""
+    counter = LineCounter(DOOR, margin=3, forget_after=5)
+    assert walk(counter, [(50, 80), (50, 95), (50, 101), (50, 102)], track=4, cls=2) == []
+    events = []
+    for _ in range(6):  # nothing seen for a while
+        events += counter.update(np.empty((0, 4)), np.empty(0, int), np.empty(0, int))
+    (event,) = events
+    assert (event.direction, event.track_id, event.class_id, event.frame) == ("in", 4, 2, 4)
+    assert event.point[1] == pytest.approx(100)
+    assert counter.totals()["door"] == {"in": 1, "out": 0}
+
+
+def test_stream_end_counts_a_track_last_seen_just_past_the_line():
+    counter = LineCounter(DOOR, margin=3)
+    walk(counter, [(50, 80), (50, 95), (50, 101.5), (50, 102)])
+    assert [e.direction for e in counter.finish()] == ["in"]
+    assert counter.finish() == []  # once
+
+
+def test_a_single_sighting_past_the_line_or_a_stop_on_it_is_not_settled_as_a_crossing():
+    counter = LineCounter(DOOR, margin=3)
+    walk(counter, [(50, 80), (50, 95), (50, 101)], track=1)  # one sighting over the line
+    jitter = [(60, 100 + d) for d in [-2, 1, 2, -1, 2, -2]]  # stands on it, last seen before
+    walk(counter, [(60, 80), *jitter], track=2)
+    assert counter.finish() == []
+
+
 def test_jitter_across_the_line_counts_once_when_the_object_really_crosses():
     counter = LineCounter(DOOR, margin=3)
     path = [(50, 60), *[(50, 100 + (-2.5 if i % 2 else 2.5)) for i in range(40)], (50, 130)]

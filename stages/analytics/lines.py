@@ -7,6 +7,12 @@ updated, so an anchor jittering on the line or an object stopping on it is count
 once. A side change counts only if the path from the last confirmed point to the new one cuts
 the line within the segment (``tolerance`` px past either end), which also catches an anchor
 that jumps across the line between two updates.
+
+A track that vanishes (forgotten after ``forget_after`` frames unseen, or at the stream's end,
+``finish``) on the far side of a line but still inside the band, seen there on its last
+``settle_after`` sightings or more, is counted then: an object occluded or leaving the view
+just after it crossed is not lost, while one standing on the line is still counted at most
+once.
 """
 
 from __future__ import annotations
@@ -74,12 +80,14 @@ class LineCounter:
         margin: float = 3.0,
         tolerance: float = 4.0,
         forget_after: int = 60,
+        settle_after: int = 2,
     ) -> None:
         self.lines = _as_lines(lines)
         self.anchor = anchor
         self.margin = float(margin)
         self.tolerance = float(tolerance)
         self.forget_after = int(forget_after)
+        self.settle_after = max(1, int(settle_after))
         n = len(self.lines)
         self._a = np.array([ln.a for ln in self.lines], np.float64).reshape(n, 2)
         self._ab = np.array([ln.b for ln in self.lines], np.float64).reshape(n, 2) - self._a
@@ -90,6 +98,10 @@ class LineCounter:
                 "point": ((n, 2), np.float64, np.nan),  # anchor where that side was confirmed
                 "dist": ((n,), np.float64, 0.0),  # its signed distance to the line (px)
                 "seen": ((), np.int64, 0),  # frame of the last sighting
+                "cls": ((), np.int64, -1),  # class at the last sighting
+                "last": ((n,), np.float64, 0.0),  # signed distance at the last sighting
+                "anchor": ((2,), np.float64, np.nan),  # anchor at the last sighting
+                "beyond": ((n,), np.int16, 0),  # sightings in a row past the line, in the band
             }
         )
         self.frame = 0
@@ -118,8 +130,21 @@ class LineCounter:
         points = anchor_points(np.asarray(xyxy).reshape(-1, 4)[keep], self.anchor)
         rows = self._state.rows(ids)
         events = self._step(rows, points, ids, cls) if len(self.lines) else []
-        self._state["seen"][rows] = self.frame
-        self._state.drop(self.frame - self._state["seen"] > self.forget_after)
+        st = self._state
+        st["seen"][rows] = self.frame
+        st["cls"][rows] = cls
+        st["anchor"][rows] = points
+        gone = self.frame - st["seen"] > self.forget_after
+        events += self._settle(gone)
+        st.drop(gone)
+        return events
+
+    def finish(self) -> list[CrossingEvent]:
+        """The stream ended: count the crossings of tracks last seen just past a line (see
+        the module's docstring), then forget every track."""
+        everyone = np.ones(len(self._state), bool)
+        events = self._settle(everyone)
+        self._state.drop(everyone)
         return events
 
     def _distances(self, points: np.ndarray) -> np.ndarray:
@@ -147,22 +172,50 @@ class LineCounter:
             along = np.einsum("nlk,lk->nl", cut - self._a, self._ab) / self._len
             hit = flipped & (along >= -self.tolerance) & (along <= self._len + self.tolerance)
         settled = side != 0
-        st["side"][rows] = np.where(settled, side, prev)
+        confirmed = np.where(settled, side, prev)
+        st["side"][rows] = confirmed
         st["point"][rows] = np.where(settled[..., None], points[:, None, :], p0)
         st["dist"][rows] = np.where(settled, dist, d0)
+        st["last"][rows] = dist
+        past = (confirmed != 0) & (np.sign(dist) == -confirmed)  # over the line, in the band
+        st["beyond"][rows] = np.where(past, st["beyond"][rows] + 1, 0)
         return self._events(hit, side, cut, ids, cls)
+
+    def _settle(self, rows: np.ndarray) -> list[CrossingEvent]:
+        """Count the crossings of vanishing tracks (``rows``, a mask) that were last seen past
+        a line inside its band for ``settle_after`` sightings or more."""
+        st = self._state
+        due = rows[:, None] & (st["beyond"] >= self.settle_after)
+        events = []
+        for r, li in np.argwhere(due):
+            d0, d1 = st["dist"][r, li], st["last"][r, li]
+            p0, p1 = st["point"][r, li], st["anchor"][r]
+            cut = p0 + (p1 - p0) * (d0 / (d0 - d1))
+            along = float(np.dot(cut - self._a[li], self._ab[li]) / self._len[li])
+            if not -self.tolerance <= along <= self._len[li] + self.tolerance:
+                continue
+            side = -int(st["side"][r, li])
+            st["side"][r, li], st["beyond"][r, li] = side, 0
+            track, c, seen = int(st.ids[r]), int(st["cls"][r]), int(st["seen"][r])
+            events.append(self._count(int(li), side, cut, track, c, seen))
+        return events
 
     def _events(
         self, hit: np.ndarray, side: np.ndarray, cut: np.ndarray, ids: np.ndarray, cls: np.ndarray
     ) -> list[CrossingEvent]:
         """Count and describe each crossing in ``hit`` (N, L)."""
-        events = []
-        for n, li in np.argwhere(hit):
-            line = self.lines[li].name
-            direction = "in" if side[n, li] > 0 else "out"
-            by_cls = self.counts[line][direction]
-            c = int(cls[n])
-            by_cls[c] = by_cls.get(c, 0) + 1
-            point = (float(cut[n, li, 0]), float(cut[n, li, 1]))
-            events.append(CrossingEvent(line, int(ids[n]), c, direction, point, self.frame))
-        return events
+        return [
+            self._count(li, int(side[n, li]), cut[n, li], int(ids[n]), int(cls[n]), self.frame)
+            for n, li in np.argwhere(hit)
+        ]
+
+    def _count(
+        self, li: int, side: int, point: np.ndarray, track: int, c: int, frame: int
+    ) -> CrossingEvent:
+        """Count one crossing of line ``li`` onto ``side`` and describe it."""
+        line = self.lines[li].name
+        direction = "in" if side > 0 else "out"
+        by_cls = self.counts[line][direction]
+        by_cls[c] = by_cls.get(c, 0) + 1
+        xy = (float(point[0]), float(point[1]))
+        return CrossingEvent(line, track, c, direction, xy, frame)
