@@ -57,7 +57,9 @@ def scene_lines(width: int = WIDTH, height: int = HEIGHT) -> dict[str, tuple]:
 # --- detections (main interpreter only) ---------------------------------------------------
 
 
-def detect(preset: str, seed: int, frames: int, conf: float, threads: int) -> Frames:
+def detect(
+    preset: str, seed: int, frames: int, conf: float, threads: int, model: Path = MODEL
+) -> Frames:
     """Run the default model on frames 0..frames-1 of a scene, as a graph would."""
     sys.path.insert(0, str(ROOT))
     from pipeline.messages import Message
@@ -69,7 +71,7 @@ def detect(preset: str, seed: int, frames: int, conf: float, threads: int) -> Fr
 
     scene = Scene(preset, seed=seed, width=WIDTH, height=HEIGHT)
     ctx = Context(stage="bench", graph_dir=ROOT)
-    chain = [Letterbox(), Infer(model=str(MODEL), threads=threads), YoloV8Decode(conf=conf)]
+    chain = [Letterbox(), Infer(model=str(model), threads=threads), YoloV8Decode(conf=conf)]
     for stage in chain:
         stage.setup(ctx)
     out: Frames = []
@@ -283,7 +285,7 @@ def evaluate(preset: str, seed: int, frames: int, args: argparse.Namespace) -> d
     if cached:
         dets = load_frames(cache)
     else:
-        dets = detect(preset, seed, frames, args.conf, args.threads)
+        dets = detect(preset, seed, frames, args.conf, args.threads, args.model)
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
             save_frames(dets, cache)
@@ -369,6 +371,7 @@ def main() -> None:
         "--window", type=int, default=30, help="countable: seen within this many frames"
     )
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
+    ap.add_argument("--model", type=Path, default=MODEL, help="detector ONNX (stock layout)")
     ap.add_argument("--sv-python", type=Path, default=Path("/tmp/sv/bin/python"))
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--cache", type=Path, help="keep detections here and reuse them")
