@@ -9,7 +9,8 @@ subprocess (detections passed in a .npz file). Reported per tracker: MOTA, IDF1,
 (CLEAR-MOT and IDF1 by py-motmetrics, IoU >= 0.5 against objects at least ``--min-vis``
 visible; others are "don't care") and the crossing-count error per line vs the scene's truth:
 against every crossing, and against the countable ones (the object seen at least ``--min-vis``
-visible within ``--window`` frames before and after: what a camera can count). With several
+visible on two frames or more within ``--window`` frames before and after: what a camera can
+count). With several
 ``--seeds``, a total per preset and tracker sums the errors over the clips.
 
     python benchmarks/bench_accuracy.py [--frames 600] [--hard-frames 300] [--seeds 7,8,9]
@@ -251,10 +252,10 @@ def count_error(counts: dict, truth: dict) -> dict[str, object]:
 
 def truth_counts(scene, lines: dict, truth: list, min_vis: float = 0.0, window: int = 30) -> dict:
     """Crossings per line/direction/class by the scene's truth. With ``min_vis``, only the
-    countable ones: the object is at least that visible on some frame in the ``window``
-    frames before the crossing and on some frame in the ``window`` after it, i.e. it can be
-    seen on both sides of the line (a crossing made wholly behind others, by an object never
-    seen before or after, is one no camera can count)."""
+    countable ones: the object is at least that visible on two frames or more of the
+    ``window`` frames before the crossing and of the ``window`` after it, i.e. it can be seen
+    on both sides of the line (a crossing made wholly behind others, or in a clip's first
+    frame, is one no camera can count: a tracker confirms a track on its second sighting)."""
     seen: dict[int, set[int]] = {}
     for f, t in enumerate(truth):
         for tid in t.track_id[t.visibility >= min_vis].tolist():
@@ -263,8 +264,8 @@ def truth_counts(scene, lines: dict, truth: list, min_vis: float = 0.0, window: 
     for c in scene.crossings(lines, len(truth)):
         if min_vis > 0:
             frames = seen.get(c.track_id, set())
-            before = any(f in frames for f in range(c.frame - window, c.frame))
-            after = any(f in frames for f in range(c.frame, c.frame + window))
+            before = sum(f in frames for f in range(c.frame - window, c.frame)) >= 2
+            after = sum(f in frames for f in range(c.frame, c.frame + window)) >= 2
             if not (before and after):
                 continue
         by = counts[c.line][c.direction]

@@ -258,3 +258,25 @@ def test_fps_keeps_speeds_per_second():
         return float(np.mean(moves))
 
     assert 1.5 < step(15.0) / step(30.0) < 2.7
+
+
+@pytest.mark.parametrize("preset", ["easy", "hard"])
+def test_no_car_drives_through_another_nor_a_walker_through_its_group(preset):
+    """Occlusion in the scenes is what a camera sees (a car passing walkers, people side by
+    side), never two objects in one place: cars in a lane keep their distance, and a group's
+    walkers follow a step apart."""
+    scene = Scene(preset, seed=8)
+    for i in range(0, 900, 3):
+        t = scene.truth(i)
+        b = t.full_xyxy[t.class_id == 2]
+        lane = np.abs(b[:, None, 3] - b[None, :, 3]) < 0.03 * scene.height  # one wheel line
+        wide = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
+        np.fill_diagonal(lane, False)
+        assert not (lane & (wide > 0)).any(), f"frame {i}: a car drives through another"
+    walkers = [a for a in scene.actors(0, 900) if a.class_id == 0]
+    for a in walkers:
+        for b in walkers:
+            group = a is not b and a.speed == b.speed and np.array_equal(a.path[:, 0], b.path[:, 0])
+            if group:  # the same route at the same pace: one group
+                apart = abs(a.t0 - b.t0) * a.speed
+                assert apart >= 0.39 * min(a.size[1], b.size[1]), (a.track_id, b.track_id)

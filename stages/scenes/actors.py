@@ -152,28 +152,51 @@ def _person(rng: np.random.Generator, p: Preset) -> dict:
 
 
 def _car(
-    rng: np.random.Generator, lay: Layout, p: Preset, block: int, tid: int, k30: float
+    rng: np.random.Generator,
+    lay: Layout,
+    p: Preset,
+    near: bool,
+    t0: float,
+    speed: float,
+    tid: int,
+    k30: float,
 ) -> Actor:
     """One car along its lane: near lane to the right, far lane to the left."""
     width = rng.uniform(*p.car_width)
     style = int(rng.integers(3))
     size = (width, width * (0.36, 0.42, 0.5)[style])
     margin = size[0] / 2 + 4
-    near = rng.random() < 0.5
     y = (lay.near_lane if near else lay.far_lane) + rng.uniform(-0.012, 0.012) * lay.height
     xs = (-margin, lay.width + margin) if near else (lay.width + margin, -margin)
     colors = (_color(rng, PAINT), (int(rng.integers(60, 110)), 50, 40))
-    return Actor(
-        tid,
-        CAR,
-        (block + rng.random()) * BLOCK,
-        np.array([[xs[0], y], [xs[1], y]]),
-        rng.uniform(*p.car_speed) * k30,
-        _wobble(rng, p, 0.02 * k30),
-        size,
-        colors,
-        style + 3 * int(near),
-    )
+    wobble = _wobble(rng, p, 0.02 * k30)
+    path = np.array([[xs[0], y], [xs[1], y]])
+    return Actor(tid, CAR, t0, path, speed, wobble, size, colors, style + 3 * int(near))
+
+
+def _lane_cars(
+    seed: int, block: int, lay: Layout, p: Preset, frame_s: float, tid: int
+) -> list[Actor]:
+    """The cars that start in ``block``. Each lane is a queue: one speed per lane and scene,
+    and start slots far enough apart (the longest car, the most two wobbles can close, and a
+    gap) that no car ever drives through the one ahead. A slot holds a car or stays empty so
+    the lanes carry ``cars_per_s`` together (as far as their slots allow); a slot is a pure
+    function of its number (its time), so a block needs nothing from the ones before it."""
+    k30 = 30.0 * frame_s
+    cars: list[Actor] = []
+    for lane, near in enumerate((False, True)):
+        speed = np.random.default_rng([seed, lane, 23]).uniform(*p.car_speed) * k30
+        room = p.car_width[1] + 4 * 40 * p.wobble + 24  # px between two cars' starts
+        slot = room / speed / 0.75  # frames; a car starts in the first quarter of its slot
+        share = min(1.0, p.cars_per_s * frame_s / 2 * slot)
+        for j in range(
+            int(np.ceil(block * BLOCK / slot)), int(np.ceil((block + 1) * BLOCK / slot))
+        ):
+            rng = np.random.default_rng([seed, lane, j + 2**31, 31])  # the same at any fps
+            if rng.random() < share:
+                t0 = (j + 0.25 * rng.random()) * slot
+                cars.append(_car(rng, lay, p, near, t0, speed, tid + len(cars), k30))
+    return cars
 
 
 def _wobble(rng: np.random.Generator, p: Preset, omega: float) -> tuple[float, float, float]:
@@ -188,10 +211,8 @@ def spawn_block(
     that exists (so IDs stay positive); ``frame_s`` is seconds per frame (1 / fps)."""
     rng = np.random.default_rng([seed, block - first, 17])
     k30 = 30.0 * frame_s  # px per frame at 30 fps -> px per frame at this fps
-    actors: list[Actor] = []
     tid = (block - first) * PER_BLOCK + 1
-    for _ in range(int(rng.poisson(p.cars_per_s * frame_s * BLOCK))):
-        actors.append(_car(rng, lay, p, block, tid + len(actors), k30))
+    actors = _lane_cars(seed, block, lay, p, frame_s, tid)
     for _ in range(int(rng.poisson(p.groups_per_s * frame_s * BLOCK))):
         look = _person(rng, p)
         margin = look["size"][1] + 4
