@@ -30,7 +30,9 @@ class ByteTrack(Stage):
             0.1, ge=0, le=1, description="low-score detections kept for matching"
         )
         match_thresh: float = Field(0.8, ge=0, le=1)
-        track_buffer: int = Field(30, ge=1, description="frames a lost track is kept (at 30 fps)")
+        track_buffer: int = Field(
+            60, ge=1, description="frames a lost track is kept (at 30 fps): 2 s bridges occlusions"
+        )
         frame_rate: float = Field(30.0, gt=0)
         min_hits: int = Field(2, ge=1)
         class_aware: bool = True

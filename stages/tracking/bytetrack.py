@@ -84,8 +84,9 @@ class ByteTracker:
     Thresholds follow ByteTrack: ``track_thresh`` splits high from low scores, only boxes at or
     above ``new_track_thresh`` start tracks, ``match_thresh`` etc. bound the cost ``1 - IoU``
     (times score when ``fuse_score``). Lost tracks live ``track_buffer`` frames at 30 FPS,
-    scaled to ``frame_rate``. A track is confirmed (gets an ID) after ``min_hits`` consecutive
-    matches; tracks born on the very first frame are confirmed at once.
+    scaled to ``frame_rate``: 60 (2 s, twice the paper's 30) so that someone walking behind a
+    car keeps one ID on both sides of a counting line. A track is confirmed (gets an ID) after
+    ``min_hits`` consecutive matches; tracks born on the very first frame are confirmed at once.
     """
 
     def __init__(
@@ -96,7 +97,7 @@ class ByteTracker:
         match_thresh: float = 0.8,
         low_match_thresh: float = 0.5,
         unconfirmed_match_thresh: float = 0.7,
-        track_buffer: int = 30,
+        track_buffer: int = 60,
         frame_rate: float = 30.0,
         min_hits: int = 2,
         class_aware: bool = False,
