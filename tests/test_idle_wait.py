@@ -63,7 +63,7 @@ def test_spinning_comes_back_when_messages_come_close_together_again(pair) -> No
     for _ in range(30):
         idle.wait(poller.poll, 1)
     spins = idle.spins
-    for i in range(5):  # a burst: every wait finds its message at once
+    for i in range(10):  # a burst: every wait finds its message at once
         tx.send(b"%d" % i)
         _arrived(rx)
         assert idle.wait(poller.poll, 5000)
