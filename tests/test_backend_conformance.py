@@ -71,7 +71,7 @@ def _frame_msg(scene: Scene, i: int) -> Message:
 @pytest.mark.parametrize(("backend", "model", "layout", "detector"), BACKENDS)
 def test_backend_conformance(backend: str, model: str, layout: str, detector: bool) -> None:
     pre, infer, post = _chain(backend, model, layout)
-    scene = Scene("easy", seed=11)
+    scene = Scene("easy", seed=0)  # 8 or more objects in view on each frame used
     try:
         found = wanted = 0
         for i in (0, 40, 80):
