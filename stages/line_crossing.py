@@ -13,17 +13,17 @@ stream has its own LineCounter (hysteresis band ``margin`` px), so the stage is 
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.messages import Message
-from pipeline.stage import Context, Outputs, Stage, StageConfig
+from pipeline.stage import Context, Outputs, Stage
 from stages.analytics import LineCounter
 from stages.analytics.lines import CrossingEvent
 from stages.analytics.per_stream import (
+    AnalyticsConfig,
     Snapshots,
-    check_class_names,
     check_unique,
     class_ids,
     final_message,
@@ -33,12 +33,10 @@ from stages.analytics.per_stream import (
     one_or_many,
     tracked,
 )
-from stages.decode.coco import COCO_NAMES, class_name
+from stages.decode.coco import class_name
 from stages.events import line_crossing_event
 
 __all__ = ["LineCrossing", "LineSpec"]
-
-Anchor = Literal["bottom_center", "center", "top_center"]
 
 
 class LineSpec(BaseModel):
@@ -67,20 +65,16 @@ class LineCrossing(Stage):
 
     replicable: ClassVar[bool] = False
 
-    class Config(StageConfig):
+    class Config(AnalyticsConfig):
         lines: dict[str, list[LineSpec]] = Field(
             description='stream name (or "*" for all) -> [{name, a = [x, y], b = [x, y]}]'
         )
-        anchor: Anchor = Field("bottom_center", description="the point of a box that crosses")
         margin: float = Field(3.0, ge=0, description="hysteresis band either side of a line, px")
         tolerance: float = Field(4.0, ge=0, description="px past a segment's ends still counted")
         forget_after: int = Field(60, ge=1, description="frames a vanished track is remembered")
         settle_after: int = Field(
             2, ge=1, description="sightings past a line, in the band, that count if it vanishes"
         )
-        classes: list[int | str] | None = Field(None, description="count only these (names/ids)")
-        names: list[str] = Field(default_factory=lambda: list(COCO_NAMES))
-        snapshot_every_s: float = Field(10.0, ge=0, description="counts event period; 0: off")
 
         _one_or_many = field_validator("lines", mode="before")(one_or_many)
 
@@ -89,11 +83,6 @@ class LineCrossing(Stage):
         def _unique(cls, v: dict[str, list[LineSpec]]) -> dict[str, list[LineSpec]]:
             check_unique(v, "line")
             return v
-
-        @model_validator(mode="after")
-        def _known_classes(self) -> LineCrossing.Config:
-            check_class_names(self.classes, self.names)
-            return self
 
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx

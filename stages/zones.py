@@ -13,16 +13,16 @@ storm. Dwell is on the capture clock. Each stream has its own monitor: not repli
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeline.messages import Message
-from pipeline.stage import Context, Outputs, Stage, StageConfig
+from pipeline.stage import Context, Outputs, Stage
 from stages.analytics import ZoneEvent, ZoneMonitor
 from stages.analytics.per_stream import (
+    AnalyticsConfig,
     Snapshots,
-    check_class_names,
     check_unique,
     class_ids,
     final_message,
@@ -32,7 +32,7 @@ from stages.analytics.per_stream import (
     one_or_many,
     tracked,
 )
-from stages.decode.coco import COCO_NAMES, class_name
+from stages.decode.coco import class_name
 from stages.events import zone_enter_event, zone_exit_event
 
 __all__ = ["ZoneSpec", "Zones"]
@@ -65,17 +65,13 @@ class Zones(Stage):
 
     replicable: ClassVar[bool] = False
 
-    class Config(StageConfig):
+    class Config(AnalyticsConfig):
         zones: dict[str, list[ZoneSpec]] = Field(
             description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]'
         )
-        anchor: Literal["bottom_center", "center", "top_center"] = "bottom_center"
         enter_frames: int = Field(2, ge=1, description="frames inside in a row to enter")
         exit_frames: int = Field(2, ge=1, description="frames outside in a row to leave")
         forget_after_s: float = Field(2.0, gt=0, description="unseen this long: the track left")
-        classes: list[int | str] | None = Field(None, description="watch only these (names/ids)")
-        names: list[str] = Field(default_factory=lambda: list(COCO_NAMES))
-        snapshot_every_s: float = Field(10.0, ge=0, description="counts event period; 0: off")
 
         _one_or_many = field_validator("zones", mode="before")(one_or_many)
 
@@ -84,11 +80,6 @@ class Zones(Stage):
         def _unique(cls, v: dict[str, list[ZoneSpec]]) -> dict[str, list[ZoneSpec]]:
             check_unique(v, "zone")
             return v
-
-        @model_validator(mode="after")
-        def _known_classes(self) -> Zones.Config:
-            check_class_names(self.classes, self.names)
-            return self
 
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from pipeline.detections import DETECTIONS_PREFIX, Detections
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
+from pipeline.stage import StageConfig
+from stages.decode.coco import COCO_NAMES
 from stages.events import counts_event
 
 __all__ = [
     "ALL_STREAMS",
+    "AnalyticsConfig",
+    "Anchor",
     "Snapshots",
     "check_class_names",
     "check_unique",
@@ -33,6 +38,7 @@ __all__ = [
 
 ALL_STREAMS = "*"
 T = TypeVar("T")
+Anchor = Literal["bottom_center", "center", "top_center"]  # the point of a box that is placed
 
 
 def for_stream(table: Mapping[str, Sequence[T]], stream: str) -> list[T]:
@@ -68,6 +74,21 @@ def check_class_names(classes: Sequence[int | str] | None, names: Sequence[str])
         if isinstance(c, str) and c not in names:
             msg = f"unknown class name {c!r}; known names include {', '.join(names[:8])}, ..."
             raise ValueError(msg)
+
+
+class AnalyticsConfig(StageConfig):
+    """Options both analytics stages have: the anchor, which classes to watch (by name or id,
+    names checked against ``names``), and how often a counts snapshot goes out."""
+
+    anchor: Anchor = Field("bottom_center", description="the point of a box that is placed")
+    classes: list[int | str] | None = Field(None, description="only these (names/ids)")
+    names: list[str] = Field(default_factory=lambda: list(COCO_NAMES))
+    snapshot_every_s: float = Field(10.0, ge=0, description="counts event period; 0: off")
+
+    @model_validator(mode="after")
+    def _known_classes(self) -> AnalyticsConfig:
+        check_class_names(self.classes, self.names)
+        return self
 
 
 def class_ids(classes: Sequence[int | str] | None, names: Sequence[str]) -> np.ndarray | None:
