@@ -226,11 +226,15 @@ def mot_scores(truth: list, tracks: list[tuple], min_vis: float) -> dict[str, fl
     }
 
 
+def per_direction(counts: dict) -> dict[str, dict[str, int]]:
+    """Crossings per line and direction, all classes together."""
+    return {n: {d: sum(by.values()) for d, by in ds.items()} for n, ds in counts.items()}
+
+
 def count_error(counts: dict, truth: dict) -> dict[str, object]:
     """Crossings per line/direction (all classes) and their error vs the truth."""
-    got = {n: {d: sum(by.values()) for d, by in ds.items()} for n, ds in counts.items()}
-    want = {n: {d: sum(by.values()) for d, by in ds.items()} for n, ds in truth.items()}
-    total = sum(v for ds in want.values() for v in ds.values())
+    got, want = per_direction(counts), per_direction(truth)
+    total = _total(truth)
     wrong = sum(abs(got[n][d] - want[n][d]) for n in want for d in want[n])
     exact_by_class = (
         all(
@@ -254,13 +258,13 @@ def countable_error(counts: dict, seen: dict, truth: dict) -> dict[str, object]:
     """The error against what a camera can count: per line and direction, the countable
     crossings missed, plus the counts beyond every true crossing (counting a crossing that
     was hard to see is not an error; counting one that never happened is)."""
-    total = lambda ds: {d: sum(by.values()) for d, by in ds.items()}  # noqa: E731
-    wrong = 0
-    for n in truth:
-        got, low, high = total(counts[n]), total(seen[n]), total(truth[n])
-        wrong += sum(max(0, low[d] - got[d]) + max(0, got[d] - high[d]) for d in high)
-    n_seen = sum(sum(by.values()) for ds in seen.values() for by in ds.values())
-    return {"abs_error": wrong, "rel_error": wrong / max(n_seen, 1), "exact": wrong == 0}
+    got, low, high = per_direction(counts), per_direction(seen), per_direction(truth)
+    wrong = sum(
+        max(0, low[n][d] - got[n][d]) + max(0, got[n][d] - high[n][d])
+        for n in high
+        for d in high[n]
+    )
+    return {"abs_error": wrong, "rel_error": wrong / max(_total(seen), 1), "exact": wrong == 0}
 
 
 def truth_counts(scene, lines: dict, truth: list, min_vis: float = 0.0, window: int = 30) -> dict:

@@ -184,6 +184,8 @@ class LineCounter:
     def _settle(self, rows: np.ndarray) -> list[CrossingEvent]:
         """Count the crossings of vanishing tracks (``rows``, a mask) that were last seen past
         a line inside its band for ``settle_after`` sightings or more."""
+        if not rows.any():  # the usual frame: no track given up
+            return []
         st = self._state
         due = rows[:, None] & (st["beyond"] >= self.settle_after)
         events = []
