@@ -101,27 +101,27 @@ def zone_enter_event(
     msg: _Frame, zone: str, track_id: int, class_id: int, name: str | None = None
 ) -> Event:
     """A track entered ``zone``."""
-    ev = _base(msg, "zone_enter", f"{zone}:{track_id}:enter")
-    ev.update(
-        zone=zone,
-        track_id=int(track_id),
-        class_id=int(class_id),
-        class_name=name or class_name(int(class_id)),
-    )
-    return ev
+    return _zone_event(msg, "enter", zone, track_id, class_id, name)
 
 
 def zone_exit_event(
     msg: _Frame, zone: str, track_id: int, class_id: int, dwell_s: float, name: str | None = None
 ) -> Event:
     """A track left ``zone`` after ``dwell_s`` seconds inside."""
-    ev = _base(msg, "zone_exit", f"{zone}:{track_id}:exit")
+    ev = _zone_event(msg, "exit", zone, track_id, class_id, name)
+    ev["dwell_s"] = round(max(float(dwell_s), 0.0), 3)
+    return ev
+
+
+def _zone_event(
+    msg: _Frame, what: str, zone: str, track_id: int, class_id: int, name: str | None
+) -> Event:
+    ev = _base(msg, f"zone_{what}", f"{zone}:{track_id}:{what}")
     ev.update(
         zone=zone,
         track_id=int(track_id),
         class_id=int(class_id),
         class_name=name or class_name(int(class_id)),
-        dwell_s=round(max(float(dwell_s), 0.0), 3),
     )
     return ev
 
