@@ -97,6 +97,9 @@ class DieAtStreamEnd(Stage):
         marker: str
         at: str = "end"
         seq: int = -1
+        #: On END, wait this long first so frames already sent leave the process's socket
+        #: buffers (a frame still queued there when the process dies is lost, and counted).
+        settle_s: float = 0.3
 
     def _die_once(self) -> None:
         if not os.path.exists(self.config.marker):
@@ -111,6 +114,8 @@ class DieAtStreamEnd(Stage):
 
     def end_stream(self, stream: str) -> None:
         if self.config.at == "end" and stream == self.config.stream:
+            if not os.path.exists(self.config.marker):
+                time.sleep(self.config.settle_s)
             self._die_once()
 
 
