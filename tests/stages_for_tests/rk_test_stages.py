@@ -97,13 +97,14 @@ class DieAtStreamEnd(Stage):
         marker: str
         at: str = "end"
         seq: int = -1
-        #: On END, wait this long first so frames already sent leave the process's socket
+        #: Wait this long before dying so frames already sent leave the process's socket
         #: buffers (a frame still queued there when the process dies is lost, and counted).
         settle_s: float = 0.3
 
     def _die_once(self) -> None:
         if not os.path.exists(self.config.marker):
             open(self.config.marker, "w").close()
+            time.sleep(self.config.settle_s)
             os.kill(os.getpid(), signal.SIGKILL)
 
     def process(self, msg: Message) -> Message:
@@ -114,8 +115,6 @@ class DieAtStreamEnd(Stage):
 
     def end_stream(self, stream: str) -> None:
         if self.config.at == "end" and stream == self.config.stream:
-            if not os.path.exists(self.config.marker):
-                time.sleep(self.config.settle_s)
             self._die_once()
 
 
