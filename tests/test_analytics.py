@@ -72,6 +72,20 @@ def test_a_single_sighting_past_the_line_or_a_stop_on_it_is_not_settled_as_a_cro
     assert counter.finish() == []
 
 
+def test_a_track_first_seen_on_the_line_goes_by_the_side_it_was_first_seen_on():
+    """Born inside the band (a stream's start, or out from behind something on the line):
+    stepping off on the other side is a crossing, as for the exact line; stepping back off on
+    the same side is not. Never counting such tracks would undercount, always."""
+    counter = LineCounter(DOOR, margin=3)
+    (event,) = walk(counter, [(50, 98), (50, 99.5), (50, 101), (50, 104), (50, 110)], track=1)
+    assert (event.direction, event.frame) == ("in", 4)
+    assert event.point == pytest.approx((50, 100))
+    assert walk(counter, [(60, 98), (60, 99), (60, 97), (60, 90)], track=2) == []
+    events = walk(counter, [(70, 102), (70, 99), (70, 94), (70, 120)], track=3)
+    assert [e.direction for e in events] == ["out", "in"]
+    assert counter.totals()["door"] == {"in": 2, "out": 1}
+
+
 def test_jitter_across_the_line_counts_once_when_the_object_really_crosses():
     counter = LineCounter(DOOR, margin=3)
     path = [(50, 60), *[(50, 100 + (-2.5 if i % 2 else 2.5)) for i in range(40)], (50, 130)]

@@ -8,6 +8,10 @@ once. A side change counts only if the path from the last confirmed point to the
 the line within the segment (``tolerance`` px past either end), which also catches an anchor
 that jumps across the line between two updates.
 
+A track first seen inside the band (at a stream's start, or out from behind something
+standing on the line) is taken to be on the side it was first seen on: stepping off on the
+other side counts, as it would for the exact line.
+
 A track that vanishes (forgotten after ``forget_after`` frames unseen, or at the stream's end,
 ``finish``) on the far side of a line but still inside the band, seen there on its last
 ``settle_after`` sightings or more, is counted then: an object occluded or leaving the view
@@ -95,7 +99,7 @@ class LineCounter:
         self._state = TrackRows(
             {
                 "side": ((n,), np.int8, 0),  # last confirmed side per line; 0 = not yet known
-                "point": ((n, 2), np.float64, np.nan),  # anchor where that side was confirmed
+                "point": ((n, 2), np.float64, np.nan),  # anchor where side was set (or first seen)
                 "dist": ((n,), np.float64, 0.0),  # its signed distance to the line (px)
                 "seen": ((), np.int64, 0),  # frame of the last sighting
                 "cls": ((), np.int64, -1),  # class at the last sighting
@@ -163,7 +167,9 @@ class LineCounter:
         dist = self._distances(points)
         side = np.where(dist > self.margin, 1, np.where(dist < -self.margin, -1, 0))
         prev, p0, d0 = st["side"][rows], st["point"][rows], st["dist"][rows]
-        flipped = (prev != 0) & (side != 0) & (side != prev)
+        # a track seen only inside the band so far goes by the side it was first seen on
+        ref = np.where(prev != 0, prev, np.sign(d0))
+        flipped = (ref != 0) & (side != 0) & (side != ref)
         hit = np.zeros_like(flipped)
         cut = np.zeros((*flipped.shape, 2))
         if flipped.any():
@@ -172,10 +178,11 @@ class LineCounter:
             along = np.einsum("nlk,lk->nl", cut - self._a, self._ab) / self._len
             hit = flipped & (along >= -self.tolerance) & (along <= self._len + self.tolerance)
         settled = side != 0
+        first = (prev == 0) & ~settled & (d0 == 0)  # its first sighting, inside the band
         confirmed = np.where(settled, side, prev)
         st["side"][rows] = confirmed
-        st["point"][rows] = np.where(settled[..., None], points[:, None, :], p0)
-        st["dist"][rows] = np.where(settled, dist, d0)
+        st["point"][rows] = np.where((settled | first)[..., None], points[:, None, :], p0)
+        st["dist"][rows] = np.where(settled | first, dist, d0)
         st["last"][rows] = dist
         past = (confirmed != 0) & (np.sign(dist) == -confirmed)  # over the line, in the band
         st["beyond"][rows] = np.where(past, st["beyond"][rows] + 1, 0)
