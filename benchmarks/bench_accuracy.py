@@ -10,11 +10,13 @@ subprocess (detections passed in a .npz file). Reported per tracker: MOTA, IDF1,
 visible; others are "don't care") and the crossing-count error per line vs the scene's truth:
 against every crossing, and against the countable ones (the object seen at least ``--min-vis``
 visible on two frames or more within ``--window`` frames before and after: what a camera can
-count). With several
-``--seeds``, a total per preset and tracker sums the errors over the clips.
+count). The events line matches each counted crossing to a true one on the same line and
+direction, at most ``--window`` frames apart: missed and extra events, where the count error
+lets a miss and an extra cancel. With several ``--seeds``, a total per preset and tracker
+sums the errors over the clips.
 
     python benchmarks/bench_accuracy.py [--frames 600] [--hard-frames 300] [--seeds 7,8,9]
-        [--json out.json] [--cache DIR]
+        [--presets easy,hard] [--json out.json] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ WIDTH, HEIGHT = 640, 360
 CLASSES = {0: "person", 2: "car"}
 
 Frames = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per frame: xyxy, conf, class_id
+Event = tuple[int, str, str]  # a counted crossing: frame (0-based), line, direction
 
 
 def scene_lines(width: int = WIDTH, height: int = HEIGHT) -> dict[str, tuple]:
@@ -109,23 +112,24 @@ def load_frames(path: Path) -> Frames:
 # --- trackers + counters (the supervision one runs in its own venv) -----------------------
 
 
-def run_rkpipe(frames: Frames, lines: dict) -> tuple[list[tuple], dict]:
+def run_rkpipe(frames: Frames, lines: dict) -> tuple[list[tuple], dict, list[Event]]:
     """rkpipe's ByteTracker + LineCounter with the bytetrack/line_crossing stage defaults."""
     sys.path.insert(0, str(ROOT))
     from stages.analytics import LineCounter
-    from stages.tracking import ByteTracker
+    from stages.track import ByteTrack
 
-    tracker, counter, tracks = ByteTracker(), LineCounter(lines), []
+    tracker, counter, tracks, events = ByteTrack.Config().tracker(), LineCounter(lines), [], []
     for xyxy, conf, cls in frames:
         r = tracker.update(xyxy, conf, cls)
         keep = r.tracker_id >= 0
-        counter.update(r.xyxy, r.tracker_id, r.class_id)
+        events += counter.update(r.xyxy, r.tracker_id, r.class_id)
         tracks.append((r.xyxy[keep], r.tracker_id[keep], r.class_id[keep]))
-    counter.finish()  # the clip's end, as the line_crossing stage's end_stream does
-    return tracks, counter.counts
+    events += counter.finish()  # the clip's end, as the line_crossing stage's end_stream does
+    # the counter numbers frames from 1
+    return tracks, counter.counts, [(e.frame - 1, e.line, e.direction) for e in events]
 
 
-def run_supervision(frames: Frames, lines: dict) -> tuple[list[tuple], dict]:
+def run_supervision(frames: Frames, lines: dict) -> tuple[list[tuple], dict, list[Event]]:
     """supervision's ByteTrack + LineZone (bottom-centre anchor, as rkpipe's default).
 
     LineZone calls a move to the left of start->end "in"; rkpipe (and the truth) call a move
@@ -140,8 +144,8 @@ def run_supervision(frames: Frames, lines: dict) -> tuple[list[tuple], dict]:
         for name, (a, b) in lines.items()
     }
     counts = {name: {"in": {}, "out": {}} for name in lines}
-    tracks = []
-    for xyxy, conf, cls in frames:
+    tracks, events = [], []
+    for i, (xyxy, conf, cls) in enumerate(frames):
         det = tracker.update_with_detections(
             sv.Detections(xyxy=xyxy, confidence=conf, class_id=cls.astype(int))
         )
@@ -151,16 +155,17 @@ def run_supervision(frames: Frames, lines: dict) -> tuple[list[tuple], dict]:
             for flags, ours in ((went_out, "in"), (went_in, "out")):
                 for c in det.class_id[flags].tolist():
                     counts[name][ours][int(c)] = counts[name][ours].get(int(c), 0) + 1
-    return tracks, counts
+                    events.append((i, name, ours))
+    return tracks, counts, events
 
 
 def supervision_child(args: list[str]) -> None:
     """Entry point inside the supervision venv: track, count, write results back."""
     det_path, out_path = Path(args[0]), Path(args[1])
     lines = json.loads(args[2])
-    tracks, counts = run_supervision(load_frames(det_path), lines)
+    tracks, counts, events = run_supervision(load_frames(det_path), lines)
     save_frames([(x, t, c) for x, t, c in tracks], out_path)
-    Path(str(out_path) + ".json").write_text(json.dumps(counts))
+    Path(str(out_path) + ".json").write_text(json.dumps({"counts": counts, "events": events}))
 
 
 def supervision(sv_python: Path, frames: Frames, lines: dict) -> tuple | str:
@@ -177,12 +182,12 @@ def supervision(sv_python: Path, frames: Frames, lines: dict) -> tuple | str:
         if proc.returncode != 0:
             return f"skipped (failed: {proc.stderr.strip().splitlines()[-1:]})"
         tracks = [(x, t.astype(np.int64), c) for x, t, c in load_frames(out_path)]
-        counts = json.loads(Path(str(out_path) + ".json").read_text())
+        result = json.loads(Path(str(out_path) + ".json").read_text())
     counts = {
         n: {d: {int(c): v for c, v in by.items()} for d, by in ds.items()}
-        for n, ds in counts.items()
+        for n, ds in result["counts"].items()
     }
-    return tracks, counts
+    return tracks, counts, [tuple(e) for e in result["events"]]
 
 
 # --- scoring ------------------------------------------------------------------------------
@@ -218,12 +223,22 @@ def mot_scores(truth: list, tracks: list[tuple], min_vis: float) -> dict[str, fl
         dist[dist > 0.5] = np.nan
         acc.update(t.track_id[care].tolist(), ids[~dont].tolist(), dist)
     mh = mm.metrics.create()
-    s = mh.compute(acc, metrics=["mota", "idf1", "num_switches", "num_objects"], name="x")
+    sums = ["idtp", "idfp", "idfn", "num_misses", "num_false_positives", "num_objects"]
+    s = mh.compute(acc, metrics=["mota", "idf1", "num_switches", *sums], name="x")
     return {
         "mota": float(s["mota"].iloc[0]),
         "idf1": float(s["idf1"].iloc[0]),
         "id_switches": int(s["num_switches"].iloc[0]),
+        **{k: int(s[k].iloc[0]) for k in sums},  # for totals pooled over clips
     }
+
+
+def pooled(res: list[dict]) -> tuple[float, float]:
+    """MOTA and IDF1 over several clips as one sequence (as MOT benchmarks total them)."""
+    total = {k: sum(r[k] for r in res) for k in res[0] if isinstance(res[0][k], int)}
+    idf1 = 2 * total["idtp"] / max(2 * total["idtp"] + total["idfp"] + total["idfn"], 1)
+    errors = total["num_misses"] + total["num_false_positives"] + total["id_switches"]
+    return 1 - errors / max(total["num_objects"], 1), idf1
 
 
 def per_direction(counts: dict) -> dict[str, dict[str, int]]:
@@ -265,6 +280,25 @@ def countable_error(counts: dict, seen: dict, truth: dict) -> dict[str, object]:
         for d in high[n]
     )
     return {"abs_error": wrong, "rel_error": wrong / max(_total(seen), 1), "exact": wrong == 0}
+
+
+def event_errors(truth: list[Event], got: list[Event], within: int) -> dict[str, int]:
+    """Crossing events matched one to one, per line and direction, to true crossings at most
+    ``within`` frames apart (closest first): the missed and the extra ones. Stricter than the
+    count error, where a miss and an extra on the same line and direction cancel."""
+    missed = extra = 0
+    for key in {e[1:] for e in truth} | {e[1:] for e in got}:
+        want = sorted(f for f, *k in truth if tuple(k) == key)
+        have = sorted(f for f, *k in got if tuple(k) == key)
+        pairs = sorted((abs(a - b), i, j) for i, a in enumerate(want) for j, b in enumerate(have))
+        used_w, used_h = set(), set()
+        for gap, i, j in pairs:
+            if gap <= within and i not in used_w and j not in used_h:
+                used_w.add(i)
+                used_h.add(j)
+        missed += len(want) - len(used_w)
+        extra += len(have) - len(used_h)
+    return {"missed": missed, "extra": extra}
 
 
 def truth_counts(scene, lines: dict, truth: list, min_vis: float = 0.0, window: int = 30) -> dict:
@@ -319,15 +353,17 @@ def evaluate(preset: str, seed: int, frames: int, args: argparse.Namespace) -> d
         "truth_crossings": _total(want),
         "truth_crossings_countable": _total(seen),
     }
+    true_events = [(c.frame, c.line, c.direction) for c in scene.crossings(lines, frames)]
     results = {"rkpipe": run_rkpipe(dets, lines)}
     sv_result = supervision(args.sv_python, dets, lines)
     if isinstance(sv_result, str):
         out["supervision"] = sv_result
     else:
         results["supervision"] = sv_result
-    for name, (tracks, counts) in results.items():
+    for name, (tracks, counts, events) in results.items():
         out[name] = {**mot_scores(truth, tracks, args.min_vis), **count_error(counts, want)}
         out[name]["countable"] = countable_error(counts, seen, want)
+        out[name]["events"] = event_errors(true_events, events, args.window)
     return out
 
 
@@ -355,6 +391,7 @@ def print_table(rows: list[dict]) -> None:
                 f"{'  exact' if res['exact'] else ''}"
                 f" | countable {res['countable']['abs_error']}/{r['truth_crossings_countable']}"
                 f" ({res['countable']['rel_error']:.1%})"
+                f" | events missed {res['events']['missed']} extra {res['events']['extra']}"
             )
 
 
@@ -370,11 +407,21 @@ def print_totals(rows: list[dict]) -> None:
             total = sum(r["truth_crossings"] for r in clips)
             c_err = sum(x["countable"]["abs_error"] for x in res)
             c_total = sum(r["truth_crossings_countable"] for r in clips)
+            missed = sum(x["events"]["missed"] for x in res)
+            extra = sum(x["events"]["extra"] for x in res)
+            mota, idf1 = pooled(res)
             print(
-                f"{preset + ' total':<18}{name:<13}{len(clips)} clips: crossings error "
+                f"{preset + ' total':<18}{name:<13}{mota:7.3f}{idf1:7.3f}"
+                f"{sum(x['id_switches'] for x in res):6d}  {len(clips)} clips: crossings error "
                 f"{err}/{total} ({err / max(total, 1):.1%}) | countable {c_err}/{c_total} "
-                f"({c_err / max(c_total, 1):.1%})"
+                f"({c_err / max(c_total, 1):.1%}) | events missed {missed} extra {extra}"
             )
+        both = [
+            r for r in clips if all(isinstance(r.get(n), dict) for n in ("rkpipe", "supervision"))
+        ]
+        if both:
+            at_least = sum(r["rkpipe"]["idf1"] >= r["supervision"]["idf1"] for r in both)
+            print(f"{preset + ' total':<18}IDF1 >= supervision's on {at_least}/{len(both)} clips")
 
 
 def main() -> None:
@@ -382,6 +429,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=600, help="easy clip length")
     ap.add_argument("--hard-frames", type=int, default=300, help="hard clip length")
     ap.add_argument("--seeds", default="7", help="scene seeds, comma-separated")
+    ap.add_argument("--presets", default="easy,hard", help="scene presets, comma-separated")
     ap.add_argument("--conf", type=float, default=0.1, help="decode score threshold")
     ap.add_argument("--min-vis", type=float, default=0.5, help="objects seen less: don't care")
     ap.add_argument(
@@ -398,8 +446,12 @@ def main() -> None:
         supervision_child(args.sv_child)
         return
     seeds = [int(x) for x in args.seeds.split(",")]
-    rows = [evaluate("easy", seed, args.frames, args) for seed in seeds]
-    rows += [evaluate("hard", seed, args.hard_frames, args) for seed in seeds]
+    length = {"easy": args.frames, "hard": args.hard_frames}
+    rows = [
+        evaluate(preset, seed, length[preset], args)
+        for preset in args.presets.split(",")
+        for seed in seeds
+    ]
     print_table(rows)
     if len(seeds) > 1:
         print_totals(rows)

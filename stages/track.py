@@ -36,6 +36,25 @@ class ByteTrack(Stage):
         frame_rate: float = Field(30.0, gt=0)
         min_hits: int = Field(2, ge=1)
         class_aware: bool = True
+        rematch_buffer: float = Field(
+            0.4,
+            ge=0,
+            description="lost tracks are matched once more on boxes grown by this much of their"
+            " size each side: a person back from behind a car keeps the ID; 0 = off",
+        )
+
+        def tracker(self) -> ByteTracker:
+            """A fresh tracker with these settings (one per stream)."""
+            return ByteTracker(
+                track_thresh=self.track_thresh,
+                low_thresh=self.low_thresh,
+                match_thresh=self.match_thresh,
+                track_buffer=self.track_buffer,
+                frame_rate=self.frame_rate,
+                min_hits=self.min_hits,
+                class_aware=self.class_aware,
+                rematch_buffer=self.rematch_buffer,
+            )
 
     def setup(self, ctx: Context) -> None:
         self.trackers: dict[str, ByteTracker] = {}
@@ -43,16 +62,7 @@ class ByteTrack(Stage):
     def _tracker(self, stream: str) -> ByteTracker:
         t = self.trackers.get(stream)
         if t is None:
-            c = self.config
-            t = self.trackers[stream] = ByteTracker(
-                track_thresh=c.track_thresh,
-                low_thresh=c.low_thresh,
-                match_thresh=c.match_thresh,
-                track_buffer=c.track_buffer,
-                frame_rate=c.frame_rate,
-                min_hits=c.min_hits,
-                class_aware=c.class_aware,
-            )
+            t = self.trackers[stream] = self.config.tracker()
         return t
 
     def process(self, msg: Message) -> Message:

@@ -42,6 +42,27 @@ def test_occluded_object_keeps_its_id():
     assert step(tracker, [box(100 + 4 * 22, 200)]).tolist() == [tid]
 
 
+def _hidden_walker_ids(tracker: ByteTracker) -> set[int]:
+    """A walker (40 px wide, 3 px/frame) is hidden for 10 frames and slows down meanwhile, so
+    it comes out 30 px behind where its track predicts: too far for a plain IoU match."""
+    ids = []
+    for f in range(50):
+        if 20 <= f < 30:
+            step(tracker, [])
+            continue
+        x = 100 + 3 * f - (30 if f >= 30 else 0)
+        ids += [int(i) for i in step(tracker, [box(x, 200)]) if i >= 0]
+    return set(ids)
+
+
+def test_walker_back_from_behind_something_keeps_the_id():
+    """Lost tracks get a second match on boxes grown by ``rematch_buffer`` of their size (as
+    C-BIoU does): where plain ByteTrack gives the walker a new ID, it keeps the old one, so a
+    line it crossed while hidden is still counted for the same person."""
+    assert len(_hidden_walker_ids(ByteTracker(rematch_buffer=0))) == 2  # plain ByteTrack
+    assert len(_hidden_walker_ids(ByteTracker())) == 1
+
+
 def test_low_score_box_continues_a_track_but_never_starts_one():
     tracker = ByteTracker()
     for f in range(5):

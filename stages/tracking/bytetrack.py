@@ -87,6 +87,11 @@ class ByteTracker:
     scaled to ``frame_rate``: 60 (2 s, twice the paper's 30) so that someone walking behind a
     car keeps one ID on both sides of a counting line. A track is confirmed (gets an ID) after
     ``min_hits`` consecutive matches; tracks born on the very first frame are confirmed at once.
+
+    One pass beyond the paper's: high boxes still unmatched get a second try at the lost
+    tracks, on boxes grown by ``rematch_buffer`` times their width and height on each side (the
+    buffered IoU of C-BIoU). Someone who slowed or turned while hidden comes back away from
+    where the track predicts; plain IoU would give them a new ID.
     """
 
     def __init__(
@@ -102,6 +107,8 @@ class ByteTracker:
         min_hits: int = 2,
         class_aware: bool = False,
         fuse_score: bool = True,
+        rematch_buffer: float = 0.4,
+        rematch_thresh: float = 0.8,
     ) -> None:
         self.track_thresh = track_thresh
         self.low_thresh = low_thresh
@@ -113,6 +120,8 @@ class ByteTracker:
         self.min_hits = max(1, min_hits)
         self.class_aware = class_aware
         self.fuse_score = fuse_score
+        self.rematch_buffer = rematch_buffer
+        self.rematch_thresh = rematch_thresh
         self.kalman = BoxKalman()
         self.tracks = TrackTable()
         self.frame = 0
@@ -159,13 +168,20 @@ class ByteTracker:
             t.mean, t.cov = self.kalman.predict(t.mean, t.cov, steps)
 
     def _match(
-        self, rows: np.ndarray, dets: np.ndarray, d: _Dets, thresh: float, fuse: bool
+        self,
+        rows: np.ndarray,
+        dets: np.ndarray,
+        d: _Dets,
+        thresh: float,
+        fuse: bool,
+        buffer: float = 0.0,
     ) -> np.ndarray:
-        """Match track ``rows`` to detections ``dets`` on cost ``1 - IoU`` (x score if fused),
-        record the pairs in ``d.row``, and return the rows left unmatched."""
+        """Match track ``rows`` to detections ``dets`` on cost ``1 - IoU`` (x score if fused;
+        both boxes grown by ``buffer`` times their size each side first, if given), record the
+        pairs in ``d.row``, and return the rows left unmatched."""
         if len(rows) == 0 or len(dets) == 0:
             return rows
-        sim = iou_matrix(self.tracks.xyxy(rows), d.xyxy[dets])
+        sim = iou_matrix(_grow(self.tracks.xyxy(rows), buffer), _grow(d.xyxy[dets], buffer))
         if fuse:
             sim *= d.conf[dets][None, :]
         cost = 1.0 - sim
@@ -177,7 +193,8 @@ class ByteTracker:
 
     def _associate(self, d: _Dets) -> None:
         """ByteTrack's passes: high boxes to tracked+lost, low boxes to the still-unmatched
-        tracked ones, then leftover high boxes to unconfirmed tracks."""
+        tracked ones, leftover high boxes to lost tracks on grown boxes, then to unconfirmed
+        tracks."""
         t = self.tracks
         high = np.flatnonzero(d.conf >= self.track_thresh)
         low = np.flatnonzero((d.conf >= self.low_thresh) & (d.conf < self.track_thresh))
@@ -185,6 +202,11 @@ class ByteTracker:
         left = self._match(np.flatnonzero(confirmed), high, d, self.match_thresh, self.fuse_score)
         left = left[t.state[left] == TRACKED]  # lost tracks are not revived by weak boxes
         self._match(left, low, d, self.low_match_thresh, False)
+        if self.rematch_buffer > 0:  # lost tracks, on buffered boxes: back from behind things
+            rest = high[d.row[high] < 0]
+            lost = np.flatnonzero(confirmed & (t.state == LOST))
+            lost = np.setdiff1d(lost, d.row[d.row >= 0])
+            self._match(lost, rest, d, self.rematch_thresh, False, self.rematch_buffer)
         rest = high[d.row[high] < 0]
         unconfirmed = np.flatnonzero(~confirmed)
         self._match(unconfirmed, rest, d, self.unconfirmed_match_thresh, self.fuse_score)
@@ -254,3 +276,12 @@ class ByteTracker:
             lost=t.state[rows] == LOST,
             frames_since_seen=(self.frame - t.last_frame[rows]).astype(np.int64),
         )
+
+
+def _grow(xyxy: np.ndarray, buffer: float) -> np.ndarray:
+    """Boxes enlarged by ``buffer`` times their width and height on each side."""
+    if buffer <= 0:
+        return xyxy
+    xyxy = np.asarray(xyxy, np.float64)
+    wh = (xyxy[:, 2:] - xyxy[:, :2]) * buffer
+    return np.concatenate([xyxy[:, :2] - wh, xyxy[:, 2:] + wh], axis=1)
