@@ -1,8 +1,8 @@
 """Tracking and counting accuracy against exact ground truth, rkpipe vs supervision.
 
-Synthetic street clips (``stages.scenes``, easy and hard presets) run through the default
+Synthetic street clips (``stages.synthetic``, easy and hard presets) run through the default
 detector (models/rkpipe-yolov8n.onnx, ONNX Runtime in-process, through the letterbox, infer
-and yolov8_decode stages) once; the SAME detections then go to rkpipe's ByteTracker +
+and yolov8_decode stages) once; the SAME detections then go to rkpipe's Tracker +
 LineCounter and, when a venv with it exists (``python3 -m venv /tmp/sv &&
 /tmp/sv/bin/pip install supervision==0.26.1``), to supervision's ByteTrack + LineZone in a
 subprocess (detections passed in a .npz file). Reported per tracker: MOTA, IDF1, ID switches
@@ -69,9 +69,9 @@ def detect(
     from pipeline.messages import Message
     from pipeline.stage import Context
     from stages.infer import Infer
-    from stages.postprocess import YoloV8Decode
-    from stages.preprocess import Letterbox
-    from stages.scenes import Scene
+    from stages.letterbox.stage import Letterbox
+    from stages.synthetic import Scene
+    from stages.yolov8_decode.stage import YoloV8Decode
 
     scene = Scene(preset, seed=seed, width=WIDTH, height=HEIGHT)
     ctx = Context(stage="bench", graph_dir=ROOT)
@@ -113,10 +113,10 @@ def load_frames(path: Path) -> Frames:
 
 
 def run_rkpipe(frames: Frames, lines: dict) -> tuple[list[tuple], dict, list[Event]]:
-    """rkpipe's ByteTracker + LineCounter with the bytetrack/line_crossing stage defaults."""
+    """rkpipe's Tracker + LineCounter with the bytetrack/line_crossing stage defaults."""
     sys.path.insert(0, str(ROOT))
-    from stages.analytics import LineCounter
-    from stages.track import ByteTrack
+    from stages.line_crossing import LineCounter
+    from stages.bytetrack.stage import ByteTrack
 
     tracker, counter, tracks, events = ByteTrack.Config().tracker(), LineCounter(lines), [], []
     for xyxy, conf, cls in frames:
@@ -327,7 +327,7 @@ def truth_counts(scene, lines: dict, truth: list, min_vis: float = 0.0, window: 
 def evaluate(preset: str, seed: int, frames: int, args: argparse.Namespace) -> dict:
     """Detect once, then score each tracker on the same detections."""
     sys.path.insert(0, str(ROOT))
-    from stages.scenes import Scene
+    from stages.synthetic import Scene
 
     scene = Scene(preset, seed=seed, width=WIDTH, height=HEIGHT)
     lines = scene_lines()

@@ -33,8 +33,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from reference_decode import ref_decode_split, ref_decode_stock  # noqa: E402
 
-from stages.decode import decode_yolov8  # noqa: E402
-from stages.decode.synthetic import (  # noqa: E402
+from stages.yolov8_decode import decode_yolov8  # noqa: E402
+from stages.infer.sim_outputs import (  # noqa: E402
     plant_split_head,
     quantize_outputs,
     random_scene,

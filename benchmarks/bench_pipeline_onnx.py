@@ -86,8 +86,8 @@ class Frames:
     """The two streams' frames, rendered on demand as the synthetic source renders them."""
 
     def __init__(self) -> None:
-        from stages.decode.letterbox import letterbox_geometry
-        from stages.scenes import Scene
+        from stages.letterbox.geometry import letterbox_geometry
+        from stages.synthetic import Scene
 
         self.scenes = [
             Scene(_graphs.SCENES[i % 2], seed=i, width=640, height=360, fps=30)
@@ -102,23 +102,23 @@ class Frames:
 
 
 def _letterbox(frame: np.ndarray, geom: Any, out: np.ndarray | None = None) -> np.ndarray:
-    from stages.decode.letterbox import letterbox_nchw_into
+    from stages.letterbox.geometry import letterbox_nchw_into
 
     out = np.empty((1, 3, 640, 640), np.float32) if out is None else out
     return letterbox_nchw_into(frame, out, geom)
 
 
 def _infer_decode(session: Any, x: np.ndarray, geom: Any) -> Any:
-    from stages.decode import decode_yolov8
+    from stages.yolov8_decode import decode_yolov8
 
     outputs = session.run(None, {session.get_inputs()[0].name: x})
     return decode_yolov8(outputs, classes=CLASSES, geometry=geom)
 
 
 def _trackers() -> list[Any]:
-    from stages.tracking import ByteTracker
+    from stages.bytetrack import Tracker
 
-    return [ByteTracker(min_hits=2) for _ in range(STREAMS)]
+    return [Tracker(min_hits=2) for _ in range(STREAMS)]
 
 
 def _track(trackers: list[Any], stream: int, det: Any) -> None:
@@ -161,7 +161,7 @@ def loop_naive(threads: int, seconds: float) -> dict[str, float]:
 
 @functools.lru_cache
 def _geometry(hw: tuple[int, int]) -> Any:
-    from stages.decode.letterbox import letterbox_geometry
+    from stages.letterbox.geometry import letterbox_geometry
 
     return letterbox_geometry(hw, (640, 640))
 

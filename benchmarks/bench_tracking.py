@@ -2,7 +2,7 @@
 
 Detections come from a synthetic scene: objects gliding smoothly around a 1920x1080 frame with
 box noise, low-score frames (as under occlusion), missed detections, a few false positives and
-some dropped frames (passed to rkpipe as ``frame_gap``). rkpipe's ``ByteTracker`` and, when a
+some dropped frames (passed to rkpipe as ``frame_gap``). rkpipe's ``Tracker`` and, when a
 venv with it exists (``python3 -m venv /tmp/sv && /tmp/sv/bin/pip install supervision==0.26.1``),
 supervision's ``ByteTrack`` run on the same detections in this same run.
 
@@ -93,11 +93,11 @@ def id_stats(gt: list[np.ndarray], ids: list[np.ndarray]) -> tuple[int, int]:
 
 
 def run_rkpipe(scene: list[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Per-frame seconds and per-detection IDs from rkpipe's ByteTracker."""
+    """Per-frame seconds and per-detection IDs from rkpipe's Tracker."""
     sys.path.insert(0, str(ROOT))
-    from stages.tracking import ByteTracker
+    from stages.bytetrack import Tracker
 
-    tracker, times, ids = ByteTracker(), [], []
+    tracker, times, ids = Tracker(), [], []
     for xyxy, conf, cls, _, gap in scene:
         t0 = time.perf_counter()
         result = tracker.update(xyxy, conf, cls, frame_gap=int(gap))

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages.scenes import FrameTruth, Scene  # noqa: E402
+from stages.synthetic import FrameTruth, Scene  # noqa: E402
 
 CHECK_SEED_BASE = 2_000_000  # clip seeds used by neither the train nor the val split
 CLASSES = {0: "person", 2: "car"}

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages.scenes import FrameTruth, Scene  # noqa: E402
+from stages.synthetic import FrameTruth, Scene  # noqa: E402
 
 TILE = 320
 MIN_SHOWN = 0.3  # least share of an object that must be seen in the tile for a label

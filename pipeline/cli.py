@@ -14,6 +14,7 @@ from pathlib import Path
 from .errors import RkpipeError
 from .graph.load import load_graph
 from .graph.plan import make_plan
+from .registry import command, commands
 
 __all__ = ["main"]
 
@@ -87,16 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("graph", type=Path)
     show.add_argument("--cpus", type=_cpu_set, metavar="LIST", help="as for validate")
-    sub.add_parser(
-        "export",
-        help="convert a YOLOv8 ONNX to a verified RK3588 .rknn (rknn-toolkit2)",
-        add_help=False,
-    )
-    sub.add_parser(
-        "scene",
-        help="write a synthetic street clip (MP4) and its ground truth (JSON)",
-        add_help=False,
-    )
+    for name in sorted(commands()):  # registered subcommands; each parses its own arguments
+        main_fn = command(name)
+        doc = (main_fn.__doc__ or "").strip().splitlines() if main_fn else []
+        sub.add_parser(name, help=doc[0] if doc else None, add_help=False)
     return p
 
 
@@ -162,14 +157,9 @@ def _print_final(stats: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["scene"]:  # its own parser: write a synthetic clip plus ground truth
-        from stages.scenes.cli import main as scene_main
-
-        return scene_main(argv[1:])
-    if argv[:1] == ["export"]:  # its own parser: cut, build and check an RKNN model
-        from pipeline.export.cli import main as export_main
-
-        return export_main(argv[1:])
+    extra = command(argv[0]) if argv and argv[0] not in ("run", "validate", "graph") else None
+    if extra is not None:  # a registered subcommand (scene, export) parses its own arguments
+        return extra(argv[1:])
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph}[args.command]
     try:

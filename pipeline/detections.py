@@ -96,7 +96,7 @@ class Detections:
 
     def anchors(self, kind: str = "bottom_center") -> np.ndarray:
         """The point (N, 2) float64 standing for each box: bottom_center, center or top_center."""
-        from stages.geometry import anchor_points  # lazy: the runtime does not need stages
+        from pipeline.geometry import anchor_points  # lazy: the runtime does not need stages
 
         return anchor_points(self.xyxy, kind)
 

@@ -26,7 +26,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Protocol
 
-from stages.decode.coco import class_name
+from stages.classes import class_name
 
 __all__ = [
     "EVENT_TYPES",

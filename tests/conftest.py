@@ -50,7 +50,7 @@ def rkpipe_children() -> set[int]:
             cmd = (d / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"pipeline.supervise.child" in cmd and _ppid(int(d.name)) in (0, 1):
+        if b"pipeline.runtime.child" in cmd and _ppid(int(d.name)) in (0, 1):
             pids.add(int(d.name))  # orphaned: its runner is gone
     return pids
 

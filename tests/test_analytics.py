@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.analytics import LineCounter, ZoneMonitor, points_in_polygon
-from stages.tracking import ByteTracker
+from stages.bytetrack import Tracker
+from stages.line_crossing import LineCounter
+from stages.zones import ZoneMonitor, points_in_polygon
 
 DOOR = {"door": ((0.0, 100.0), (200.0, 100.0))}  # a->b points right: below (y > 100) is "in"
 
@@ -161,7 +162,7 @@ def test_bad_lines_are_rejected():
 
 
 def test_occluded_while_crossing_keeps_id_and_counts_once():
-    tracker, counter = ByteTracker(), LineCounter(DOOR)
+    tracker, counter = Tracker(), LineCounter(DOOR)
     counts = []
     for f in range(40):
         y = 40 + 4 * f

@@ -20,8 +20,8 @@ from pipeline.graph.load import load_graph
 from pipeline.messages import Message
 from pipeline.testing import run_stage
 from stages.events import validate_event
-from stages.line_crossing import LineCrossing
-from stages.zones import Zones
+from stages.line_crossing.stage import LineCrossing
+from stages.zones.stage import Zones
 
 DOOR = {"cam0": [{"name": "door", "a": [0, 300], "b": [640, 300]}]}  # "in" = moving down
 T0 = 1_700_000_000.0

@@ -21,9 +21,9 @@ from pipeline.errors import RkpipeError
 from pipeline.messages import Message
 from pipeline.stage import Context
 from stages.infer import Infer
-from stages.postprocess import YoloV8Decode
-from stages.preprocess import Letterbox
-from stages.scenes import Scene
+from stages.letterbox.stage import Letterbox
+from stages.synthetic import Scene
+from stages.yolov8_decode.stage import YoloV8Decode
 
 ROOT = Path(__file__).resolve().parent.parent
 

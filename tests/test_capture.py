@@ -26,7 +26,7 @@ from pipeline.stage import Context
 from stages.capture import Capture
 from stages.capture.opener import Kind, has_gstreamer, parse_source
 from stages.capture.reconnect import Backoff
-from stages.scenes import Scene
+from stages.synthetic import Scene
 
 W, H, FPS = 160, 120, 25.0
 BITS = 8  # frame index stamped as 8 bars of 20 px in the top half; level in the bottom half

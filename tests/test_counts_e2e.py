@@ -18,7 +18,7 @@ import pytest
 
 from conftest import ROOT, read_jsonl, run_rkpipe, write_graph
 from stages.events import validate_event
-from stages.scenes import Scene
+from stages.synthetic import Scene
 
 SEED, FRAMES, W, H = 77, 240, 640, 360
 MODEL = ROOT / "models" / "rkpipe-yolov8n.onnx"

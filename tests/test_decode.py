@@ -11,17 +11,22 @@ from reference_decode import ref_decode_split, ref_decode_stock, ref_unletterbox
 
 from pipeline.detections import Detections
 from pipeline.errors import ModelError
-from stages.decode import (
-    COCO_NAMES,
+from stages.classes import COCO_NAMES
+from stages.infer.sim_outputs import (
+    plant_split_head,
+    quantize_outputs,
+    random_scene,
+    split_to_stock,
+)
+from stages.letterbox import (
     LetterboxGeometry,
-    decode_yolov8,
     letterbox_boxes,
     letterbox_geometry,
     letterbox_into,
     letterbox_nchw_into,
     unletterbox_boxes,
 )
-from stages.decode.synthetic import plant_split_head, quantize_outputs, random_scene, split_to_stock
+from stages.yolov8_decode import decode_yolov8
 
 
 def scene(n, seed=0, input_hw=(640, 640), nc=80, with_sum=False, per_object=3):

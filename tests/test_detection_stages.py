@@ -9,11 +9,11 @@ from pipeline.detections import Detections
 from pipeline.errors import ModelError
 from pipeline.messages import Message
 from pipeline.testing import run_stage
-from stages.decode.letterbox import letterbox_boxes, letterbox_geometry
-from stages.decode.synthetic import plant_split_head, split_to_stock
-from stages.postprocess import YoloV8Decode
-from stages.preprocess import Letterbox
-from stages.track import ByteTrack
+from stages.bytetrack.stage import ByteTrack
+from stages.infer.sim_outputs import plant_split_head, split_to_stock
+from stages.letterbox.geometry import letterbox_boxes, letterbox_geometry
+from stages.letterbox.stage import Letterbox
+from stages.yolov8_decode.stage import YoloV8Decode
 
 
 def test_letterbox_writes_model_input_and_geometry() -> None:

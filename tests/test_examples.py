@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT, read_jsonl, run_rkpipe
 from pipeline.graph.load import load_graph
 from stages.events import validate_event
-from stages.scenes import Scene, parse_scene_uri
+from stages.synthetic import Scene, parse_scene_uri
 
 README = (ROOT / "README.md").read_text()
 

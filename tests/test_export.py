@@ -20,11 +20,11 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import ROOT, run_rkpipe
 from pipeline.detections import Detections
 from pipeline.errors import ModelError
-from pipeline.export.calibration import letterbox_rgb, scene_frames
-from pipeline.export.surgery import cut_heads, load_onnx
-from pipeline.export.toolkit_env import SETUP_COMMAND, toolkit_python, venv_dir
-from pipeline.export.verify import agreement, check_cut, onnx_detections
-from stages.decode.heads import split_heads
+from stages.infer.rknn_export.calibration import letterbox_rgb, scene_frames
+from stages.infer.rknn_export.surgery import cut_heads, load_onnx
+from stages.infer.rknn_export.toolkit_env import SETUP_COMMAND, toolkit_python, venv_dir
+from stages.infer.rknn_export.verify import agreement, check_cut, onnx_detections
+from stages.yolov8_decode.heads import split_heads
 
 DEFAULT_MODEL = ROOT / "models" / "rkpipe-yolov8n.onnx"
 SPLIT_NAMES = ("box8", "cls8", "box16", "cls16", "box32", "cls32")
@@ -299,7 +299,7 @@ def test_bad_options_are_refused_before_any_work(tmp_path):
 @pytest.mark.integration
 def test_without_the_onnx_package_export_says_how_to_install_it(tmp_path):
     code = (
-        "import sys; sys.modules['onnx'] = None; from pipeline.export.cli import main; "
+        "import sys; sys.modules['onnx'] = None; from stages.infer.rknn_export.cli import main; "
         f"sys.exit(main([{str(DEFAULT_MODEL)!r}]))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

@@ -16,7 +16,7 @@ from pipeline.messages import Message
 from pipeline.stage import Context
 from pipeline.testing import run_stage
 from stages.infer import Infer
-from stages.infer.sim_backend import LOCK_DIR_ENV
+from stages.infer.sim import LOCK_DIR_ENV
 
 
 @pytest.fixture(autouse=True)

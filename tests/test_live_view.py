@@ -25,9 +25,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT, TEST_STAGES, poll_for, run_rkpipe, write_graph
-from pipeline.supervise.live_view import LiveView, cpu_list, fit, plain_lines, table_lines
-from pipeline.supervise.prometheus import SnapshotCollector
-from pipeline.supervise.report import InstanceRow, Snapshot, StatsBook
+from pipeline.stats.live_view import LiveView, cpu_list, fit, plain_lines, table_lines
+from pipeline.stats.prometheus import SnapshotCollector
+from pipeline.stats.report import InstanceRow, Snapshot, StatsBook
 
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -23,8 +23,8 @@ from mosquitto import Broker, broker_fixture  # noqa: F401  (the broker fixture)
 from conftest import ROOT, TEST_STAGES, poll_for, run_rkpipe, write_graph
 from pipeline import Context, Message, StageSetupError
 from stages.events import line_crossing_event, load_schema
-from stages.sinks.mqtt import MqttSink, render_topic
-from stages.sinks.outbox import Item, Outbox
+from stages.sinks.mqtt.outbox import Item, Outbox
+from stages.sinks.mqtt.stage import MqttSink, render_topic
 
 ENV = {**os.environ, "PYTHONPATH": f"{ROOT}:{TEST_STAGES}"}
 VALIDATOR = jsonschema.Draft202012Validator(load_schema())
@@ -460,7 +460,7 @@ def test_what_is_undelivered_at_the_end_is_reported_and_kept_in_the_spool(
 SINK_ALONE = """
 import sys, time
 from pipeline import Context, Message
-from stages.sinks.mqtt import MqttSink
+from stages.sinks.mqtt.stage import MqttSink
 sink = MqttSink(host="127.0.0.1", port=int(sys.argv[1]), client_id="will-test")
 sink.setup(Context(stage="mqtt"))
 sink.process(Message("cam0", 0))

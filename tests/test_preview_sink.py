@@ -27,7 +27,7 @@ from conftest import ROOT, TEST_STAGES, poll_for, write_graph
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
 from pipeline.stage import Context
-from stages.sinks.preview import BOUNDARY, PreviewSink
+from stages.sinks.preview.stage import BOUNDARY, PreviewSink
 
 CHROMIUM_FLAGS = [
     "--headless",

@@ -189,7 +189,7 @@ def _stage_pids() -> set[int]:
     pids = set()
     for d in Path("/proc").iterdir():
         try:
-            if d.name.isdigit() and b"pipeline.supervise.child" in (d / "cmdline").read_bytes():
+            if d.name.isdigit() and b"pipeline.runtime.child" in (d / "cmdline").read_bytes():
                 pids.add(int(d.name))
         except OSError:
             continue

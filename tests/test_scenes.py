@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.geometry import anchor_points, side_of_line
-from stages.scenes import PRESETS, Scene, parse_scene_uri
-from stages.scenes.cli import main as scene_cli
+from pipeline.geometry import anchor_points, side_of_line
+from stages.synthetic import PRESETS, Scene, parse_scene_uri
+from stages.synthetic.cli import main as scene_cli
 
 W, H = 640, 360
 

@@ -1,4 +1,4 @@
-"""ByteTracker behaviours users rely on: stable IDs through noise, occlusion, weak boxes and
+"""Tracker behaviours users rely on: stable IDs through noise, occlusion, weak boxes and
 dropped frames; no ID reuse; no matching across classes when asked."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.tracking import ByteTracker, association, iou_matrix, linear_assignment
+from stages.bytetrack import Tracker, association, iou_matrix, linear_assignment
 
 
 def box(cx: float, cy: float, w: float = 40, h: float = 80) -> list[float]:
     return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
 
 
-def step(tracker: ByteTracker, boxes: list, conf=0.9, cls=0, gap: int = 1) -> np.ndarray:
+def step(tracker: Tracker, boxes: list, conf=0.9, cls=0, gap: int = 1) -> np.ndarray:
     """Feed one frame of boxes (scalar or per-box conf/cls); return the tracker IDs."""
     n = len(boxes)
     xyxy = np.array(boxes, np.float32).reshape(n, 4)
@@ -22,7 +22,7 @@ def step(tracker: ByteTracker, boxes: list, conf=0.9, cls=0, gap: int = 1) -> np
 
 
 def test_ids_stable_and_velocity_measured_for_moving_objects():
-    tracker = ByteTracker()
+    tracker = Tracker()
     for f in range(20):
         ids = step(tracker, [box(100 + 5 * f, 200), box(400, 300 - 3 * f)])
         assert ids.tolist() == [1, 2]
@@ -33,7 +33,7 @@ def test_ids_stable_and_velocity_measured_for_moving_objects():
 
 
 def test_occluded_object_keeps_its_id():
-    tracker = ByteTracker()
+    tracker = Tracker()
     for f in range(10):
         (tid,) = step(tracker, [box(100 + 4 * f, 200)])
     for _ in range(12):  # hidden for 12 frames, within the 30-frame buffer
@@ -42,7 +42,7 @@ def test_occluded_object_keeps_its_id():
     assert step(tracker, [box(100 + 4 * 22, 200)]).tolist() == [tid]
 
 
-def _hidden_walker_ids(tracker: ByteTracker) -> set[int]:
+def _hidden_walker_ids(tracker: Tracker) -> set[int]:
     """A walker (40 px wide, 3 px/frame) is hidden for 10 frames and slows down meanwhile, so
     it comes out 30 px behind where its track predicts: too far for a plain IoU match."""
     ids = []
@@ -59,12 +59,12 @@ def test_walker_back_from_behind_something_keeps_the_id():
     """Lost tracks get a second match on boxes grown by ``rematch_buffer`` of their size (as
     C-BIoU does): where plain ByteTrack gives the walker a new ID, it keeps the old one, so a
     line it crossed while hidden is still counted for the same person."""
-    assert len(_hidden_walker_ids(ByteTracker(rematch_buffer=0))) == 2  # plain ByteTrack
-    assert len(_hidden_walker_ids(ByteTracker())) == 1
+    assert len(_hidden_walker_ids(Tracker(rematch_buffer=0))) == 2  # plain ByteTrack
+    assert len(_hidden_walker_ids(Tracker())) == 1
 
 
 def test_low_score_box_continues_a_track_but_never_starts_one():
-    tracker = ByteTracker()
+    tracker = Tracker()
     for f in range(5):
         (tid,) = step(tracker, [box(100 + 3 * f, 200)], conf=0.9)
     for f in range(5, 10):  # partly occluded: the detector is unsure
@@ -74,7 +74,7 @@ def test_low_score_box_continues_a_track_but_never_starts_one():
 
 
 def test_ids_are_never_reused_after_a_track_dies():
-    tracker = ByteTracker(track_buffer=30, frame_rate=10)  # lost tracks live 10 frames
+    tracker = Tracker(track_buffer=30, frame_rate=10)  # lost tracks live 10 frames
     assert tracker.max_time_lost == 10
     step(tracker, [box(100, 100)])
     (first,) = step(tracker, [box(100, 100)])
@@ -90,7 +90,7 @@ def test_ids_are_never_reused_after_a_track_dies():
 
 
 def test_one_frame_false_positive_gets_no_id():
-    tracker = ByteTracker()
+    tracker = Tracker()
     step(tracker, [box(100, 100)])
     assert step(tracker, [box(100, 100), box(500, 500)]).tolist() == [1, -1]  # not confirmed
     step(tracker, [box(100, 100)])
@@ -100,7 +100,7 @@ def test_one_frame_false_positive_gets_no_id():
 
 @pytest.mark.parametrize(("gap", "same_id"), [(5, True), (1, False)])
 def test_frame_gap_predicts_through_dropped_frames(gap, same_id):
-    tracker = ByteTracker()
+    tracker = Tracker()
     for f in range(10):
         (tid,) = step(tracker, [box(100 + 10 * f, 200, w=20, h=40)])
     # four frames dropped upstream: the object moved 50 px, more than its width
@@ -110,7 +110,7 @@ def test_frame_gap_predicts_through_dropped_frames(gap, same_id):
 
 
 def test_objects_side_by_side_keep_their_own_ids():
-    tracker = ByteTracker()
+    tracker = Tracker()
     rng = np.random.default_rng(1)
     for f in range(40):  # two people walking shoulder to shoulder, boxes touching
         boxes = [box(100 + 4 * f, 200), box(140 + 4 * f, 200)]
@@ -119,7 +119,7 @@ def test_objects_side_by_side_keep_their_own_ids():
 
 
 def test_class_aware_matching_never_joins_person_and_car():
-    aware, agnostic = ByteTracker(class_aware=True), ByteTracker(class_aware=False)
+    aware, agnostic = Tracker(class_aware=True), Tracker(class_aware=False)
     for tracker in (aware, agnostic):
         for _ in range(3):
             (person,) = step(tracker, [box(100, 100)], cls=0)
@@ -131,14 +131,14 @@ def test_class_aware_matching_never_joins_person_and_car():
 
 
 def test_class_is_a_majority_vote_over_the_track():
-    tracker = ByteTracker()
+    tracker = Tracker()
     for cls in [0, 0, 0, 2, 0, 2]:  # the detector flickers to class 2 now and then
         result = tracker.update(np.array([box(100, 100)]), np.array([0.9]), np.array([cls]))
         assert result.class_id.tolist() == [0]
 
 
 def test_result_keeps_input_order_and_shapes():
-    tracker = ByteTracker()
+    tracker = Tracker()
     boxes = np.array([box(500, 100), box(100, 100), box(300, 100)], np.float32)
     result = tracker.update(boxes, np.array([0.9, 0.05, 0.8]), np.array([1, 2, 3]))
     np.testing.assert_array_equal(result.xyxy, boxes)
@@ -165,7 +165,7 @@ def test_scipy_fallback_gives_the_same_matching(monkeypatch):
 
 
 def test_ids_unique_in_every_frame_of_a_busy_scene():
-    tracker = ByteTracker()
+    tracker = Tracker()
     rng = np.random.default_rng(3)
     pos = rng.uniform(50, 600, (30, 2))
     vel = rng.normal(0, 3, (30, 2))

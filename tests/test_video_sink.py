@@ -12,8 +12,8 @@ import pytest
 from conftest import run_rkpipe, write_graph
 from pipeline.errors import StageSetupError
 from pipeline.stage import Context
-from stages.scenes import Scene
 from stages.sinks.video import VideoSink
+from stages.synthetic import Scene
 
 BOX = (60, 150, 200, 250)  # the fixed box rk_test_overlay adds (track 999)
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import GraphError
+from ..registry import stage_targets
 from ..stage import Stage
 
 __all__ = ["resolve_stage"]
@@ -17,13 +18,12 @@ __all__ = ["resolve_stage"]
 
 def resolve_stage(uses: str, graph_dir: Path) -> type[Stage]:
     """The Stage subclass for ``uses``; raises GraphError with a hint when it cannot be found."""
-    from stages import BUILTIN_STAGES
-
-    target = BUILTIN_STAGES.get(uses, uses)
+    builtins = stage_targets()
+    target = builtins.get(uses, uses)
     if ":" not in target:
-        close = difflib.get_close_matches(uses, BUILTIN_STAGES, n=1)
+        close = difflib.get_close_matches(uses, builtins, n=1)
         hint = f'; did you mean "{close[0]}"?' if close else ""
-        available = ", ".join(sorted(BUILTIN_STAGES))
+        available = ", ".join(sorted(builtins))
         msg = (
             f'unknown stage "{uses}"{hint} Built-in stages: {available}; '
             'or use "module:Class" / "file.py:Class"'

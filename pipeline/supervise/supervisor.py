@@ -30,15 +30,15 @@ import zmq
 
 from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
+from ..stats.live_view import LiveView
+from ..stats.report import Snapshot, StatsBook
 from ..transport.codec import unpackb
 from ..transport.framepool import SHM_DIR, pid_alive, sweep_segments
 from ..transport.links import configure, gone_dir, stream_owner, zmq_context
 from .affinity import thread_env
-from .live_view import LiveView
-from .report import Snapshot, StatsBook
 
 if TYPE_CHECKING:
-    from .prometheus import MetricsServer
+    from ..stats.prometheus import MetricsServer
 
 __all__ = ["RunResult", "Supervisor", "new_run_id"]
 
@@ -131,7 +131,7 @@ class Supervisor:
         env = {**os.environ, **thread_env(spec.cpus), "RKPIPE_SPEC": json.dumps(job)}
         out = self.child_output
         child.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.supervise.child", spec.instance],
+            [sys.executable, "-m", "pipeline.runtime.child", spec.instance],
             env=env,
             start_new_session=True,
             stderr=out,
@@ -169,7 +169,7 @@ class Supervisor:
         shared memory behind."""
         sweep_stale()
         if self.metrics_port is not None:
-            from .prometheus import start_metrics  # optional: needs prometheus-client
+            from ..stats.prometheus import start_metrics  # optional: needs prometheus-client
 
             self.metrics = start_metrics(self.settings.prometheus_host, self.metrics_port)
             self.echo(f"rkpipe: metrics at {self.metrics.url}")

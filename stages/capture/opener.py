@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 
-from stages.scenes.scene import is_scene_uri, parse_scene_uri
+from stages.synthetic.scene import is_scene_uri, parse_scene_uri
 
 __all__ = [
     "NETWORK_SCHEMES",

@@ -161,8 +161,8 @@ class Capture(Source):
 
     def _setup_scene(self, ctx: Context) -> None:
         """Delegate to the synthetic source, which renders scenes and paces itself."""
-        from stages.scenes.scene import parse_scene_uri
-        from stages.synthetic import SyntheticSource
+        from stages.synthetic.scene import parse_scene_uri
+        from stages.synthetic.stage import SyntheticSource
 
         p = parse_scene_uri(str(self.spec.target))
         options = {k: p[k] for k in ("width", "height", "fps", "seed") if k in p}

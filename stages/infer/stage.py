@@ -11,7 +11,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
 from pipeline.stage import Context, Stage, StageConfig
-from stages.infer.common import Backend
+from stages.infer.backend import Backend
 
 __all__ = ["Infer"]
 
@@ -124,16 +124,16 @@ class Infer(Stage):
         # Backends are imported here, in the stage's process, so each run loads only its own.
         self.backend: Backend
         if backend == "sim":
-            from stages.infer.sim_backend import SimBackend
+            from stages.infer.sim import SimBackend
 
             self.backend = SimBackend(cfg.sim_ms, core, cfg.sim_layout)
         elif backend == "onnx":
-            from stages.infer.onnx_backend import OnnxBackend
+            from stages.infer.onnx import OnnxBackend
 
             threads = cfg.threads or len(ctx.cpus) or 1
             self.backend = OnnxBackend(ctx.resolve_path(cfg.model), threads, where, ctx.alloc)
         else:
-            from stages.infer.rknn_backend import RknnBackend
+            from stages.infer.rknn import RknnBackend
 
             self.backend = RknnBackend(ctx.resolve_path(cfg.model), core, where)
         on = f" on npu core {core}" if backend in NPU_BACKENDS else ""

@@ -1,0 +1,1 @@
+"""Sink stages: where results leave the pipeline (files, MQTT, video, the browser)."""

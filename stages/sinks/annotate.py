@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.detections import Detections
 from pipeline.messages import Message
-from stages.decode.coco import COCO_NAMES
+from stages.classes import COCO_NAMES
 
 __all__ = ["RateMeter", "annotate", "color_for"]
 

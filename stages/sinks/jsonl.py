@@ -15,7 +15,7 @@ from pydantic import Field
 from pipeline.detections import DETECTIONS_PREFIX, Detections
 from pipeline.messages import Message
 from pipeline.stage import Context, Stage, StageConfig
-from stages.decode.coco import class_name
+from stages.classes import class_name
 
 __all__ = ["JsonlSink", "RotatingFile"]
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline import Context, Message, Stage, StageConfig
 from pipeline.detections import Detections
-from stages.scenes import Scene
+from stages.synthetic import Scene
 
 
 class Overlay(Stage):

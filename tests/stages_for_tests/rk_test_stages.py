@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from pipeline import Context, Message, Stage, StageConfig
-from stages.synthetic import SyntheticSource
+from stages.synthetic.stage import SyntheticSource
 
 
 class RandomDelay(Stage):
