@@ -115,8 +115,8 @@ def load_frames(path: Path) -> Frames:
 def run_rkpipe(frames: Frames, lines: dict) -> tuple[list[tuple], dict, list[Event]]:
     """rkpipe's Tracker + LineCounter with the bytetrack/line_crossing stage defaults."""
     sys.path.insert(0, str(ROOT))
-    from stages.line_crossing import LineCounter
     from stages.bytetrack.stage import ByteTrack
+    from stages.line_crossing import LineCounter
 
     tracker, counter, tracks, events = ByteTrack.Config().tracker(), LineCounter(lines), [], []
     for xyxy, conf, cls in frames:

@@ -1,7 +1,7 @@
 """YOLOv8n 640 (80 classes) decode cost per frame, rkpipe's against a straightforward decode.
 
 rkpipe thresholds on class score first and decodes only the survivors; the reference
-(``tests/reference_decode.py``, the way rknn_model_zoo's example does it) dequantizes and
+(``tests/support/reference_decode.py``, the way rknn_model_zoo's example does it) dequantizes and
 decodes all 8400 anchors first. Both run in this run on the same synthetic outputs: most
 anchors at background scores, 20-50 planted objects with 3-6 anchors each. Layouts: the RKNN
 split head (float 6 outputs, float 9 with score sums, int8 9) and the stock (1, 84, 8400).
@@ -31,15 +31,14 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from reference_decode import ref_decode_split, ref_decode_stock  # noqa: E402
-
-from stages.yolov8_decode import decode_yolov8  # noqa: E402
 from stages.infer.sim_outputs import (  # noqa: E402
     plant_split_head,
     quantize_outputs,
     random_scene,
     split_to_stock,
 )
+from stages.yolov8_decode import decode_yolov8  # noqa: E402
+from support.reference_decode import ref_decode_split, ref_decode_stock  # noqa: E402
 
 Case = tuple[str, list[dict], Callable, Callable]  # name, inputs, rkpipe, reference
 

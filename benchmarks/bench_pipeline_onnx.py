@@ -208,9 +208,10 @@ def loop_thread_pool(threads: int, seconds: float, workers: int) -> dict[str, fl
 def _examples_work(session: Any, frame: np.ndarray) -> tuple:
     """One frame the way the popular RK3588 examples' worker does it: resize + pad with
     cv2, BGR->RGB, CHW float / 255, infer, then the stock decode of every anchor before the
-    threshold (tests/reference_decode.py) and the boxes mapped back to the frame."""
+    threshold (tests/support/reference_decode.py) and the boxes mapped back to the frame."""
     import cv2
-    from reference_decode import ref_decode_stock, ref_unletterbox
+
+    from support.reference_decode import ref_decode_stock, ref_unletterbox
 
     h, w = frame.shape[:2]
     r = min(640 / h, 640 / w)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.rkpipe import ROOT
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 

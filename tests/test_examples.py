@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, read_jsonl, run_rkpipe
 from pipeline.graph.load import load_graph
 from stages.events import validate_event
 from stages.synthetic import Scene, parse_scene_uri
+from support.rkpipe import ROOT, read_jsonl, run_rkpipe
 
 README = (ROOT / "README.md").read_text()
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_rkpipe, write_graph
 from stages.events import validate_event
 from stages.synthetic import Scene
+from support.rkpipe import ROOT, read_jsonl, run_rkpipe, write_graph
 
 SEED, FRAMES, W, H = 77, 240, 640, 360
 MODEL = ROOT / "models" / "rkpipe-yolov8n.onnx"

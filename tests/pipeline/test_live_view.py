@@ -24,10 +24,10 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, TEST_STAGES, poll_for, run_rkpipe, write_graph
 from pipeline.stats.live_view import LiveView, cpu_list, fit, plain_lines, table_lines
 from pipeline.stats.prometheus import SnapshotCollector
 from pipeline.stats.report import InstanceRow, Snapshot, StatsBook
+from support.rkpipe import poll_for, rkpipe_env, run_rkpipe, start_rkpipe, write_graph
 
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -276,10 +276,6 @@ path = "{tmp_path}/out1.jsonl"
     )
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": f"{ROOT}:{TEST_STAGES}"}
-
-
 def run_in_terminal(
     *args: str, cols: int = 100, rows: int = 40, interrupt_at: str = "", status: int = 0
 ) -> str:
@@ -287,10 +283,7 @@ def run_in_terminal(
     Once the output shows ``interrupt_at``, send it SIGINT as Ctrl-C would."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        stdin=slave, stdout=slave, stderr=slave, env=_env(), close_fds=True,
-    )  # fmt: skip
+    proc = start_rkpipe(*args, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     data, deadline = b"", time.monotonic() + 60
     try:
@@ -406,10 +399,7 @@ def test_no_live_on_a_terminal_and_a_pipe_give_plain_lines(tmp_path: Path, no_le
 @pytest.mark.slow
 def test_prometheus_endpoint_serves_live_figures(tmp_path: Path, no_leaks) -> None:
     graph = live_graph(tmp_path, frames=100_000, extra="prometheus_port = 0")
-    run = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(graph)],
-        env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    run = start_rkpipe("run", str(graph))
     try:
         first = run.stderr.readline()  # type: ignore[union-attr]
         m = re.fullmatch(r"rkpipe: metrics at (http://127\.0\.0\.1:(\d+)/metrics)\n", first)
@@ -458,8 +448,7 @@ def test_busy_port_and_missing_package_are_one_clear_line(tmp_path: Path, no_lea
         "import sys; sys.modules['prometheus_client'] = None; from pipeline.cli import main; "
         f"sys.exit(main(['run', {str(graph)!r}, '--prometheus', '0']))"
     )
-    res = subprocess.run(
-        [sys.executable, "-c", no_package], env=_env(), capture_output=True, text=True, timeout=60
-    )
+    cmd = [sys.executable, "-c", no_package]
+    res = subprocess.run(cmd, env=rkpipe_env(), capture_output=True, text=True, timeout=60)
     assert res.returncode == 1
     assert "pip install 'rkpipe[metrics]'" in res.stderr and "Traceback" not in res.stderr

@@ -7,7 +7,6 @@ import cv2
 import msgpack
 import numpy as np
 import pytest
-from reference_decode import ref_decode_split, ref_decode_stock, ref_unletterbox
 
 from pipeline.detections import Detections
 from pipeline.errors import ModelError
@@ -27,6 +26,7 @@ from stages.letterbox import (
     unletterbox_boxes,
 )
 from stages.yolov8_decode import decode_yolov8
+from support.reference_decode import ref_decode_split, ref_decode_stock, ref_unletterbox
 
 
 def scene(n, seed=0, input_hw=(640, 640), nc=80, with_sum=False, per_object=3):

@@ -12,7 +12,6 @@ on a board ``pytest -m board`` runs it.
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +23,7 @@ from stages.infer import Infer
 from stages.letterbox.stage import Letterbox
 from stages.synthetic import Scene
 from stages.yolov8_decode.stage import YoloV8Decode
-
-ROOT = Path(__file__).resolve().parent.parent
+from support.rkpipe import ROOT
 
 
 def _rknn_missing() -> str | None:

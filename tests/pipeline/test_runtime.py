@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
-    ROOT,
-    TEST_STAGES,
+from support.rkpipe import (
+    child_pid,
     poll_for,
     read_jsonl,
     run_rkpipe,
+    stage_pids,
+    start_rkpipe,
     write_graph,
 )
 
@@ -174,41 +175,6 @@ path = "{tmp_path}/out.jsonl"
     assert len(rows) + overwritten == 60
 
 
-def _start(graph: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{TEST_STAGES}"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(graph), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _stage_pids() -> set[int]:
-    pids = set()
-    for d in Path("/proc").iterdir():
-        try:
-            if d.name.isdigit() and b"pipeline.runtime.child" in (d / "cmdline").read_bytes():
-                pids.add(int(d.name))
-        except OSError:
-            continue
-    return pids
-
-
-def _child_pid(run: subprocess.Popen, instance: str) -> int | None:
-    for pid in _stage_pids():
-        try:
-            if Path(f"/proc/{pid}/status").read_text().split("\n")[6].split()[1] != str(run.pid):
-                continue
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError):
-            continue
-        if cmd[-2:-1] == [instance.encode()] or cmd[-1:] == [instance.encode()]:
-            return pid
-    return None
-
-
 def test_killed_stage_is_restarted_and_the_run_completes(tmp_path: Path, no_leaks) -> None:
     graph = write_graph(
         tmp_path,
@@ -232,16 +198,16 @@ inputs = ["work"]
 path = "{tmp_path}/out.jsonl"
 """,
     )
-    run = _start(graph, "--stats-out", str(tmp_path / "stats.json"))
+    run = start_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
     try:
-        assert poll_for(lambda: _child_pid(run, "work") is not None, 20)
+        assert poll_for(lambda: child_pid(run, "work") is not None, 20)
         assert poll_for(
             lambda: (
                 (tmp_path / "out.jsonl").exists() and len(read_jsonl(tmp_path / "out.jsonl")) > 30
             ),
             20,
         )
-        os.kill(_child_pid(run, "work"), signal.SIGKILL)
+        os.kill(child_pid(run, "work"), signal.SIGKILL)
         _, err = run.communicate(timeout=60)
     finally:
         run.kill()
@@ -278,7 +244,7 @@ inputs = ["work"]
 path = "{tmp_path}/out.jsonl"
 """,
     )
-    run = _start(graph)
+    run = start_rkpipe("run", str(graph))
     try:
         assert poll_for(
             lambda: (
@@ -286,7 +252,7 @@ path = "{tmp_path}/out.jsonl"
             ),
             30,
         )
-        children = {p for p in _stage_pids() if _parent(p) == run.pid}
+        children = {p for p in stage_pids() if _parent(p) == run.pid}
         assert len(children) == 5
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=30)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_rkpipe
 from pipeline.errors import GraphError
 from pipeline.graph.load import load_graph
+from support.rkpipe import run_rkpipe
 
 INVALID = Path(__file__).parent / "graphs" / "invalid"
 

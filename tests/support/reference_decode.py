@@ -1,7 +1,8 @@
 """A straightforward YOLOv8 decode to check rkpipe's against, written the way common RK3588
 examples (rknn_model_zoo's yolov8.py) do it: dequantize everything, decode every anchor,
 then threshold, then a plain per-class numpy NMS. Slow on purpose; shares no code with
-``stages.yolov8_decode``. Boxes come back in model-input pixels unless mapped with ``ref_unletterbox``.
+``stages.yolov8_decode``. Boxes come back in model-input pixels unless mapped with
+``ref_unletterbox``.
 """
 
 from __future__ import annotations

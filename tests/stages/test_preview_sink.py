@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -23,11 +22,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, TEST_STAGES, poll_for, write_graph
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
 from pipeline.stage import Context
 from stages.sinks.preview.stage import BOUNDARY, PreviewSink
+from support.rkpipe import poll_for, start_rkpipe, write_graph
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -111,14 +110,7 @@ class _Cells(HTMLParser):
 
 def _start(graph: Path) -> tuple[subprocess.Popen, list[str]]:
     """Start `rkpipe run`; its stderr lines collect in the returned list as they come."""
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{TEST_STAGES}"}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(graph)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = start_rkpipe("run", str(graph), stdout=subprocess.DEVNULL)
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True).start()
     return run, lines

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from support.rkpipe import ROOT
+
 MODEL = ROOT / "models" / "rkpipe-yolov8n.onnx"
 sys.path.insert(0, str(ROOT / "models"))
 

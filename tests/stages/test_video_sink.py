@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import run_rkpipe, write_graph
 from pipeline.errors import StageSetupError
 from pipeline.stage import Context
 from stages.sinks.video import VideoSink
 from stages.synthetic import Scene
+from support.rkpipe import run_rkpipe, write_graph
 
 BOX = (60, 150, 200, 250)  # the fixed box rk_test_overlay adds (track 999)
 

@@ -7,8 +7,6 @@ import inspect
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,13 +18,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from conftest import ROOT, TEST_STAGES, poll_for, read_jsonl, run_rkpipe, write_graph
 from pipeline.errors import SourceError, StageSetupError
 from pipeline.stage import Context
 from stages.capture import Capture
 from stages.capture.opener import Kind, has_gstreamer, parse_source
 from stages.capture.reconnect import Backoff
 from stages.synthetic import Scene
+from support.rkpipe import poll_for, read_jsonl, run_rkpipe, start_rkpipe, write_graph
 
 W, H, FPS = 160, 120, 25.0
 BITS = 8  # frame index stamped as 8 bars of 20 px in the top half; level in the bottom half
@@ -383,15 +381,8 @@ def test_live_stream_that_drops_is_reconnected_and_numbering_goes_on(
     options = f'source = "{url}"\nbackoff_s = 0.2\nmax_backoff_s = 0.4'
     graph = write_graph(tmp_path, graph_text(tmp_path, options))
     out = tmp_path / "out.jsonl"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{TEST_STAGES}"}
     args = ["run", str(graph), "--frames", "80", "--stats-out", str(tmp_path / "stats.json")]
-    run = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = start_rkpipe(*args)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)
     reader.start()

@@ -5,7 +5,6 @@ what the bound drops is counted; bad credentials end the run with one clear line
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,15 +17,14 @@ from types import SimpleNamespace
 import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
-from mosquitto import Broker, broker_fixture  # noqa: F401  (the broker fixture)
 
-from conftest import ROOT, TEST_STAGES, poll_for, run_rkpipe, write_graph
 from pipeline import Context, Message, StageSetupError
 from stages.events import line_crossing_event, load_schema
 from stages.sinks.mqtt.outbox import Item, Outbox
 from stages.sinks.mqtt.stage import MqttSink, render_topic
+from support.mosquitto import Broker, broker_fixture  # noqa: F401  (the broker fixture)
+from support.rkpipe import ROOT, poll_for, rkpipe_env, run_rkpipe, start_rkpipe, write_graph
 
-ENV = {**os.environ, "PYTHONPATH": f"{ROOT}:{TEST_STAGES}"}
 VALIDATOR = jsonschema.Draft202012Validator(load_schema())
 
 
@@ -101,15 +99,8 @@ def all_ids(frames: int, every: int) -> set[str]:
     }
 
 
-def start_rkpipe(path: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", str(path), *args],
-        cwd=path.parent,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start_run(path: Path, *args: str) -> subprocess.Popen:
+    return start_rkpipe("run", str(path), *args, cwd=path.parent)
 
 
 # -- the outbox, in process ------------------------------------------------------------------
@@ -291,7 +282,7 @@ def test_broker_restart_mid_run_loses_no_event(
     sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="outage-sub", persistent=True)
     path = write_graph(tmp_path, graph_text(broker, frames, every, fps=40, **opts))
     stats = tmp_path / "stats.json"
-    proc = start_rkpipe(path, "--stats-out", str(stats))
+    proc = start_run(path, "--stats-out", str(stats))
     try:
         assert poll_for(lambda: len(sub.ids()) >= 6, timeout=15), "no events before the outage"
         broker.stop()
@@ -322,7 +313,7 @@ def test_outbox_smaller_than_the_outage_counts_what_it_drops(
     sub = Subscriber(broker, ["rkpipe/#"], client_id="bound-sub", persistent=True)
     path = write_graph(tmp_path, graph_text(broker, frames, every, fps=40, max_queued=20))
     stats = tmp_path / "stats.json"
-    proc = start_rkpipe(path, "--stats-out", str(stats))
+    proc = start_run(path, "--stats-out", str(stats))
     try:
         assert poll_for(lambda: len(sub.ids()) >= 6, timeout=15)
         broker.stop()
@@ -357,7 +348,7 @@ def test_broker_down_at_start_is_waited_for(tmp_path: Path, no_leaks) -> None:
     b.start()  # once, so the subscriber's session (and its queue) outlives the outage
     sub = Subscriber(b, ["rkpipe/+/events/#"], client_id="late-sub", persistent=True)
     b.stop()
-    proc = start_rkpipe(write_graph(tmp_path, graph_text(b, 40, 4, fps=40)))
+    proc = start_run(write_graph(tmp_path, graph_text(b, 40, 4, fps=40)))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
     reader.start()
@@ -474,7 +465,7 @@ def test_last_will_marks_the_pipeline_offline_when_the_sink_is_killed(broker: Br
     sub = Subscriber(broker, ["rkpipe/status", "rkpipe/cam0/status"])
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(SINK_ALONE), str(broker.port)],
-        env=ENV,
+        env=rkpipe_env(),
         stdout=subprocess.PIPE,
         text=True,
     )

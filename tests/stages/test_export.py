@@ -17,7 +17,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import ROOT, run_rkpipe
 from pipeline.detections import Detections
 from pipeline.errors import ModelError
 from stages.infer.rknn_export.calibration import letterbox_rgb, scene_frames
@@ -25,6 +24,7 @@ from stages.infer.rknn_export.surgery import cut_heads, load_onnx
 from stages.infer.rknn_export.toolkit_env import SETUP_COMMAND, toolkit_python, venv_dir
 from stages.infer.rknn_export.verify import agreement, check_cut, onnx_detections
 from stages.yolov8_decode.heads import split_heads
+from support.rkpipe import ROOT, run_rkpipe
 
 DEFAULT_MODEL = ROOT / "models" / "rkpipe-yolov8n.onnx"
 SPLIT_NAMES = ("box8", "cls8", "box16", "cls16", "box32", "cls32")

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import read_jsonl, run_rkpipe, write_graph
 from pipeline.messages import Message
 from pipeline.testing import run_stage
 from stages.events import line_crossing_event, validate_event, zone_enter_event
 from stages.sinks.jsonl import JsonlSink
+from support.rkpipe import read_jsonl, run_rkpipe, write_graph
 
 
 def messages(n: int, stream: str = "cam0", pad: int = 200) -> list[Message]:
