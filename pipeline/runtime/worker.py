@@ -2,7 +2,7 @@
 
 Inputs arrive on credit-bounded inlets; a message's credit goes back when the stage takes it,
 so upstream never has more than ``window`` messages queued here. Results go out only when
-every downstream stage has room. Stats (the heartbeat) go to the runner every interval.
+every downstream stage has room. Stats (the heartbeat) go to the supervisor every interval.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class StageWorker:
             os.set_blocking(self._wake_r, False)
         self._last_seq: dict[tuple[str, str], int] = {}  # (producer, stream) -> last seq seen
         # Streams whose END died in an earlier incarnation's crash (stream -> its last seq,
-        # from the runner): ended here at the finish unless their END comes after all.
+        # from the supervisor): ended here at the finish unless their END comes after all.
         self.lost_ends = dict(lost_ends or {})
         self._ended: set[str] = set()  # streams ended here; a second END is ignored
         self.control = None
@@ -117,14 +117,12 @@ class StageWorker:
             resume_seq=resume_seq,
             restarted=restarted,
             log=logging.getLogger(f"rkpipe.{spec.instance}"),
-            _alloc=self.pool.alloc,
-            _count_drop=self.stats.count_drop,
-            _count_event=self.stats.count_event,
+            runtime=_Services(self.pool, self.stats),
         )
 
     # -- lifecycle -------------------------------------------------------------------------
     def is_gone(self, instance: str) -> bool:
-        """True if the runner marked ``instance`` as ended for good without finishing."""
+        """True if the supervisor marked ``instance`` as ended for good without finishing."""
         return self._gone is not None and (self._gone / instance).exists()
 
     def check_gone(self) -> None:
@@ -173,7 +171,7 @@ class StageWorker:
         if self.outlet is not None:
             self.outlet.close()
         self.reader.close()
-        self.pool.close(unlink=False)  # the runner unlinks after every consumer is gone
+        self.pool.close(unlink=False)  # the supervisor unlinks after every consumer is gone
         if self.control is not None:
             self.control.close(linger=1000)
 
@@ -417,5 +415,15 @@ class StageWorker:
             self.handle(Decoded(END, False, Message(stream, last + 1, last), []))
 
 
+class _Services:
+    """The runtime services a stage gets through its Context: slots in this process's
+    frame pool, and this process's counters."""
+
+    def __init__(self, pool: FramePool, stats: StageStats) -> None:
+        self.alloc = pool.alloc
+        self.count_drop = stats.count_drop
+        self.count_event = stats.count_event
+
+
 class _Stopped(Exception):
-    """Raised inside a blocking wait when the runner asked this process to stop."""
+    """Raised inside a blocking wait when the supervisor asked this process to stop."""

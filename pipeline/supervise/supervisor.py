@@ -1,6 +1,6 @@
-"""The runner: start one process per stage instance, watch them, restart, drain, clean up.
+"""The supervisor: start one process per stage instance, watch them, restart, drain, clean up.
 
-Children run in their own session, so Ctrl-C reaches only the runner, which then drains:
+Children run in their own session, so Ctrl-C reaches only the supervisor, which then drains:
 sources stop and mark their streams' end, every stage finishes what it holds and exits in
 graph order. A second Ctrl-C, or the grace period running out, kills what is left. A crashed
 stage is restarted with backoff while the others keep running; one that keeps crashing
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
 from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
 from ..stats.live_view import LiveView
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["RunResult", "Supervisor", "new_run_id"]
 
 log = logging.getLogger("rkpipe")
-EXIT_FATAL = 3
 
 
 def new_run_id() -> str:
@@ -105,7 +105,7 @@ class Supervisor:
         self.child_output: int | None = None  # the live view's pipe for stage processes' text
         self._output_reader: threading.Thread | None = None
         self.errors: list[str] = []
-        self.fatal_exits: list[str] = []  # exited with EXIT_FATAL; its message may come later
+        self.fatal_exits: list[str] = []  # exited with EXIT_SETUP; its message may come later
         self.interrupted = 0
         self.draining_since: float | None = None
         self.t_ready: float | None = None
@@ -194,7 +194,7 @@ class Supervisor:
             sock.close(0)
             for name in self.fatal_exits:  # a stage that failed without saying why (rare)
                 if not any(e.startswith(f"{name}:") for e in self.errors):
-                    self.errors.append(f"{name}: failed to start (exit status {EXIT_FATAL})")
+                    self.errors.append(f"{name}: failed to start (exit status {EXIT_SETUP})")
             self.cleanup()
         wall = time.monotonic() - t0
         active = wall - ((self.t_ready or t0) - t0)
@@ -286,10 +286,10 @@ class Supervisor:
             if code == 0 or c.done:
                 c.done = True
                 continue
-            if code == EXIT_FATAL or self.draining_since is not None:
+            if code == EXIT_SETUP or self.draining_since is not None:
                 c.done = True
                 self._mark_gone(name)
-                if code == EXIT_FATAL:
+                if code == EXIT_SETUP:
                     self.fatal_exits.append(name)
                 continue
             self._schedule_restart(c, code, now)
@@ -410,10 +410,10 @@ class Supervisor:
 
     def _exit_code(self) -> int:
         if self.errors:
-            return 1
+            return EXIT_FAILED
         if self.interrupted:
-            return 130
-        return 0
+            return EXIT_INTERRUPTED
+        return EXIT_OK
 
 
 def sweep_stale() -> list[str]:

@@ -101,7 +101,7 @@ def _nms(
     """Indices kept by class-aware NMS, highest score first."""
     xywh = xyxy.astype(np.float64)
     xywh[:, 2:] -= xywh[:, :2]
-    keep = cv2.dnn.NMSBoxesBatched(xywh, score, cls, conf, iou)
+    keep = cv2.dnn.NMSBoxesBatched(xywh, score, cls, conf, iou)  # type: ignore[arg-type]
     return np.asarray(keep, np.intp).reshape(-1)
 
 

@@ -331,7 +331,7 @@ path = "{tmp_path}/out.jsonl"
 @pytest.mark.slow
 @pytest.mark.parametrize("fatal", [False, True])
 def test_live_reader_failure_is_not_swallowed(tmp_path: Path, no_leaks, fatal: bool) -> None:
-    """A live source reads in its own thread; what kills that thread must reach the runner
+    """A live source reads in its own thread; what kills that thread must reach the supervisor
     (a bug: restart, then give up past the limit; a setup-type error: one clear line)."""
     graph = write_graph(
         tmp_path,
@@ -524,7 +524,7 @@ path = "{tmp_path}/out.jsonl"
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
-    assert "device fault at seq 45" in res.stderr  # the thread's error reached the runner
+    assert "device fault at seq 45" in res.stderr  # the thread's error reached the supervisor
     rows = read_jsonl(tmp_path / "out.jsonl")
     for seqs in per_stream(rows).values():
         assert seqs == sorted(set(seqs))  # in order, never twice
