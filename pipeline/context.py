@@ -11,7 +11,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Context", "InlineRuntime", "StageRuntime"]
+__all__ = ["HEALTH_STATES", "Context", "InlineRuntime", "StageRuntime"]
+
+#: What a source says of its camera: trying for the first time, delivering frames, lost and
+#: trying again, or given up / not reachable for long.
+HEALTH_STATES = ("connecting", "live", "reconnecting", "down")
 
 
 class StageRuntime(Protocol):
@@ -24,6 +28,10 @@ class StageRuntime(Protocol):
 
     def count_event(self, kind: str, n: int = 1) -> None: ...
 
+    def report_health(self, state: str, detail: str = "") -> None: ...
+
+    def source_health(self) -> dict[str, dict[str, Any]]: ...
+
 
 class InlineRuntime:
     """Plain arrays and in-memory counters, for stages run outside a stage process."""
@@ -31,6 +39,7 @@ class InlineRuntime:
     def __init__(self) -> None:
         self.drops: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
+        self.health: list[tuple[str, str]] = []  # every (state, detail) reported, in order
 
     def alloc(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         return np.empty(shape, dtype)
@@ -40,6 +49,12 @@ class InlineRuntime:
 
     def count_event(self, kind: str, n: int = 1) -> None:
         self.events[kind] += n
+
+    def report_health(self, state: str, detail: str = "") -> None:
+        self.health.append((state, detail))
+
+    def source_health(self) -> dict[str, dict[str, Any]]:
+        return {}
 
 
 class _PlainArrays:
@@ -56,6 +71,12 @@ class _PlainArrays:
 
     def count_event(self, kind: str, n: int = 1) -> None:
         self.inner.count_event(kind, n)
+
+    def report_health(self, state: str, detail: str = "") -> None:
+        self.inner.report_health(state, detail)
+
+    def source_health(self) -> dict[str, dict[str, Any]]:
+        return self.inner.source_health()
 
 
 @dataclass
@@ -98,6 +119,20 @@ class Context:
     def count_event(self, kind: str, n: int = 1) -> None:
         """Record something notable that lost no frame (a camera reconnect), by kind."""
         self.runtime.count_event(kind, n)
+
+    def report_health(self, state: str, detail: str = "") -> None:
+        """A source says how its camera is: one of ``HEALTH_STATES``, with a short reason
+        (``"connection refused"``). Reported at once to the supervisor, which shows it in the
+        live table, the metrics and the run summary, and shares it with every stage."""
+        if state not in HEALTH_STATES:
+            msg = f"unknown source health {state!r}; expected one of {', '.join(HEALTH_STATES)}"
+            raise ValueError(msg)
+        self.runtime.report_health(state, detail)
+
+    def source_health(self) -> dict[str, dict[str, Any]]:
+        """Every source's latest health, by stream: ``{"state", "detail", "since"}`` (Unix
+        seconds), ``"reconnects"``; for sinks that publish camera status. Empty inline."""
+        return self.runtime.source_health()
 
     def with_plain_arrays(self) -> Context:
         """This context, but :meth:`alloc` gives ordinary arrays (for frames that are

@@ -15,11 +15,13 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import zmq
 
 from ..errors import TransportError
 from ..graph.plan import InstanceSpec
+from ..health import HealthFile
 from ..messages import Message
 from ..stage import Context, Outputs, Stage
 from ..stats.metrics import StageStats
@@ -99,7 +101,8 @@ class StageWorker:
         self.lost_ends = dict(lost_ends or {})
         self._ended: set[str] = set()  # streams ended here; a second END is ignored
         self.control = None
-        self._gone = gone_dir(control[len("ipc://") :].rsplit("/", 1)[0]) if control else None
+        self.run_dir = control[len("ipc://") :].rsplit("/", 1)[0] if control else None
+        self._gone = gone_dir(self.run_dir) if self.run_dir else None
         self._next_gone_check = 0.0
         if control:
             self.control = configure(zmq_context().socket(zmq.PUSH))
@@ -117,7 +120,7 @@ class StageWorker:
             resume_seq=resume_seq,
             restarted=restarted,
             log=logging.getLogger(f"rkpipe.{spec.instance}"),
-            runtime=_Services(self.pool, self.stats),
+            runtime=_Services(self),
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -417,12 +420,23 @@ class StageWorker:
 
 class _Services:
     """The runtime services a stage gets through its Context: slots in this process's
-    frame pool, and this process's counters."""
+    frame pool, this process's counters, and source health to and from the supervisor."""
 
-    def __init__(self, pool: FramePool, stats: StageStats) -> None:
-        self.alloc = pool.alloc
-        self.count_drop = stats.count_drop
-        self.count_event = stats.count_event
+    def __init__(self, worker: StageWorker) -> None:
+        self.alloc = worker.pool.alloc
+        self.count_drop = worker.stats.count_drop
+        self.count_event = worker.stats.count_event
+        self._notify = worker.notify
+        self._health = HealthFile(worker.run_dir) if worker.run_dir else None
+        self._last: tuple[str, str] | None = None
+
+    def report_health(self, state: str, detail: str = "") -> None:
+        if (state, detail) != self._last:  # only changes travel
+            self._last = (state, detail)
+            self._notify({"t": "health", "state": state, "detail": detail})
+
+    def source_health(self) -> dict[str, dict[str, Any]]:
+        return self._health.read() if self._health is not None else {}
 
 
 class _Stopped(Exception):

@@ -31,6 +31,7 @@ import zmq
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
 from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
+from ..health import HealthFile
 from ..stats.live_view import LiveView
 from ..stats.report import Snapshot, StatsBook
 from ..transport.codec import unpackb
@@ -111,6 +112,7 @@ class Supervisor:
         self.t_ready: float | None = None
         self.source_ends: dict[str, tuple[str, int]] = {}  # stream -> (source stage, last seq)
         self.stage_ends: dict[str, set[str]] = {}  # stage -> streams it passed END on for
+        self.health: dict[str, dict] = {}  # stream -> its source's latest health
 
     # -- start and stop ----------------------------------------------------------------------
     def _spawn(self, child: _Child, restarted: bool = False) -> None:
@@ -255,11 +257,25 @@ class Supervisor:
             self.echo(f"rkpipe: {child.spec.instance} crashed: {event['error']}")
         elif kind == "done":
             child.done = True
+        elif kind == "health" and child.spec.is_source:
+            self._set_health(child.spec.stage, str(event.get("state")), str(event.get("detail")))
         elif kind == "stream_end":
             stream, stage = str(event.get("stream", "")), child.spec.stage
             self.stage_ends.setdefault(stage, set()).add(stream)
             if child.spec.is_source:
                 self.source_ends[stream] = (stage, int(event.get("last_seq", -1)))
+
+    def _set_health(self, stream: str, state: str, detail: str) -> None:
+        """Record a source's new health and share it with every stage (health.json)."""
+        old = self.health.get(stream, {})
+        reconnects = old.get("reconnects", 0) + (state == "reconnecting" != old.get("state"))
+        self.health[stream] = {
+            "state": state,
+            "detail": detail,
+            "since": time.time() if state != old.get("state") else old.get("since", time.time()),
+            "reconnects": reconnects,
+        }
+        HealthFile(self.ipc_dir).write(self.health)
 
     def _lost_ends(self, spec: InstanceSpec) -> dict[str, int]:
         """Streams that ended upstream of a restarted instance, whose END its stage has not

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from pipeline import Context, Message, Stage, StageConfig
+from pipeline import Context, Message, Source, Stage, StageConfig
 from stages.synthetic.stage import SyntheticSource
 
 
@@ -154,4 +154,41 @@ class WhichReplica(Stage[WhichReplicaConfig]):
 
     def process(self, msg: Message) -> Message:
         msg.meta["replica"] = self.replica
+        return msg
+
+
+class FlakyCameraConfig(StageConfig):
+    frames: int = 30
+    outage_at: int = 10  # after this many frames the "camera" is lost for a moment
+
+
+class FlakyCamera(Source[FlakyCameraConfig]):
+    """A synthetic camera that reports connecting, live, reconnecting and live again."""
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        ctx.report_health("connecting", "opening synthetic camera")
+        self.scene = SyntheticSource(width=64, height=48, frames=self.config.frames)
+        self.scene.setup(ctx)
+        self.n = 0
+
+    def read(self) -> Message | None:
+        if self.n == 0:
+            self.ctx.report_health("live")
+        if self.n == self.config.outage_at:
+            self.ctx.report_health("reconnecting", "stream lost")
+            time.sleep(0.3)
+            self.ctx.report_health("live")
+        self.n += 1
+        return self.scene.read()
+
+
+class HealthTag(Stage):
+    """Copy every source's health, as this stage sees it, into meta["health"]."""
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def process(self, msg: Message) -> Message:
+        msg.meta["health"] = self.ctx.source_health()
         return msg
