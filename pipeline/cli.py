@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .errors import EXIT_INTERRUPTED, RkpipeError
 from .graph.load import load_graph
 from .graph.plan import make_plan
 from .registry import command, commands
+from .stats.summary import final_lines
 
 __all__ = ["main"]
 
@@ -112,8 +114,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
             print(f"  {row} {inst.endpoint}")
             if inst.inputs:
                 print(
-                    f"  {'':<16} <- {', '.join(p for p, _ in inst.inputs)}"
-                    + ("  (re-ordered per stream)" if inst.reorder else "")
+                    f"  {'':<16} <- {', '.join(p for _, p, _ in inst.inputs)}"
+                    + ("  (re-ordered per stream)" if inst.replicated_inputs() else "")
                 )
     return 0
 
@@ -130,28 +132,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         live=args.live,
         prometheus_port=args.prometheus,
     )
-    result = sup.run()
-    for err in result.errors:
-        print(f"rkpipe: error: {err}", file=sys.stderr)
-    if args.stats_out:
-        args.stats_out.parent.mkdir(parents=True, exist_ok=True)
-        args.stats_out.write_text(json.dumps(result.stats, indent=2))
-    if any(s["frames_in"] or s["frames_out"] for s in result.stats["stages"].values()):
-        _print_final(result.stats)  # a run that never started has no figures worth a table
-    return result.exit_code
-
-
-def _print_final(stats: dict) -> None:
-    print(f"rkpipe: {stats['pipeline']} ran {stats['active_s']:.1f}s", file=sys.stderr)
-    for name, s in stats["stages"].items():
-        lat = s["latency_ms"]
-        p50 = f"{lat['p50']:.1f}" if lat["p50"] is not None else "-"
-        p99 = f"{lat['p99']:.1f}" if lat["p99"] is not None else "-"
-        counts = f"in {s['frames_in']:>7} out {s['frames_out']:>7} {s['fps']:7.1f} fps"
-        print(
-            f"  {name:<14} {counts}  latency p50 {p50} p99 {p99} ms  drops {s['drops']}",
-            file=sys.stderr,
-        )
+    # Our handler stays until the stats are written and the summary printed: any number of
+    # Ctrl-C / SIGTERM drain, then stop, and never cut the teardown short.
+    handler = lambda signum, _frame: sup.on_signal(signum)  # noqa: E731
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = sup.run()
+        for err in result.errors:
+            print(f"rkpipe: error: {err}", file=sys.stderr)
+        if args.stats_out:
+            args.stats_out.parent.mkdir(parents=True, exist_ok=True)
+            args.stats_out.write_text(json.dumps(result.stats, indent=2))
+        if any(s["frames_in"] or s["frames_out"] for s in result.stats["stages"].values()):
+            print("\n".join(final_lines(result.stats)), file=sys.stderr)
+        return result.exit_code
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def main(argv: list[str] | None = None) -> int:

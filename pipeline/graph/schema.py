@@ -53,6 +53,12 @@ class StageCommon(BaseModel):
     partition: Literal["free", "stream"] = "free"
     pool_slots: int | None = Field(None, ge=2, le=512)
     endpoint: str | None = None
+    on_failure: Literal["restart", "disable", "stop"] | None = Field(
+        None,
+        description="when its process dies: restart (with backoff; the run ends past "
+        "restart_limit), disable (the same, but past the limit the stage is left out and the "
+        'run goes on), stop (end the run). Default: "disable" for sinks, else "restart"',
+    )
 
 
 COMMON_KEYS = frozenset(StageCommon.model_fields)

@@ -204,8 +204,11 @@ def test_book_rates_come_from_successive_reports_of_one_process() -> None:
     assert cam.fps_out == pytest.approx(30.0) and cam.cpu_percent == pytest.approx(15.0)
     assert cam.cpus == [1] and cam.frames_out == 90 and not cam.sink
     assert snap.streams == {"cam0": 80} and snap.sink_fps == pytest.approx(30.0)
-    book.restarted("cam0", "cam0")  # a new process counts from its own start
-    book.update("cam0", 102, report(frames=10, cpu_s=0.1, uptime_s=1.0))
+    # a restarted instance's counters go on (they live in its ledger); its timings and rates
+    # start with the new process
+    book.restarted("cam0", "cam0")
+    book.started("cam0", {"frames_in": 90, "frames_out": 90})
+    book.update("cam0", 102, report(frames=100, cpu_s=0.1, uptime_s=1.0))
     cam = book.snapshot("p", 5.0, {"cam0": "running", "out": "done"}).rows[0]
     assert cam.fps_out == pytest.approx(10.0) and cam.frames_out == 100 and cam.restarts == 1
     assert book.snapshot("p", 5.0, {"out": "done"}).rows[1].fps_out == 0  # not running
