@@ -14,9 +14,9 @@ from __future__ import annotations
 import platform
 import threading
 from collections.abc import Iterator
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from .. import __version__
 from ..errors import RkpipeError
 from .report import InstanceRow, Snapshot
 
@@ -26,14 +26,6 @@ INSTALL_HINT = "pip install 'rkpipe[metrics]'  (or: pip install prometheus-clien
 _LABELS = ["pipeline", "stage", "replica"]
 #: Upper bounds of the latency histogram, seconds (each within 2% of the stats' own buckets).
 LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
-
-
-def rkpipe_version() -> str:
-    """The installed rkpipe version, or "unknown" when run from a tree that is not installed."""
-    try:
-        return version("rkpipe")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 class SnapshotCollector:
@@ -53,7 +45,7 @@ class SnapshotCollector:
         info = GaugeMetricFamily(
             "rkpipe_build_info", "rkpipe build: version and Python", labels=["version", "python"]
         )
-        info.add_metric([rkpipe_version(), platform.python_version()], 1.0)
+        info.add_metric([__version__, platform.python_version()], 1.0)
         yield info
         with self._lock:
             snap = self._snap

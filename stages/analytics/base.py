@@ -110,12 +110,15 @@ def has_counts(msg: Message) -> bool:
 
 
 def merge_counts(
-    msg: Message, lines: Mapping[str, Any] | None = None, zones: Mapping[str, Any] | None = None
+    msg: Message,
+    lines: Mapping[str, Any] | None = None,
+    zones: Mapping[str, Any] | None = None,
+    run: str = "",
 ) -> None:
     """Fill ``lines``/``zones`` into the counts event already on ``msg``, or append a new
-    counts event when there is none."""
+    counts event (of run ``run``) when there is none."""
     events = msg.meta.setdefault(META_EVENTS, [])
-    new = counts_event(msg, lines, zones)
+    new = counts_event(msg, lines, zones, run=run)
     for ev in events:
         if ev.get("type") == "counts" and ev.get("stream") == msg.stream:
             ev["lines"].update(new["lines"])
@@ -212,7 +215,7 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         return self.analysers[stream]
 
     def _snapshot(self, msg: Message, analyser: W) -> None:
-        merge_counts(msg, **{self.counts_key: self.counts(analyser)})
+        merge_counts(msg, **{self.counts_key: self.counts(analyser)}, run=self.ctx.run_id)
 
     def process(self, msg: Message) -> Message:
         analyser = self._analyser(msg.stream)

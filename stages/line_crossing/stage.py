@@ -123,6 +123,7 @@ class LineCrossing(PerStreamAnalytics[LineCrossingConfig, LineCounter]):
                     ev.point,
                     dict(totals[ev.line]),
                     self.class_name(ev.class_id),
+                    run=self.ctx.run_id,
                 )
             )
         return events

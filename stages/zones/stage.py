@@ -97,9 +97,11 @@ class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):
 
     def _event(self, msg: Message, ev: ZoneEvent) -> dict[str, Any]:
         name = self.class_name(ev.class_id)
+        run = self.ctx.run_id
         if ev.kind == "enter":
-            return zone_enter_event(msg, ev.zone, ev.track_id, ev.class_id, name)
-        return zone_exit_event(msg, ev.zone, ev.track_id, ev.class_id, ev.dwell or 0.0, name)
+            return zone_enter_event(msg, ev.zone, ev.track_id, ev.class_id, name, run=run)
+        dwell = ev.dwell or 0.0
+        return zone_exit_event(msg, ev.zone, ev.track_id, ev.class_id, dwell, name, run=run)
 
     def counts(self, analyser: ZoneMonitor) -> dict[str, Any]:
         """Objects inside each zone now, per class name."""
