@@ -11,6 +11,9 @@ event is a flat JSON object with these fields:
   ``class_name``, ``point`` [x, y], ``totals`` {"in": n, "out": n} (that line, all classes)
 - zone_enter / zone_exit: ``zone``, ``track_id``, ``class_id``, ``class_name``; exit adds
   ``dwell_s``
+- with the analytics stage's ``snapshot`` option, object events add ``snapshot`` (a JPEG of
+  the annotated frame) and, when the object is in view, ``snapshot_crop`` (the object cut
+  out): paths relative to the snapshots folder (``stages/analytics/event_snapshots.py``)
 - counts (periodic per-stream snapshot): ``lines`` {line: {"in": {class: n}, "out": {...}}},
   ``zones`` {zone: {"occupancy": {class: n}}}
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.context import Context
 from pipeline.detections import DETECTIONS_PREFIX, Detections
@@ -21,6 +21,7 @@ from pipeline.errors import StageSetupError
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
 from pipeline.stage import Outputs, Stage, StageConfig
+from stages.analytics.event_snapshots import SnapshotOptions, SnapshotWriter
 from stages.classes import COCO_NAMES, check_class_names, class_ids, class_name
 from stages.events import counts_event
 
@@ -78,6 +79,17 @@ class AnalyticsConfig(StageConfig):
     classes: list[int | str] | None = Field(None, description="only these (names/ids)")
     names: list[str] = Field(default_factory=lambda: list(COCO_NAMES))
     snapshot_every_s: float = Field(10.0, ge=0, description="counts event period; 0: off")
+    snapshot: SnapshotOptions | None = Field(
+        None, description="a JPEG per event: true, a folder, or {dir, crop, keep, max_age_h, ...}"
+    )
+
+    @field_validator("snapshot", mode="before")
+    @classmethod
+    def _snapshot_shorthand(cls, v: Any) -> Any:
+        """``snapshot = true`` (defaults), ``false`` (off) or ``"folder"``."""
+        if isinstance(v, bool):
+            return {} if v else None
+        return {"dir": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _known_classes(self) -> AnalyticsConfig:
@@ -208,6 +220,9 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         self.analysers: dict[str, W | None] = {}
         self.last: dict[str, Message] = {}
         self.snapshots = Snapshots(self.config.snapshot_every_s)
+        options = self.config.snapshot
+        where = f"stages.{ctx.stage}"
+        self.pictures = SnapshotWriter(options, where, ctx.log) if options else None
 
     def _analyser(self, stream: str) -> W | None:
         if stream not in self.analysers:
@@ -228,12 +243,21 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
                 self._snapshot(msg, analyser)
                 self.snapshots.finished.add(msg.stream)
             return msg
-        add_events(msg, self.observe(msg, analyser, det))
-        msg.meta[self.overlay_key] = self.overlay(analyser)
+        events = self.observe(msg, analyser, det)
+        overlay = msg.meta[self.overlay_key] = self.overlay(analyser)
+        if self.pictures and events:
+            self.pictures.capture(msg, det, events, self.overlay_key, overlay)
+            self._count_pictures()
+        add_events(msg, events)
         if self.snapshots.is_due(msg.stream, msg.t_capture) or has_counts(msg):
             self._snapshot(msg, analyser)
         self.last[msg.stream] = msg
         return msg
+
+    def _count_pictures(self) -> None:
+        if self.pictures:
+            for kind, n in self.pictures.counts().items():
+                self.ctx.count_event(kind, n)
 
     def end_stream(self, stream: str) -> Outputs:
         analyser = self.analysers.pop(stream, None)
@@ -247,3 +271,9 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         out.meta[self.overlay_key] = self.overlay(analyser)
         self._snapshot(out, analyser)
         return out
+
+    def close(self) -> None:
+        pictures: SnapshotWriter | None = getattr(self, "pictures", None)  # None before setup
+        if pictures is not None:
+            pictures.close()
+            self._count_pictures()
