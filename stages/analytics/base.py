@@ -57,6 +57,12 @@ def one_or_many(table: Any) -> Any:
     return table
 
 
+def one_or_many_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema of a per-stream table that also takes one entry instead of a list."""
+    listed = schema["additionalProperties"]
+    schema["additionalProperties"] = {"anyOf": [listed, listed["items"]]}
+
+
 def check_unique(table: Mapping[str, Sequence[Any]], what: str) -> None:
     """Raise ValueError if no entry is given, or two entries a stream would see share a name."""
     if not any(table.values()):
@@ -80,7 +86,9 @@ class AnalyticsConfig(StageConfig):
     names: list[str] = Field(default_factory=lambda: list(COCO_NAMES))
     snapshot_every_s: float = Field(10.0, ge=0, description="counts event period; 0: off")
     snapshot: SnapshotOptions | None = Field(
-        None, description="a JPEG per event: true, a folder, or {dir, crop, keep, max_age_h, ...}"
+        None,
+        description="a JPEG per event: true, a folder, or {dir, crop, keep, max_age_h, ...}",
+        json_schema_extra=lambda s: s["anyOf"].extend([{"type": "boolean"}, {"type": "string"}]),
     )
 
     @field_validator("snapshot", mode="before")

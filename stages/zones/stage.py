@@ -26,6 +26,7 @@ from stages.analytics.base import (
     check_unique,
     for_stream,
     one_or_many,
+    one_or_many_schema,
 )
 from stages.events import zone_enter_event, zone_exit_event
 from stages.zones.monitor import ZoneEvent, ZoneMonitor
@@ -53,7 +54,8 @@ class ZoneSpec(BaseModel):
 
 class ZonesConfig(AnalyticsConfig):
     zones: dict[str, list[ZoneSpec]] = Field(
-        description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]'
+        json_schema_extra=one_or_many_schema,
+        description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]',
     )
     enter_frames: int = Field(2, ge=1, description="frames inside in a row to enter")
     exit_frames: int = Field(2, ge=1, description="frames outside in a row to leave")
