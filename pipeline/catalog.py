@@ -148,7 +148,7 @@ def _hoist(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> dict[st
 
     for key, sub in schema.pop("$defs", {}).items():
         defs[local[key]] = fix(sub)
-    return fix(schema)  # type: ignore[no-any-return]
+    return fix(schema)
 
 
 def main(argv: list[str]) -> int:
