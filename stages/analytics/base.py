@@ -63,6 +63,11 @@ def one_or_many_schema(schema: dict[str, Any]) -> None:
     schema["additionalProperties"] = {"anyOf": [listed, listed["items"]]}
 
 
+def _true_or_folder_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema of ``snapshot``, which also takes true/false or a folder name."""
+    schema["anyOf"] = [*schema["anyOf"], {"type": "boolean"}, {"type": "string"}]
+
+
 def check_unique(table: Mapping[str, Sequence[Any]], what: str) -> None:
     """Raise ValueError if no entry is given, or two entries a stream would see share a name."""
     if not any(table.values()):
@@ -88,7 +93,7 @@ class AnalyticsConfig(StageConfig):
     snapshot: SnapshotOptions | None = Field(
         None,
         description="a JPEG per event: true, a folder, or {dir, crop, keep, max_age_h, ...}",
-        json_schema_extra=lambda s: s["anyOf"].extend([{"type": "boolean"}, {"type": "string"}]),
+        json_schema_extra=_true_or_folder_schema,
     )
 
     @field_validator("snapshot", mode="before")

@@ -14,17 +14,14 @@ start, every few seconds while writing, and at the end.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import queue
-import re
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.detections import Detections
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
+from stages.event_files import event_file, prune
 from stages.sinks.annotate import annotate_event
 
 __all__ = ["SnapshotOptions", "SnapshotWriter", "snapshot_path"]
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-#: what this module writes, and so what retention may delete: HHMMSS.mmm_...jpg
-_OURS = re.compile(r"^\d{6}\.\d{3}_.+\.jpg$")
 _CROP = ".crop.jpg"
 
 
@@ -58,16 +53,9 @@ class SnapshotOptions(BaseModel):
     pending: int = Field(8, ge=1, description="frames waiting to be written; more: dropped")
 
 
-def _safe(text: str) -> str:
-    return _UNSAFE.sub("_", text).strip("._") or "_"
-
-
 def snapshot_path(event: Mapping[str, Any]) -> str:
     """Where ``event``'s snapshot goes, relative to the snapshots folder."""
-    t = datetime.fromtimestamp(float(event["t_capture"]), timezone.utc)
-    what = event.get("line") or event.get("zone") or ""
-    stem = f"{t:%H%M%S}.{t.microsecond // 1000:03d}_{event['type']}_{what}_{event['track_id']}"
-    return f"{_safe(event['stream'])}/{t:%Y-%m-%d}/{_safe(stem)}.jpg"
+    return event_file(event, ".jpg")
 
 
 def _crop_path(path: str) -> str:
@@ -201,7 +189,7 @@ class SnapshotWriter:
     def _prune(self) -> None:
         self._next_prune = time.monotonic() + self.prune_every_s
         try:
-            prune(self.root, self.options.keep, self.options.max_age_h * 3600)
+            prune(self.root, self.options.keep, self.options.max_age_h * 3600, ".jpg", _CROP)
         except OSError as exc:
             self.log.warning("snapshots: cannot prune %s: %s", self.root, exc)
 
@@ -214,36 +202,6 @@ def _crop(frame: np.ndarray, box: list[float]) -> np.ndarray:
     left, top = int(max(0, x1 - mx)), int(max(0, y1 - my))
     right, bottom = int(min(w, x2 + mx)), int(min(h, y2 + my))
     return frame[top : max(bottom, top + 1), left : max(right, left + 1)]
-
-
-def prune(root: Path, keep: int, max_age_s: float) -> int:
-    """Delete snapshots under ``root`` past the newest ``keep`` or older than ``max_age_s``
-    (0: no age limit), each with its crop; only files named as this module names them.
-    Returns how many snapshots were deleted."""
-    groups: dict[Path, list[Path]] = {}
-    for day in root.glob("*/????-??-??"):
-        for f in day.iterdir():
-            if _OURS.match(f.name):
-                main = f.with_name(f.name.replace(_CROP, ".jpg"))
-                groups.setdefault(main, []).append(f)
-    aged = [(_mtime(files), files) for files in groups.values()]
-    aged.sort(key=lambda pair: pair[0], reverse=True)
-    cutoff = time.time() - max_age_s if max_age_s > 0 else float("-inf")
-    doomed = [files for i, (t, files) in enumerate(aged) if i >= keep or t < cutoff]
-    for files in doomed:
-        for f in files:
-            f.unlink(missing_ok=True)
-    for day in {f.parent for files in doomed for f in files}:
-        with contextlib.suppress(OSError):  # only when empty
-            day.rmdir()
-    return len(doomed)
-
-
-def _mtime(files: list[Path]) -> float:
-    try:
-        return max(f.stat().st_mtime for f in files)
-    except OSError:  # deleted meanwhile (another stage pruning the same folder)
-        return float("-inf")
 
 
 def _check_writable(folder: Path, where: str) -> None:

@@ -20,7 +20,8 @@ from pipeline.detections import Detections
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
 from pipeline.testing import run_stage
-from stages.analytics.event_snapshots import SnapshotWriter, prune, snapshot_path
+from stages.analytics.event_snapshots import SnapshotWriter, snapshot_path
+from stages.event_files import prune
 from stages.events import validate_event
 from stages.line_crossing.stage import LineCrossing
 from stages.synthetic import Scene
@@ -145,9 +146,9 @@ def test_retention_keeps_the_newest_and_deletes_old_ones_and_nothing_else(tmp_pa
     ]
     mine = tmp_path / "cam0" / "2026-01-02" / "notes.jpg"  # not named as snapshots are
     mine.write_bytes(b"keep me")
-    assert prune(tmp_path, keep=10, max_age_s=8 * 3600) == 1  # by age: the 9-hour-old one
+    assert prune(tmp_path, 10, 8 * 3600, ".jpg", ".crop.jpg") == 1  # by age: the 9-hour-old one
     assert not any(f.exists() for f in old) and not old[0].parent.exists()
-    assert prune(tmp_path, keep=2, max_age_s=0) == 2  # by count: the two oldest of the rest
+    assert prune(tmp_path, 2, 0, ".jpg", ".crop.jpg") == 2  # by count: the two oldest of the rest
     assert [all(f.exists() for f in files) for files in newer] == [True, True, False, False]
     assert mine.exists()
 
