@@ -18,7 +18,7 @@ from pipeline.stage import Context
 from stages.sinks.video import VideoSink
 from stages.synthetic import Scene
 from support.chromium import chromium_exe, dump_dom
-from support.rkpipe import run_rkpipe, write_graph
+from support.rkpipe import read_jsonl, run_rkpipe, write_graph
 
 BOX = (60, 150, 200, 250)  # the fixed box rk_test_overlay adds (track 999)
 
@@ -276,3 +276,57 @@ def test_restarted_sink_keeps_the_first_part_and_writes_the_next(tmp_path: Path)
     ok2, f2 = second.read()
     assert ok1 and ok2
     assert abs(float(f1.mean()) - 10) < 8 and abs(float(f2.mean()) - 200) < 8
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+
+
+@pytest.mark.integration
+def test_an_event_clip_holds_the_seconds_around_the_event(tmp_path: Path, no_leaks) -> None:
+    graph = write_graph(
+        tmp_path,
+        f"""
+[stages.cam0]
+uses = "synthetic"
+scene = "easy"
+frames = 260
+[stages.truth]
+uses = "rk_test_overlay:Overlay"
+inputs = ["cam0"]
+overlays = false
+[stages.lines]
+uses = "line_crossing"
+inputs = ["truth"]
+lines."*" = {{ name = "door", a = [0, 270], b = [640, 270] }}
+[stages.video]
+uses = "video"
+inputs = ["lines"]
+path = "{tmp_path}/{{stream}}.mp4"
+annotate = false
+clips = {{ dir = "{tmp_path}/clips", before_s = 1, after_s = 1 }}
+[stages.events]
+uses = "jsonl"
+inputs = ["lines"]
+path = "{tmp_path}/events.jsonl"
+events_only = true
+""",
+    )
+    res = run_rkpipe("run", str(graph))
+    assert res.returncode == 0, res.stderr
+    [event] = [e for e in read_jsonl(tmp_path / "events.jsonl") if e["type"] == "line_crossing"]
+    [clip] = list((tmp_path / "clips").rglob("*.mp4"))
+    assert clip.name.endswith(f"_line_crossing_door_{event['track_id']}.mp4")
+    main, cut = decode(tmp_path / "cam0.mp4"), decode(clip)
+    start = (event["seq"] - 30) // 30 * 30  # the keyframe at least a second before (1 s GOP)
+    end = min(event["seq"] + 30, 259)  # a second after, or the stream's end
+    assert len(cut) == end - start + 1
+    for i in (0, len(cut) - 1):  # the same pictures as the recording, packet for packet
+        assert np.array_equal(cut[i], main[start + i])
+
+
+def test_clips_need_h264(tmp_path: Path) -> None:
+    sink = VideoSink(path=str(tmp_path / "v.mp4"), codec="mp4v", clips=True)
+    with pytest.raises(StageSetupError, match=r"stages\.video\.clips: event clips are cut from"):
+        sink.setup(Context(stage="video"))

@@ -18,9 +18,11 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from pipeline.errors import StageSetupError
+from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
 from pipeline.stage import Context, Stage, StageConfig
 from stages.sinks.annotate import RateMeter, annotate
+from stages.sinks.video.clips import ClipOptions, ClipRecorder
 from stages.sinks.video.encoders import H264, Encoder, H264File, OpenCvFile, h264_available
 
 __all__ = ["VideoSink"]
@@ -29,9 +31,12 @@ __all__ = ["VideoSink"]
 class _Track:
     """One open video file and what is needed to keep it in real time."""
 
-    def __init__(self, path: Path, writer: Encoder, size: tuple[int, int]) -> None:
+    def __init__(
+        self, path: Path, writer: Encoder, size: tuple[int, int], clips: ClipRecorder | None
+    ) -> None:
         self.path = path
         self.writer = writer
+        self.clips = clips
         self.size = size  # (width, height) fixed by the first frame
         self.last_seq = -1
         self.last: np.ndarray | None = None
@@ -51,6 +56,17 @@ class VideoSinkConfig(StageConfig):
     annotate: bool = Field(True, description="draw detections, lines, zones and a header")
     fill_gaps: bool = Field(False, description="repeat the last frame over dropped frames")
     max_fill: int = Field(300, ge=0, description="most frames repeated for one gap")
+
+    clips: ClipOptions | None = Field(
+        None, description="event clips: true, or {dir, before_s, after_s, types, keep, ...}"
+    )
+
+    @field_validator("clips", mode="before")
+    @classmethod
+    def _clips_shorthand(cls, v: object) -> object:
+        if isinstance(v, bool):
+            return {} if v else None
+        return v
 
     @field_validator("codec")
     @classmethod
@@ -81,6 +97,10 @@ class VideoSink(Stage[VideoSinkConfig]):
                 "%s: %s; writing mp4v instead, which browsers do not play", self._where(), why
             )
             self.codec = "mp4v"
+        if self.config.clips is not None and self.codec != H264:
+            msg = f"{self._where()}.clips: event clips are cut from H.264; "
+            msg += 'set codec = "h264" (needs PyAV: pip install av)'
+            raise StageSetupError(msg)
         try:
             self.config.path.format(stream="x")
         except (KeyError, IndexError, ValueError) as exc:
@@ -149,7 +169,12 @@ class VideoSink(Stage[VideoSinkConfig]):
                 part += 1
             path = alt if path.exists() else path
         size = (frame.shape[1], frame.shape[0])
-        track = self.tracks[stream] = _Track(path, self._open(path, size), size)
+        writer = self._open(path, size)
+        clips = None
+        if self.config.clips is not None and isinstance(writer, H264File):
+            clips = ClipRecorder(self.config.clips, writer.stream, writer.rate)
+            writer.on_packet = clips.packet
+        track = self.tracks[stream] = _Track(path, writer, size, clips)
         fps = self.config.fps
         self.ctx.log.info("writing %s (%s, %dx%d, %g fps)", path, self.codec, *size, fps)
         return track
@@ -169,6 +194,8 @@ class VideoSink(Stage[VideoSinkConfig]):
                 track.frames += 1
         track.writer.write(img)
         track.frames += 1
+        if track.clips is not None and msg.meta.get(META_EVENTS):
+            track.clips.events(track.frames - 1, msg.meta[META_EVENTS])
         track.last_seq = msg.seq
         if self.config.fill_gaps:
             track.last = img if img is not frame else img.copy()
@@ -178,6 +205,8 @@ class VideoSink(Stage[VideoSinkConfig]):
         track = self.tracks.pop(stream, None)
         if track is not None:
             track.writer.close()
+            if track.clips is not None:
+                track.clips.close()
             self.ctx.log.info("wrote %d frames to %s", track.frames, track.path)
 
     def close(self) -> None:
