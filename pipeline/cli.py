@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from . import __version__
 from .cpus import format_cpus, parse_cpus
 from .errors import EXIT_INTERRUPTED, RkpipeError
 from .graph.load import load_graph
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="rkpipe",
         description="Run real-time detection pipelines described by TOML graph files.",
     )
+    p.add_argument("--version", action="version", version=f"rkpipe {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser(
         "run",

@@ -48,6 +48,16 @@ class LatencyHistogram:
         rank = np.searchsorted(np.cumsum(self.counts), q / 100 * total, side="left")
         return float(_LO_MS * 10 ** ((rank + 0.5) / _PER_DECADE))
 
+    def count_upto(self, ms: float) -> int:
+        """Latencies up to ``ms``, to the nearest bucket edge (within 2% of ``ms``)."""
+        edge = round(math.log10(max(ms, _LO_MS) / _LO_MS) * _PER_DECADE)
+        return int(self.counts[: min(edge, _BUCKETS)].sum())
+
+    def approx_sum_ms(self) -> float:
+        """The sum of all latencies in ms, each taken at its bucket's midpoint (within 2%)."""
+        mids = _LO_MS * 10 ** ((np.arange(_BUCKETS) + 0.5) / _PER_DECADE)
+        return float(self.counts @ mids)
+
     def to_wire(self) -> list[list[int]]:
         nz = np.nonzero(self.counts)[0]
         return [[int(i), int(self.counts[i])] for i in nz]

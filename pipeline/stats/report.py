@@ -107,6 +107,8 @@ class InstanceRow(Rates):
     restarts: int = 0
     sink: bool = False
     streams_out: dict[str, int] = field(default_factory=dict)
+    cpu_s: float = 0.0  # CPU seconds since the run began
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # since the run began
 
 
 @dataclass
@@ -270,6 +272,8 @@ class StatsBook:
             restarts=self.instance_restarts.get(inst, 0),
             sink=stage in self.sinks,
             streams_out=dict(total["streams_out"]),
+            cpu_s=total["cpu_s"],
+            latency=total["latency"],
             **asdict(rates),
         )
 

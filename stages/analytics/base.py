@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.context import Context
 from pipeline.detections import DETECTIONS_PREFIX, Detections
@@ -21,6 +21,7 @@ from pipeline.errors import StageSetupError
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
 from pipeline.stage import Outputs, Stage, StageConfig
+from stages.analytics.event_snapshots import SnapshotOptions, SnapshotWriter
 from stages.classes import COCO_NAMES, check_class_names, class_ids, class_name
 from stages.events import counts_event
 
@@ -56,6 +57,17 @@ def one_or_many(table: Any) -> Any:
     return table
 
 
+def one_or_many_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema of a per-stream table that also takes one entry instead of a list."""
+    listed = schema["additionalProperties"]
+    schema["additionalProperties"] = {"anyOf": [listed, listed["items"]]}
+
+
+def _true_or_folder_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema of ``snapshot``, which also takes true/false or a folder name."""
+    schema["anyOf"] = [*schema["anyOf"], {"type": "boolean"}, {"type": "string"}]
+
+
 def check_unique(table: Mapping[str, Sequence[Any]], what: str) -> None:
     """Raise ValueError if no entry is given, or two entries a stream would see share a name."""
     if not any(table.values()):
@@ -78,6 +90,19 @@ class AnalyticsConfig(StageConfig):
     classes: list[int | str] | None = Field(None, description="only these (names/ids)")
     names: list[str] = Field(default_factory=lambda: list(COCO_NAMES))
     snapshot_every_s: float = Field(10.0, ge=0, description="counts event period; 0: off")
+    snapshot: SnapshotOptions | None = Field(
+        None,
+        description="a JPEG per event: true, a folder, or {dir, crop, keep, max_age_h, ...}",
+        json_schema_extra=_true_or_folder_schema,
+    )
+
+    @field_validator("snapshot", mode="before")
+    @classmethod
+    def _snapshot_shorthand(cls, v: Any) -> Any:
+        """``snapshot = true`` (defaults), ``false`` (off) or ``"folder"``."""
+        if isinstance(v, bool):
+            return {} if v else None
+        return {"dir": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _known_classes(self) -> AnalyticsConfig:
@@ -110,12 +135,15 @@ def has_counts(msg: Message) -> bool:
 
 
 def merge_counts(
-    msg: Message, lines: Mapping[str, Any] | None = None, zones: Mapping[str, Any] | None = None
+    msg: Message,
+    lines: Mapping[str, Any] | None = None,
+    zones: Mapping[str, Any] | None = None,
+    run: str = "",
 ) -> None:
     """Fill ``lines``/``zones`` into the counts event already on ``msg``, or append a new
-    counts event when there is none."""
+    counts event (of run ``run``) when there is none."""
     events = msg.meta.setdefault(META_EVENTS, [])
-    new = counts_event(msg, lines, zones)
+    new = counts_event(msg, lines, zones, run=run)
     for ev in events:
         if ev.get("type") == "counts" and ev.get("stream") == msg.stream:
             ev["lines"].update(new["lines"])
@@ -205,6 +233,9 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         self.analysers: dict[str, W | None] = {}
         self.last: dict[str, Message] = {}
         self.snapshots = Snapshots(self.config.snapshot_every_s)
+        options = self.config.snapshot
+        where = f"stages.{ctx.stage}"
+        self.pictures = SnapshotWriter(options, where, ctx.log) if options else None
 
     def _analyser(self, stream: str) -> W | None:
         if stream not in self.analysers:
@@ -212,7 +243,7 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         return self.analysers[stream]
 
     def _snapshot(self, msg: Message, analyser: W) -> None:
-        merge_counts(msg, **{self.counts_key: self.counts(analyser)})
+        merge_counts(msg, **{self.counts_key: self.counts(analyser)}, run=self.ctx.run_id)
 
     def process(self, msg: Message) -> Message:
         analyser = self._analyser(msg.stream)
@@ -225,12 +256,21 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
                 self._snapshot(msg, analyser)
                 self.snapshots.finished.add(msg.stream)
             return msg
-        add_events(msg, self.observe(msg, analyser, det))
-        msg.meta[self.overlay_key] = self.overlay(analyser)
+        events = self.observe(msg, analyser, det)
+        overlay = msg.meta[self.overlay_key] = self.overlay(analyser)
+        if self.pictures and events:
+            self.pictures.capture(msg, det, events, self.overlay_key, overlay)
+            self._count_pictures()
+        add_events(msg, events)
         if self.snapshots.is_due(msg.stream, msg.t_capture) or has_counts(msg):
             self._snapshot(msg, analyser)
         self.last[msg.stream] = msg
         return msg
+
+    def _count_pictures(self) -> None:
+        if self.pictures:
+            for kind, n in self.pictures.counts().items():
+                self.ctx.count_event(kind, n)
 
     def end_stream(self, stream: str) -> Outputs:
         analyser = self.analysers.pop(stream, None)
@@ -244,3 +284,9 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         out.meta[self.overlay_key] = self.overlay(analyser)
         self._snapshot(out, analyser)
         return out
+
+    def close(self) -> None:
+        pictures: SnapshotWriter | None = getattr(self, "pictures", None)  # None before setup
+        if pictures is not None:
+            pictures.close()
+            self._count_pictures()

@@ -26,6 +26,7 @@ from stages.analytics.base import (
     check_unique,
     for_stream,
     one_or_many,
+    one_or_many_schema,
 )
 from stages.events import line_crossing_event
 from stages.line_crossing.counter import CrossingEvent, LineCounter
@@ -52,7 +53,8 @@ class LineSpec(BaseModel):
 
 class LineCrossingConfig(AnalyticsConfig):
     lines: dict[str, list[LineSpec]] = Field(
-        description='stream name (or "*" for all) -> [{name, a = [x, y], b = [x, y]}]'
+        json_schema_extra=one_or_many_schema,
+        description='stream name (or "*" for all) -> [{name, a = [x, y], b = [x, y]}]',
     )
     margin: float = Field(3.0, ge=0, description="hysteresis band either side of a line, px")
     tolerance: float = Field(4.0, ge=0, description="px past a segment's ends still counted")
@@ -123,6 +125,7 @@ class LineCrossing(PerStreamAnalytics[LineCrossingConfig, LineCounter]):
                     ev.point,
                     dict(totals[ev.line]),
                     self.class_name(ev.class_id),
+                    run=self.ctx.run_id,
                 )
             )
         return events

@@ -98,6 +98,7 @@ class JsonlSink(Stage[JsonlSinkConfig]):
     replicable = False
 
     def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
         self.files: dict[Path, RotatingFile] = {}
         self.pending = 0
         mb = self.config.rotate_mb
@@ -109,6 +110,10 @@ class JsonlSink(Stage[JsonlSinkConfig]):
         if f is None:
             cfg = self.config
             f = self.files[path] = RotatingFile(path, self.max_bytes, cfg.rotate_every_s, cfg.keep)
+            if f.size:  # say so: a reader counting lines would otherwise mix two runs
+                self.ctx.log.warning(
+                    "appending to %s (%s already there from an earlier run)", path, _size(f.size)
+                )
         return f
 
     def process(self, msg: Message) -> Message:
@@ -172,6 +177,13 @@ def detection_records(det: Detections) -> list[dict[str, Any]]:
                 rec["velocity"] = [round(float(v), 2) for v in velocity[i]]
         out.append(rec)
     return out
+
+
+def _size(n: int) -> str:
+    """A byte count for people: 512 bytes, 3.4 kB, 1.2 MB."""
+    if n < 1000:
+        return f"{n} bytes"
+    return f"{n / 1000:.1f} kB" if n < 1_000_000 else f"{n / 1_000_000:.1f} MB"
 
 
 def _plain(obj: Any) -> Any:

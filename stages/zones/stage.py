@@ -26,6 +26,7 @@ from stages.analytics.base import (
     check_unique,
     for_stream,
     one_or_many,
+    one_or_many_schema,
 )
 from stages.events import zone_enter_event, zone_exit_event
 from stages.zones.monitor import ZoneEvent, ZoneMonitor
@@ -53,7 +54,8 @@ class ZoneSpec(BaseModel):
 
 class ZonesConfig(AnalyticsConfig):
     zones: dict[str, list[ZoneSpec]] = Field(
-        description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]'
+        json_schema_extra=one_or_many_schema,
+        description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]',
     )
     enter_frames: int = Field(2, ge=1, description="frames inside in a row to enter")
     exit_frames: int = Field(2, ge=1, description="frames outside in a row to leave")
@@ -97,9 +99,11 @@ class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):
 
     def _event(self, msg: Message, ev: ZoneEvent) -> dict[str, Any]:
         name = self.class_name(ev.class_id)
+        run = self.ctx.run_id
         if ev.kind == "enter":
-            return zone_enter_event(msg, ev.zone, ev.track_id, ev.class_id, name)
-        return zone_exit_event(msg, ev.zone, ev.track_id, ev.class_id, ev.dwell or 0.0, name)
+            return zone_enter_event(msg, ev.zone, ev.track_id, ev.class_id, name, run=run)
+        dwell = ev.dwell or 0.0
+        return zone_exit_event(msg, ev.zone, ev.track_id, ev.class_id, dwell, name, run=run)
 
     def counts(self, analyser: ZoneMonitor) -> dict[str, Any]:
         """Objects inside each zone now, per class name."""

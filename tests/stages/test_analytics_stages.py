@@ -68,7 +68,7 @@ def test_a_crossing_is_one_event_with_every_field_and_the_overlay_on_every_frame
     [ev] = events(out, "line_crossing")
     assert ev["line"] == "door" and ev["direction"] == "in"
     assert (ev["track_id"], ev["class_id"], ev["class_name"]) == (1, 2, "car")
-    assert ev["stream"] == "cam0" and ev["seq"] == 3 and ev["id"] == "cam0:3:door:1"
+    assert ev["stream"] == "cam0" and ev["seq"] == 3 and ev["id"] == "inline:cam0:3:door:1"
     assert ev["t_capture"] == pytest.approx(T0 + 3 / 30)
     assert ev["time"].startswith("2023-11-14T22:13:20.") and ev["time"].endswith("Z")
     assert ev["point"][1] == pytest.approx(300) and ev["totals"] == {"in": 1, "out": 0}
@@ -184,7 +184,7 @@ def test_zone_enter_exit_with_dwell_on_the_capture_clock_and_occupancy() -> None
     out = run_stage(zones_stage(), walk(ys, cls=2))
     enter, leave = events(out, "zone_enter") + events(out, "zone_exit")
     assert (enter["zone"], enter["class_name"], enter["track_id"]) == ("crosswalk", "car", 1)
-    assert enter["id"] == "cam0:3:crosswalk:1:enter"  # confirmed after 2 frames inside
+    assert enter["id"] == "inline:cam0:3:crosswalk:1:enter"  # confirmed after 2 frames inside
     assert leave["type"] == "zone_exit" and leave["dwell_s"] == pytest.approx(6 / 30, abs=1e-3)
     occupancy = [m.meta["zones"]["crosswalk"]["occupancy"] for m in out[:11]]
     assert occupancy == [0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0]
