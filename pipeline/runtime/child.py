@@ -22,6 +22,8 @@ import zmq
 from ..errors import EXIT_SETUP, GraphError, StageSetupError
 from ..graph.plan import InstanceSpec
 from ..graph.resolve import resolve_stage
+from ..outputs import prepare_outputs
+from ..secrets import MaskingFormatter, mask, remember
 from ..supervise.affinity import cap_opencv_threads, die_with_parent, pin_to_cpus, set_process_name
 from ..transport.codec import packb
 
@@ -30,6 +32,7 @@ def _report(control: str | None, instance: str, kind: str, error: str) -> None:
     """Tell the supervisor why this process ends. A private context is terminated before returning,
     so the message is on the wire before the process exits (a shared context's I/O thread would
     die with the process and could drop it)."""
+    error = mask(error)
     if not control:
         print(f"rkpipe: {instance}: {error}", file=sys.stderr)
         return
@@ -52,13 +55,17 @@ def main() -> int:
     set_process_name(f"rk:{spec.instance}")
     pin_to_cpus(spec.cpus)
     cap_opencv_threads(spec.cpus)
-    logging.basicConfig(level=job.get("log_level", "INFO"), format=f"[{spec.instance}] %(message)s")
+    remember(*job.get("secrets", ()))  # values the graph took from secret-named ${VAR}s
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter(f"[{spec.instance}] %(message)s"))
+    logging.basicConfig(level=job.get("log_level", "INFO"), handlers=[handler])
     try:
         from .source_worker import SourceWorker
         from .worker import StageWorker
 
         cls = resolve_stage(spec.uses, Path(spec.graph_dir))
         stage = cls(cls.Config(**spec.options))
+        prepare_outputs(stage.config, spec.stage, Path(spec.graph_dir))
         kwargs = dict(
             control=control,
             restarted=job.get("restarted", False),
@@ -77,7 +84,7 @@ def main() -> int:
         _report(control, spec.instance, "fatal", str(exc))
         return EXIT_SETUP
     except Exception as exc:  # a bug in a stage: show it, and let the supervisor restart us
-        traceback.print_exc()
+        print(mask(traceback.format_exc()), file=sys.stderr, end="")
         error = f"{type(exc).__name__}: {exc}"
         _report(control, spec.instance, "crash", error)
         return 1

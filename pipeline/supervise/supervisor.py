@@ -32,6 +32,7 @@ from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
 from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
 from ..health import HealthFile
+from ..secrets import known as known_secrets
 from ..stats.live_view import LiveView
 from ..stats.report import Snapshot, StatsBook
 from ..transport.codec import unpackb
@@ -129,6 +130,7 @@ class Supervisor:
             if self.frames is None
             else max(0, self.frames - (child.last_seq + 1)),
             "log_level": self.log_level,
+            "secrets": known_secrets(),  # masked in the stage's errors and logs too
         }
         env = {**os.environ, **thread_env(spec.cpus), "RKPIPE_SPEC": json.dumps(job)}
         out = self.child_output

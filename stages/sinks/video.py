@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
+from pipeline.outputs import OutputFile
 from pipeline.stage import Context, Stage, StageConfig
 from stages.sinks.annotate import RateMeter, annotate
 
@@ -38,7 +39,7 @@ class _Track:
 
 
 class VideoSinkConfig(StageConfig):
-    path: str = Field("out/{stream}.mp4", description="output file; {stream} allowed")
+    path: OutputFile = Field("out/{stream}.mp4", description="output file; {stream} allowed")
     fps: float = Field(30.0, gt=0, le=1000, description="frame rate written in the file")
     fourcc: str = Field("mp4v", description="four-character codec code")
     annotate: bool = Field(True, description="draw detections, lines, zones and a header")
