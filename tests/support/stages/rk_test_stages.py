@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from pipeline import Context, Message, Source, Stage, StageConfig
+from pipeline.errors import StageSetupError
 from stages.synthetic.stage import SyntheticSource
 
 
@@ -192,3 +193,23 @@ class HealthTag(Stage):
     def process(self, msg: Message) -> Message:
         msg.meta["health"] = self.ctx.source_health()
         return msg
+
+
+class CarelessConfig(StageConfig):
+    url: str
+    api_key: str
+    crash: bool = False  # fail in process (a bug: traceback) instead of in setup
+
+
+class Careless(Stage[CarelessConfig]):
+    """Logs its options and fails quoting them, as a careless stage might: the secrets in its
+    log line, setup error or traceback must reach the user masked."""
+
+    def setup(self, ctx: Context) -> None:
+        cfg = self.config
+        ctx.log.warning("connecting to %s with api_key=%s", cfg.url, cfg.api_key)
+        if not cfg.crash:
+            raise StageSetupError(f"{cfg.url} refused the key {cfg.api_key}")
+
+    def process(self, msg: Message) -> Message:
+        raise RuntimeError(f"lost {self.config.url} holding {self.config.api_key}")
