@@ -25,7 +25,8 @@ import pytest
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
 from pipeline.stage import Context
-from stages.sinks.preview.stage import BOUNDARY, PreviewSink
+from stages.sinks.preview.server import BOUNDARY
+from stages.sinks.preview.stage import PreviewSink
 from support.rkpipe import poll_for, start_rkpipe, write_graph
 
 CHROMIUM_FLAGS = [
@@ -257,7 +258,7 @@ def test_a_stalled_viewer_never_holds_up_the_pipeline(monkeypatch) -> None:
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect(("127.0.0.1", sink.port))
-    stalled.sendall(b"GET /stream/cam0.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    stalled.sendall(b"GET /stream/cam0.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     stop, counts = threading.Event(), [0, 0]
 
     def watch(i: int) -> None:

@@ -213,3 +213,26 @@ class Careless(Stage[CarelessConfig]):
 
     def process(self, msg: Message) -> Message:
         raise RuntimeError(f"lost {self.config.url} holding {self.config.api_key}")
+
+
+class DownCameraConfig(StageConfig):
+    seconds: float = 60.0  # how long it keeps trying before its stream ends
+
+
+class DownCamera(Source[DownCameraConfig]):
+    """A camera that never connects: connecting at setup, then down, and no frame ever."""
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        ctx.report_health("connecting", "opening rtsp://admin:down-Pw-31@10.0.0.9/s")
+
+    def read(self) -> Message | None:
+        self.ctx.report_health("down", "connection refused; retrying in 8 s")
+        deadline = time.monotonic() + self.config.seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+        return None
