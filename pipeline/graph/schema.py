@@ -82,7 +82,7 @@ def format_validation_error(
             text = "required option is missing"
         else:
             text = _expected(err["msg"])
-            if "input" in err:
+            if "input" in err and loc:  # a whole table (a check across keys) shows nothing new
                 text += f", got {mask_value(loc[-1] if loc else '', err['input'])!r}"
         out.append((loc, text))
     return out

@@ -88,7 +88,7 @@ def test_validate_mqtt_mistake_does_not_print_the_password(tmp_path: Path) -> No
     res = run_rkpipe("validate", str(graph), env=ENV)
     assert res.returncode == 2
     assert "graph.toml:3 stages.m: set password or password_env, not both" in shown(res)
-    assert "'password': '***'" in res.stderr
+    assert "got {" not in res.stderr  # the whole table is no help, and held the password
 
 
 def test_mistyped_camera_url_does_not_print_its_password_or_token(tmp_path: Path) -> None:

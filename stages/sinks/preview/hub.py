@@ -165,23 +165,3 @@ def _stream_status(feed: _Feed) -> dict[str, Any]:
         "zones": {n: {"occupancy": v.get("occupancy", 0)} for n, v in zones.items()},
     }
 
-
-def _stream_status(feed: _Feed) -> dict[str, Any]:
-    msg = feed.msg
-    assert msg is not None
-    frame = msg.frame
-    assert frame is not None  # feeds keep only messages with a frame
-    lines = msg.meta.get(META_LINES) or {}
-    zones = msg.meta.get(META_ZONES) or {}
-    return {
-        "fps": round(feed.meter.rate(), 2),
-        "seq": msg.seq,
-        "frames": feed.frames,
-        "objects": len(msg.arrays.get(DETECTIONS_PREFIX + "xyxy", ())),
-        "width": int(frame.shape[1]),
-        "height": int(frame.shape[0]),
-        "age_s": round(time.time() - feed.t_last, 3),
-        "ended": feed.ended,
-        "lines": {n: {"in": v.get("in", 0), "out": v.get("out", 0)} for n, v in lines.items()},
-        "zones": {n: {"occupancy": v.get("occupancy", 0)} for n, v in zones.items()},
-    }

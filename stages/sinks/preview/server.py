@@ -20,6 +20,7 @@ import hmac
 import ipaddress
 import json
 import queue
+import select
 import socket
 import threading
 import time
@@ -199,7 +200,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         version, due = 0, 0.0
         while (newest := hub.wait_newer(stream, version, 1.0)) is not None:
-            if newest == version:
+            if newest == version:  # no new frame: free the thread if the viewer left
+                if self._viewer_left():
+                    return
                 continue
             time.sleep(max(0.0, due - time.monotonic()))  # at most max_fps for this viewer
             if (shot := hub.jpeg(stream)) is None:
@@ -209,6 +212,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(head.encode() + b"\r\n\r\n" + data + b"\r\n")
             self.wfile.flush()
             due = max(due + gap, time.monotonic())
+
+    def _viewer_left(self) -> bool:
+        """Whether the viewer closed its end (found without waiting)."""
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        try:
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def log_message(self, format: str, *args: Any) -> None:
         self.server.sink.ctx.log.debug(mask("http: " + format % args))

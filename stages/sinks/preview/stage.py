@@ -70,8 +70,8 @@ class PreviewSinkConfig(StageConfig):
     def _token_beyond_localhost(self) -> PreviewSinkConfig:
         if not is_loopback(self.host) and self.token is None:
             msg = (
-                f"host {self.host!r} lets other machines see the cameras: set token "
-                '(e.g. token = "${RKPIPE_PREVIEW_TOKEN}") or listen on 127.0.0.1'
+                f"host {self.host!r} lets other machines see the cameras: set a token (from "
+                "an environment variable such as ${RKPIPE_PREVIEW_TOKEN}) or listen on 127.0.0.1"
             )
             raise ValueError(msg)
         return self
