@@ -164,4 +164,3 @@ def _stream_status(feed: _Feed) -> dict[str, Any]:
         "lines": {n: {"in": v.get("in", 0), "out": v.get("out", 0)} for n, v in lines.items()},
         "zones": {n: {"occupancy": v.get("occupancy", 0)} for n, v in zones.items()},
     }
-
