@@ -14,10 +14,12 @@ from pathlib import Path
 
 from . import __version__
 from .cpus import format_cpus, parse_cpus
-from .errors import EXIT_INTERRUPTED, RkpipeError
+from .errors import EXIT_INTERRUPTED, GraphError, RkpipeError
 from .graph.load import load_graph
 from .graph.plan import make_plan
+from .outputs import unwritable
 from .registry import command, commands
+from .secrets import mask, mask_options
 from .stats.summary import final_lines
 
 __all__ = ["main"]
@@ -119,6 +121,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
                     f"  {'':<16} <- {', '.join(p for _, p, _ in inst.inputs)}"
                     + ("  (re-ordered per stream)" if inst.replicated_inputs() else "")
                 )
+        options = mask_options(graph.stages[name].options)  # this output gets pasted in issues
+        if options:
+            print(f"  {'':<16} {', '.join(f'{k}={v!r}' for k, v in options.items())}")
     return 0
 
 
@@ -126,6 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .supervise.supervisor import Supervisor
 
     graph = load_graph(args.graph)
+    if args.stats_out and (why := unwritable(args.stats_out.resolve())):
+        raise GraphError(f"--stats-out: cannot write {args.stats_out}: {why}")  # not at the end
     sup = Supervisor(
         graph,
         duration=args.duration,
@@ -141,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = sup.run()
         for err in result.errors:
-            print(f"rkpipe: error: {err}", file=sys.stderr)
+            print(f"rkpipe: error: {mask(err)}", file=sys.stderr)
         if args.stats_out:
             args.stats_out.parent.mkdir(parents=True, exist_ok=True)
             args.stats_out.write_text(json.dumps(result.stats, indent=2))
@@ -163,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except RkpipeError as exc:
+        text = mask(str(exc))
         print(
-            f"rkpipe: error: {exc}"
-            if "\n" not in str(exc)
-            else f"rkpipe: {len(getattr(exc, 'problems', [])) or 'several'} errors:\n{exc}",
+            f"rkpipe: error: {text}"
+            if "\n" not in text
+            else f"rkpipe: {len(getattr(exc, 'problems', [])) or 'several'} errors:\n{text}",
             file=sys.stderr,
         )
         return exc.exit_code

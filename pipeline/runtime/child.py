@@ -22,6 +22,8 @@ import traceback
 from pathlib import Path
 
 from ..errors import EXIT_SETUP, GraphError, StageSetupError
+from ..outputs import prepare_outputs
+from ..secrets import MaskingFormatter, mask, remember
 from ..supervise.affinity import cap_opencv_threads, pin_to_cpus, set_process_name
 from .job import Job, run_token
 
@@ -46,7 +48,7 @@ def _report(control: str, instance: str, kind: str, error: str) -> None:
     try:
         sock = ctx.socket(zmq.PUSH)
         sock.connect(control)
-        event = {"instance": instance, "pid": os.getpid(), "t": kind, "error": error}
+        event = {"instance": instance, "pid": os.getpid(), "t": kind, "error": mask(error)}
         sock.send(packb({**event, "token": run_token()}))
         sock.close(linger=5000)
     finally:
@@ -66,7 +68,10 @@ def main() -> int:
     set_process_name(f"rk:{spec.instance}")
     pin_to_cpus(spec.cpus)
     cap_opencv_threads(spec.cpus)
-    logging.basicConfig(level=job.log_level, format=f"[{spec.instance}] %(message)s")
+    remember(*job.secrets)  # values the graph took from secret-named ${VAR}s
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter(f"[{spec.instance}] %(message)s"))
+    logging.basicConfig(level=job.log_level, handlers=[handler])
     try:
         from ..graph.resolve import resolve_stage
         from .source_worker import SourceWorker
@@ -74,13 +79,14 @@ def main() -> int:
 
         cls = resolve_stage(spec.uses, Path(spec.graph_dir))
         stage = cls(cls.Config(**spec.options))
+        prepare_outputs(stage.config, spec.stage, Path(spec.graph_dir))
         worker = SourceWorker(job, stage) if spec.is_source else StageWorker(job, stage)  # type: ignore[arg-type]
         return worker.run(STOP_EARLY)
     except (StageSetupError, GraphError) as exc:
         _report(job.control, spec.instance, "fatal", str(exc))
         return EXIT_SETUP
     except Exception as exc:  # a bug in a stage: show it, and let the supervisor restart us
-        traceback.print_exc()
+        print(mask(traceback.format_exc()), file=sys.stderr, end="")
         _report(job.control, spec.instance, "crash", f"{type(exc).__name__}: {exc}")
         return 1
 

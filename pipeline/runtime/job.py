@@ -33,6 +33,7 @@ class Job:
     lost_ends: dict[str, list[int]] = field(default_factory=dict)  # stream -> [END seq, sd]
     max_frames: int | None = None  # a source stops after this many frames of its stream
     log_level: str = "WARNING"
+    secrets: list[str] = field(default_factory=list)  # values to mask in all the stage prints
 
     def to_env(self) -> str:
         return json.dumps({**asdict(self), "spec": self.spec.to_json()})

@@ -43,6 +43,7 @@ from ..health import HealthFile
 from ..runtime.child import PARENT_ENV
 from ..runtime.job import JOB_ENV, TOKEN_ENV, Job
 from ..runtime.ledger import Ledger
+from ..secrets import known as known_secrets
 from ..stats.delivery import delivery_report
 from ..stats.live_view import LiveView
 from ..stats.metrics import counters_of
@@ -171,6 +172,7 @@ class Supervisor:
             lost_ends=self._lost_ends(spec) if restarted and not spec.is_source else {},
             max_frames=self.frames,
             log_level=self.log_level,
+            secrets=known_secrets(),  # masked in the stage's errors and logs too
         )
         env = {
             **os.environ,

@@ -29,6 +29,7 @@ __all__ = [
     "ALL_STREAMS",
     "AnalyticsConfig",
     "Anchor",
+    "FrameSizeNeeded",
     "PerStreamAnalytics",
     "Snapshots",
     "check_unique",
@@ -36,12 +37,44 @@ __all__ = [
     "for_stream",
     "has_counts",
     "merge_counts",
+    "relative_points",
+    "to_pixels",
     "tracked",
 ]
 
 ALL_STREAMS = "*"
 T = TypeVar("T")
 Anchor = Literal["bottom_center", "center", "top_center"]  # the point of a box that is placed
+Point = tuple[float, float]
+
+
+class FrameSizeNeeded(ValueError):
+    """Relative (0-1) coordinates met a stream whose messages carry no frame to size them."""
+
+
+def relative_points(points: Sequence[Point], relative: bool, what: str) -> None:
+    """Check the coordinates of a line or zone against its ``relative`` flag: fractions of the
+    frame lie in 0-1; pixel coordinates all within 0-1 are a forgotten ``relative = true``."""
+    inside = all(0 <= v <= 1 for p in points for v in p)
+    if relative and not inside:
+        msg = f"{what} has relative = true, so every coordinate is a fraction 0-1 of the frame"
+        raise ValueError(msg)
+    if not relative and inside:
+        msg = f"{what} lies within 1 pixel of the corner; add relative = true for fractions 0-1"
+        raise ValueError(msg)
+
+
+def to_pixels(
+    points: Sequence[Point], relative: bool, size: tuple[int, int] | None, what: str
+) -> list[Point]:
+    """``points`` in pixels: relative ones scaled by the frame's (width, height)."""
+    if not relative:
+        return [(float(x), float(y)) for x, y in points]
+    if size is None:
+        raise FrameSizeNeeded(
+            f"{what} is relative (0-1), but this stream's messages carry no frame"
+        )
+    return [(x * size[0], y * size[1]) for x, y in points]
 
 
 def for_stream(table: Mapping[str, Sequence[T]], stream: str) -> list[T]:
@@ -204,8 +237,9 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
     overlay_key: ClassVar[str]  # META_LINES / META_ZONES
     counts_key: ClassVar[str]  # "lines" / "zones" in a counts event
 
-    def make(self, stream: str) -> W | None:
-        """The analyser for ``stream``, or None when the stream has nothing to watch."""
+    def make(self, stream: str, size: tuple[int, int] | None) -> W | None:
+        """The analyser for ``stream`` (``size``: its frames' width and height, for relative
+        coordinates; None without a frame), or None when the stream has nothing to watch."""
         raise NotImplementedError
 
     def observe(self, msg: Message, analyser: W, det: Detections) -> list[dict[str, Any]]:
@@ -237,16 +271,25 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         where = f"stages.{ctx.stage}"
         self.pictures = SnapshotWriter(options, where, ctx.log) if options else None
 
-    def _analyser(self, stream: str) -> W | None:
-        if stream not in self.analysers:
-            self.analysers[stream] = self.make(stream)
-        return self.analysers[stream]
+    def _analyser(self, msg: Message) -> W | None:
+        """The stream's analyser, made at its first message (with a frame, where relative
+        coordinates need the frame's size)."""
+        if msg.stream not in self.analysers:
+            frame = msg.frame
+            size = None if frame is None else (int(frame.shape[1]), int(frame.shape[0]))
+            try:
+                self.analysers[msg.stream] = self.make(msg.stream, size)
+            except FrameSizeNeeded as exc:
+                if DETECTIONS_PREFIX + "xyxy" not in msg.arrays:
+                    return None  # a snapshot before any frame: nothing to place yet
+                raise StageSetupError(f"{self.ctx.stage}: {exc}") from None
+        return self.analysers[msg.stream]
 
     def _snapshot(self, msg: Message, analyser: W) -> None:
         merge_counts(msg, **{self.counts_key: self.counts(analyser)}, run=self.ctx.run_id)
 
     def process(self, msg: Message) -> Message:
-        analyser = self._analyser(msg.stream)
+        analyser = self._analyser(msg)
         if analyser is None:
             return msg
         det = tracked(msg, self.ctx.stage, self.keep)

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from pipeline.detections import DETECTIONS_PREFIX, Detections
 from pipeline.messages import Message
+from pipeline.outputs import OutputFile
 from pipeline.stage import Context, Stage, StageConfig
 from stages.classes import class_name
 
@@ -80,7 +81,7 @@ class RotatingFile:
 
 
 class JsonlSinkConfig(StageConfig):
-    path: str = Field("out/events.jsonl", description="file to append to; {stream} allowed")
+    path: OutputFile = Field("out/events.jsonl", description="file to append to; {stream} allowed")
     flush_every: int = Field(1, ge=1, description="lines between flushes (1: tail-able)")
     events_only: bool = Field(False, description="one line per meta['events'] entry")
     rotate_mb: float | None = Field(None, gt=0, description="start a new file past this")

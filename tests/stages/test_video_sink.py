@@ -253,8 +253,11 @@ path = "{tmp_path}/file/{{stream}}.mp4"
 """,
     )
     res = run_rkpipe("run", str(graph), timeout=60)
-    assert res.returncode != 0
-    assert f"video: stages.video.path: cannot write to folder {tmp_path}/file" in res.stderr
+    assert res.returncode == 2  # found when the graph is validated, before any process starts
+    assert f"graph.toml:8 stages.video.path: cannot write '{tmp_path}/file/{{stream}}.mp4': " in (
+        res.stderr
+    )
+    assert f"{tmp_path}/file is not a folder" in res.stderr
     assert "Traceback" not in res.stderr
 
 

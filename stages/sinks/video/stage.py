@@ -20,6 +20,7 @@ from pydantic import Field, field_validator
 from pipeline.errors import StageSetupError
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
+from pipeline.outputs import OutputFile
 from pipeline.stage import Context, Stage, StageConfig
 from stages.sinks.annotate import RateMeter, annotate
 from stages.sinks.video.clips import ClipOptions, ClipRecorder
@@ -45,7 +46,7 @@ class _Track:
 
 
 class VideoSinkConfig(StageConfig):
-    path: str = Field("out/{stream}.mp4", description="output file; {stream} allowed")
+    path: OutputFile = Field("out/{stream}.mp4", description="output file; {stream} allowed")
     fps: float = Field(30.0, gt=0, le=1000, description="frame rate written in the file")
     codec: str = Field("h264", description='"h264" (PyAV), or a fourcc for OpenCV ("mp4v")')
     crf: int = Field(23, ge=0, le=51, description="H.264 quality: lower is better and bigger")
