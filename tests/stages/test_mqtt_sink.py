@@ -23,14 +23,10 @@ from stages.events import load_schema
 from stages.sinks.mqtt import MqttSink
 from stages.sinks.mqtt.topics import render_topic
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
-from support.mqtt_graph import all_ids, graph_text
-from support.rkpipe import ROOT, poll_for, rkpipe_env, run_rkpipe, start_rkpipe, write_graph
+from support.mqtt_graph import all_ids, graph_text, start_run
+from support.rkpipe import ROOT, poll_for, rkpipe_env, run_rkpipe, write_graph
 
 VALIDATOR = jsonschema.Draft202012Validator(load_schema())
-
-
-def start_run(path: Path, *args: str) -> subprocess.Popen:
-    return start_rkpipe("run", str(path), *args, cwd=path.parent)
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -127,7 +123,8 @@ def test_consumer_script_prints_live_counts(tmp_path: Path, broker: Broker, no_l
     try:
         assert consumer.stdout is not None
         assert "listening on" in consumer.stdout.readline()
-        res = run_rkpipe("run", str(write_graph(tmp_path, graph_text(broker, frames, every))))
+        path = write_graph(tmp_path, graph_text(broker, frames, every))
+        res = run_rkpipe("run", str(path), cwd=tmp_path)
         assert res.returncode == 0, res.stderr
         out, err = consumer.communicate(timeout=30)
     finally:

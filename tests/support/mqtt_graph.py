@@ -4,12 +4,15 @@ event ids such a run gives, so a test knows exactly what must arrive."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from support.mosquitto import Broker
+from support.rkpipe import start_rkpipe
 
-__all__ = ["all_ids", "graph_text"]
+__all__ = ["all_ids", "graph_text", "start_run"]
 
 
 def graph_text(
@@ -50,3 +53,9 @@ def all_ids(frames: int, every: int) -> set[str]:
         for seq in range(0, frames, every)
         for key in (f"door:{seq // every}", f"lobby:{seq // every}:enter", "counts")
     }
+
+
+def start_run(path: Path, *args: str) -> subprocess.Popen:
+    """``rkpipe run`` of the graph at ``path``, in its folder (outputs, spool and totals go
+    there)."""
+    return start_rkpipe("run", str(path), *args, cwd=path.parent)

@@ -5,6 +5,7 @@ is sent again after each connect, so a broker that lost its retained store gets 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from stages.sinks.mqtt.outbox import Receipt
 
@@ -17,7 +18,8 @@ class Retained:
     """topic -> latest payload, with the topics not yet sent since they changed. An empty
     payload removes the topic from the broker, and from here once sent."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
+        self.on_change = on_change  # wakes the sender
         self.values: dict[str, Payload] = {}
         self.dirty: dict[str, None] = {}  # an ordered set: first changed, first sent
         self.receipts: list[Receipt] = []
@@ -26,9 +28,11 @@ class Retained:
     def set(self, topic: str, payload: Payload) -> None:
         """Make ``payload`` the topic's value, unless it is already."""
         with self.lock:
-            if self.values.get(topic) != payload:
-                self.values[topic] = payload
-                self.dirty[topic] = None
+            if self.values.get(topic) == payload:
+                return
+            self.values[topic] = payload
+            self.dirty[topic] = None
+        self.on_change()
 
     def clear(self, topic: str) -> None:
         """Remove ``topic`` from the broker (an empty retained message)."""
@@ -42,6 +46,7 @@ class Retained:
         """Everything goes again (after a connect, or when Home Assistant comes online)."""
         with self.lock:
             self.dirty = dict.fromkeys(self.values)
+        self.on_change()
 
     def take(self) -> list[tuple[str, Payload]]:
         """The changed topics and their values, to publish now."""

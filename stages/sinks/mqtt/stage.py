@@ -53,7 +53,7 @@ class MqttSink(Stage[MqttSinkConfig]):
         host = socket.gethostname().split(".")[0]
         self.client_id = cfg.client_id or clean_id(f"rkpipe-{self.pipeline}-{ctx.instance}-{host}")
         self.outbox = Outbox(cfg.max_queued, self._spool())
-        self.retained = Retained()
+        self.retained = Retained(self.outbox.wake)
         availability = self._topic(cfg.availability_topic, "")
         discovery = None
         if cfg.ha_discovery:
@@ -211,12 +211,10 @@ class MqttSink(Stage[MqttSinkConfig]):
         """Connected (again): every retained value goes again; warn afresh when full."""
         self.dropping = False
         self.retained.resend_all()
-        self.outbox.wake()
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if topic == f"{self.config.ha_prefix}/status" and payload == b"online":
             self.retained.resend_all()
-            self.outbox.wake()
 
     # -- topics ------------------------------------------------------------------------------
     def _topic(self, template: str, stream: str | dict[str, Any]) -> str:

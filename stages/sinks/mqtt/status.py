@@ -43,10 +43,14 @@ class CameraStatus:
         self.health_state: dict[str, str] = {}
         self.frames: dict[str, tuple[float, int]] = {}  # stream -> (window start, frames)
         self.last_frame: dict[str, float] = {}
+        self.shown: dict[str, str] = {}  # stream -> the status last set
 
     def frame(self, stream: str) -> None:
-        """A frame of ``stream`` reached the sink."""
+        """A frame of ``stream`` reached the sink (while it shows offline, the health is read
+        again: frames flowing mean the source is probably live by now)."""
         now = time.monotonic()
+        if self.shown.get(stream) != "online":
+            self.poll()
         with self.lock:
             self.last_frame[stream] = now
             if stream not in self.known or stream in self.ended:
@@ -99,14 +103,14 @@ class CameraStatus:
         self._update(stream)
 
     def _update(self, stream: str) -> None:
-        topic = self.status_topic(stream)
-        if not topic:
-            return
         state = self.health_state.get(stream)
         online = stream not in self.ended and (state is None or state == "live")
         if state is None and stream not in self.last_frame:
             online = False  # neither health nor frames yet
-        self.retained.set(topic, "online" if online else "offline")
+        self.shown[stream] = "online" if online else "offline"
+        topic = self.status_topic(stream)
+        if topic:
+            self.retained.set(topic, self.shown[stream])
 
     def _fps(self, stream: str, fps: float) -> None:
         topic = self.fps_topic(stream)
