@@ -136,6 +136,19 @@ def test_consumer_script_prints_live_counts(tmp_path: Path, broker: Broker, no_l
     assert "cam1         line door         in      5 out      5" in out
     assert "cam1         zone lobby        occupancy     10" in out
     assert "status rkpipe/cam0/status: online" in out
+    # afterwards, the retained plain numbers alone (what a Node-RED flow reads)
+    script = str(ROOT / "graphs" / "mqtt_counts.py")
+    where = ["--host", broker.host, "--port", str(broker.port)]
+    totals = subprocess.run(
+        [sys.executable, script, *where, "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert totals.returncode == 0, totals.stderr
+    assert "rkpipe/cam1/door/in/person = 5" in totals.stdout
+    assert "rkpipe/cam1/zones/lobby/car = 1" in totals.stdout  # as the last counts said
+    assert "status rkpipe/cam0/status: offline" in totals.stdout
 
 
 @pytest.mark.integration
