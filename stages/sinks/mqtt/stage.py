@@ -71,14 +71,14 @@ class MqttSink(Stage[MqttSinkConfig]):
         if discovery is not None:  # Home Assistant's birth message: announce everything again
             self.conn.subscriptions = [f"{cfg.ha_prefix}/status"]
             self.conn.on_message = self._on_message
-        self.sender = Sender(
-            self.conn, self.outbox, self.retained, cfg.qos, self.cameras.poll, self.log
-        )
         self.active: set[str] = set()  # streams that have not ended
         self.dropping = False  # said "outbox full" in this outage
         self.flushed = False  # the last stream ended and what was queued had its chance
         self.warned: set[str] = set()
         self.conn.open()
+        self.sender = Sender(
+            self.conn, self.outbox, self.retained, cfg.qos, self.cameras.poll, self.log
+        )
         self.sender.start()
 
     def _spool(self) -> Spool | None:

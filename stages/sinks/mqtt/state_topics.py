@@ -179,7 +179,15 @@ class StateTopics:
                 self.retained.set(*self.discovery.zone(stream, zone, cls, topic))
         for kind, name, classes in removed:
             self._remove(stream, prefix, kind, name, classes)
-        state.save()
+        self._save(state)
+
+    def _save(self, state: StreamState) -> None:
+        try:
+            state.save()
+        except OSError as exc:  # the numbers still go out; only the next run would miss them
+            if "save" not in self.warned:
+                self.warned.add("save")
+                self.log.warning("mqtt: cannot keep the totals in %s: %s", state.path, exc)
 
     def _line(self, stream: str, prefix: str, state: StreamState, line: str, cls: str) -> None:
         if line in RESERVED and line not in self.warned:
@@ -214,7 +222,7 @@ class StateTopics:
 
     def save(self) -> None:
         for state in self.streams.values():
-            state.save()
+            self._save(state)
 
 
 def _load(path: Path) -> dict[str, Any]:
