@@ -24,6 +24,7 @@ from stages.events import (
     zone_exit_event,
 )
 from stages.sinks.mqtt import MqttSink
+from stages.sinks.mqtt.state_topics import StreamState
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
 from support.mqtt_graph import graph_text, start_run
 from support.rkpipe import poll_for, write_graph
@@ -129,6 +130,25 @@ def test_totals_are_plain_numbers_with_zero_classes_and_carry_on_after_a_restart
     run_sink(broker, "run2", restarted)
     want = {"rkpipe/cam0/door/in/person": b"4", "rkpipe/cam0/door/out/car": b"1"}
     assert want.items() <= retained(broker, want).items()
+
+
+def test_every_total_is_on_disk_before_it_is_published_and_a_torn_line_is_skipped(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cam0.json"
+    state = StreamState(path, "run1")
+    for track in range(3):
+        state.fold(crossing("in", PERSON, track)(Message("cam0", track)))
+        state.save()  # what StateTopics does before it publishes
+    assert len(path.read_text().splitlines()) == 3  # a snapshot, then one line per change
+    with path.open("a") as f:
+        f.write('{"l":"door","d":"in","c":"pers')  # the process died while appending
+    # no close: killed. The next incarnation of the same run sees all three.
+    again = StreamState(path, "run1")
+    assert again.total("door", "in", "person") == 3
+    next_run = StreamState(path, "run2")
+    next_run.fold(crossing("in", PERSON, 9)(Message("cam0", 0)))
+    assert next_run.total("door", "in", "person") == 4
 
 
 @pytest.mark.integration

@@ -131,7 +131,7 @@ class MqttSink(Stage[MqttSinkConfig]):
             return
         self.cameras.stop()
         if self.states is not None:
-            self.states.save()
+            self.states.close()
         self._flush(0.5 if self.flushed else self.config.flush_timeout_s)
         self.sender.stop()
         self.conn.close(min(2.0, self.config.flush_timeout_s + 0.1))

@@ -4,17 +4,17 @@
     {state_prefix}/zones/{zone}/{class}         objects inside now (an integer)
 
 Every class a line or zone counts is there, zeros included. Line totals are kept per stream
-in ``state_dir`` (``<pipeline>/<stream>.json``) so a restarted pipeline carries on counting
-instead of starting from zero; a sink restarted within the same run (same run id) does not
-add that run twice. The first ``counts`` event of a stream tells its lines and zones: those
-of an earlier run that are gone are removed from the broker (and from Home Assistant).
+in ``state_dir`` (``<pipeline>/<stream>.json``, :mod:`.totals_file`), written before they are
+published, so a restarted pipeline carries on counting instead of starting from zero (Home
+Assistant's ``total_increasing`` never sees a total fall); a sink restarted within the same
+run (same run id) does not add that run twice. The first ``counts`` event of a stream tells
+its lines and zones: those of an earlier run that are gone are removed from the broker (and
+from Home Assistant).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from stages.sinks.mqtt.discovery import Discovery
 from stages.sinks.mqtt.retained import Retained
 from stages.sinks.mqtt.topics import clean_id, level
+from stages.sinks.mqtt.totals_file import MAX_NOTES, TotalsFile
 
 __all__ = ["StateTopics", "StreamState"]
 
@@ -36,13 +37,15 @@ class StreamState:
     this run in ``run``) and zone occupancy, with what changed since the last ``take``."""
 
     def __init__(self, path: Path, run_id: str) -> None:
-        self.path, self.run_id = path, run_id
-        doc = _load(path)
+        self.run_id = run_id
+        self.file = TotalsFile(path)
+        doc = self.file.load()
         base, run = _totals(doc.get("base")), _totals(doc.get("run"))
-        if doc.get("run_id") == run_id:  # this sink restarted: the run's counts carry on
-            self.base, self.run = base, run
-        else:
+        self.full = doc.get("run_id") != run_id  # a new run: write the merged snapshot first
+        if self.full:
             self.base, self.run = _added(base, run), {}
+        else:  # this sink restarted: the run's counts carry on
+            self.base, self.run = base, run
         self.zones: dict[str, dict[str, int]] = {
             str(z): dict.fromkeys(map(str, classes), 0)
             for z, classes in (doc.get("zones") or {}).items()
@@ -54,7 +57,7 @@ class StreamState:
         self.changed_lines: set[tuple[str, str]] = set()  # (line, class)
         self.changed_zones: set[tuple[str, str]] = set()  # (zone, class)
         self.removed: list[tuple[str, str, list[str]]] = []  # ("line"|"zone", name, classes)
-        self.dirty = False
+        self.unsaved: set[tuple[str, str, str]] = set()  # (line, direction, class) of ``run``
 
     # -- folding events ----------------------------------------------------------------------
     def fold(self, ev: Mapping[str, Any]) -> None:
@@ -63,6 +66,7 @@ class StreamState:
             line, cls = str(ev["line"]), str(ev["class_name"])
             by = self._line(line)[ev["direction"]]
             by[cls] = by.get(cls, 0) + 1
+            self.unsaved.add((line, ev["direction"], cls))
             self._touched_line(line, cls)
         elif kind in ("zone_enter", "zone_exit"):
             zone, cls = str(ev["zone"]), str(ev["class_name"])
@@ -83,6 +87,7 @@ class StreamState:
                 for cls, n in (dirs.get(d) or {}).items():
                     if own[d].get(cls, -1) < int(n):
                         own[d][str(cls)] = int(n)
+                        self.unsaved.add((str(line), d, str(cls)))
                     self._touched_line(str(line), str(cls))
         for zone, body in zones.items():
             occ = self.zones.setdefault(str(zone), {})
@@ -100,14 +105,13 @@ class StreamState:
             self.run.pop(line, None)
         for zone in sorted(self.before[1] - zones):
             self.removed.append(("zone", zone, sorted(self.zones.pop(zone, {}))))
-        self.dirty = self.dirty or bool(self.removed)
+        self.full = self.full or bool(self.removed)
 
     def _line(self, line: str) -> dict[str, dict[str, int]]:
         return self.run.setdefault(line, {d: {} for d in DIRECTIONS})
 
     def _touched_line(self, line: str, cls: str) -> None:
         self.changed_lines.add((line, cls))
-        self.dirty = True
 
     def _touched_zone(self, zone: str, cls: str) -> None:
         self.changed_zones.add((zone, cls))
@@ -131,16 +135,17 @@ class StreamState:
         return out
 
     def save(self) -> None:
-        """Write the totals and layout, in one step, when they changed."""
+        """Put what changed on disk: one line per changed total, or (a new run, a new zone
+        layout, lines gone, many lines appended) the whole snapshot in one step."""
         zones = self._zone_layout()
-        if not self.dirty and zones == self.saved_zones:
-            return
-        self.dirty, self.saved_zones = False, zones
-        doc = {"run_id": self.run_id, "base": self.base, "run": self.run, "zones": zones}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, sort_keys=True))
-        os.replace(tmp, self.path)
+        if self.full or zones != self.saved_zones or self.file.notes >= MAX_NOTES:
+            doc = {"run_id": self.run_id, "base": self.base, "run": self.run, "zones": zones}
+            self.file.write(doc)
+            self.full, self.saved_zones = False, zones
+        else:
+            for line, d, cls in sorted(self.unsaved):
+                self.file.note(line, d, cls, self.run[line][d][cls])
+        self.unsaved.clear()
 
 
 class StateTopics:
@@ -169,6 +174,7 @@ class StateTopics:
             state = self.streams[stream] = StreamState(path, self.run_id)
         for ev in events:
             state.fold(ev)
+        self._save(state)  # on disk before it is published
         lines, zones, removed = state.take()
         for line, cls in lines:
             self._line(stream, prefix, state, line, cls)
@@ -179,7 +185,6 @@ class StateTopics:
                 self.retained.set(*self.discovery.zone(stream, zone, cls, topic))
         for kind, name, classes in removed:
             self._remove(stream, prefix, kind, name, classes)
-        self._save(state)
 
     def _save(self, state: StreamState) -> None:
         try:
@@ -187,7 +192,7 @@ class StateTopics:
         except OSError as exc:  # the numbers still go out; only the next run would miss them
             if "save" not in self.warned:
                 self.warned.add("save")
-                self.log.warning("mqtt: cannot keep the totals in %s: %s", state.path, exc)
+                self.log.warning("mqtt: cannot keep the totals in %s: %s", state.file.path, exc)
 
     def _line(self, stream: str, prefix: str, state: StreamState, line: str, cls: str) -> None:
         if line in RESERVED and line not in self.warned:
@@ -220,20 +225,10 @@ class StateTopics:
                 if self.discovery is not None:
                     self.retained.clear(self.discovery.topic("sensor", (stream, name, d, cls)))
 
-    def save(self) -> None:
+    def close(self) -> None:
         for state in self.streams.values():
             self._save(state)
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        msg = f"mqtt: cannot read the totals in {path} ({exc}); move it away to start from 0"
-        raise ValueError(msg) from None
-    return doc if isinstance(doc, dict) else {}
+            state.file.close()
 
 
 def _totals(raw: Any) -> Totals:
