@@ -79,7 +79,7 @@ class Connection:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
-        client.on_message = lambda _c, _u, m: self.on_message(m.topic, m.payload)
+        client.on_message = lambda _c, _u, m: self.on_message(m.topic, bytes(m.payload))
         return client
 
     def _password(self) -> str | None:

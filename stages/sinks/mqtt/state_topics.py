@@ -15,7 +15,7 @@ from Home Assistant).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,7 @@ class StateTopics:
         self.streams: dict[str, StreamState] = {}
         self.warned: set[str] = set()
 
-    def fold(self, stream: str, prefix: str, events: list[Mapping[str, Any]]) -> None:
+    def fold(self, stream: str, prefix: str, events: Sequence[Mapping[str, Any]]) -> None:
         """Fold one message's events of ``stream`` in and publish what changed; ``prefix`` is
         the stream's rendered ``state_prefix``."""
         state = self.streams.get(stream)
