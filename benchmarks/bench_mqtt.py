@@ -86,7 +86,7 @@ def throughput(n: int, tmp: Path) -> None:
     msgs = messages(n)
     with Broker(tmp / "broker-tp") as b:
         base = bare_paho(b, msgs)
-        memory = sink(b, msgs, tmp / "memory", state_dir=str(tmp / "state-m"))
+        memory = sink(b, msgs, tmp / "memory", max_queued=n, state_dir=str(tmp / "state-m"))
         spooled = sink(
             b, msgs, tmp / "spool", spool_dir=str(tmp / "spool"), state_dir=str(tmp / "state-s")
         )

@@ -169,9 +169,10 @@ class MqttSink(Stage[MqttSinkConfig]):
             if self.outbox.spool is not None:
                 bound = f"{self.config.spool_max_mb:g} MB spooled"
             self.log.warning(
-                "mqtt: outbox full (%s) while broker %s is away; dropping the oldest",
+                "mqtt: outbox full (%s) while broker %s is %s; dropping the oldest",
                 bound,
                 self.conn.address,
+                "behind" if self.conn.connected.is_set() else "away",
             )
 
     def _valid(self, event: Any) -> bool:
