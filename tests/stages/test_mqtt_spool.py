@@ -7,6 +7,7 @@ broker never acknowledged (``mqtt_unsent``). Against a real mosquitto, stopped a
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import Context, InlineRuntime, Message
+from pipeline import Context, InlineRuntime, Message, StageSetupError
 from stages.events import line_crossing_event
 from stages.sinks.mqtt import MqttSink, spool
 from stages.sinks.mqtt.outbox import Item, Outbox
@@ -46,6 +47,13 @@ def _drain(box: Outbox, acked: bool = True) -> list[str]:
         out.append(item.topic)
     box.settle()
     return out
+
+
+def _die(box: Outbox) -> None:
+    """What a SIGKILL leaves: the spool's files closed by the kernel, nothing else."""
+    assert box.spool is not None
+    box.spool.file.close()
+    os.close(box.spool.mark_fd)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -89,13 +97,21 @@ def test_a_killed_outbox_leaves_every_unacknowledged_message_for_the_next_start(
     box.settle()
     with path.open("ab") as f:
         f.write(b'{"n":6,"topic":"t/6","ret')  # a line cut short by a crash
-    # no close(): the process is SIGKILLed here
+    _die(box)  # no close(): SIGKILL; the kernel closes the files
     again = Spool(path, 1 << 20)
     assert len(again) == 5 and again.skipped == 1
     box2 = Outbox(2, again)
     box2.put(Item("t/new", "{}"))  # queued after what the last run left
     assert _drain(box2) == ["t/1", "t/2", "t/3", "t/4", "t/5", "t/new"]
     assert box2.close() == 0 and not path.exists()
+
+
+def test_one_spool_serves_one_sink(tmp_path: Path) -> None:
+    first = Spool(tmp_path / "s.jsonl", 1 << 20)
+    with pytest.raises(StageSetupError, match="in use by another sink"):
+        Spool(tmp_path / "s.jsonl", 1 << 20)
+    first.close(0)
+    Spool(tmp_path / "s.jsonl", 1 << 20).close(0)
 
 
 def test_spool_bound_drops_the_oldest_waiting_and_counts_them(tmp_path: Path) -> None:

@@ -12,11 +12,14 @@ keep growing across such cuts, so items keep the offsets they were given.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+from pipeline.errors import StageSetupError
 
 __all__ = ["Item", "Spool"]
 
@@ -54,6 +57,13 @@ class Spool:
         self.mark_path = path.with_suffix(".acked")
         self.max_bytes = max_bytes
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.mark_fd = os.open(self.mark_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:  # one sink per spool: held until close, or until the process dies
+            fcntl.flock(self.mark_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.mark_fd)
+            msg = f"mqtt: the spool {path} is in use by another sink; give each its own spool_dir"
+            raise StageSetupError(msg) from None
         self.acked, self.skipped = 0, 0  # watermark; unreadable lines found at the start
         live = self._recover()
         self.file = _open(path)
@@ -62,14 +72,13 @@ class Spool:
         self.next_n = self.acked + len(live)
         self.unloaded = len(live)  # lines past ``load_at`` not yet taken into memory
         self.load_at = 0
-        self.mark_fd = os.open(self.mark_path, os.O_RDWR | os.O_CREAT, 0o600)
 
     # -- start: what the last run left ---------------------------------------------------
     def _recover(self) -> list[Item]:
         """Keep the unacknowledged lines, renumbered from the watermark up in their order (so
         the watermark stays right at every moment), in a fresh file."""
         try:
-            self.acked = int(self.mark_path.read_text().strip() or 0)
+            self.acked = int(os.pread(self.mark_fd, 64, 0).strip() or 0)
         except (OSError, ValueError):
             self.acked = 0  # no watermark: everything is sent again (QoS 1 allows repeats)
         live: list[Item] = []
