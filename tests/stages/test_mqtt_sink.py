@@ -207,7 +207,7 @@ def test_outbox_smaller_than_the_outage_counts_what_it_drops(
     assert proc.returncode == 0, err
     mqtt_stats = json.loads(stats.read_text())["stages"]["mqtt"]
     dropped = mqtt_stats["drops_by_reason"].get("mqtt_outbox_full", 0)
-    assert dropped > 0 and mqtt_stats["drops"] == dropped
+    assert dropped > 0 and mqtt_stats["drops"] == dropped, (mqtt_stats, err[-3000:])
     # every event arrived or was counted as dropped (status and totals are retained latest
     # values, never queued)
     want = all_ids(frames, every)

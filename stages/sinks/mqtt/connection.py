@@ -119,8 +119,9 @@ class Connection:
     def publish(self, topic: str, payload: str | bytes, qos: int, retain: bool) -> Any:
         return self.client.publish(topic, payload, qos=qos, retain=retain)
 
-    def close(self, wait_s: float) -> None:
-        """Say offline on the availability topic (waiting up to ``wait_s``), disconnect."""
+    def close(self, wait_s: float, leave: bool = False) -> None:
+        """Say offline on the availability topic (waiting up to ``wait_s``), disconnect;
+        ``leave``: the process is ending, do not wait for the network thread."""
         self.closing.set()
         if self.connected.is_set():
             info = self.client.publish(self.will_topic, "offline", qos=1, retain=True)
@@ -130,7 +131,8 @@ class Connection:
                     break
                 time.sleep(0.01)
         self.client.disconnect()
-        self.client.loop_stop()
+        if not leave:
+            self.client.loop_stop()
 
     # -- client callbacks (paho's network thread) ---------------------------------------------
     def _on_connect(self, client: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:

@@ -134,17 +134,17 @@ class MqttSink(Stage[MqttSinkConfig]):
             self.states.close()
         self._flush(0.5 if self.flushed else self.config.flush_timeout_s)
         self.sender.stop()
-        self.conn.close(min(2.0, self.config.flush_timeout_s + 0.1))
         self._count_unpublishable()
         left = self.outbox.close()
-        if not left:
-            return
-        self.ctx.count_drop("mqtt_unsent", left)
-        spool = self.outbox.spool
-        where = f"kept in {spool.path} for the next run" if spool is not None else "lost"
-        self.log.warning(
-            "mqtt: %d messages not delivered to broker %s (%s)", left, self.conn.address, where
-        )
+        if left:
+            self.ctx.count_drop("mqtt_unsent", left)
+            spool = self.outbox.spool
+            where = f"kept in {spool.path} for the next run" if spool is not None else "lost"
+            self.log.warning(
+                "mqtt: %d messages not delivered to broker %s (%s)", left, self.conn.address, where
+            )
+        stopping = not self.ctx.keep_alive()  # then the process ends at once: no waiting
+        self.conn.close(0.0 if stopping else min(2.0, self.config.flush_timeout_s + 0.1), stopping)
 
     # -- helpers -----------------------------------------------------------------------------
     def _flush(self, timeout: float) -> bool:
