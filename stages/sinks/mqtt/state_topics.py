@@ -67,12 +67,12 @@ class StreamState:
             by = self._line(line)[ev["direction"]]
             by[cls] = by.get(cls, 0) + 1
             self.unsaved.add((line, ev["direction"], cls))
-            self._touched_line(line, cls)
+            self.changed_lines.add((line, cls))
         elif kind in ("zone_enter", "zone_exit"):
             zone, cls = str(ev["zone"]), str(ev["class_name"])
             occ = self.zones.setdefault(zone, {})
             occ[cls] = max(0, occ.get(cls, 0) + (1 if kind == "zone_enter" else -1))
-            self._touched_zone(zone, cls)
+            self.changed_zones.add((zone, cls))
         elif kind == "counts":
             self._fold_counts(ev.get("lines") or {}, ev.get("zones") or {})
 
@@ -88,14 +88,14 @@ class StreamState:
                     if own[d].get(cls, -1) < int(n):
                         own[d][str(cls)] = int(n)
                         self.unsaved.add((str(line), d, str(cls)))
-                    self._touched_line(str(line), str(cls))
+                    self.changed_lines.add((str(line), str(cls)))
         for zone, body in zones.items():
             occ = self.zones.setdefault(str(zone), {})
             now = {str(c): int(n) for c, n in (body.get("occupancy") or {}).items()}
             for cls in set(occ) | set(now):
                 if occ.get(cls) != now.get(cls, 0):
                     occ[cls] = now.get(cls, 0)
-                    self._touched_zone(str(zone), cls)
+                    self.changed_zones.add((str(zone), cls))
 
     def _forget_gone(self, lines: set[str], zones: set[str]) -> None:
         self.layout_known = True
@@ -109,12 +109,6 @@ class StreamState:
 
     def _line(self, line: str) -> dict[str, dict[str, int]]:
         return self.run.setdefault(line, {d: {} for d in DIRECTIONS})
-
-    def _touched_line(self, line: str, cls: str) -> None:
-        self.changed_lines.add((line, cls))
-
-    def _touched_zone(self, zone: str, cls: str) -> None:
-        self.changed_zones.add((zone, cls))
 
     def _zone_layout(self) -> dict[str, list[str]]:
         return {z: sorted(occ) for z, occ in self.zones.items()}
