@@ -53,3 +53,9 @@ def test_onnx_pipeline_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
     }
     assert set(doc["pipeline"]) == {"2x1"}
     assert {"pipeline/bare", "pipeline/naive", "pipeline/thread_pool"} <= set(doc["ratios"])
+
+
+def test_mqtt_benchmark_runs(no_leaks: None) -> None:
+    proc = run_bench("bench_mqtt.py", "--events", "500", "--frames", "40", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "x bare paho" in proc.stdout and "counted unsent" in proc.stdout
