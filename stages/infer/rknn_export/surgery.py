@@ -9,6 +9,7 @@ structure, not by node name: the last convolution of each branch whose output is
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pipeline.errors import ModelError
 __all__ = [
     "BOX_CHANNELS",
     "HeadCut",
+    "class_names",
     "cut_heads",
     "input_size_of",
     "load_onnx",
@@ -61,6 +63,7 @@ class HeadCut:
     input_hw: tuple[int, int]
     num_classes: int
     outputs: tuple[str, ...]  # box8, cls8, box16, cls16, box32, cls32
+    names: tuple[str, ...]  # class names from the model's metadata, else "0", "1", ...
 
 
 def input_size_of(model: Any, where: str = "model") -> tuple[str, tuple[int, int]]:
@@ -80,6 +83,19 @@ def input_size_of(model: Any, where: str = "model") -> tuple[str, tuple[int, int
         )
         raise ModelError(msg)
     return inputs[0].name, (int(shape[2]), int(shape[3]))
+
+
+def class_names(model: Any, num_classes: int) -> tuple[str, ...]:
+    """Class names from the ``names`` metadata Ultralytics writes ({0: 'person', ...}), when
+    it is there and lists every class; else the class ids as text."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        names = ast.literal_eval(meta.get("names", ""))
+    except (ValueError, SyntaxError):
+        names = None
+    if isinstance(names, dict) and set(names) == set(range(num_classes)):
+        return tuple(str(names[i]) for i in range(num_classes))
+    return tuple(str(i) for i in range(num_classes))
 
 
 def _shapes(model: Any) -> dict[str, list[int | None]]:
@@ -247,4 +263,4 @@ def cut_heads(model: Any, where: str = "model") -> tuple[Any, HeadCut]:
     g.output.extend(outputs)
     _prune(g, names)
     onnx.checker.check_model(cut)
-    return cut, HeadCut(input_name, hw, nc, tuple(names))
+    return cut, HeadCut(input_name, hw, nc, tuple(names), class_names(model, nc))
