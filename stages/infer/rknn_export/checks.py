@@ -27,7 +27,7 @@ from stages.infer.rknn_export.verify import Agreement, agreement, decode_all, on
 from stages.infer.sim_outputs import split_to_stock
 from stages.yolov8_decode.decode import decode_yolov8_stock
 
-__all__ = ["CutCheck", "SimCheck", "check_cut", "check_sim"]
+__all__ = ["SCORE_SLACK", "CutCheck", "SimCheck", "check_cut", "check_sim"]
 
 BOX_ATOL = 1e-2  # pixels; float32 decode of the same logits differs by ~1e-4 at 640
 SCORE_RTOL, SCORE_ATOL = 1e-4, 1e-7  # the same sigmoid of the same logits: exact in practice

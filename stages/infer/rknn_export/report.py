@@ -16,7 +16,7 @@ from typing import TextIO
 
 from stages.classes import COCO_NAMES
 from stages.infer.rknn_export.build import LayerFigure
-from stages.infer.rknn_export.checks import CutCheck, SimCheck
+from stages.infer.rknn_export.checks import SCORE_SLACK, CutCheck, SimCheck
 from stages.infer.rknn_export.surgery import HeadCut
 from stages.infer.rknn_export.tensors import HEADER
 
@@ -89,9 +89,12 @@ def cut_lines(info: HeadCut, check: CutCheck) -> list[str]:
     return lines
 
 
-def sim_lines(check: SimCheck, names: tuple[str, ...], kind: str) -> list[str]:
+def sim_lines(check: SimCheck, names: tuple[str, ...], kind: str, min_cosine: float) -> list[str]:
     """The simulator check: the per-output table, boxes, and label recall per class."""
-    lines = [HEADER, *(o.row() for o in check.outputs)]
+    lines = [HEADER]
+    for o in check.outputs:
+        slack = o.name.startswith("cls") and o.cosine < min_cosine and o.max_abs <= SCORE_SLACK
+        lines.append(o.row() + ("  (scores near 0 throughout: judged by max abs)" if slack else ""))
     lines.append(f"boxes at conf {check.conf}: {check.boxes.summary()}")
     if check.labels is not None:
         ref, got = check.labels
@@ -148,12 +151,14 @@ def hybrid_lines(chosen: list[LayerFigure]) -> list[str]:
 def graph_lines(out: Path, info: HeadCut) -> list[str]:
     """How to run the model: the infer stage's lines, and what goes before and after it."""
     h, w = info.input_hw
-    if info.names == COCO_NAMES:
-        names = ""
+    if tuple(n.replace("_", " ") for n in info.names) == COCO_NAMES:
+        names = ""  # the decoder's default
     elif info.names == tuple(str(i) for i in range(info.num_classes)):
         names = f", names = [your {info.num_classes} class names]"
-    else:
+    elif len(info.names) <= 20:
         names = f", names = {json.dumps(list(info.names))}"
+    else:
+        names = f', names = [the {len(info.names)} names under "classes" in the .json]'
     return [
         "use it in a graph (as graphs/three_npu_cores.toml does):",
         "  [stages.npu]",

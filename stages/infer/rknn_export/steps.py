@@ -16,8 +16,9 @@ from typing import Any
 
 from stages.infer.rknn_export import report
 from stages.infer.rknn_export.build import BuildJob, BuildResult, run_build
+from stages.infer.rknn_export.build_rknn import DISABLED_RULES
 from stages.infer.rknn_export.calibration import write_calibration
-from stages.infer.rknn_export.checks import SimCheck, check_cut, check_sim
+from stages.infer.rknn_export.checks import SCORE_SLACK, SimCheck, check_cut, check_sim
 from stages.infer.rknn_export.labels import read_labels
 from stages.infer.rknn_export.surgery import cut_heads, input_size_of, load_onnx
 from stages.infer.rknn_export.toolkit_env import require_toolkit
@@ -119,7 +120,7 @@ class _Export:
         check = check_sim(self.cut_model, images, sim, self.info.outputs, args.conf, labels)
         self.verdict.check = check
         self.verdict.failures = check.failures(args.min_cosine, args.min_recall)
-        p.say(*report.sim_lines(check, self.info.names, self.kind))
+        p.say(*report.sim_lines(check, self.info.names, self.kind, args.min_cosine))
         return bool(args.analyze or self.verdict.failures)
 
     def finish(self, built: BuildResult) -> bool:
@@ -135,7 +136,7 @@ class _Export:
         elif verdict.check is not None:
             p.say(
                 f"ok: every output's cosine >= {args.min_cosine} (class scores: or within "
-                f"0.02), recall >= {args.min_recall} where there are boxes"
+                f"{SCORE_SLACK}), recall >= {args.min_recall} where there are boxes"
             )
         sidecar = write_sidecar(self.out, self.sidecar(built))
         size = self.out.stat().st_size / 1e6
@@ -153,6 +154,7 @@ class _Export:
             "quantization": _mode(self.args),
             "quant_algo": None if args.no_quantize else args.quant_algo,
             "fp16_layers": [r.layer for r in built.hybrid],
+            "toolkit_options": {"disable_rules": DISABLED_RULES},
             "input": {"name": info.input_name, "height": h, "width": w, "layout": "nhwc_uint8"},
             "outputs": list(info.outputs),
             "num_classes": info.num_classes,
