@@ -1,13 +1,25 @@
 """rkpipe's runtime: graphs of stage processes joined by ZeroMQ, frames in shared memory."""
 
-from .errors import GraphError, ModelError, RkpipeError, SourceError, StageSetupError
-from .messages import FRAME, Message
-from .stage import Context, Outputs, Source, Stage, StageConfig
+from .context import Context, InlineRuntime, StageRuntime
+from .detections import Detections
+from .errors import (
+    GraphError,
+    ModelError,
+    RkpipeError,
+    SourceError,
+    StageSetupError,
+    TransportError,
+)
+from .keys import FRAME
+from .messages import Message
+from .stage import Outputs, Source, Stage, StageConfig
 
 __all__ = [
     "FRAME",
     "Context",
+    "Detections",
     "GraphError",
+    "InlineRuntime",
     "Message",
     "ModelError",
     "Outputs",
@@ -16,7 +28,9 @@ __all__ = [
     "SourceError",
     "Stage",
     "StageConfig",
+    "StageRuntime",
     "StageSetupError",
+    "TransportError",
 ]
 
 __version__ = "0.1.0"

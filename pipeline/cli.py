@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import RkpipeError
+from .cpus import format_cpus, parse_cpus
+from .errors import EXIT_INTERRUPTED, RkpipeError
 from .graph.load import load_graph
 from .graph.plan import make_plan
 from .registry import command, commands
@@ -20,12 +21,10 @@ __all__ = ["main"]
 
 
 def _cpu_set(text: str) -> set[int]:
-    """'0-3,6' -> {0, 1, 2, 3, 6}"""
-    out: set[int] = set()
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1))
-    return out
+    try:
+        return parse_cpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port(text: str) -> int:
@@ -108,7 +107,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     print(f"pipeline {graph.settings.name!r} from {args.graph}: {len(plan.instances)} processes")
     for name in plan.order():
         for inst in plan.by_stage(name):
-            cpus = ",".join(map(str, inst.cpus)) or "any"
+            cpus = format_cpus(inst.cpus)
             row = f"{inst.instance:<16} {inst.uses:<18} cpus {cpus:<8} slots {inst.pool_slots:<4}"
             print(f"  {row} {inst.endpoint}")
             if inst.inputs:
@@ -173,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

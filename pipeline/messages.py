@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .keys import DETECTIONS_PREFIX, FRAME
+
 if TYPE_CHECKING:
     from .detections import Detections
 
 __all__ = ["FRAME", "Message"]
-
-FRAME = "frame"  # the key of the captured image (H, W, 3) uint8 BGR in Message.arrays
 
 
 @dataclass
@@ -56,8 +56,6 @@ class Message:
 
     @detections.setter
     def detections(self, value: Detections) -> None:
-        from .detections import DETECTIONS_PREFIX
-
         for key in [k for k in self.arrays if k.startswith(DETECTIONS_PREFIX)]:
             del self.arrays[key]
         self.arrays.update(value.to_arrays())

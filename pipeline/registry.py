@@ -33,5 +33,5 @@ def command(name: str) -> Callable[[list[str]], int] | None:
     """The ``main(argv) -> exit status`` of a registered subcommand, or None."""
     for ep in entry_points(group=COMMANDS_GROUP):
         if ep.name == name:
-            return ep.load()  # type: ignore[no-any-return]
+            return ep.load()  # type: ignore[no-any-return,unused-ignore]
     return None

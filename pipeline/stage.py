@@ -1,20 +1,26 @@
 """The stage interface: typed config from the graph file, setup in the child, process per message.
 
-A stage is constructed in the runner from validated config only; it opens models, devices and
-files in ``setup`` inside its own process; ``process`` turns one message into zero, one or many.
+A stage object is built inside its own process from validated config; it opens models,
+devices and files in ``setup``; ``process`` turns one message into zero, one or many.
+A stage declares its options as a :class:`StageConfig` and names it as its type parameter,
+which gives ``self.config`` that type::
+
+    class BrightnessConfig(StageConfig):
+        dark_below: float = 40.0
+
+    class Brightness(Stage[BrightnessConfig]):
+        def process(self, msg: Message) -> Message: ...
 """
 
 from __future__ import annotations
 
-import logging
+import typing
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from .context import Context
 from .messages import Message
 
 __all__ = ["Context", "Outputs", "Source", "Stage", "StageConfig"]
@@ -28,55 +34,15 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
-@dataclass
-class Context:
-    """What a running stage instance knows about its place in the graph and the run."""
-
-    stage: str
-    pipeline: str = "pipeline"  # the graph's [pipeline] name
-    replica: int = 0
-    replicas: int = 1
-    cpus: list[int] = field(default_factory=list)
-    graph_dir: Path = field(default_factory=Path.cwd)
-    run_id: str = "inline"
-    resume_seq: int = -1
-    restarted: bool = False  # this process replaces one that crashed: don't clobber its output
-    max_frames: int | None = None
-    log: logging.Logger = field(default_factory=lambda: logging.getLogger("rkpipe"))
-    _alloc: Any = None  # set by the worker: callable(shape, dtype) -> ndarray in shared memory
-    _count_drop: Any = None  # set by the worker: callable(reason, n)
-    _count_event: Any = None  # set by the worker: callable(kind, n)
-
-    @property
-    def instance(self) -> str:
-        """``name`` for a single instance, ``name.N`` for replica N."""
-        return self.stage if self.replicas == 1 else f"{self.stage}.{self.replica}"
-
-    def resolve_path(self, path: str | Path) -> Path:
-        """A path from the graph file, resolved against the graph file's folder."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.graph_dir / p)
-
-    def alloc(self, shape: tuple[int, ...], dtype: Any = np.uint8) -> np.ndarray:
-        """An output array in this stage's shared-memory pool: write into it and send it on,
-        and no copy is made on the way out. Outside a worker it is a plain array."""
-        if self._alloc is None:
-            return np.empty(shape, dtype)
-        return self._alloc(tuple(shape), np.dtype(dtype))
-
-    def count_drop(self, reason: str, n: int = 1) -> None:
-        """Record frames this stage dropped on purpose (e.g. a corrupt frame), by reason."""
-        if self._count_drop is not None:
-            self._count_drop(reason, n)
-
-    def count_event(self, kind: str, n: int = 1) -> None:
-        """Record something notable that lost no frame (a camera reconnect), by kind."""
-        if self._count_event is not None:
-            self._count_event(kind, n)
+C = TypeVar("C", bound=StageConfig)
 
 
-class Stage:
-    """Base class of every stage. Subclasses set ``Config`` and override ``process``."""
+class Stage(Generic[C]):
+    """Base class of every stage. Subclasses name their config type and override ``process``.
+
+    ``Stage[MyConfig]`` sets ``Config = MyConfig``; a nested ``class Config(StageConfig)``
+    works too (``self.config`` is then untyped for a type checker).
+    """
 
     Config: ClassVar[type[StageConfig]] = StageConfig
     #: False for stages that must see each stream in order through one instance (trackers).
@@ -86,8 +52,20 @@ class Stage:
     #: overlap the device's work and it never idles between messages. Results keep order.
     overlap: ClassVar[int] = 0
 
-    def __init__(self, config: StageConfig | None = None, **options: Any) -> None:
-        self.config = config if config is not None else self.Config(**options)
+    config: C
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Config" in cls.__dict__:
+            return
+        for base in getattr(cls, "__orig_bases__", ()):
+            args = typing.get_args(base)
+            if args and isinstance(args[0], type) and issubclass(args[0], StageConfig):
+                cls.Config = args[0]
+                return
+
+    def __init__(self, config: C | None = None, **options: Any) -> None:
+        self.config = config if config is not None else self.Config(**options)  # type: ignore[assignment]
 
     @classmethod
     def replica_options(cls, config: StageConfig) -> list[dict[str, Any]] | None:
@@ -110,7 +88,7 @@ class Stage:
         """Release resources; best effort, called once at the end."""
 
 
-class Source(Stage):
+class Source(Stage[C]):
     """A stage with no inputs that produces one stream of messages.
 
     ``read`` returns the next message or None at the end of the stream. A live source is read
@@ -119,6 +97,7 @@ class Source(Stage):
     """
 
     replicable: ClassVar[bool] = False
+    _stream_id: str = "stream"
 
     @property
     def live(self) -> bool:
@@ -127,8 +106,12 @@ class Source(Stage):
 
     @property
     def stream_id(self) -> str:
-        """The stream name this source produces; set by the runner from the stage name."""
-        return getattr(self, "_stream_id", "stream")
+        """The stream name this source produces: its stage's name, set by the runtime."""
+        return self._stream_id
+
+    @stream_id.setter
+    def stream_id(self, name: str) -> None:
+        self._stream_id = name
 
     def read(self) -> Message | None:
         raise NotImplementedError

@@ -45,7 +45,7 @@ def read_source(
     source: Source, limit: int, stream: str = "test", graph_dir: Path | None = None
 ) -> list[Message]:
     """Up to ``limit`` messages from a source, read inline."""
-    source._stream_id = stream  # type: ignore[attr-defined]
+    source.stream_id = stream
     ctx = Context(stage=stream, graph_dir=graph_dir or Path.cwd())
     source.setup(ctx)
     out: list[Message] = []

@@ -1,8 +1,13 @@
-"""The 80 COCO class names in the order YOLOv8 models trained on COCO number them."""
+"""Class names: the 80 COCO names in the order YOLOv8 models trained on COCO number them, and
+the checks stages make when a graph picks classes by name."""
 
 from __future__ import annotations
 
-__all__ = ["COCO_NAMES", "class_name"]
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["COCO_NAMES", "check_class_names", "class_ids", "class_name"]
 
 COCO_NAMES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -18,6 +23,21 @@ COCO_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def class_name(class_id: int, names: tuple[str, ...] | list[str] = COCO_NAMES) -> str:
+def class_name(class_id: int, names: Sequence[str] = COCO_NAMES) -> str:
     """The name of ``class_id`` in ``names`` (COCO by default), or ``class_<id>`` past them."""
     return names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
+
+
+def check_class_names(classes: Sequence[int | str] | None, names: Sequence[str]) -> None:
+    """Raise ValueError naming the first class name the model does not know."""
+    for c in classes or []:
+        if isinstance(c, str) and c not in names:
+            msg = f"unknown class name {c!r}; known names include {', '.join(names[:8])}, ..."
+            raise ValueError(msg)
+
+
+def class_ids(classes: Sequence[int | str] | None, names: Sequence[str]) -> np.ndarray | None:
+    """The class ids of ``classes`` (ids or names in ``names``); None for None (all)."""
+    if classes is None:
+        return None
+    return np.array([names.index(c) if isinstance(c, str) else int(c) for c in classes], np.int64)

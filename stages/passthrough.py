@@ -12,11 +12,12 @@ from pipeline.stage import Stage, StageConfig
 __all__ = ["Passthrough"]
 
 
-class Passthrough(Stage):
-    """Forward each message; ``delay_ms`` simulates work (useful to see backpressure)."""
+class PassthroughConfig(StageConfig):
+    delay_ms: float = Field(0.0, ge=0, description="time to spend on each message")
 
-    class Config(StageConfig):
-        delay_ms: float = Field(0.0, ge=0, description="time to spend on each message")
+
+class Passthrough(Stage[PassthroughConfig]):
+    """Forward each message; ``delay_ms`` simulates work (useful to see backpressure)."""
 
     def process(self, msg: Message) -> Message:
         if self.config.delay_ms:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,20 @@ def test_readme_custom_stage_example_runs_as_written(tmp_path: Path, no_leaks) -
     assert len(rows) == 100
     assert all(isinstance(r["meta"]["brightness"], float) for r in rows)
     assert {r["meta"]["dark"] for r in rows} <= {True, False}
+
+
+def test_readme_custom_stage_example_type_checks(tmp_path: Path) -> None:
+    """A stage typed by its config gives ``self.config`` that type: a typo is a type error."""
+    code = _block("python", "## Write your own stage")
+    (tmp_path / "brightness.py").write_text(code)
+    (tmp_path / "typo.py").write_text(code.replace("self.config.dark_below", "self.config.dark"))
+    mypy = [sys.executable, "-m", "mypy", "--no-incremental", "--ignore-missing-imports"]
+    env = {**os.environ, "MYPYPATH": str(ROOT)}  # the package as a user's checker sees it
+    run = {"cwd": tmp_path, "capture_output": True, "text": True, "env": env}
+    ok = subprocess.run([*mypy, "brightness.py"], **run)  # type: ignore[call-overload]
+    assert ok.returncode == 0, ok.stdout
+    bad = subprocess.run([*mypy, "typo.py"], **run)  # type: ignore[call-overload]
+    assert bad.returncode == 1 and '"BrightnessConfig" has no attribute "dark"' in bad.stdout
 
 
 @pytest.mark.parametrize("graph", sorted((ROOT / "graphs").glob("**/*.toml")), ids=lambda p: p.name)

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..cpus import format_cpus
 from ..errors import GraphError
 from ..stage import Source, Stage, StageConfig
 from .locate import KeyLocator
@@ -29,7 +30,7 @@ from .schema import COMMON_KEYS, PipelineSettings, StageCommon, format_validatio
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 __all__ = ["Graph", "StageDef", "available_cpus", "load_graph"]
 
@@ -233,7 +234,7 @@ def _check_links(
 
 
 def _check_cpus(stages: dict[str, StageDef], cpus: set[int], problems: _Problems) -> None:
-    have = _ranges(cpus)
+    have = format_cpus(cpus, empty="none")
     for name, sdef in stages.items():
         cpu_sets = sdef.common.cpus
         flat = [c for s in cpu_sets for c in (s if isinstance(s, list) else [s])]
@@ -248,17 +249,6 @@ def _check_cpus(stages: dict[str, StageDef], cpus: set[int], problems: _Problems
                 ("stages", name, "cpus"),
                 f"expected one CPU list per replica ({_replica_count(sdef)}), got {len(cpu_sets)}",
             )
-
-
-def _ranges(cpus: set[int]) -> str:
-    """{0, 1, 2, 3, 6} -> '0-3,6'"""
-    out: list[str] = []
-    for c in sorted(cpus):
-        if out and out[-1].split("-")[-1] == str(c - 1):
-            out[-1] = f"{out[-1].split('-')[0]}-{c}"
-        else:
-            out.append(str(c))
-    return ",".join(out)
 
 
 def _replica_count(sdef: StageDef) -> int:

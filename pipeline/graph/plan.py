@@ -135,7 +135,7 @@ def _replica_options(sdef: StageDef) -> list[dict[str, Any]]:
 def _cpus(sdef: StageDef, replica: int) -> list[int]:
     cpus = sdef.common.cpus
     if cpus and isinstance(cpus[0], list):
-        return list(cpus[replica])  # type: ignore[arg-type]
+        return list(cpus[replica])
     return list(cpus)  # type: ignore[arg-type]
 
 

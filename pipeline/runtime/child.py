@@ -1,9 +1,10 @@
 """Entry point of every stage process: ``python -m pipeline.runtime.child INSTANCE``.
 
-The runner passes the instance's plan as JSON in ``RKPIPE_SPEC``. Setup happens here, in the
+The supervisor passes the instance's plan as JSON in ``RKPIPE_SPEC``. Setup happens here, in the
 child: placement, logging, the stage's own ``setup`` (models, devices). A user error there
-(missing model, dead camera) is reported to the runner as one line and exits with status 3,
-which the runner does not retry.
+(missing model, dead camera) is reported to the supervisor as one line and exits with
+status EXIT_SETUP (3),
+which the supervisor does not retry.
 """
 
 from __future__ import annotations
@@ -18,17 +19,15 @@ from pathlib import Path
 
 import zmq
 
-from ..errors import GraphError, StageSetupError
+from ..errors import EXIT_SETUP, GraphError, StageSetupError
 from ..graph.plan import InstanceSpec
 from ..graph.resolve import resolve_stage
 from ..supervise.affinity import cap_opencv_threads, die_with_parent, pin_to_cpus, set_process_name
 from ..transport.codec import packb
 
-EXIT_FATAL = 3
-
 
 def _report(control: str | None, instance: str, kind: str, error: str) -> None:
-    """Tell the runner why this process ends. A private context is terminated before returning,
+    """Tell the supervisor why this process ends. A private context is terminated before returning,
     so the message is on the wire before the process exits (a shared context's I/O thread would
     die with the process and could drop it)."""
     if not control:
@@ -48,13 +47,12 @@ def main() -> int:
     job = json.loads(os.environ["RKPIPE_SPEC"])
     spec = InstanceSpec(**{**job["spec"], "inputs": [tuple(x) for x in job["spec"]["inputs"]]})
     control = job.get("control")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's to handle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
     die_with_parent()
     set_process_name(f"rk:{spec.instance}")
     pin_to_cpus(spec.cpus)
     cap_opencv_threads(spec.cpus)
     logging.basicConfig(level=job.get("log_level", "INFO"), format=f"[{spec.instance}] %(message)s")
-    worker = None
     try:
         from .source_worker import SourceWorker
         from .worker import StageWorker
@@ -69,14 +67,16 @@ def main() -> int:
             lost_ends=job.get("lost_ends", {}),
         )
         if spec.is_source:
-            worker = SourceWorker(spec, stage, max_frames=job.get("max_frames"), **kwargs)
+            worker: StageWorker = SourceWorker(
+                spec, stage, max_frames=job.get("max_frames"), **kwargs
+            )
         else:
             worker = StageWorker(spec, stage, **kwargs)
         return worker.run()
     except (StageSetupError, GraphError) as exc:
         _report(control, spec.instance, "fatal", str(exc))
-        return EXIT_FATAL
-    except Exception as exc:  # a bug in a stage: show it, and let the runner restart us
+        return EXIT_SETUP
+    except Exception as exc:  # a bug in a stage: show it, and let the supervisor restart us
         traceback.print_exc()
         error = f"{type(exc).__name__}: {exc}"
         _report(control, spec.instance, "crash", error)

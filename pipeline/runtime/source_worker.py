@@ -29,7 +29,7 @@ class SourceWorker(StageWorker):
         super().__init__(*args, **kwargs)
         self.max_frames = max_frames
         self.ctx.max_frames = max_frames
-        self.stage._stream_id = self.spec.stage  # type: ignore[attr-defined]
+        self.stage.stream_id = self.spec.stage
         self.last_seq = self.ctx.resume_seq
         self.sent = 0
         self.live_queue: deque[Message] = deque()
@@ -126,7 +126,7 @@ class SourceWorker(StageWorker):
             self.stopping_guard_wait()
             end = encode_control(END, self.stage.stream_id, self.last_seq + 1, self.last_seq)
             self.outlet.send(end, self.stage.stream_id)
-        # The runner remembers where the stream ended, for a stage that crashes holding END.
+        # The supervisor remembers where the stream ended, for a stage that crashes holding END.
         self.notify({"t": "stream_end", "stream": self.stage.stream_id, "last_seq": self.last_seq})
         self.finish()
 

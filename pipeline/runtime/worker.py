@@ -2,7 +2,7 @@
 
 Inputs arrive on credit-bounded inlets; a message's credit goes back when the stage takes it,
 so upstream never has more than ``window`` messages queued here. Results go out only when
-every downstream stage has room. Stats (the heartbeat) go to the runner every interval.
+every downstream stage has room. Stats (the heartbeat) go to the supervisor every interval.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import zmq
 
 from ..errors import TransportError
 from ..graph.plan import InstanceSpec
+from ..health import HealthFile
 from ..messages import Message
 from ..stage import Context, Outputs, Stage
 from ..stats.metrics import StageStats
@@ -95,11 +97,12 @@ class StageWorker:
             os.set_blocking(self._wake_r, False)
         self._last_seq: dict[tuple[str, str], int] = {}  # (producer, stream) -> last seq seen
         # Streams whose END died in an earlier incarnation's crash (stream -> its last seq,
-        # from the runner): ended here at the finish unless their END comes after all.
+        # from the supervisor): ended here at the finish unless their END comes after all.
         self.lost_ends = dict(lost_ends or {})
         self._ended: set[str] = set()  # streams ended here; a second END is ignored
         self.control = None
-        self._gone = gone_dir(control[len("ipc://") :].rsplit("/", 1)[0]) if control else None
+        self.run_dir = control[len("ipc://") :].rsplit("/", 1)[0] if control else None
+        self._gone = gone_dir(self.run_dir) if self.run_dir else None
         self._next_gone_check = 0.0
         if control:
             self.control = configure(zmq_context().socket(zmq.PUSH))
@@ -117,14 +120,12 @@ class StageWorker:
             resume_seq=resume_seq,
             restarted=restarted,
             log=logging.getLogger(f"rkpipe.{spec.instance}"),
-            _alloc=self.pool.alloc,
-            _count_drop=self.stats.count_drop,
-            _count_event=self.stats.count_event,
+            runtime=_Services(self),
         )
 
     # -- lifecycle -------------------------------------------------------------------------
     def is_gone(self, instance: str) -> bool:
-        """True if the runner marked ``instance`` as ended for good without finishing."""
+        """True if the supervisor marked ``instance`` as ended for good without finishing."""
         return self._gone is not None and (self._gone / instance).exists()
 
     def check_gone(self) -> None:
@@ -173,7 +174,7 @@ class StageWorker:
         if self.outlet is not None:
             self.outlet.close()
         self.reader.close()
-        self.pool.close(unlink=False)  # the runner unlinks after every consumer is gone
+        self.pool.close(unlink=False)  # the supervisor unlinks after every consumer is gone
         if self.control is not None:
             self.control.close(linger=1000)
 
@@ -417,5 +418,26 @@ class StageWorker:
             self.handle(Decoded(END, False, Message(stream, last + 1, last), []))
 
 
+class _Services:
+    """The runtime services a stage gets through its Context: slots in this process's
+    frame pool, this process's counters, and source health to and from the supervisor."""
+
+    def __init__(self, worker: StageWorker) -> None:
+        self.alloc = worker.pool.alloc
+        self.count_drop = worker.stats.count_drop
+        self.count_event = worker.stats.count_event
+        self._notify = worker.notify
+        self._health = HealthFile(worker.run_dir) if worker.run_dir else None
+        self._last: tuple[str, str] | None = None
+
+    def report_health(self, state: str, detail: str = "") -> None:
+        if (state, detail) != self._last:  # only changes travel
+            self._last = (state, detail)
+            self._notify({"t": "health", "state": state, "detail": detail})
+
+    def source_health(self) -> dict[str, dict[str, Any]]:
+        return self._health.read() if self._health is not None else {}
+
+
 class _Stopped(Exception):
-    """Raised inside a blocking wait when the runner asked this process to stop."""
+    """Raised inside a blocking wait when the supervisor asked this process to stop."""

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
+from ..cpus import format_cpus
 from .report import InstanceRow, Snapshot
 
 __all__ = ["LiveView", "plain_lines", "table_lines"]
@@ -39,22 +40,6 @@ _LEFT = {"stage", "cpus", "state"}
 _STATE = {"running": "run", "starting": "start", "restarting": "retry", "done": "done"}
 _UP, _ERASE_LINE, _ERASE_BELOW, _NEXT = "\x1b[{}F", "\x1b[K", "\x1b[J", "\x1b[E"
 _HIDE, _SHOW = "\x1b[?25l", "\x1b[?25h"
-
-
-def cpu_list(cpus: list[int]) -> str:
-    """[4, 5, 6, 7, 9] -> '4-7,9'; [] -> 'any'."""
-    if not cpus:
-        return "any"
-    cpus = sorted(cpus)
-    parts, start, prev = [], cpus[0], cpus[0]
-    for c in [*cpus[1:], None]:
-        if c is not None and c == prev + 1:
-            prev = c
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if c is not None:
-            start = prev = c
-    return ",".join(parts)
 
 
 def fit(text: str, width: int) -> str:
@@ -92,7 +77,7 @@ def _clock(seconds: float) -> str:
 def _cells(r: InstanceRow) -> list[str]:
     return [
         r.instance,
-        cpu_list(r.cpus),
+        format_cpus(r.cpus),
         _rate(r.fps_in),
         _rate(r.fps_out),
         _ms(r.p50_ms),
@@ -163,7 +148,7 @@ def plain_lines(snap: Snapshot) -> list[str]:
         if r.drops:
             drops += f" ({_reasons(r.drops)})"
         lines.append(
-            f"rkpipe: stats {r.instance} cpus={cpu_list(r.cpus)} in={r.fps_in:.1f}/s "
+            f"rkpipe: stats {r.instance} cpus={format_cpus(r.cpus)} in={r.fps_in:.1f}/s "
             f"out={r.fps_out:.1f}/s p50={_ms_unit(r.p50_ms)} p99={_ms_unit(r.p99_ms)} "
             f"q={r.queue_depth} cpu={r.cpu_percent:.0f}% restarts={r.restarts} "
             f"state={r.state} frames={r.frames_out} drops={drops}"

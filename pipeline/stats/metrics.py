@@ -59,7 +59,7 @@ class LatencyHistogram:
 
 @dataclass
 class StageStats:
-    """What one stage instance measured since it started; sent to the runner periodically."""
+    """What one stage instance measured since it started; sent to the supervisor periodically."""
 
     frames_in: int = 0
     frames_out: int = 0

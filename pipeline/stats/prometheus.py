@@ -1,4 +1,4 @@
-"""A Prometheus endpoint in the runner: the live view's figures, per stage and replica.
+"""A Prometheus endpoint in the supervisor: the live view's figures, per stage and replica.
 
 It serves the latest snapshot from its own registry (not the library's global one), so a
 scrape costs no work in the stage processes and shows exactly what the table shows. The
@@ -117,7 +117,7 @@ def start_metrics(host: str, port: int) -> MetricsServer:
         raise RkpipeError(msg) from None
     collector = SnapshotCollector()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)  # type: ignore[arg-type]
+    registry.register(collector)
     try:
         started = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

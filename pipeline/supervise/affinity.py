@@ -65,7 +65,7 @@ def set_process_name(name: str) -> None:
 
 
 def die_with_parent() -> None:
-    """Ask the kernel to SIGTERM this process if the runner dies, so no orphan is left."""
+    """Ask the kernel to SIGTERM this process if the supervisor dies, so no orphan is left."""
     libc = _libc()
     if libc is not None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

@@ -1,6 +1,6 @@
-"""The runner: start one process per stage instance, watch them, restart, drain, clean up.
+"""The supervisor: start one process per stage instance, watch them, restart, drain, clean up.
 
-Children run in their own session, so Ctrl-C reaches only the runner, which then drains:
+Children run in their own session, so Ctrl-C reaches only the supervisor, which then drains:
 sources stop and mark their streams' end, every stage finishes what it holds and exits in
 graph order. A second Ctrl-C, or the grace period running out, kills what is left. A crashed
 stage is restarted with backoff while the others keep running; one that keeps crashing
@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
 from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
+from ..health import HealthFile
 from ..stats.live_view import LiveView
 from ..stats.report import Snapshot, StatsBook
 from ..transport.codec import unpackb
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["RunResult", "Supervisor", "new_run_id"]
 
 log = logging.getLogger("rkpipe")
-EXIT_FATAL = 3
 
 
 def new_run_id() -> str:
@@ -105,12 +106,13 @@ class Supervisor:
         self.child_output: int | None = None  # the live view's pipe for stage processes' text
         self._output_reader: threading.Thread | None = None
         self.errors: list[str] = []
-        self.fatal_exits: list[str] = []  # exited with EXIT_FATAL; its message may come later
+        self.fatal_exits: list[str] = []  # exited with EXIT_SETUP; its message may come later
         self.interrupted = 0
         self.draining_since: float | None = None
         self.t_ready: float | None = None
         self.source_ends: dict[str, tuple[str, int]] = {}  # stream -> (source stage, last seq)
         self.stage_ends: dict[str, set[str]] = {}  # stage -> streams it passed END on for
+        self.health: dict[str, dict] = {}  # stream -> its source's latest health
 
     # -- start and stop ----------------------------------------------------------------------
     def _spawn(self, child: _Child, restarted: bool = False) -> None:
@@ -194,7 +196,7 @@ class Supervisor:
             sock.close(0)
             for name in self.fatal_exits:  # a stage that failed without saying why (rare)
                 if not any(e.startswith(f"{name}:") for e in self.errors):
-                    self.errors.append(f"{name}: failed to start (exit status {EXIT_FATAL})")
+                    self.errors.append(f"{name}: failed to start (exit status {EXIT_SETUP})")
             self.cleanup()
         wall = time.monotonic() - t0
         active = wall - ((self.t_ready or t0) - t0)
@@ -255,11 +257,25 @@ class Supervisor:
             self.echo(f"rkpipe: {child.spec.instance} crashed: {event['error']}")
         elif kind == "done":
             child.done = True
+        elif kind == "health" and child.spec.is_source:
+            self._set_health(child.spec.stage, str(event.get("state")), str(event.get("detail")))
         elif kind == "stream_end":
             stream, stage = str(event.get("stream", "")), child.spec.stage
             self.stage_ends.setdefault(stage, set()).add(stream)
             if child.spec.is_source:
                 self.source_ends[stream] = (stage, int(event.get("last_seq", -1)))
+
+    def _set_health(self, stream: str, state: str, detail: str) -> None:
+        """Record a source's new health and share it with every stage (health.json)."""
+        old = self.health.get(stream, {})
+        reconnects = old.get("reconnects", 0) + (state == "reconnecting" != old.get("state"))
+        self.health[stream] = {
+            "state": state,
+            "detail": detail,
+            "since": time.time() if state != old.get("state") else old.get("since", time.time()),
+            "reconnects": reconnects,
+        }
+        HealthFile(self.ipc_dir).write(self.health)
 
     def _lost_ends(self, spec: InstanceSpec) -> dict[str, int]:
         """Streams that ended upstream of a restarted instance, whose END its stage has not
@@ -286,10 +302,10 @@ class Supervisor:
             if code == 0 or c.done:
                 c.done = True
                 continue
-            if code == EXIT_FATAL or self.draining_since is not None:
+            if code == EXIT_SETUP or self.draining_since is not None:
                 c.done = True
                 self._mark_gone(name)
-                if code == EXIT_FATAL:
+                if code == EXIT_SETUP:
                     self.fatal_exits.append(name)
                 continue
             self._schedule_restart(c, code, now)
@@ -410,10 +426,10 @@ class Supervisor:
 
     def _exit_code(self) -> int:
         if self.errors:
-            return 1
+            return EXIT_FAILED
         if self.interrupted:
-            return 130
-        return 0
+            return EXIT_INTERRUPTED
+        return EXIT_OK
 
 
 def sweep_stale() -> list[str]:

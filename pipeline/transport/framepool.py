@@ -100,7 +100,7 @@ class FramePool:
     """The producer side: hands out writable slot arrays and publishes them as references.
 
     Slots are reused least recently handed out first (a slot given back unsent goes first).
-    The pool is sized by the runner to exceed the number of
+    The pool is sized by the supervisor to exceed the number of
     messages the graph can hold in flight downstream, so in normal operation a slot is free
     again before it comes round; the generation check catches anything that holds on longer.
     """
@@ -178,10 +178,6 @@ class FramePool:
         np.copyto(dst, arr)
         return self.publish(dst)
 
-    @property
-    def segment_names(self) -> list[str]:
-        return [s.name for s in self._segments.values()]
-
     def close(self, unlink: bool = True) -> None:
         for seg in self._segments.values():
             seg.close()
@@ -228,7 +224,11 @@ class PoolReader:
         arr = seg.view(ref.slot, np.dtype(ref.dtype), ref.shape)
         arr.flags.writeable = False
         key = id(arr)
-        self._views[key] = (weakref.ref(arr, lambda _r, k=key: self._views.pop(k, None)), ref)
+
+        def forget(_ref: weakref.ref, k: int = key) -> None:
+            self._views.pop(k, None)
+
+        self._views[key] = (weakref.ref(arr, forget), ref)
         return arr
 
     def ref_of(self, arr: np.ndarray) -> SlotRef | None:

@@ -57,7 +57,7 @@ def stream_owner(stream: str, replicas: int) -> int:
 
 
 def gone_dir(run_dir: str) -> Path:
-    """Where the runner marks stage instances that ended for good without finishing (one
+    """Where the supervisor marks stage instances that ended for good without finishing (one
     empty file each), so their peers stop waiting for their credits or their EOS."""
     return Path(run_dir) / "gone"
 
@@ -136,13 +136,6 @@ class Outlet:
         connected or not yet), or None while it is not connected."""
         identity = group.expected[stream_owner(stream, len(group.expected))]
         return group.peers.get(identity)
-
-    def waiting_on(self) -> list[str]:
-        return [
-            g.name
-            for g in self.groups.values()
-            if g.expected and not any(p.credits > 0 for p in g.peers.values())
-        ]
 
     def forget_gone(self, is_gone: Callable[[str], bool]) -> None:
         """Stop serving downstream instances that ended for good: a stage whose every

@@ -1,5 +1,6 @@
-"""What the line_crossing and zones stages share: per-stream option tables with a ``"*"`` key,
-class filters by name, the tracked boxes of a message, and the counts snapshot schedule.
+"""What the line_crossing and zones stages share: the stage itself (one analyser per stream,
+events, the drawing overlay and counts snapshots), per-stream option tables with a ``"*"``
+key, class filters by name, and the tracked boxes of a message.
 
 Both stages may add to one ``counts`` event: whichever runs second fills its part into the
 event the first left on the message, so a message carries at most one snapshot per stream.
@@ -9,26 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 from pydantic import Field, model_validator
 
+from pipeline.context import Context
 from pipeline.detections import DETECTIONS_PREFIX, Detections
 from pipeline.errors import StageSetupError
+from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
-from pipeline.stage import StageConfig
-from stages.classes import COCO_NAMES
+from pipeline.stage import Outputs, Stage, StageConfig
+from stages.classes import COCO_NAMES, check_class_names, class_ids, class_name
 from stages.events import counts_event
 
 __all__ = [
     "ALL_STREAMS",
     "AnalyticsConfig",
     "Anchor",
+    "PerStreamAnalytics",
     "Snapshots",
-    "check_class_names",
     "check_unique",
-    "class_ids",
     "final_message",
     "for_stream",
     "has_counts",
@@ -68,14 +70,6 @@ def check_unique(table: Mapping[str, Sequence[Any]], what: str) -> None:
             raise ValueError(msg)
 
 
-def check_class_names(classes: Sequence[int | str] | None, names: Sequence[str]) -> None:
-    """Raise ValueError naming the first class name the model does not know."""
-    for c in classes or []:
-        if isinstance(c, str) and c not in names:
-            msg = f"unknown class name {c!r}; known names include {', '.join(names[:8])}, ..."
-            raise ValueError(msg)
-
-
 class AnalyticsConfig(StageConfig):
     """Options both analytics stages have: the anchor, which classes to watch (by name or id,
     names checked against ``names``), and how often a counts snapshot goes out."""
@@ -91,18 +85,11 @@ class AnalyticsConfig(StageConfig):
         return self
 
 
-def class_ids(classes: Sequence[int | str] | None, names: Sequence[str]) -> np.ndarray | None:
-    """The class ids to keep (None: all)."""
-    if classes is None:
-        return None
-    return np.array([names.index(c) if isinstance(c, str) else int(c) for c in classes])
-
-
 def tracked(msg: Message, stage: str, keep: np.ndarray | None) -> Detections | None:
     """The message's tracked boxes of the wanted classes; None for a message with neither
     frame nor detections that carries events (a snapshot flushed at a stream's end)."""
     if DETECTIONS_PREFIX + "xyxy" not in msg.arrays:
-        if msg.frame is None and msg.meta.get("events"):
+        if msg.frame is None and msg.meta.get(META_EVENTS):
             return None
         text = f"{stage}: no detections in this message; add yolov8_decode and bytetrack first"
         raise StageSetupError(text)
@@ -118,7 +105,7 @@ def has_counts(msg: Message) -> bool:
     """Whether ``msg`` already carries a counts event of its stream."""
     return any(
         ev.get("type") == "counts" and ev.get("stream") == msg.stream
-        for ev in msg.meta.get("events", ())
+        for ev in msg.meta.get(META_EVENTS, ())
     )
 
 
@@ -127,7 +114,7 @@ def merge_counts(
 ) -> None:
     """Fill ``lines``/``zones`` into the counts event already on ``msg``, or append a new
     counts event when there is none."""
-    events = msg.meta.setdefault("events", [])
+    events = msg.meta.setdefault(META_EVENTS, [])
     new = counts_event(msg, lines, zones)
     for ev in events:
         if ev.get("type") == "counts" and ev.get("stream") == msg.stream:
@@ -167,3 +154,93 @@ def final_message(stream: str, last: Message | None) -> Message:
     if last is None:
         return Message(stream, 0)
     return Message(stream, last.seq + 1, last.seq, last.t_capture, last.t_mono_ns)
+
+
+def add_events(msg: Message, events: list[dict[str, Any]]) -> None:
+    """Append events to ``meta["events"]`` (a new list: the message's meta may be shared)."""
+    if events:
+        msg.meta[META_EVENTS] = [*msg.meta.get(META_EVENTS, []), *events]
+
+
+C = TypeVar("C", bound=AnalyticsConfig)
+W = TypeVar("W")
+
+
+class PerStreamAnalytics(Stage[C], Generic[C, W]):
+    """One analyser ``W`` per stream (a line counter, a zone monitor), fed each message's
+    tracked boxes of the wanted classes. It puts its events into ``meta["events"]``, its
+    drawing overlay into ``meta[overlay_key]``, and its part of the stream's ``counts``
+    snapshots (every ``snapshot_every_s`` and after the stream's last frame)."""
+
+    replicable: ClassVar[bool] = False
+    overlay_key: ClassVar[str]  # META_LINES / META_ZONES
+    counts_key: ClassVar[str]  # "lines" / "zones" in a counts event
+
+    def make(self, stream: str) -> W | None:
+        """The analyser for ``stream``, or None when the stream has nothing to watch."""
+        raise NotImplementedError
+
+    def observe(self, msg: Message, analyser: W, det: Detections) -> list[dict[str, Any]]:
+        """Feed one frame's boxes; the events it caused."""
+        raise NotImplementedError
+
+    def finish(self, msg: Message, analyser: W) -> list[dict[str, Any]]:
+        """Events still due when the stream ends (none by default)."""
+        return []
+
+    def overlay(self, analyser: W) -> dict[str, Any]:
+        """What a sink draws for this analyser now."""
+        raise NotImplementedError
+
+    def counts(self, analyser: W) -> dict[str, Any]:
+        """This analyser's part of a counts event, by class name."""
+        raise NotImplementedError
+
+    def class_name(self, class_id: int) -> str:
+        return class_name(class_id, self.config.names)
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.keep = class_ids(self.config.classes, self.config.names)
+        self.analysers: dict[str, W | None] = {}
+        self.last: dict[str, Message] = {}
+        self.snapshots = Snapshots(self.config.snapshot_every_s)
+
+    def _analyser(self, stream: str) -> W | None:
+        if stream not in self.analysers:
+            self.analysers[stream] = self.make(stream)
+        return self.analysers[stream]
+
+    def _snapshot(self, msg: Message, analyser: W) -> None:
+        merge_counts(msg, **{self.counts_key: self.counts(analyser)})
+
+    def process(self, msg: Message) -> Message:
+        analyser = self._analyser(msg.stream)
+        if analyser is None:
+            return msg
+        det = tracked(msg, self.ctx.stage, self.keep)
+        if det is None:  # a snapshot flushed upstream at the stream's end: add ours to it
+            if has_counts(msg):
+                msg.meta[self.overlay_key] = self.overlay(analyser)
+                self._snapshot(msg, analyser)
+                self.snapshots.finished.add(msg.stream)
+            return msg
+        add_events(msg, self.observe(msg, analyser, det))
+        msg.meta[self.overlay_key] = self.overlay(analyser)
+        if self.snapshots.is_due(msg.stream, msg.t_capture) or has_counts(msg):
+            self._snapshot(msg, analyser)
+        self.last[msg.stream] = msg
+        return msg
+
+    def end_stream(self, stream: str) -> Outputs:
+        analyser = self.analysers.pop(stream, None)
+        last = self.last.pop(stream, None)
+        done = stream in self.snapshots.finished
+        self.snapshots.forget(stream)
+        if analyser is None or done:
+            return None
+        out = final_message(stream, last)
+        add_events(out, self.finish(out, analyser))
+        out.meta[self.overlay_key] = self.overlay(analyser)
+        self._snapshot(out, analyser)
+        return out

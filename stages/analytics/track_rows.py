@@ -20,7 +20,9 @@ class TrackRows:
     def __init__(self, columns: dict[str, tuple[tuple[int, ...], type, float]]) -> None:
         self._spec = columns
         self.ids = np.empty(0, np.int64)
-        self.cols = {k: np.empty((0, *shape), dt) for k, (shape, dt, _) in columns.items()}
+        self.cols: dict[str, np.ndarray] = {
+            k: np.empty((0, *shape), dt) for k, (shape, dt, _) in columns.items()
+        }
         self._index: dict[int, int] = {}
 
     def __len__(self) -> int:
@@ -39,7 +41,7 @@ class TrackRows:
             start = len(self.ids)
             self.ids = np.concatenate([self.ids, new_ids])
             for name, (shape, dt, fill) in self._spec.items():
-                pad = np.full((len(new_ids), *shape), fill, dt)
+                pad: np.ndarray = np.full((len(new_ids), *shape), fill, dt)
                 self.cols[name] = np.concatenate([self.cols[name], pad])
             self._index.update(zip(new_ids.tolist(), range(start, len(self.ids)), strict=True))
             out[new] = [self._index[i] for i in ids[new].tolist()]

@@ -107,7 +107,7 @@ def mask_password(url: str) -> str:
 def has_gstreamer() -> bool:
     """Whether this OpenCV was built with the GStreamer video backend."""
     found = re.search(r"^\s*GStreamer:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
-    return bool(found) and found.group(1).upper().startswith("YES")
+    return found is not None and found.group(1).upper().startswith("YES")
 
 
 def gstreamer_missing(where: str) -> str:

@@ -8,7 +8,6 @@ the file so a restarted stage resumes where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from pathlib import Path
@@ -31,13 +30,71 @@ from stages.capture.opener import (
 )
 from stages.capture.reconnect import Backoff, Reconnector
 from stages.capture.video_file import FileCursor
+from stages.synthetic.stage import SyntheticSource
 
 __all__ = ["Capture"]
 
 Grab = tuple[np.ndarray, float, int]  # frame, wall-clock and monotonic time of the grab
 
 
-class Capture(Source):
+class CaptureConfig(StageConfig):
+    source: str | int = Field(
+        description="video file (relative to the graph), rtsp://, http(s)://, /dev/videoN "
+        "or camera index, GStreamer pipeline ('!' or gst:), or synthetic:street?seed=..."
+    )
+    live: bool | None = Field(
+        None, description="drop oldest when behind (default: true for streams and cameras)"
+    )
+    realtime: bool = Field(False, description="play a file at its own frame rate")
+    loop: bool = Field(False, description="replay a file endlessly")
+    width: int | None = Field(None, ge=16, le=7680, description="camera size hint")
+    height: int | None = Field(None, ge=16, le=4320, description="camera size hint")
+    fps: float | None = Field(None, gt=0, le=1000, description="camera frame rate hint")
+    resize: tuple[int, int] | None = Field(None, description="scale frames to [w, h]")
+    backoff_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay")
+    max_backoff_s: float = Field(10.0, gt=0, le=600, description="longest reconnect delay")
+    max_reconnects: int | None = Field(
+        None, ge=0, description="failed reconnects in a row before the stream ends (None: ∞)"
+    )
+    open_timeout_s: float = Field(5.0, gt=0, le=120, description="network open timeout")
+    read_timeout_s: float = Field(5.0, gt=0, le=120, description="network read timeout")
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str | int, info: ValidationInfo) -> str | int:
+        spec = parse_source(value)
+        graph_dir = (info.context or {}).get("graph_dir")
+        if graph_dir is not None and spec.kind is Kind.FILE:  # checked at validate time
+            path = (Path(graph_dir) / Path(str(spec.target)).expanduser()).resolve()
+            if not path.is_file():
+                raise ValueError(f"video file {path} not found")
+        return value
+
+    @field_validator("resize")
+    @classmethod
+    def _sane_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not (16 <= value[0] <= 7680 and 16 <= value[1] <= 4320):
+            msg = "a size [w, h] between [16, 16] and [7680, 4320]"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("width", "height", "fps", "loop")
+    @classmethod
+    def _fits_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        if not value or "source" not in info.data:
+            return value
+        kind = parse_source(info.data["source"]).kind
+        if info.field_name == "loop" and kind is not Kind.FILE:
+            msg = "loop replays a video file; this source is not one"
+            raise ValueError(msg)
+        if info.field_name != "loop" and kind is not Kind.DEVICE:
+            msg = f"{info.field_name} is a camera hint; to scale other sources use resize"
+            raise ValueError(msg)
+        return value
+
+
+class Capture(Source[CaptureConfig]):
     """One video source as a stream of ``frame`` arrays (H, W, 3) uint8 BGR::
 
         [stages.cam0]
@@ -48,62 +105,6 @@ class Capture(Source):
     Streams, cameras and GStreamer pipelines are live (drop the oldest frame when behind)
     and reconnect with backoff; files and scenes wait for the pipeline unless ``live``.
     """
-
-    class Config(StageConfig):
-        source: str | int = Field(
-            description="video file (relative to the graph), rtsp://, http(s)://, /dev/videoN "
-            "or camera index, GStreamer pipeline ('!' or gst:), or synthetic:street?seed=..."
-        )
-        live: bool | None = Field(
-            None, description="drop oldest when behind (default: true for streams and cameras)"
-        )
-        realtime: bool = Field(False, description="play a file at its own frame rate")
-        loop: bool = Field(False, description="replay a file endlessly")
-        width: int | None = Field(None, ge=16, le=7680, description="camera size hint")
-        height: int | None = Field(None, ge=16, le=4320, description="camera size hint")
-        fps: float | None = Field(None, gt=0, le=1000, description="camera frame rate hint")
-        resize: tuple[int, int] | None = Field(None, description="scale frames to [w, h]")
-        backoff_s: float = Field(0.5, gt=0, le=60, description="first reconnect delay")
-        max_backoff_s: float = Field(10.0, gt=0, le=600, description="longest reconnect delay")
-        max_reconnects: int | None = Field(
-            None, ge=0, description="failed reconnects in a row before the stream ends (None: ∞)"
-        )
-        open_timeout_s: float = Field(5.0, gt=0, le=120, description="network open timeout")
-        read_timeout_s: float = Field(5.0, gt=0, le=120, description="network read timeout")
-        rtsp_transport: Literal["tcp", "udp"] = "tcp"
-
-        @field_validator("source")
-        @classmethod
-        def _known_source(cls, value: str | int, info: ValidationInfo) -> str | int:
-            spec = parse_source(value)
-            graph_dir = (info.context or {}).get("graph_dir")
-            if graph_dir is not None and spec.kind is Kind.FILE:  # checked at validate time
-                path = (Path(graph_dir) / Path(str(spec.target)).expanduser()).resolve()
-                if not path.is_file():
-                    raise ValueError(f"video file {path} not found")
-            return value
-
-        @field_validator("resize")
-        @classmethod
-        def _sane_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-            if value is not None and not (16 <= value[0] <= 7680 and 16 <= value[1] <= 4320):
-                msg = "a size [w, h] between [16, 16] and [7680, 4320]"
-                raise ValueError(msg)
-            return value
-
-        @field_validator("width", "height", "fps", "loop")
-        @classmethod
-        def _fits_kind(cls, value: Any, info: ValidationInfo) -> Any:
-            if not value or "source" not in info.data:
-                return value
-            kind = parse_source(info.data["source"]).kind
-            if info.field_name == "loop" and kind is not Kind.FILE:
-                msg = "loop replays a video file; this source is not one"
-                raise ValueError(msg)
-            if info.field_name != "loop" and kind is not Kind.DEVICE:
-                msg = f"{info.field_name} is a camera hint; to scale other sources use resize"
-                raise ValueError(msg)
-            return value
 
     @property
     def live(self) -> bool:
@@ -124,7 +125,7 @@ class Capture(Source):
         self.shape: tuple[int, int, int] | None = None
         self._spare: np.ndarray | None = None  # a slot allocated for a read that failed
         self._scratch: np.ndarray | None = None  # decode buffer when resizing
-        self.synthetic = None
+        self.synthetic: SyntheticSource | None = None
         if self.spec.kind is Kind.SCENE:
             self._setup_scene(ctx)
             return
@@ -162,17 +163,16 @@ class Capture(Source):
     def _setup_scene(self, ctx: Context) -> None:
         """Delegate to the synthetic source, which renders scenes and paces itself."""
         from stages.synthetic.scene import parse_scene_uri
-        from stages.synthetic.stage import SyntheticSource
 
         p = parse_scene_uri(str(self.spec.target))
         options = {k: p[k] for k in ("width", "height", "fps", "seed") if k in p}
-        own_ctx = ctx if self.config.resize is None else dataclasses.replace(ctx, _alloc=None)
+        own_ctx = ctx if self.config.resize is None else ctx.with_plain_arrays()
         try:
             synth = SyntheticSource(
                 scene=p.get("preset", "easy"), live=self.live, realtime=self.config.realtime,
                 **options,
             )  # fmt: skip
-            synth._stream_id = self.stream_id  # type: ignore[attr-defined]
+            synth.stream_id = self.stream_id
             synth.setup(own_ctx)
         except ValidationError as exc:
             wrong = "; ".join(f"{e['loc'][0]} {e['msg']}" for e in exc.errors())
@@ -240,7 +240,7 @@ class Capture(Source):
         if img is out:
             return out, t, mono
         bgr = _as_bgr(img)  # first frame of a stream of unknown size, or its size changed
-        self.shape = bgr.shape  # type: ignore[assignment]
+        self.shape = bgr.shape
         frame = self.ctx.alloc(bgr.shape, np.uint8)
         frame[...] = bgr
         return frame, t, mono
@@ -259,7 +259,7 @@ class Capture(Source):
     def _read_scene(self) -> Message | None:
         assert self.synthetic is not None
         msg = self.synthetic.read()
-        if msg is None or self.config.resize is None:
+        if msg is None or msg.frame is None or self.config.resize is None:
             return msg
         w, h = self.config.resize
         frame = self.ctx.alloc((h, w, 3), np.uint8)

@@ -13,7 +13,9 @@ __all__ = ["Backend", "first_line", "require_model_file"]
 
 
 class Backend(Protocol):
-    """One loaded model on one device: ``run`` takes the input tensor, returns the outputs."""
+    """One loaded model on one device: ``run`` takes the input tensor, returns the outputs.
+    A backend that returns raw int8 outputs also has ``quant``: each output's
+    (zero_point, scale), which the infer stage passes on in ``meta["quant"]``."""
 
     def run(self, x: np.ndarray) -> list[np.ndarray]: ...
 

@@ -117,4 +117,4 @@ class OnnxBackend:
         return outs
 
     def close(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        self.session = None

@@ -120,7 +120,7 @@ def quantize_outputs(
         lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
         scale = (hi - lo) / (info.max - info.min) or 1.0
         zero_point = round(info.min - lo / scale)
-        q = np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+        q: np.ndarray = np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
         tensors.append(q)
         params.append((zero_point, scale))
     return tensors, params

@@ -79,10 +79,13 @@ def _fill_border(out: np.ndarray, geom: LetterboxGeometry, value: float, hw_axes
     y0, x0 = geom.pad_y, geom.pad_x
     y1, x1 = y0 + geom.new_h, x0 + geom.new_w
     lead = (slice(None),) * hw_axes
-    out[(*lead, slice(0, y0))] = value
-    out[(*lead, slice(y1, None))] = value
-    out[(*lead, slice(y0, y1), slice(0, x0))] = value
-    out[(*lead, slice(y0, y1), slice(x1, None))] = value
+    for border in (
+        (*lead, slice(0, y0)),
+        (*lead, slice(y1, None)),
+        (*lead, slice(y0, y1), slice(0, x0)),
+        (*lead, slice(y0, y1), slice(x1, None)),
+    ):
+        out[border] = value
 
 
 def _check_out(out: np.ndarray, shape: tuple[int, ...], dtype: type) -> None:

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
+from pipeline.keys import META_LETTERBOX, TENSOR
 from pipeline.messages import Message
 from pipeline.stage import Context, Stage, StageConfig
 from stages.letterbox.geometry import letterbox_geometry, letterbox_into, letterbox_nchw_into
@@ -19,17 +20,18 @@ from stages.letterbox.geometry import letterbox_geometry, letterbox_into, letter
 __all__ = ["Letterbox"]
 
 
-class Letterbox(Stage):
+class LetterboxConfig(StageConfig):
+    size: tuple[int, int] = Field((640, 640), description="model input (width, height)")
+    layout: Literal["nchw_float", "nhwc_uint8"] = "nchw_float"
+    output: str = TENSOR
+
+
+class Letterbox(Stage[LetterboxConfig]):
     """Frame (H, W, 3) BGR -> model input under ``arrays[output]``.
 
     ``layout = "nchw_float"`` (ONNX: RGB float32 / 255, shape 1x3xHxW) or ``"nhwc_uint8"``
     (RKNN: RGB uint8, 1xHxWx3; the NPU does the normalisation).
     """
-
-    class Config(StageConfig):
-        size: tuple[int, int] = Field((640, 640), description="model input (width, height)")
-        layout: Literal["nchw_float", "nhwc_uint8"] = "nchw_float"
-        output: str = "tensor"
 
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -52,5 +54,5 @@ class Letterbox(Stage):
             letterbox_into(frame, out[0], geom)  # type: ignore[arg-type]
             cv2.cvtColor(out[0], cv2.COLOR_BGR2RGB, dst=out[0])
         msg.arrays[self.config.output] = out
-        msg.meta["letterbox"] = geom.to_dict()  # type: ignore[attr-defined]
+        msg.meta[META_LETTERBOX] = geom.to_dict()  # type: ignore[attr-defined]
         return msg

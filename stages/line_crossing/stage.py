@@ -13,29 +13,24 @@ stream has its own LineCounter (hysteresis band ``margin`` px), so the stage is 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.detections import Detections
+from pipeline.keys import META_LINES
 from pipeline.messages import Message
-from pipeline.stage import Context, Outputs, Stage
 from stages.analytics.base import (
     AnalyticsConfig,
-    Snapshots,
+    PerStreamAnalytics,
     check_unique,
-    class_ids,
-    final_message,
     for_stream,
-    has_counts,
-    merge_counts,
     one_or_many,
-    tracked,
 )
-from stages.classes import class_name
 from stages.events import line_crossing_event
 from stages.line_crossing.counter import CrossingEvent, LineCounter
 
-__all__ = ["LineCrossing", "LineSpec"]
+__all__ = ["LineCrossing", "LineCrossingConfig", "LineSpec"]
 
 
 class LineSpec(BaseModel):
@@ -55,99 +50,66 @@ class LineSpec(BaseModel):
         return self
 
 
-class LineCrossing(Stage):
+class LineCrossingConfig(AnalyticsConfig):
+    lines: dict[str, list[LineSpec]] = Field(
+        description='stream name (or "*" for all) -> [{name, a = [x, y], b = [x, y]}]'
+    )
+    margin: float = Field(3.0, ge=0, description="hysteresis band either side of a line, px")
+    tolerance: float = Field(4.0, ge=0, description="px past a segment's ends still counted")
+    forget_after: int = Field(60, ge=1, description="frames a vanished track is remembered")
+    settle_after: int = Field(
+        2, ge=1, description="sightings past a line, in the band, that count if it vanishes"
+    )
+
+    _one_or_many = field_validator("lines", mode="before")(one_or_many)
+
+    @field_validator("lines")
+    @classmethod
+    def _unique(cls, v: dict[str, list[LineSpec]]) -> dict[str, list[LineSpec]]:
+        check_unique(v, "line")
+        return v
+
+
+class LineCrossing(PerStreamAnalytics[LineCrossingConfig, LineCounter]):
     """Count crossings of ``msg.detections`` (tracked; ID -1 ignored) over each stream's lines.
 
     Sets ``meta["lines"]`` on every message of a stream with lines and appends events to
     ``meta["events"]``; a final ``counts`` snapshot follows each stream's last frame.
     """
 
-    replicable: ClassVar[bool] = False
+    overlay_key: ClassVar[str] = META_LINES
+    counts_key: ClassVar[str] = "lines"
 
-    class Config(AnalyticsConfig):
-        lines: dict[str, list[LineSpec]] = Field(
-            description='stream name (or "*" for all) -> [{name, a = [x, y], b = [x, y]}]'
-        )
-        margin: float = Field(3.0, ge=0, description="hysteresis band either side of a line, px")
-        tolerance: float = Field(4.0, ge=0, description="px past a segment's ends still counted")
-        forget_after: int = Field(60, ge=1, description="frames a vanished track is remembered")
-        settle_after: int = Field(
-            2, ge=1, description="sightings past a line, in the band, that count if it vanishes"
-        )
-
-        _one_or_many = field_validator("lines", mode="before")(one_or_many)
-
-        @field_validator("lines")
-        @classmethod
-        def _unique(cls, v: dict[str, list[LineSpec]]) -> dict[str, list[LineSpec]]:
-            check_unique(v, "line")
-            return v
-
-    def setup(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.keep = class_ids(self.config.classes, self.config.names)
-        self.counters: dict[str, LineCounter | None] = {}
-        self.last: dict[str, Message] = {}
-        self.snapshots = Snapshots(self.config.snapshot_every_s)
-
-    def _counter(self, stream: str) -> LineCounter | None:
-        if stream not in self.counters:
-            specs = for_stream(self.config.lines, stream)
-            c = self.config
-            self.counters[stream] = (
-                LineCounter(
-                    {s.name: (s.a, s.b) for s in specs},
-                    anchor=c.anchor,
-                    margin=c.margin,
-                    tolerance=c.tolerance,
-                    forget_after=c.forget_after,
-                    settle_after=c.settle_after,
-                )
-                if specs
-                else None
-            )
-        return self.counters[stream]
-
-    def process(self, msg: Message) -> Message:
-        counter = self._counter(msg.stream)
-        if counter is None:  # no lines for this stream
-            return msg
-        det = tracked(msg, self.ctx.stage, self.keep)
-        if det is None:  # a snapshot flushed upstream at the stream's end: add ours to it
-            if has_counts(msg):
-                msg.meta["lines"] = self._overlay(counter, counter.totals())
-                merge_counts(msg, lines=self._counts(counter))
-                self.snapshots.finished.add(msg.stream)
-            return msg
-        totals = counter.totals()
-        gap = msg.seq - msg.prev if msg.prev >= 0 else 1
-        crossings = counter.update(det.xyxy, det.tracker_id, det.class_id, frame_gap=gap)
-        self._add_events(msg, crossings, totals)
-        msg.meta["lines"] = self._overlay(counter, totals)
-        if self.snapshots.is_due(msg.stream, msg.t_capture) or has_counts(msg):
-            merge_counts(msg, lines=self._counts(counter))
-        self.last[msg.stream] = msg
-        return msg
-
-    def end_stream(self, stream: str) -> Outputs:
-        counter = self.counters.pop(stream, None)
-        last = self.last.pop(stream, None)
-        done = stream in self.snapshots.finished
-        self.snapshots.forget(stream)
-        if counter is None or done:
+    def make(self, stream: str) -> LineCounter | None:
+        specs = for_stream(self.config.lines, stream)
+        if not specs:
             return None
-        out = final_message(stream, last)
-        totals = counter.totals()
-        self._add_events(out, counter.finish(), totals)  # tracks last seen just past a line
-        out.meta["lines"] = self._overlay(counter, totals)
-        merge_counts(out, lines=self._counts(counter))
-        return out
+        c = self.config
+        return LineCounter(
+            {s.name: (s.a, s.b) for s in specs},
+            anchor=c.anchor,
+            margin=c.margin,
+            tolerance=c.tolerance,
+            forget_after=c.forget_after,
+            settle_after=c.settle_after,
+        )
 
-    def _add_events(
+    def observe(self, msg: Message, analyser: LineCounter, det: Detections) -> list[dict]:
+        totals = analyser.totals()
+        gap = msg.seq - msg.prev if msg.prev >= 0 else 1
+        crossings = analyser.update(det.xyxy, det.tracker_id, det.class_id, frame_gap=gap)
+        return self._events(msg, crossings, totals)
+
+    def finish(self, msg: Message, analyser: LineCounter) -> list[dict]:
+        """Tracks last seen just past a line are counted when the stream ends."""
+        totals = analyser.totals()
+        return self._events(msg, analyser.finish(), totals)
+
+    def _events(
         self, msg: Message, crossings: list[CrossingEvent], totals: dict[str, dict[str, int]]
-    ) -> None:
-        """Crossing events into ``meta["events"]``, each with the line's running totals as of
-        that crossing (``totals`` is advanced)."""
+    ) -> list[dict]:
+        """One event per crossing, each with its line's running totals as of that crossing
+        (``totals`` is advanced)."""
         events = []
         for ev in crossings:
             totals[ev.line][ev.direction] += 1
@@ -160,24 +122,23 @@ class LineCrossing(Stage):
                     ev.class_id,
                     ev.point,
                     dict(totals[ev.line]),
-                    class_name(ev.class_id, self.config.names),
+                    self.class_name(ev.class_id),
                 )
             )
-        if events:
-            msg.meta["events"] = [*msg.meta.get("events", []), *events]
+        return events
 
-    def _counts(self, counter: LineCounter) -> dict[str, dict[str, dict[str, int]]]:
-        """Crossings per line, direction and class name, for a counts event."""
-        names = self.config.names
+    def counts(self, analyser: LineCounter) -> dict[str, Any]:
+        """Crossings per line, direction and class name."""
         return {
             line: {
-                d: {class_name(c, names): n for c, n in sorted(by.items())} for d, by in ds.items()
+                d: {self.class_name(c): n for c, n in sorted(by.items())} for d, by in ds.items()
             }
-            for line, ds in counter.counts.items()
+            for line, ds in analyser.counts.items()
         }
 
-    def _overlay(self, counter: LineCounter, totals: dict[str, dict[str, int]]) -> dict:
-        """``meta["lines"]``: each line's ends and totals, for drawing."""
+    def overlay(self, analyser: LineCounter) -> dict[str, Any]:
+        """Each line's ends and totals, for drawing."""
+        totals = analyser.totals()
         return {
-            ln.name: {"a": list(ln.a), "b": list(ln.b), **totals[ln.name]} for ln in counter.lines
+            ln.name: {"a": list(ln.a), "b": list(ln.b), **totals[ln.name]} for ln in analyser.lines
         }

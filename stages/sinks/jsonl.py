@@ -79,7 +79,16 @@ class RotatingFile:
         self.f.close()
 
 
-class JsonlSink(Stage):
+class JsonlSinkConfig(StageConfig):
+    path: str = Field("out/events.jsonl", description="file to append to; {stream} allowed")
+    flush_every: int = Field(1, ge=1, description="lines between flushes (1: tail-able)")
+    events_only: bool = Field(False, description="one line per meta['events'] entry")
+    rotate_mb: float | None = Field(None, gt=0, description="start a new file past this")
+    rotate_every_s: float | None = Field(None, gt=0, description="new file this often")
+    keep: int = Field(5, ge=0, description="rotated files kept: path.1 (newest) .. path.N")
+
+
+class JsonlSink(Stage[JsonlSinkConfig]):
     """Append a JSON line per message to ``path`` (relative paths: the working directory).
 
     Arrays are summarised by shape and dtype, never dumped; metadata goes in as it is. With
@@ -87,14 +96,6 @@ class JsonlSink(Stage):
     """
 
     replicable = False
-
-    class Config(StageConfig):
-        path: str = Field("out/events.jsonl", description="file to append to; {stream} allowed")
-        flush_every: int = Field(1, ge=1, description="lines between flushes (1: tail-able)")
-        events_only: bool = Field(False, description="one line per meta['events'] entry")
-        rotate_mb: float | None = Field(None, gt=0, description="start a new file past this")
-        rotate_every_s: float | None = Field(None, gt=0, description="new file this often")
-        keep: int = Field(5, ge=0, description="rotated files kept: path.1 (newest) .. path.N")
 
     def setup(self, ctx: Context) -> None:
         self.files: dict[Path, RotatingFile] = {}
@@ -141,7 +142,7 @@ class JsonlSink(Stage):
         }
         det = msg.detections
         if det is not None:
-            rec["detections"] = detection_records(det, msg.arrays)
+            rec["detections"] = detection_records(det)
         return rec
 
     def close(self) -> None:
@@ -149,14 +150,11 @@ class JsonlSink(Stage):
             f.close()
 
 
-def detection_records(
-    det: Detections, arrays: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
+def detection_records(det: Detections) -> list[dict[str, Any]]:
     """Detections as plain objects: box (x1, y1, x2, y2 pixels), score, class, and for
     tracked ones the track id, age (frames) and velocity (px/frame)."""
-    arrays = arrays or {}
-    velocity = arrays.get(DETECTIONS_PREFIX + "velocity")
-    age = arrays.get(DETECTIONS_PREFIX + "age")
+    velocity = det.data.get("velocity")
+    age = det.data.get("age")
     out = []
     for i in range(len(det)):
         cid = int(det.class_id[i])
@@ -168,9 +166,9 @@ def detection_records(
         }
         if det.tracker_id[i] >= 0:  # -1: not (yet) tracked
             rec["track_id"] = int(det.tracker_id[i])
-            if age is not None and len(age) == len(det):
+            if age is not None:
                 rec["age"] = int(age[i])
-            if velocity is not None and len(velocity) == len(det):
+            if velocity is not None:
                 rec["velocity"] = [round(float(v), 2) for v in velocity[i]]
         out.append(rec)
     return out

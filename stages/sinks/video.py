@@ -37,7 +37,24 @@ class _Track:
         self.meter = RateMeter()
 
 
-class VideoSink(Stage):
+class VideoSinkConfig(StageConfig):
+    path: str = Field("out/{stream}.mp4", description="output file; {stream} allowed")
+    fps: float = Field(30.0, gt=0, le=1000, description="frame rate written in the file")
+    fourcc: str = Field("mp4v", description="four-character codec code")
+    annotate: bool = Field(True, description="draw detections, lines, zones and a header")
+    fill_gaps: bool = Field(False, description="repeat the last frame over dropped frames")
+    max_fill: int = Field(300, ge=0, description="most frames repeated for one gap")
+
+    @field_validator("fourcc")
+    @classmethod
+    def _four_chars(cls, v: str) -> str:
+        if len(v) != 4:
+            msg = f"expected 4 characters such as 'mp4v', got {v!r}"
+            raise ValueError(msg)
+        return v
+
+
+class VideoSink(Stage[VideoSinkConfig]):
     """Write ``path`` (``{stream}`` is replaced by the stream name) per stream, annotated.
 
     With ``fill_gaps`` a frame dropped upstream (a gap in seq) is filled by repeating the
@@ -46,22 +63,6 @@ class VideoSink(Stage):
     """
 
     replicable = False
-
-    class Config(StageConfig):
-        path: str = Field("out/{stream}.mp4", description="output file; {stream} allowed")
-        fps: float = Field(30.0, gt=0, le=1000, description="frame rate written in the file")
-        fourcc: str = Field("mp4v", description="four-character codec code")
-        annotate: bool = Field(True, description="draw detections, lines, zones and a header")
-        fill_gaps: bool = Field(False, description="repeat the last frame over dropped frames")
-        max_fill: int = Field(300, ge=0, description="most frames repeated for one gap")
-
-        @field_validator("fourcc")
-        @classmethod
-        def _four_chars(cls, v: str) -> str:
-            if len(v) != 4:
-                msg = f"expected 4 characters such as 'mp4v', got {v!r}"
-                raise ValueError(msg)
-            return v
 
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -97,7 +98,7 @@ class VideoSink(Stage):
                 os.unlink(name)
 
     def _open(self, path: Path, size: tuple[int, int]) -> cv2.VideoWriter:
-        fourcc = cv2.VideoWriter_fourcc(*self.config.fourcc)
+        fourcc = cv2.VideoWriter.fourcc(*self.config.fourcc)
         writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, fourcc, self.config.fps, size)
         if not writer.isOpened():
             msg = (

@@ -102,9 +102,11 @@ class Actor:
 def _color(rng: np.random.Generator, palette: list[tuple[int, int, int]]) -> tuple[int, int, int]:
     """A palette colour, or sometimes any colour; never pure black (tests see black as empty)."""
     if rng.random() < 0.3:
-        return tuple(int(v) for v in rng.integers(20, 256, 3))
+        r, g, b = (int(v) for v in rng.integers(20, 256, 3))
+        return r, g, b
     base = np.asarray(palette[int(rng.integers(len(palette)))])
-    return tuple(int(v) for v in np.clip(base + rng.integers(-15, 16, 3), 12, 255))
+    r, g, b = (int(v) for v in np.clip(base + rng.integers(-15, 16, 3), 12, 255))
+    return r, g, b
 
 
 CLOTHES = [

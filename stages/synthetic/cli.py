@@ -76,7 +76,7 @@ def write_clip(scene: Scene, video: Path, truth: Path, frames: int, lines: dict[
     number of crossings."""
     video.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(
-        str(video), cv2.VideoWriter_fourcc(*"mp4v"), scene.fps, (scene.width, scene.height)
+        str(video), cv2.VideoWriter.fourcc(*"mp4v"), scene.fps, (scene.width, scene.height)
     )
     if not writer.isOpened():
         msg = f"OpenCV cannot write {video} (mp4v)"

@@ -62,7 +62,8 @@ def _texture(rng: np.random.Generator, h: int, w: int, sigma: float, blur: int) 
 
 def _jitter(rng: np.random.Generator, base: Color, amount: int) -> Color:
     c = np.clip(np.asarray(base) + rng.integers(-amount, amount + 1, 3), 0, 255)
-    return tuple(int(v) for v in c)
+    b, g, r = (int(v) for v in c)
+    return b, g, r
 
 
 def _buildings(img: np.ndarray, rng: np.random.Generator, bottom: int) -> None:

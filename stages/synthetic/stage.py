@@ -20,22 +20,23 @@ from pipeline.stage import Context, Source, StageConfig
 __all__ = ["SyntheticSource"]
 
 
-class SyntheticSource(Source):
+class SyntheticSourceConfig(StageConfig):
+    width: int = Field(640, ge=16, le=7680)
+    height: int = Field(360, ge=16, le=4320)
+    fps: float = Field(30.0, gt=0, le=1000)
+    frames: int | None = Field(None, ge=0, description="stop after this many (None: endless)")
+    seed: int = 0
+    scene: Literal["boxes", "easy", "hard", "empty"] = Field(
+        "boxes", description="street scene preset with people and cars, or plain boxes"
+    )
+    objects: int = Field(6, ge=0, le=500, description="number of boxes (scene = boxes)")
+    live: bool = False
+    realtime: bool = Field(False, description="pace at fps (always true when live)")
+
+
+class SyntheticSource(Source[SyntheticSourceConfig]):
     """Frames of coloured boxes moving over a grey background; frame i is a pure function
     of (seed, i), so a restarted source continues exactly where it stopped."""
-
-    class Config(StageConfig):
-        width: int = Field(640, ge=16, le=7680)
-        height: int = Field(360, ge=16, le=4320)
-        fps: float = Field(30.0, gt=0, le=1000)
-        frames: int | None = Field(None, ge=0, description="stop after this many (None: endless)")
-        seed: int = 0
-        scene: Literal["boxes", "easy", "hard", "empty"] = Field(
-            "boxes", description="street scene preset with people and cars, or plain boxes"
-        )
-        objects: int = Field(6, ge=0, le=500, description="number of boxes (scene = boxes)")
-        live: bool = False
-        realtime: bool = Field(False, description="pace at fps (always true when live)")
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config

@@ -107,7 +107,7 @@ def _nms(
     span = float(xywh.max() - xywh.min()) + 1.0
     xywh += cls[:, None].astype(np.float64) * span
     xywh[:, 2:] -= xywh[:, :2]
-    keep = cv2.dnn.NMSBoxes(xywh, score, conf, iou)
+    keep = cv2.dnn.NMSBoxes(xywh, score, conf, iou)  # type: ignore[arg-type]
     return np.asarray(keep, np.intp).reshape(-1)
 
 

@@ -17,25 +17,20 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.detections import Detections
+from pipeline.keys import META_ZONES
 from pipeline.messages import Message
-from pipeline.stage import Context, Outputs, Stage
 from stages.analytics.base import (
     AnalyticsConfig,
-    Snapshots,
+    PerStreamAnalytics,
     check_unique,
-    class_ids,
-    final_message,
     for_stream,
-    has_counts,
-    merge_counts,
     one_or_many,
-    tracked,
 )
-from stages.classes import class_name
 from stages.events import zone_enter_event, zone_exit_event
 from stages.zones.monitor import ZoneEvent, ZoneMonitor
 
-__all__ = ["ZoneSpec", "Zones"]
+__all__ = ["ZoneSpec", "Zones", "ZonesConfig"]
 
 
 class ZoneSpec(BaseModel):
@@ -56,105 +51,67 @@ class ZoneSpec(BaseModel):
         return self
 
 
-class Zones(Stage):
+class ZonesConfig(AnalyticsConfig):
+    zones: dict[str, list[ZoneSpec]] = Field(
+        description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]'
+    )
+    enter_frames: int = Field(2, ge=1, description="frames inside in a row to enter")
+    exit_frames: int = Field(2, ge=1, description="frames outside in a row to leave")
+    forget_after_s: float = Field(2.0, gt=0, description="unseen this long: the track left")
+
+    _one_or_many = field_validator("zones", mode="before")(one_or_many)
+
+    @field_validator("zones")
+    @classmethod
+    def _unique(cls, v: dict[str, list[ZoneSpec]]) -> dict[str, list[ZoneSpec]]:
+        check_unique(v, "zone")
+        return v
+
+
+class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):
     """Watch each stream's zones for ``msg.detections`` (tracked; ID -1 ignored).
 
     Sets ``meta["zones"]`` on every message of a stream with zones and appends events to
     ``meta["events"]``; a final ``counts`` snapshot follows each stream's last frame.
     """
 
-    replicable: ClassVar[bool] = False
+    overlay_key: ClassVar[str] = META_ZONES
+    counts_key: ClassVar[str] = "zones"
 
-    class Config(AnalyticsConfig):
-        zones: dict[str, list[ZoneSpec]] = Field(
-            description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]'
-        )
-        enter_frames: int = Field(2, ge=1, description="frames inside in a row to enter")
-        exit_frames: int = Field(2, ge=1, description="frames outside in a row to leave")
-        forget_after_s: float = Field(2.0, gt=0, description="unseen this long: the track left")
-
-        _one_or_many = field_validator("zones", mode="before")(one_or_many)
-
-        @field_validator("zones")
-        @classmethod
-        def _unique(cls, v: dict[str, list[ZoneSpec]]) -> dict[str, list[ZoneSpec]]:
-            check_unique(v, "zone")
-            return v
-
-    def setup(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.keep = class_ids(self.config.classes, self.config.names)
-        self.monitors: dict[str, ZoneMonitor | None] = {}
-        self.last: dict[str, Message] = {}
-        self.snapshots = Snapshots(self.config.snapshot_every_s)
-
-    def _monitor(self, stream: str) -> ZoneMonitor | None:
-        if stream not in self.monitors:
-            specs = for_stream(self.config.zones, stream)
-            c = self.config
-            self.monitors[stream] = (
-                ZoneMonitor(
-                    {s.name: s.polygon for s in specs},
-                    anchor=c.anchor,
-                    enter_frames=c.enter_frames,
-                    exit_frames=c.exit_frames,
-                    forget_after=c.forget_after_s,
-                )
-                if specs
-                else None
-            )
-        return self.monitors[stream]
-
-    def process(self, msg: Message) -> Message:
-        monitor = self._monitor(msg.stream)
-        if monitor is None:  # no zones for this stream
-            return msg
-        det = tracked(msg, self.ctx.stage, self.keep)
-        if det is None:  # a snapshot flushed upstream at the stream's end: add ours to it
-            if has_counts(msg):
-                msg.meta["zones"] = self._overlay(monitor)
-                merge_counts(msg, zones=self._counts(monitor))
-                self.snapshots.finished.add(msg.stream)
-            return msg
-        found = monitor.update(det.xyxy, det.tracker_id, det.class_id, msg.t_capture)
-        if found:
-            events = [self._event(msg, ev) for ev in found]
-            msg.meta["events"] = [*msg.meta.get("events", []), *events]
-        msg.meta["zones"] = self._overlay(monitor)
-        if self.snapshots.is_due(msg.stream, msg.t_capture) or has_counts(msg):
-            merge_counts(msg, zones=self._counts(monitor))
-        self.last[msg.stream] = msg
-        return msg
-
-    def end_stream(self, stream: str) -> Outputs:
-        monitor = self.monitors.pop(stream, None)
-        last = self.last.pop(stream, None)
-        done = stream in self.snapshots.finished
-        self.snapshots.forget(stream)
-        if monitor is None or done:
+    def make(self, stream: str) -> ZoneMonitor | None:
+        specs = for_stream(self.config.zones, stream)
+        if not specs:
             return None
-        out = final_message(stream, last)
-        out.meta["zones"] = self._overlay(monitor)
-        merge_counts(out, zones=self._counts(monitor))
-        return out
+        c = self.config
+        return ZoneMonitor(
+            {s.name: s.polygon for s in specs},
+            anchor=c.anchor,
+            enter_frames=c.enter_frames,
+            exit_frames=c.exit_frames,
+            forget_after=c.forget_after_s,
+        )
+
+    def observe(self, msg: Message, analyser: ZoneMonitor, det: Detections) -> list[dict]:
+        found = analyser.update(det.xyxy, det.tracker_id, det.class_id, msg.t_capture)
+        return [self._event(msg, ev) for ev in found]
 
     def _event(self, msg: Message, ev: ZoneEvent) -> dict[str, Any]:
-        name = class_name(ev.class_id, self.config.names)
+        name = self.class_name(ev.class_id)
         if ev.kind == "enter":
             return zone_enter_event(msg, ev.zone, ev.track_id, ev.class_id, name)
         return zone_exit_event(msg, ev.zone, ev.track_id, ev.class_id, ev.dwell or 0.0, name)
 
-    def _counts(self, monitor: ZoneMonitor) -> dict[str, dict[str, int]]:
-        """Objects inside each zone now, per class name, for a counts event."""
+    def counts(self, analyser: ZoneMonitor) -> dict[str, Any]:
+        """Objects inside each zone now, per class name."""
         return {
-            zone: {class_name(c, self.config.names): n for c, n in sorted(by.items())}
-            for zone, by in monitor.occupancy().items()
+            zone: {self.class_name(c): n for c, n in sorted(by.items())}
+            for zone, by in analyser.occupancy().items()
         }
 
-    def _overlay(self, monitor: ZoneMonitor) -> dict[str, Any]:
-        """``meta["zones"]``: each zone's polygon and how many objects are inside, for drawing."""
-        occupancy = monitor.occupancy()
+    def overlay(self, analyser: ZoneMonitor) -> dict[str, Any]:
+        """Each zone's polygon and how many objects are inside, for drawing."""
+        occupancy = analyser.occupancy()
         return {
             name: {"polygon": poly.tolist(), "occupancy": sum(occupancy[name].values())}
-            for name, poly in zip(monitor.names, monitor.polygons, strict=True)
+            for name, poly in zip(analyser.names, analyser.polygons, strict=True)
         }

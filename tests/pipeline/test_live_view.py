@@ -24,7 +24,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.stats.live_view import LiveView, cpu_list, fit, plain_lines, table_lines
+from pipeline.cpus import format_cpus, parse_cpus
+from pipeline.stats.live_view import LiveView, fit, plain_lines, table_lines
 from pipeline.stats.prometheus import SnapshotCollector
 from pipeline.stats.report import InstanceRow, Snapshot, StatsBook
 from support.rkpipe import poll_for, rkpipe_env, run_rkpipe, start_rkpipe, write_graph
@@ -111,7 +112,8 @@ def test_table_on_a_short_terminal_says_how_many_rows_are_hidden() -> None:
 
 
 def test_helpers_name_cpus_and_cut_names() -> None:
-    assert cpu_list([4, 5, 6, 7, 0]) == "0,4-7" and cpu_list([]) == "any"
+    assert format_cpus([4, 5, 6, 7, 0]) == "0,4-7" and format_cpus([]) == "any"
+    assert parse_cpus("0-3,6") == {0, 1, 2, 3, 6}
     assert fit("short", 10) == "short" and fit("abcdefghijkl", 6) == "abcde~"
     assert fit("inference_stage.12", 10) == "infere~.12"
 

@@ -331,7 +331,7 @@ path = "{tmp_path}/out.jsonl"
 @pytest.mark.slow
 @pytest.mark.parametrize("fatal", [False, True])
 def test_live_reader_failure_is_not_swallowed(tmp_path: Path, no_leaks, fatal: bool) -> None:
-    """A live source reads in its own thread; what kills that thread must reach the runner
+    """A live source reads in its own thread; what kills that thread must reach the supervisor
     (a bug: restart, then give up past the limit; a setup-type error: one clear line)."""
     graph = write_graph(
         tmp_path,
@@ -524,7 +524,7 @@ path = "{tmp_path}/out.jsonl"
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
-    assert "device fault at seq 45" in res.stderr  # the thread's error reached the runner
+    assert "device fault at seq 45" in res.stderr  # the thread's error reached the supervisor
     rows = read_jsonl(tmp_path / "out.jsonl")
     for seqs in per_stream(rows).values():
         assert seqs == sorted(set(seqs))  # in order, never twice
@@ -626,3 +626,30 @@ path = "{tmp_path}/out.jsonl"
     }
     assert {s: len(r) for s, r in replicas.items()} == {"cam0": 1, "cam1": 1, "cam2": 1}
     assert len(set().union(*replicas.values())) == 2  # both replicas got streams
+
+
+def test_source_health_reaches_every_stage(tmp_path: Path, no_leaks) -> None:
+    """A source's reported health (connecting, live, reconnecting) is shared with the other
+    stages of the run, with when it changed and how many reconnects there were."""
+    graph = write_graph(
+        tmp_path,
+        f"""
+[stages.cam0]
+uses = "rk_test_stages:FlakyCamera"
+frames = 40
+outage_at = 10
+[stages.tag]
+uses = "rk_test_stages:HealthTag"
+inputs = ["cam0"]
+[stages.out]
+uses = "jsonl"
+inputs = ["tag"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph))
+    assert res.returncode == 0, res.stderr
+    rows = read_jsonl(tmp_path / "out.jsonl")
+    last = rows[-1]["meta"]["health"]["cam0"]
+    assert last["state"] == "live" and last["reconnects"] == 1
+    assert isinstance(last["since"], float)

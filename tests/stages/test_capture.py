@@ -9,7 +9,6 @@ import os
 import socket
 import threading
 import time
-from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from pipeline.context import Context, InlineRuntime
 from pipeline.errors import SourceError, StageSetupError
-from pipeline.stage import Context
 from stages.capture import Capture
 from stages.capture.opener import Kind, has_gstreamer, parse_source
 from stages.capture.reconnect import Backoff
@@ -72,15 +71,9 @@ def write_clip(path: Path, frames: int, fps: float = FPS) -> Path:
 
 def read_all(cap: Capture, tmp_path: Path, limit: int = 1000, resume_seq: int = -1):
     """Set up and read a capture inline; returns (messages, drops and events by reason)."""
-    drops: Counter[str] = Counter()
-    ctx = Context(
-        stage="cam0",
-        graph_dir=tmp_path,
-        resume_seq=resume_seq,
-        _count_drop=lambda reason, n=1: drops.update({reason: n}),
-        _count_event=lambda kind, n=1: drops.update({kind: n}),
-    )
-    cap._stream_id = "cam0"  # type: ignore[attr-defined]
+    runtime = InlineRuntime()
+    ctx = Context(stage="cam0", graph_dir=tmp_path, resume_seq=resume_seq, runtime=runtime)
+    cap.stream_id = "cam0"
     cap.setup(ctx)
     out = []
     try:
@@ -88,7 +81,7 @@ def read_all(cap: Capture, tmp_path: Path, limit: int = 1000, resume_seq: int = 
             out.append(msg)
     finally:
         cap.close()
-    return out, drops
+    return out, runtime.drops + runtime.events
 
 
 def graph_text(tmp_path: Path, source_options: str) -> str:
@@ -158,8 +151,10 @@ def test_frames_are_decoded_straight_into_shared_memory(tmp_path: Path, monkeypa
     write_clip(tmp_path / "clip.mp4", 5)
     pool = FramePool(f"rkpipe-capturetest-{os.getpid()}", 8)
     cap = Capture(source="clip.mp4")
-    cap._stream_id = "cam0"  # type: ignore[attr-defined]
-    cap.setup(Context(stage="cam0", graph_dir=tmp_path, _alloc=pool.alloc))
+    cap.stream_id = "cam0"
+    runtime = InlineRuntime()
+    runtime.alloc = pool.alloc  # type: ignore[method-assign]  # frames go to shared memory
+    cap.setup(Context(stage="cam0", graph_dir=tmp_path, runtime=runtime))
     msgs = []
     try:
         msgs = [cap.read() for _ in range(5)]

@@ -18,7 +18,7 @@ import jsonschema
 import paho.mqtt.client as mqtt
 import pytest
 
-from pipeline import Context, Message, StageSetupError
+from pipeline import Context, InlineRuntime, Message, StageSetupError
 from stages.events import line_crossing_event, load_schema
 from stages.sinks.mqtt.outbox import Item, Outbox
 from stages.sinks.mqtt.stage import MqttSink, render_topic
@@ -411,8 +411,9 @@ def test_what_is_undelivered_at_the_end_is_reported_and_kept_in_the_spool(
     """The broker goes away for good before the end: the sink counts and says how many
     messages it could not deliver; with a spool they wait on disk and go at the next start."""
     sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="end-sub", persistent=True)
-    drops: dict[str, int] = {}
-    ctx = Context(stage="mqtt", graph_dir=tmp_path, _count_drop=drops.__setitem__)
+    runtime = InlineRuntime()
+    drops = runtime.drops
+    ctx = Context(stage="mqtt", graph_dir=tmp_path, runtime=runtime)
     opts = {"host": broker.host, "port": broker.port, "flush_timeout_s": 0.5}
     sink = MqttSink(**opts)
     sink.setup(ctx)

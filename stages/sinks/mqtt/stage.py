@@ -43,54 +43,55 @@ FATAL_CONNACK = {
 }
 
 
-class MqttSink(Stage):
+class MqttSinkConfig(StageConfig):
+    host: str = Field("localhost", min_length=1, description="broker host name or address")
+    port: int | None = Field(None, ge=1, le=65535, description="default 1883, 8883 with tls")
+    client_id: str | None = Field(None, description="default rkpipe-<pipeline>-<stage>-<host>")
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = Field(None, description="environment variable with password")
+    keepalive: int = Field(30, ge=5, le=65535, description="seconds")
+    qos: Literal[0, 1, 2] = 1
+    topic: str = Field("rkpipe/{stream}/events/{type}", min_length=1)
+    status_topic: str = Field("rkpipe/{stream}/status", description='"" turns it off')
+    availability_topic: str = Field(
+        "rkpipe/status", min_length=1, description="pipeline online/offline; Last Will"
+    )
+    tls: bool = False
+    ca_certs: str | None = Field(None, description="CA bundle (default: system CAs)")
+    certfile: str | None = Field(None, description="client certificate (PEM)")
+    keyfile: str | None = Field(None, description="client key (PEM)")
+    tls_insecure: bool = Field(False, description="skip the broker host name check")
+    max_queued: int = Field(10_000, ge=1, description="waiting messages kept in memory")
+    max_inflight: int = Field(100, ge=1, le=65535, description="published, not yet acked")
+    spool_dir: str | None = Field(None, description="keep overflow here, on disk")
+    spool_max_mb: float = Field(64.0, gt=0, description="bound of the spool file")
+    connect_timeout_s: float = Field(5.0, gt=0, description="first connect, at setup")
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    flush_timeout_s: float = Field(5.0, ge=0, description="time to deliver what is left")
+
+    @field_validator("topic", "status_topic", "availability_topic")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return check_template(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttSinkConfig:
+        if self.password is not None and self.password_env is not None:
+            raise ValueError("set password or password_env, not both")
+        tls_keys = ("ca_certs", "certfile", "keyfile", "tls_insecure")
+        if not self.tls and any(getattr(self, k) for k in tls_keys):
+            raise ValueError(f"{', '.join(tls_keys)} need tls = true")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        return self
+
+
+class MqttSink(Stage[MqttSinkConfig]):
     """Publish each event of each message to MQTT; frames without events publish nothing."""
 
     replicable = False
-
-    class Config(StageConfig):
-        host: str = Field("localhost", min_length=1, description="broker host name or address")
-        port: int | None = Field(None, ge=1, le=65535, description="default 1883, 8883 with tls")
-        client_id: str | None = Field(None, description="default rkpipe-<pipeline>-<stage>-<host>")
-        username: str | None = None
-        password: str | None = None
-        password_env: str | None = Field(None, description="environment variable with password")
-        keepalive: int = Field(30, ge=5, le=65535, description="seconds")
-        qos: Literal[0, 1, 2] = 1
-        topic: str = Field("rkpipe/{stream}/events/{type}", min_length=1)
-        status_topic: str = Field("rkpipe/{stream}/status", description='"" turns it off')
-        availability_topic: str = Field(
-            "rkpipe/status", min_length=1, description="pipeline online/offline; Last Will"
-        )
-        tls: bool = False
-        ca_certs: str | None = Field(None, description="CA bundle (default: system CAs)")
-        certfile: str | None = Field(None, description="client certificate (PEM)")
-        keyfile: str | None = Field(None, description="client key (PEM)")
-        tls_insecure: bool = Field(False, description="skip the broker host name check")
-        max_queued: int = Field(10_000, ge=1, description="waiting messages kept in memory")
-        max_inflight: int = Field(100, ge=1, le=65535, description="published, not yet acked")
-        spool_dir: str | None = Field(None, description="keep overflow here, on disk")
-        spool_max_mb: float = Field(64.0, gt=0, description="bound of the spool file")
-        connect_timeout_s: float = Field(5.0, gt=0, description="first connect, at setup")
-        reconnect_min_s: float = Field(1.0, gt=0)
-        reconnect_max_s: float = Field(30.0, gt=0)
-        flush_timeout_s: float = Field(5.0, ge=0, description="time to deliver what is left")
-
-        @field_validator("topic", "status_topic", "availability_topic")
-        @classmethod
-        def _template(cls, value: str) -> str:
-            return check_template(value)
-
-        @model_validator(mode="after")
-        def _consistent(self) -> MqttSink.Config:
-            if self.password is not None and self.password_env is not None:
-                raise ValueError("set password or password_env, not both")
-            tls_keys = ("ca_certs", "certfile", "keyfile", "tls_insecure")
-            if not self.tls and any(getattr(self, k) for k in tls_keys):
-                raise ValueError(f"{', '.join(tls_keys)} need tls = true")
-            if self.reconnect_max_s < self.reconnect_min_s:
-                raise ValueError("reconnect_max_s must be at least reconnect_min_s")
-            return self
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self, ctx: Context) -> None:
@@ -358,7 +359,8 @@ class MqttSink(Stage):
         self.client.loop_stop()
         kept = self.outbox.close()
         if left:
-            where = f"kept in {self.outbox.spool.path}" if kept else "lost"
+            spool = self.outbox.spool
+            where = f"kept in {spool.path}" if kept and spool is not None else "lost"
             self.log.warning(
                 "mqtt: %d messages not delivered to broker %s (%s)", left, self.address, where
             )

@@ -27,7 +27,8 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.errors import StageSetupError
-from pipeline.messages import FRAME, Message
+from pipeline.keys import DETECTIONS_PREFIX, FRAME, META_LINES, META_ZONES
+from pipeline.messages import Message
 from pipeline.stage import Context, Stage, StageConfig
 from stages.sinks.annotate import RateMeter, annotate
 
@@ -63,7 +64,7 @@ class PreviewHub:
     def publish(self, msg: Message) -> None:
         """Keep a copy of ``msg``'s frame and overlays as the stream's newest frame. A message
         without a frame (a final counts snapshot) only updates the counts of the last one."""
-        meta = {k: msg.meta[k] for k in ("lines", "zones") if k in msg.meta}
+        meta: dict[str, Any] = {k: msg.meta[k] for k in (META_LINES, META_ZONES) if k in msg.meta}
         with self.cond:
             feed = self.feeds.get(msg.stream)
             if msg.frame is None:
@@ -72,7 +73,11 @@ class PreviewHub:
                     feed.version += 1
                     self.cond.notify_all()
                 return
-        arrays = {k: np.array(v, copy=True) for k, v in msg.arrays.items() if k.startswith("det.")}
+        arrays = {
+            k: np.array(v, copy=True)
+            for k, v in msg.arrays.items()
+            if k.startswith(DETECTIONS_PREFIX)
+        }
         arrays[FRAME] = np.array(msg.frame, copy=True)  # outside the lock: the viewers go on
         own = Message(msg.stream, msg.seq, msg.prev, msg.t_capture, msg.t_mono_ns, meta, arrays)
         with self.cond:
@@ -113,7 +118,9 @@ class PreviewHub:
         with feed.encoding:
             if feed.jpeg is not None and feed.jpeg[0] >= version:
                 return feed.jpeg
-            img = annotate(msg.frame, msg, fps) if self.draw else msg.frame
+            frame = msg.frame
+            assert frame is not None  # feeds keep only messages with a frame
+            img = annotate(frame, msg, fps) if self.draw else frame
             if self.width and img.shape[1] > self.width:
                 h = round(img.shape[0] * self.width / img.shape[1])
                 img = cv2.resize(img, (self.width, h), interpolation=cv2.INTER_AREA)
@@ -133,13 +140,14 @@ def _stream_status(feed: _Feed) -> dict[str, Any]:
     msg = feed.msg
     assert msg is not None
     frame = msg.frame
-    lines = msg.meta.get("lines") or {}
-    zones = msg.meta.get("zones") or {}
+    assert frame is not None  # feeds keep only messages with a frame
+    lines = msg.meta.get(META_LINES) or {}
+    zones = msg.meta.get(META_ZONES) or {}
     return {
         "fps": round(feed.meter.rate(), 2),
         "seq": msg.seq,
         "frames": feed.frames,
-        "objects": len(msg.arrays.get("det.xyxy", ())),
+        "objects": len(msg.arrays.get(DETECTIONS_PREFIX + "xyxy", ())),
         "width": int(frame.shape[1]),
         "height": int(frame.shape[0]),
         "age_s": round(time.time() - feed.t_last, 3),
@@ -229,18 +237,19 @@ class _Server(ThreadingHTTPServer):
     sink: PreviewSink
 
 
-class PreviewSink(Stage):
+class PreviewSinkConfig(StageConfig):
+    host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every one)")
+    port: int = Field(8090, ge=0, le=65535, description="0 picks a free port")
+    quality: int = Field(80, ge=1, le=100, description="JPEG quality")
+    max_fps: float = Field(15.0, gt=0, le=120, description="frame rate cap per viewer")
+    width: int | None = Field(None, ge=16, description="scale frames down to this width")
+    annotate: bool = Field(True, description="draw detections, lines, zones and a header")
+
+
+class PreviewSink(Stage[PreviewSinkConfig]):
     """Serve a live view of every stream at ``http://host:port/`` (port 0: a free one)."""
 
     replicable = False
-
-    class Config(StageConfig):
-        host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0: every one)")
-        port: int = Field(8090, ge=0, le=65535, description="0 picks a free port")
-        quality: int = Field(80, ge=1, le=100, description="JPEG quality")
-        max_fps: float = Field(15.0, gt=0, le=120, description="frame rate cap per viewer")
-        width: int | None = Field(None, ge=16, description="scale frames down to this width")
-        annotate: bool = Field(True, description="draw detections, lines, zones and a header")
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config

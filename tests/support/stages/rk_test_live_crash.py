@@ -9,12 +9,13 @@ import numpy as np
 from pipeline import Message, Source, StageConfig, StageSetupError
 
 
-class FailingCamera(Source):
-    """Live frames; read() raises after ``after`` frames (``fatal``: a StageSetupError)."""
+class FailingCameraConfig(StageConfig):
+    after: int = 5
+    fatal: bool = False
 
-    class Config(StageConfig):
-        after: int = 5
-        fatal: bool = False
+
+class FailingCamera(Source[FailingCameraConfig]):
+    """Live frames; read() raises after ``after`` frames (``fatal``: a StageSetupError)."""
 
     def setup(self, ctx):
         self.ctx = ctx

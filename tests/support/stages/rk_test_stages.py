@@ -9,15 +9,16 @@ import time
 
 import numpy as np
 
-from pipeline import Context, Message, Stage, StageConfig
+from pipeline import Context, Message, Source, Stage, StageConfig
 from stages.synthetic.stage import SyntheticSource
 
 
-class RandomDelay(Stage):
-    """Sleep a random time per message (seeded by stream and seq), to scramble arrival order."""
+class RandomDelayConfig(StageConfig):
+    max_ms: float = 20.0
 
-    class Config(StageConfig):
-        max_ms: float = 20.0
+
+class RandomDelay(Stage[RandomDelayConfig]):
+    """Sleep a random time per message (seeded by stream and seq), to scramble arrival order."""
 
     def process(self, msg: Message) -> Message:
         rng = random.Random(f"{msg.stream}:{msg.seq}")
@@ -25,16 +26,17 @@ class RandomDelay(Stage):
         return msg
 
 
-class FrameChecker(Stage):
+class FrameCheckerConfig(StageConfig):
+    width: int = 640
+    height: int = 360
+    seed: int = 0
+    objects: int = 6
+    hold_ms: float = 0.0
+
+
+class FrameChecker(Stage[FrameCheckerConfig]):
     """Compare each frame with what the synthetic source renders for its seq; record the
     verdict in meta["frame_ok"], after an optional delay spent holding the frame."""
-
-    class Config(StageConfig):
-        width: int = 640
-        height: int = 360
-        seed: int = 0
-        objects: int = 6
-        hold_ms: float = 0.0
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config
@@ -54,11 +56,12 @@ class FrameChecker(Stage):
         return msg
 
 
-class CrashOnSeq(Stage):
-    """Raise on one seq, to prove a crashing stage is restarted."""
+class CrashOnSeqConfig(StageConfig):
+    seq: int = 10
 
-    class Config(StageConfig):
-        seq: int = 10
+
+class CrashOnSeq(Stage[CrashOnSeqConfig]):
+    """Raise on one seq, to prove a crashing stage is restarted."""
 
     def process(self, msg: Message) -> Message:
         if msg.seq == self.config.seq and msg.meta.get("crashed") is None:
@@ -66,16 +69,17 @@ class CrashOnSeq(Stage):
         return msg
 
 
-class DeviceWait(Stage):
+class DeviceWaitConfig(StageConfig):
+    max_ms: float = 8.0
+    drop_every: int = 0
+    crash_seq: int = -1
+
+
+class DeviceWait(Stage[DeviceWaitConfig]):
     """Waits on a pretend device per message (sleeps, GIL released) with ``overlap`` on, as
     inference does; drops every ``drop_every``-th message and can crash at one seq."""
 
     overlap = 2
-
-    class Config(StageConfig):
-        max_ms: float = 8.0
-        drop_every: int = 0
-        crash_seq: int = -1
 
     def process(self, msg: Message) -> Message | None:
         if msg.seq == self.config.crash_seq:
@@ -88,18 +92,19 @@ class DeviceWait(Stage):
         return msg
 
 
-class DieAtStreamEnd(Stage):
+class DieAtStreamEndConfig(StageConfig):
+    stream: str
+    marker: str
+    at: str = "end"
+    seq: int = -1
+    #: Wait this long before dying so frames already sent leave the process's socket
+    #: buffers (a frame still queued there when the process dies is lost, and counted).
+    settle_s: float = 0.3
+
+
+class DieAtStreamEnd(Stage[DieAtStreamEndConfig]):
     """Dies (SIGKILL: no cleanup, as a segfault would) once, on one stream's END (``at = "end"``) or
     on one of its frames (``at = "seq"``, ``seq``); a marker file makes it happen only once."""
-
-    class Config(StageConfig):
-        stream: str
-        marker: str
-        at: str = "end"
-        seq: int = -1
-        #: Wait this long before dying so frames already sent leave the process's socket
-        #: buffers (a frame still queued there when the process dies is lost, and counted).
-        settle_s: float = 0.3
 
     def _die_once(self) -> None:
         if not os.path.exists(self.config.marker):
@@ -118,11 +123,12 @@ class DieAtStreamEnd(Stage):
             self._die_once()
 
 
-class EndRecorder(Stage):
-    """A sink that appends each stream it is told has ended to a file, one line each."""
+class EndRecorderConfig(StageConfig):
+    path: str
 
-    class Config(StageConfig):
-        path: str
+
+class EndRecorder(Stage[EndRecorderConfig]):
+    """A sink that appends each stream it is told has ended to a file, one line each."""
 
     def process(self, msg: Message) -> Message:
         return msg
@@ -132,13 +138,14 @@ class EndRecorder(Stage):
             f.write(stream + "\n")
 
 
-class WhichReplica(Stage):
+class WhichReplicaConfig(StageConfig):
+    slow_replica: int = 0
+    delay_s: float = 1.0
+
+
+class WhichReplica(Stage[WhichReplicaConfig]):
     """Stamps ``meta["replica"]`` with the replica that processed the message; replica
     ``slow_replica`` takes ``delay_s`` to set up (it connects last)."""
-
-    class Config(StageConfig):
-        slow_replica: int = 0
-        delay_s: float = 1.0
 
     def setup(self, ctx: Context) -> None:
         self.replica = ctx.replica
@@ -147,4 +154,41 @@ class WhichReplica(Stage):
 
     def process(self, msg: Message) -> Message:
         msg.meta["replica"] = self.replica
+        return msg
+
+
+class FlakyCameraConfig(StageConfig):
+    frames: int = 30
+    outage_at: int = 10  # after this many frames the "camera" is lost for a moment
+
+
+class FlakyCamera(Source[FlakyCameraConfig]):
+    """A synthetic camera that reports connecting, live, reconnecting and live again."""
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        ctx.report_health("connecting", "opening synthetic camera")
+        self.scene = SyntheticSource(width=64, height=48, frames=self.config.frames)
+        self.scene.setup(ctx)
+        self.n = 0
+
+    def read(self) -> Message | None:
+        if self.n == 0:
+            self.ctx.report_health("live")
+        if self.n == self.config.outage_at:
+            self.ctx.report_health("reconnecting", "stream lost")
+            time.sleep(0.3)
+            self.ctx.report_health("live")
+        self.n += 1
+        return self.scene.read()
+
+
+class HealthTag(Stage):
+    """Copy every source's health, as this stage sees it, into meta["health"]."""
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def process(self, msg: Message) -> Message:
+        msg.meta["health"] = self.ctx.source_health()
         return msg
