@@ -131,8 +131,15 @@ def run_build(
     sim_out = workdir / "sim.npz" if job.verify_count else None
     job_file, log = _write_job(job, workdir, sim_out), workdir / "build.log"
     cmd = ["nice", "-n", "10", str(python), str(SCRIPT), str(job_file)]
-    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-    proc = subprocess.Popen(cmd, cwd=workdir, text=True, bufsize=1, **pipes)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=workdir,
+        text=True,
+        bufsize=1,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         result = _follow(proc, log, on_step, analyze)
         code = proc.wait()

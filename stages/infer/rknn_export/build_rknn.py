@@ -124,7 +124,7 @@ def worst_layers(rows: list[dict[str, Any]], allowed: set[str], count: int) -> l
 def build_hybrid(job: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
     """INT8 with the worst layers (by the analysis of a plain INT8 build) kept in FP16."""
     from rknn.api import RKNN
-    from ruamel.yaml import YAML
+    from ruamel.yaml import YAML  # type: ignore[import-not-found]  # the toolkit venv's
 
     first = build(job, quantize=True)
     rows = analyse(first, job, "int8")

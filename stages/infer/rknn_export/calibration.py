@@ -64,14 +64,14 @@ def scene_frames(count: int) -> list[np.ndarray]:
     return frames
 
 
-def _dir_frames(folder: Path, limit: int) -> list[tuple[Path, np.ndarray]]:
+def _dir_frames(folder: Path, limit: int) -> list[tuple[Path | None, np.ndarray]]:
     """Up to ``limit`` images of ``folder`` with their files, sorted by name; a clear error
     when none load."""
     if not folder.is_dir():
         raise UsageError(f"--calib {folder}: not a folder of images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     loaded = ((p, cv2.imread(str(p))) for p in files[:limit])
-    frames = [(p, f) for p, f in loaded if f is not None]
+    frames: list[tuple[Path | None, np.ndarray]] = [(p, f) for p, f in loaded if f is not None]
     if not frames:
         kinds = "/".join(IMAGE_SUFFIXES)
         raise UsageError(f"--calib {folder}: no readable images ({kinds}) in it")
@@ -82,6 +82,7 @@ def write_calibration(
     workdir: Path, hw: tuple[int, int], calib: Path | None, count: int
 ) -> CalibrationSet:
     """Letterbox the calibration frames into ``workdir`` and write the dataset list."""
+    frames: list[tuple[Path | None, np.ndarray]]
     if calib:
         frames = _dir_frames(calib, count)
         source = f"{len(frames)} images from {calib}"

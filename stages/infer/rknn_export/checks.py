@@ -149,9 +149,9 @@ def check_sim(
     outputs = compare_outputs(ref, sim, names)
     ref_dets, sim_dets = decode_all(ref, conf), decode_all(sim, conf)
     labelled = [i for i, gt in enumerate(labels) if gt is not None]
+    gts = [gt for gt in labels if gt is not None]
     recall = None
-    if labelled:
-        gts = [labels[i] for i in labelled]
+    if gts:
         recall = (
             agreement(gts, [ref_dets[i] for i in labelled]),
             agreement(gts, [sim_dets[i] for i in labelled]),

@@ -76,7 +76,7 @@ def input_size_of(model: Any, where: str = "model") -> tuple[str, tuple[int, int
         raise ModelError(msg)
     dims = inputs[0].type.tensor_type.shape.dim
     shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    if len(shape) != 4 or shape[1] != 3 or None in shape[2:]:
+    if len(shape) != 4 or shape[1] != 3 or shape[2] is None or shape[3] is None:
         msg = (
             f"{where}: input {inputs[0].name!r} has shape {shape}; expected a static "
             "(1, 3, H, W) image input (export with a fixed imgsz)"
@@ -123,8 +123,9 @@ def _grid_convs(model: Any, hw: tuple[int, int]) -> dict[str, int]:
         if node.op_type != "Conv":
             continue
         shape = shapes.get(node.output[0], [])
-        if len(shape) == 4 and tuple(shape[2:]) in grids:
-            found[node.output[0]] = grids[tuple(shape[2:])]
+        hw_s = (shape[2], shape[3]) if len(shape) == 4 else None
+        if hw_s in grids:
+            found[node.output[0]] = grids[hw_s]
     return found
 
 
