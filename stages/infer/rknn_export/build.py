@@ -148,7 +148,10 @@ def run_build(
             proc.kill()
             proc.wait()
     if code != 0 or result is None:
-        tail = "\n".join(_last_words(log.read_text(errors="replace")))
+        try:
+            tail = "\n".join(_last_words(log.read_text(errors="replace")))
+        except OSError as exc:  # the work folder went away under the build
+            tail = f"(its log is gone: {exc})"
         msg = f"rknn-toolkit2 build failed (exit {code}); log {log}:\n{tail}"
         raise ToolkitError(msg)
     return BuildResult(

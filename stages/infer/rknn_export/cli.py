@@ -174,7 +174,8 @@ def export(args: argparse.Namespace) -> int:
     if source.suffix == ".pt":
         source = _onnx_from_pt(source, args.imgsz)
     out = args.output or args.model.with_suffix(".rknn")
-    workdir = Path(tempfile.mkdtemp(prefix="rkpipe-export-"))
+    # not "rkpipe-...": the runtime sweeps folders named like its runs ("rkpipe-<id>-...")
+    workdir = Path(tempfile.mkdtemp(prefix="rkpipe_export_"))
     t0 = time.monotonic()
     ok = False
     try:
