@@ -297,6 +297,10 @@ def test_bad_options_are_refused_before_any_work(tmp_path):
     assert (
         f"--calib {tmp_path / 'nope'}: not a folder" in r.stderr and "must end in .rknn" in r.stderr
     )
+    r = run_rkpipe("export", str(DEFAULT_MODEL), "--hybrid", "2", "--no-quantize")
+    assert r.returncode == 2 and "--hybrid N takes N >= 1 layers of an INT8 build" in r.stderr
+    r = run_rkpipe("export", "--quant-algo", "best")
+    assert r.returncode == 2 and "invalid choice: 'best'" in r.stderr
 
 
 @pytest.mark.integration

@@ -110,8 +110,8 @@ class _Export:
             p.say(f"built ({p.elapsed():.1f} s); simulator check skipped (--verify-count 0)")
             return bool(args.analyze)
         p.say(f"simulated ({p.elapsed():.1f} s)")
-        p.step(f"compare {self.kind} with the float model on {args.verify_count} images")
         images = self.calib.images(args.verify_count)
+        p.step(f"compare {self.kind} with the float model on {len(images)} images")
         labels = [
             read_labels(f, g, self.info.num_classes) if f else None
             for f, g in zip(self.calib.files, self.calib.geometries, strict=True)
