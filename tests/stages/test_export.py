@@ -21,7 +21,7 @@ from stages.infer.rknn_export.calibration import letterbox_rgb, scene_frames
 from stages.infer.rknn_export.checks import check_cut
 from stages.infer.rknn_export.surgery import cut_heads, load_onnx
 from stages.infer.rknn_export.toolkit_env import SETUP_COMMAND
-from stages.infer.rknn_export.verify import agreement, onnx_detections
+from stages.infer.rknn_export.verify import agreement, decode_all, onnx_outputs
 from stages.yolov8_decode.heads import split_heads
 from support.rkpipe import ROOT, run_rkpipe
 
@@ -207,9 +207,9 @@ def test_tiny_cut_decodes_to_the_same_detections_as_the_stock_output(layout):
     model = TinyYolo(layout=layout).build()
     cut, _ = cut_heads(model)
     frames = _frames(96, 3)
-    ref = onnx_detections(model, frames, conf=0.25)
+    ref = decode_all(onnx_outputs(model, frames), conf=0.25)
     assert sum(len(d) for d in ref) >= 9, "the tiny model should detect something"
-    for a, b in zip(ref, onnx_detections(cut, frames, conf=0.25), strict=True):
+    for a, b in zip(ref, decode_all(onnx_outputs(cut, frames), conf=0.25), strict=True):
         order_a, order_b = np.lexsort(a.xyxy.T), np.lexsort(b.xyxy.T)
         np.testing.assert_allclose(a.xyxy[order_a], b.xyxy[order_b], atol=1e-3)
         np.testing.assert_allclose(a.confidence[order_a], b.confidence[order_b], atol=1e-5)

@@ -23,7 +23,6 @@ __all__ = [
     "Agreement",
     "agreement",
     "decode_all",
-    "onnx_detections",
     "onnx_outputs",
     "sim_outputs",
 ]
@@ -134,13 +133,8 @@ def onnx_outputs(model: Any, images: Sequence[np.ndarray]) -> list[list[np.ndarr
 
 
 def decode_all(outputs: Sequence[Sequence[np.ndarray]], conf: float) -> list[Detections]:
-    """Each image's outputs (stock or split head) decoded at ``conf``."""
+    """Each image's outputs (stock or split head, e.g. from ``onnx_outputs``) decoded."""
     return [decode_yolov8(list(o), conf=conf) for o in outputs]
-
-
-def onnx_detections(model: Any, images: Sequence[np.ndarray], conf: float) -> list[Detections]:
-    """Run a float ONNX (stock or split head) on RGB uint8 (H, W, 3) inputs and decode."""
-    return decode_all(onnx_outputs(model, images), conf)
 
 
 def sim_outputs(npz: Path, count: int) -> list[list[np.ndarray]]:
