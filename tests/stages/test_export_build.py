@@ -24,7 +24,8 @@ from stages.synthetic.scene import Scene
 from support.rkpipe import ROOT, run_rkpipe
 from support.stock_models import StockModels
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# the first use on a machine builds the Ultralytics venv (minutes on a loaded machine)
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DEFAULT_MODEL = ROOT / "models" / "rkpipe-yolov8n.onnx"
 OUTPUTS = ("box8", "cls8", "box16", "cls16", "box32", "cls32")

@@ -20,7 +20,8 @@ from stages.infer.rknn_export.checks import check_cut
 from stages.infer.rknn_export.surgery import cut_heads, load_onnx
 from support.stock_models import StockModels
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# the first use on a machine builds the Ultralytics venv (minutes on a loaded machine)
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 SPLIT_NAMES = ("box8", "cls8", "box16", "cls16", "box32", "cls32")
 
