@@ -157,8 +157,9 @@ def test_int8_collapse_is_shown_with_its_layers_and_remedies_and_fp16_fixes_it(s
     assert out.is_file() and not _sidecar(out)["check"]["passed"]
 
     hybrid = tmp_path / "hybrid.rknn"
-    r = _export(model, hybrid, *opts, "--hybrid", "2")
-    assert r.returncode in (0, 1), r.stdout + r.stderr
+    lax = ["--min-cosine", "0", "--min-recall", "0"]  # its figures, not a second analysis
+    r = _export(model, hybrid, *opts, "--hybrid", "2", *lax)
+    assert r.returncode == 0, r.stdout + r.stderr
     assert "kept in FP16 (2 layers; their INT8 single-layer cosine):" in r.stdout
     side = _sidecar(hybrid)
     assert side["quantization"] == "hybrid" and len(side["fp16_layers"]) == 2
