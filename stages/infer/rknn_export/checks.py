@@ -9,7 +9,9 @@ Simulator check (rknn-toolkit2, FP16 or INT8 against the float cut model): every
 cosine similarity must reach ``--min-cosine`` (a class-score output may instead stay within
 ``SCORE_SLACK`` everywhere: scores near zero on every image make cosine meaningless), and
 where the float model finds boxes at ``--conf`` the converted one must find ``--min-recall``
-of them. With labelled images, recall of the labels per class is reported for both models.
+of them. Images where either model reaches ``MAX_DET`` boxes are left out of that: a capped
+set is the top of many near-equal scores, which the smallest difference reorders. With
+labelled images, recall of the labels per class is reported for both models.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ import numpy as np
 from pipeline.detections import Detections
 from pipeline.errors import ModelError
 from stages.infer.rknn_export.tensors import OutputAgreement, compare_outputs
-from stages.infer.rknn_export.verify import Agreement, agreement, decode_all, onnx_outputs
+from stages.infer.rknn_export.verify import (
+    MAX_DET,
+    Agreement,
+    agreement,
+    decode_all,
+    onnx_outputs,
+)
 from stages.infer.sim_outputs import split_to_stock
 from stages.yolov8_decode.decode import decode_yolov8_stock
 
@@ -107,6 +115,7 @@ class SimCheck:
     boxes: Agreement
     conf: float
     labels: tuple[Agreement, Agreement] | None
+    capped: int = 0  # images left out of ``boxes``: a model reached MAX_DET boxes
 
     def failures(self, min_cosine: float, min_recall: float) -> list[str]:
         """What falls short, one line each; empty when the check passes."""
@@ -126,7 +135,7 @@ class SimCheck:
         out: dict[str, Any] = {
             "images": self.boxes.images,
             "outputs": {o.name: o.to_dict() for o in self.outputs},
-            "boxes": {"conf": self.conf, **self.boxes.to_dict()},
+            "boxes": {"conf": self.conf, "capped_images": self.capped, **self.boxes.to_dict()},
         }
         if self.labels is not None:
             out["label_recall"] = {
@@ -156,4 +165,10 @@ def check_sim(
             agreement(gts, [ref_dets[i] for i in labelled]),
             agreement(gts, [sim_dets[i] for i in labelled]),
         )
-    return SimCheck(outputs, agreement(ref_dets, sim_dets), conf, recall)
+    full = [
+        i
+        for i, (r, c) in enumerate(zip(ref_dets, sim_dets, strict=True))
+        if max(len(r), len(c)) < MAX_DET
+    ]
+    boxes = agreement([ref_dets[i] for i in full], [sim_dets[i] for i in full])
+    return SimCheck(outputs, boxes, conf, recall, len(ref_dets) - len(full))

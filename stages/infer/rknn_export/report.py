@@ -19,6 +19,7 @@ from stages.infer.rknn_export.build import LayerFigure
 from stages.infer.rknn_export.checks import SCORE_SLACK, CutCheck, SimCheck
 from stages.infer.rknn_export.surgery import HeadCut
 from stages.infer.rknn_export.tensors import HEADER
+from stages.infer.rknn_export.verify import MAX_DET
 
 __all__ = [
     "Progress",
@@ -96,6 +97,11 @@ def sim_lines(check: SimCheck, names: tuple[str, ...], kind: str, min_cosine: fl
         slack = o.name.startswith("cls") and o.cosine < min_cosine and o.max_abs <= SCORE_SLACK
         lines.append(o.row() + ("  (scores near 0 throughout: judged by max abs)" if slack else ""))
     lines.append(f"boxes at conf {check.conf}: {check.boxes.summary()}")
+    if check.capped:
+        lines.append(
+            f"  ({check.capped} images left out: a model reached {MAX_DET} boxes there, a top "
+            "of near-equal scores that any difference reorders)"
+        )
     if check.labels is not None:
         ref, got = check.labels
         lines.append(f"recall of the labels per class (IoU >= 0.5, conf {check.conf}):")

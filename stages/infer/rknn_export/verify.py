@@ -20,6 +20,7 @@ from stages.bytetrack.association import iou_matrix
 from stages.yolov8_decode.decode import decode_yolov8
 
 __all__ = [
+    "MAX_DET",
     "Agreement",
     "agreement",
     "decode_all",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 MATCH_IOU = 0.5
+MAX_DET = 300  # boxes kept per image, as yolov8_decode's default
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def onnx_outputs(model: Any, images: Sequence[np.ndarray]) -> list[list[np.ndarr
 
 def decode_all(outputs: Sequence[Sequence[np.ndarray]], conf: float) -> list[Detections]:
     """Each image's outputs (stock or split head, e.g. from ``onnx_outputs``) decoded."""
-    return [decode_yolov8(list(o), conf=conf) for o in outputs]
+    return [decode_yolov8(list(o), conf=conf, max_det=MAX_DET) for o in outputs]
 
 
 def sim_outputs(npz: Path, count: int) -> list[list[np.ndarray]]:
