@@ -10,7 +10,7 @@ import pytest
 from pipeline.detections import Detections
 from stages.infer.rknn_export.build_rknn import parse_analysis, worst_layers
 from stages.infer.rknn_export.calibration import UsageError, write_calibration
-from stages.infer.rknn_export.checks import SimCheck
+from stages.infer.rknn_export.checks import SimCheck, uncapped_agreement
 from stages.infer.rknn_export.labels import read_labels
 from stages.infer.rknn_export.tensors import OutputAgreement, compare_outputs, cosine
 from stages.infer.rknn_export.verify import agreement
@@ -55,6 +55,18 @@ def test_sim_check_judges_cosine_score_slack_and_recall():
     ]
     # no float boxes: recall is not judged; the tensors are
     assert _check(0.999, 0.999, 0.3, 0, 3).failures(0.98, 0.9) == []
+
+
+def test_images_where_a_model_reaches_max_det_are_left_out_of_box_agreement():
+    """300 boxes (the decoder's cap) are the top of many near-equal scores: which ones make
+    it is decided by differences far below what matters, so such images are not matched."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 600, (300, 2))
+    crowd = Detections(np.c_[xy, xy + 30], rng.uniform(0.3, 0.31, 300), np.zeros(300))
+    other = Detections(np.c_[xy + 20, xy + 50], rng.uniform(0.3, 0.31, 300), np.zeros(300))
+    one = Detections(np.array([[0, 0, 10, 10]]), np.ones(1), np.zeros(1))
+    boxes, capped = uncapped_agreement([crowd, one], [other, one])
+    assert capped == 1 and (boxes.images, boxes.reference, boxes.recall) == (1, 1, 1.0)
 
 
 def test_labels_beside_images_and_in_ultralytics_layout(tmp_path):

@@ -35,7 +35,7 @@ from stages.infer.rknn_export.verify import (
 from stages.infer.sim_outputs import split_to_stock
 from stages.yolov8_decode.decode import decode_yolov8_stock
 
-__all__ = ["SCORE_SLACK", "CutCheck", "SimCheck", "check_cut", "check_sim"]
+__all__ = ["SCORE_SLACK", "CutCheck", "SimCheck", "check_cut", "check_sim", "uncapped_agreement"]
 
 BOX_ATOL = 1e-2  # pixels; float32 decode of the same logits differs by ~1e-4 at 640
 SCORE_RTOL, SCORE_ATOL = 1e-4, 1e-7  # the same sigmoid of the same logits: exact in practice
@@ -165,10 +165,15 @@ def check_sim(
             agreement(gts, [ref_dets[i] for i in labelled]),
             agreement(gts, [sim_dets[i] for i in labelled]),
         )
-    full = [
-        i
-        for i, (r, c) in enumerate(zip(ref_dets, sim_dets, strict=True))
-        if max(len(r), len(c)) < MAX_DET
-    ]
-    boxes = agreement([ref_dets[i] for i in full], [sim_dets[i] for i in full])
-    return SimCheck(outputs, boxes, conf, recall, len(ref_dets) - len(full))
+    boxes, capped = uncapped_agreement(ref_dets, sim_dets)
+    return SimCheck(outputs, boxes, conf, recall, capped)
+
+
+def uncapped_agreement(
+    refs: Sequence[Detections], cands: Sequence[Detections]
+) -> tuple[Agreement, int]:
+    """Box agreement over the images where neither side reached ``MAX_DET`` boxes, and how
+    many images were left out."""
+    pairs = [(r, c) for r, c in zip(refs, cands, strict=True) if max(len(r), len(c)) < MAX_DET]
+    kept = agreement([r for r, _ in pairs], [c for _, c in pairs])
+    return kept, len(refs) - len(pairs)
