@@ -135,12 +135,18 @@ def build_hybrid(job: dict[str, Any]) -> tuple[Any, list[dict[str, Any]]]:
     rknn.release()
     stem = Path(job["onnx"]).stem
     cfg_path = Path(f"{stem}.quantization.cfg")
-    yaml = YAML()
-    cfg = yaml.load(cfg_path)
-    quantized = {k for k, v in cfg["quantize_parameters"].items() if v.get("dtype") == "int8"}
+    text = cfg_path.read_text()
+    params = YAML(typ="safe").load(text)["quantize_parameters"]
+    quantized = {k for k, v in params.items() if v.get("dtype") == "int8"}
     chosen = worst_layers(rows, quantized, int(job["hybrid_layers"]))
-    cfg["custom_quantize_layers"] = {r["layer"]: "float16" for r in chosen}
-    yaml.dump(cfg, cfg_path)
+    # edited as text: a YAML round trip rewrites the floats, and step 2 refuses a config
+    # whose recorded ranges changed
+    layers = "".join(f"    '{r['layer'].replace(chr(39), chr(39) * 2)}': float16\n" for r in chosen)
+    empty = "custom_quantize_layers: {}\n"
+    if empty not in text:
+        print(f"rknn-toolkit2: hybrid: no '{empty.strip()}' in {cfg_path}", flush=True)
+        sys.exit(3)
+    cfg_path.write_text(text.replace(empty, f"custom_quantize_layers:\n{layers}", 1))
     rknn = RKNN(verbose=False)
     files = (f"{stem}.model", f"{stem}.data", str(cfg_path))
     _call("hybrid step 2", rknn.hybrid_quantization_step2, *files)
