@@ -8,10 +8,10 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 
+from pipeline.secrets import mask, mask_url
 from stages.synthetic.scene import is_scene_uri, parse_scene_uri
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "SourceSpec",
     "gstreamer_missing",
     "has_gstreamer",
-    "mask_password",
     "open_capture",
     "parse_source",
 ]
@@ -54,11 +53,11 @@ class SourceSpec:
     def describe(self) -> str:
         """A name for logs and errors, with any password in a URL masked."""
         if self.kind is Kind.NETWORK:
-            return f"stream {mask_password(str(self.target))}"
+            return f"stream {mask_url(str(self.target))}"
         if self.kind is Kind.DEVICE:
             return f"camera {self.target}"
         if self.kind is Kind.GSTREAMER:
-            return f"GStreamer pipeline {self.target!r}"
+            return f"GStreamer pipeline {mask(str(self.target))!r}"
         return f"{self.kind.value} {self.target}"
 
 
@@ -93,15 +92,6 @@ def parse_source(source: str | int) -> SourceSpec:
     if "!" in text:  # elements joined by "!", as for gst-launch
         return SourceSpec(Kind.GSTREAMER, text)
     return SourceSpec(Kind.FILE, text)
-
-
-def mask_password(url: str) -> str:
-    """``rtsp://user:secret@host/x`` -> ``rtsp://user:***@host/x``, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def has_gstreamer() -> bool:
