@@ -117,7 +117,8 @@ class Supervisor:
         self.fatal_exits: list[str] = []  # exited with EXIT_SETUP; its message may come later
         self.signals: list[int] = []
         self.draining_since: float | None = None
-        self.killed = False
+        self.killed = False  # stopped at once (a second signal)
+        self.cut_short = False  # the drain ran past its grace period
         self.t_ready: float | None = None
         self.started_at = time.time()
         self.stage_ends: dict[str, set[str]] = {}  # stage -> streams it passed END on for
@@ -295,7 +296,7 @@ class Supervisor:
                 and now - self.draining_since > self.settings.shutdown_grace_s
             ):
                 self.echo("rkpipe: drain took too long; stopping the remaining stages")
-                self.killed = True
+                self.cut_short = True
                 return
             if now >= next_tick:
                 next_tick = now + tick
@@ -528,7 +529,7 @@ class Supervisor:
             if not i.outputs
         }
         disabled = {n for n, c in self.children.items() if c.disabled}
-        stopped = self.killed
+        stopped = self.killed or self.cut_short
         delivery = delivery_report(sources, sinks, reaches, disabled, stopped)
         return {
             "schema": "rkpipe.stats/2",
