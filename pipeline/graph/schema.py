@@ -59,6 +59,11 @@ class StageCommon(BaseModel):
     partition: Literal["free", "stream"] = "free"
     pool_slots: int | None = Field(None, ge=2, le=512)
     endpoint: str | None = None
+    curve_key_file: str | None = Field(
+        None,
+        description="with a tcp:// endpoint: a ZeroMQ certificate (the .key_secret file of "
+        "zmq.auth.create_certificates) that encrypts the link and proves the producer",
+    )
     on_failure: Literal["restart", "disable", "stop"] | None = Field(
         None,
         description="when its process dies: restart (with backoff; the run ends past "
