@@ -235,7 +235,7 @@ def _check_curve(stages: dict[str, StageDef], graph_dir: Path, problems: _Proble
             continue
         keys = ("stages", name, "curve_key_file")
         if not (sdef.common.endpoint or "").startswith("tcp://"):
-            problems.add(keys, "encrypts a tcp:// link: set endpoint = \"tcp://HOST:PORT\" too")
+            problems.add(keys, 'encrypts a tcp:// link: set endpoint = "tcp://HOST:PORT" too')
             continue
         try:
             public, secret = load_certificate(graph_dir / key)

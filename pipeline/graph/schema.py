@@ -44,6 +44,12 @@ class PipelineSettings(BaseModel):
         None, ge=0, le=65535, description="serve Prometheus metrics on this port (0: any free)"
     )
     prometheus_host: str = Field("127.0.0.1", description="address the metrics endpoint binds")
+    fail_on_source_down_s: float | None = Field(
+        None,
+        gt=0,
+        description="a camera not live this long ends the run with an error (exit 1), e.g. "
+        "for systemd to restart it; default: wait for it forever",
+    )
 
 
 class StageCommon(BaseModel):
