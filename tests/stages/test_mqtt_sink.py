@@ -91,6 +91,7 @@ def test_every_event_arrives_valid_on_its_topic_with_retained_status(
         VALIDATOR.validate(ev)
         where = ev.get("line", ev.get("zone", ""))
         assert topic == f"site/{ev['stream']}/{ev['type']}" + (f"/{where}" if where else "")
+
     # per stream, plain strings: online while frames come, offline once it ended (values are
     # sent again after a reconnect, which a loaded machine can cause: count the changes)
     def changes(values: list[bytes]) -> list[bytes]:
