@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -101,6 +102,7 @@ class StageWorker:
         self.lost_ends = dict(lost_ends or {})
         self._ended: set[str] = set()  # streams ended here; a second END is ignored
         self.control = None
+        self._control_lock = threading.Lock()  # a live source reports health from its reader
         self.run_dir = control[len("ipc://") :].rsplit("/", 1)[0] if control else None
         self._gone = gone_dir(self.run_dir) if self.run_dir else None
         self._next_gone_check = 0.0
@@ -180,7 +182,9 @@ class StageWorker:
 
     def notify(self, event: dict) -> None:
         if self.control is not None:
-            self.control.send(packb({"instance": self.spec.instance, "pid": os.getpid(), **event}))
+            data = packb({"instance": self.spec.instance, "pid": os.getpid(), **event})
+            with self._control_lock:  # a ZeroMQ socket is not for two threads at once
+                self.control.send(data)
 
     def report(self, force: bool = False) -> None:
         now = time.monotonic()
