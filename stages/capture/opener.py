@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "mask_password",
     "open_capture",
     "parse_source",
+    "tcp_answer",
 ]
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp")
@@ -102,6 +104,26 @@ def mask_password(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
+
+
+def tcp_answer(url: str, timeout: float = 1.0) -> str:
+    """Whether the host of a stream URL answers on its port: ``""`` when it accepts a TCP
+    connection (or the scheme is not over TCP), else why not, as one line. A camera that
+    answers but is slow to send its first frame is still connecting, not down."""
+    parts = urlsplit(url)
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    if parts.hostname is None or port is None:
+        return ""
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except TimeoutError:
+        return f"no answer from {parts.hostname}:{port} within {timeout:g} s"
+    except OSError as exc:
+        return f"{parts.hostname}:{port}: {exc.strerror or exc}"
+    return ""
 
 
 def has_gstreamer() -> bool:
