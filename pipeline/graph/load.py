@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..cpus import format_cpus
+from ..cpus import Topology, format_cpus, read_topology
 from ..errors import GraphError
 from ..stage import Source, Stage, StageConfig
 from .locate import KeyLocator
@@ -32,7 +32,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["Graph", "StageDef", "available_cpus", "load_graph"]
+__all__ = ["Graph", "StageDef", "load_graph"]
 
 
 @dataclass
@@ -57,15 +57,11 @@ class Graph:
     path: Path
     settings: PipelineSettings
     stages: dict[str, StageDef]
+    topology: Topology  # the machine's CPUs, which resolve names such as "big:2"
 
     @property
     def graph_dir(self) -> Path:
         return self.path.parent
-
-
-def available_cpus() -> set[int]:
-    """CPU ids this process may run on."""
-    return set(os.sched_getaffinity(0))
 
 
 class _Problems:
@@ -81,9 +77,10 @@ class _Problems:
         self.items.append(f"{where} {dotted}: {text}" if dotted else f"{where}: {text}")
 
 
-def load_graph(path: str | Path, cpus: set[int] | None = None) -> Graph:
+def load_graph(path: str | Path, cpus: set[int] | Topology | None = None) -> Graph:
     """Parse and validate ``path``; raise GraphError listing every problem found.
-    ``cpus`` is the set of CPU ids to validate against (default: this machine's)."""
+    ``cpus`` is the machine to validate against: CPU ids (all alike) or a topology with
+    big and little cores (default: this machine's, from sysfs)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -116,12 +113,16 @@ def load_graph(path: str | Path, cpus: set[int] | None = None) -> Graph:
         elif sdef is not None:
             stages[name] = sdef
     _check_links(raw_stages, stages, disabled, problems)
-    _check_cpus(stages, available_cpus() if cpus is None else cpus, problems)
+    if isinstance(cpus, Topology):
+        topology = cpus
+    else:
+        topology = read_topology() if cpus is None else Topology.uniform(cpus, "given")
+    _check_cpus(stages, topology, problems)
     if not problems.items:
         _check_cycles(stages, problems)
     if problems.items:
         raise GraphError(problems.items)
-    return Graph(path, settings, stages)
+    return Graph(path, settings, stages, topology)
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -233,10 +234,15 @@ def _check_links(
         problems.add(("stages",), "no source stage; add a capture or synthetic stage")
 
 
-def _check_cpus(stages: dict[str, StageDef], cpus: set[int], problems: _Problems) -> None:
+def _check_cpus(stages: dict[str, StageDef], topology: Topology, problems: _Problems) -> None:
+    cpus = set(topology.cpus)
     have = format_cpus(cpus, empty="none")
     for name, sdef in stages.items():
         cpu_sets = sdef.common.cpus
+        if isinstance(cpu_sets, str):  # a name: placed from the topology
+            if why := topology.check(cpu_sets):
+                problems.add(("stages", name, "cpus"), why)
+            continue
         flat = [c for s in cpu_sets for c in (s if isinstance(s, list) else [s])]
         missing = sorted(set(flat) - cpus)
         if missing:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..cpus import CPU_NAME
 
 __all__ = ["COMMON_KEYS", "PipelineSettings", "StageCommon", "format_validation_error"]
 
@@ -40,6 +42,9 @@ class PipelineSettings(BaseModel):
     prometheus_host: str = Field("127.0.0.1", description="address the metrics endpoint binds")
 
 
+CpuSpec = list[int] | list[list[int]] | str
+
+
 class StageCommon(BaseModel):
     """Keys every ``[stages.NAME]`` table may have besides the stage's own options."""
 
@@ -48,11 +53,23 @@ class StageCommon(BaseModel):
     uses: str
     enabled: bool = Field(True, description="false: the stage is left out of the run")
     inputs: list[str] = Field(default_factory=list)
-    cpus: list[int] | list[list[int]] = Field(default_factory=list)
+    cpus: CpuSpec = Field(
+        default_factory=list, description='ids, one list per replica, or "big", "little:2", ...'
+    )
     replicas: int = Field(1, ge=1, le=64)
     partition: Literal["free", "stream"] = "free"
     pool_slots: int | None = Field(None, ge=2, le=512)
     endpoint: str | None = None
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpu_name(
+        cls, value: list[int] | list[list[int]] | str
+    ) -> list[int] | list[list[int]] | str:
+        if isinstance(value, str) and CPU_NAME.match(value) is None:
+            msg = 'CPU ids, one list per replica, or a name: "big", "little", "any", "big:2"'
+            raise ValueError(msg)
+        return value
 
 
 COMMON_KEYS = frozenset(StageCommon.model_fields)

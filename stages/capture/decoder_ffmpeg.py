@@ -10,11 +10,9 @@ decode on a GPU and let ffmpeg download the frames; ``none`` decodes in software
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
-from functools import cache
 
-__all__ = ["FfmpegOptions", "ffmpeg_argv", "ffmpeg_hwaccels", "ffmpeg_size"]
+__all__ = ["FfmpegOptions", "ffmpeg_argv", "ffmpeg_size"]
 
 _OUTPUT_SIZE = re.compile(r"Video: rawvideo\b.*?, (\d{2,5})x(\d{2,5})[ ,]")
 
@@ -63,23 +61,3 @@ def ffmpeg_size(line: str) -> tuple[int, int] | None:
     """The output frame size from ffmpeg's ``Stream #0:0: Video: rawvideo ..., WxH`` line."""
     found = _OUTPUT_SIZE.search(line)
     return (int(found.group(1)), int(found.group(2))) if found else None
-
-
-@cache
-def ffmpeg_hwaccels(path: str) -> frozenset[str]:
-    """The hardware decoders this ffmpeg was built with (``ffmpeg -hwaccels``), plus
-    ``rkmpp`` only when its RGA filter is there too; empty when ffmpeg is not there."""
-    try:
-        out = subprocess.run(
-            [path, "-hide_banner", "-hwaccels"], capture_output=True, text=True, timeout=10
-        ).stdout
-        names = {ln.strip() for ln in out.splitlines()[1:] if ln.strip()}
-        if "rkmpp" in names:
-            filters = subprocess.run(
-                [path, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=10
-            ).stdout
-            if "scale_rkrga" not in filters:
-                names.discard("rkmpp")
-    except (OSError, subprocess.SubprocessError):
-        return frozenset()
-    return frozenset(names)

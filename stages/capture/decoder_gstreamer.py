@@ -11,12 +11,9 @@ its rank). Scaling and conversion to BGR are done by ``videoscale`` and ``videoc
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
-from functools import cache
 
-__all__ = ["GST_LAUNCH", "GstOptions", "gst_argv", "gst_has", "gst_size"]
+__all__ = ["GST_LAUNCH", "GstOptions", "gst_argv", "gst_size"]
 
 GST_LAUNCH = "gst-launch-1.0"
 _CAPS = re.compile(r"GstFdSink.*caps = video/x-raw")
@@ -65,16 +62,3 @@ def gst_size(line: str) -> tuple[int, int] | None:
     w = re.search(r"width=\(int\)(\d+)", line)
     h = re.search(r"height=\(int\)(\d+)", line)
     return (int(w.group(1)), int(h.group(1))) if w and h else None
-
-
-@cache
-def gst_has(element: str) -> bool:
-    """Whether GStreamer (gst-launch-1.0 and the plugin giving ``element``) is installed."""
-    inspect = shutil.which("gst-inspect-1.0")
-    if shutil.which(GST_LAUNCH) is None or inspect is None:
-        return False
-    try:
-        found = subprocess.run([inspect, "--exists", element], capture_output=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return found.returncode == 0

@@ -44,7 +44,7 @@ SizeParser = Callable[[str], "tuple[int, int] | None"]
 def spawn_owned(argv: list[str], **popen: object) -> subprocess.Popen[bytes]:
     """Start ``argv`` so that it is SIGKILLed when this process (thread) dies."""
     wrapper = [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid())]
-    return subprocess.Popen([*wrapper, *argv], stdin=subprocess.DEVNULL, **popen)  # type: ignore[call-overload,no-any-return]
+    return subprocess.Popen([*wrapper, *argv], stdin=subprocess.DEVNULL, **popen)  # type: ignore[call-overload]
 
 
 class DecoderProcess:
@@ -113,7 +113,7 @@ class DecoderProcess:
     def read_frame(self, out: np.ndarray, timeout: float) -> bool:
         """Fill ``out`` (C-contiguous, the frame's size) with the next frame; False when the
         stream ended or no whole frame came within ``timeout`` (``ended`` says which)."""
-        view = memoryview(out).cast("B")
+        view = out.data.cast("B")
         got, n = 0, len(view)
         deadline = time.monotonic() + timeout
         while got < n:

@@ -12,9 +12,10 @@ import numpy as np
 
 from pipeline.errors import StageSetupError
 from pipeline.stage import Context
+from pipeline.video_tools import ffmpeg_hwaccels, gst_has
 from stages.capture.decoder_errors import explain
-from stages.capture.decoder_ffmpeg import FfmpegOptions, ffmpeg_argv, ffmpeg_hwaccels, ffmpeg_size
-from stages.capture.decoder_gstreamer import GstOptions, gst_argv, gst_has, gst_size
+from stages.capture.decoder_ffmpeg import FfmpegOptions, ffmpeg_argv, ffmpeg_size
+from stages.capture.decoder_gstreamer import GstOptions, gst_argv, gst_size
 from stages.capture.decoder_process import DecoderProcess
 from stages.capture.opencv_stream import Grab
 from stages.capture.opener import tcp_answer

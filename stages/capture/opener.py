@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 
+from pipeline.video_tools import opencv_backends
 from stages.synthetic.scene import is_scene_uri, parse_scene_uri
 
 __all__ = [
@@ -128,8 +129,7 @@ def tcp_answer(url: str, timeout: float = 1.0) -> str:
 
 def has_gstreamer() -> bool:
     """Whether this OpenCV was built with the GStreamer video backend."""
-    found = re.search(r"^\s*GStreamer:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
-    return found is not None and found.group(1).upper().startswith("YES")
+    return opencv_backends()["GStreamer"]
 
 
 def gstreamer_missing(where: str) -> str:
