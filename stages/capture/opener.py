@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 
+from pipeline.netcheck import tcp_answer as host_answer
 from pipeline.video_tools import opencv_backends
 from stages.synthetic.scene import is_scene_uri, parse_scene_uri
 
@@ -118,13 +118,7 @@ def tcp_answer(url: str, timeout: float = 1.0) -> str:
     port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
     if parts.hostname is None or port is None:
         return ""
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout).close()
-    except TimeoutError:
-        return f"no answer from {parts.hostname}:{port} within {timeout:g} s"
-    except OSError as exc:
-        return f"{parts.hostname}:{port}: {exc.strerror or exc}"
-    return ""
+    return host_answer(parts.hostname, port, timeout)
 
 
 def has_gstreamer() -> bool:

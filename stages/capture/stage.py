@@ -17,11 +17,13 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
+from pipeline.doctor import Check, DoctorContext
 from pipeline.errors import SourceError, StageSetupError
 from pipeline.messages import Message
-from pipeline.stage import Context, Source
+from pipeline.stage import Context, Source, StageConfig
 from stages.capture.config import CaptureConfig
 from stages.capture.decoders import Choice, DecoderStream, choose_decoder, decoder_stream
+from stages.capture.doctor import capture_checks, capture_frame_bytes
 from stages.capture.opencv_stream import OpenCVStream
 from stages.capture.opener import (
     Kind,
@@ -56,6 +58,16 @@ class Capture(Source[CaptureConfig]):
         if self.config.live is not None:
             return self.config.live
         return parse_source(self.config.source).kind.live_by_default
+
+    @classmethod
+    def frame_bytes(cls, config: StageConfig) -> int:
+        assert isinstance(config, CaptureConfig)
+        return capture_frame_bytes(config)
+
+    @classmethod
+    def doctor(cls, config: StageConfig, ctx: DoctorContext) -> list[Check]:
+        assert isinstance(config, CaptureConfig)
+        return capture_checks(config, ctx)
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self, ctx: Context) -> None:

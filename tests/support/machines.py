@@ -52,9 +52,10 @@ def rk3588_board(
     _cpus(root, [414] * 4 + [1024] * 4, [1800000] * 4 + [2256000] * 2 + [2352000] * 2)
     for policy, cpus in ((0, "0 1 2 3"), (4, "4 5"), (6, "6 7")):
         base = f"sys/devices/system/cpu/cpufreq/policy{policy}"
-        _write(root, f"{base}/scaling_governor", f"{governor if policy else 'ondemand'}\n")
+        _write(root, f"{base}/scaling_governor", f"{governor}\n")
         _write(root, f"{base}/related_cpus", f"{cpus}\n")
-    _write(root, "sys/class/devfreq/fdab0000.npu/governor", f"{governor}\n")
+    if driver is not None:  # the NPU's clock is there once its driver is
+        _write(root, "sys/class/devfreq/fdab0000.npu/governor", f"{governor}\n")
     for zone, (kind, temp) in enumerate([("soc-thermal", temp_c), ("npu-thermal", temp_c - 2)]):
         _write(root, f"sys/class/thermal/thermal_zone{zone}/type", f"{kind}\n")
         _write(root, f"sys/class/thermal/thermal_zone{zone}/temp", f"{int(temp * 1000)}\n")

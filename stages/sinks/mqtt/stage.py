@@ -24,8 +24,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pipeline.doctor import Check, DoctorContext
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
+from pipeline.netcheck import tcp_answer
 from pipeline.stage import Context, Stage, StageConfig
 from stages.events import iso_time
 from stages.sinks.mqtt.outbox import Item, Outbox
@@ -94,6 +96,17 @@ class MqttSink(Stage[MqttSinkConfig]):
     replicable = False
 
     # -- setup ---------------------------------------------------------------------------------
+    @classmethod
+    def doctor(cls, config: StageConfig, ctx: DoctorContext) -> list[Check]:
+        """The broker answers on its port."""
+        assert isinstance(config, MqttSinkConfig)
+        port = config.port or (8883 if config.tls else 1883)
+        why = tcp_answer(config.host, port, 2.0)
+        if why:
+            fix = "start the broker, or set host/port (RKPIPE_MQTT_HOST) to where it runs"
+            return [Check("broker", "fail", why, fix)]
+        return [Check("broker", "ok", f"{config.host}:{port} answers")]
+
     def setup(self, ctx: Context) -> None:
         cfg = self.config
         self.ctx, self.log = ctx, ctx.log
