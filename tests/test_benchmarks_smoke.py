@@ -38,6 +38,16 @@ def test_sim_pipeline_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
     assert {"fps", "fraction", "latency_p50_ms", "latency_p99_ms", "profile"} <= set(case)
 
 
+def test_capture_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
+    out = tmp_path / "capture.json"
+    proc = run_bench("bench_capture.py", "--quick", "--json", str(out), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "vs OpenCV" in proc.stdout
+    cases = json.loads(out.read_text())["cases"]
+    assert {"opencv/1080p", "ffmpeg/1080p", "opencv/640x360", "ffmpeg/640x360"} <= set(cases)
+    assert all(c["cpu_ms_per_frame"] > 0 and c["fps"] > 0 for c in cases.values())
+
+
 def test_onnx_pipeline_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
     out = tmp_path / "onnx.json"
     args = ["--quick", "--configs", "2x1", "--threads", "2", "--duration", "4"]
