@@ -23,6 +23,7 @@ from stages.capture import Capture
 from stages.capture.decoder_errors import explain
 from stages.capture.decoder_ffmpeg import ffmpeg_size
 from stages.capture.decoder_gstreamer import gst_size
+from stages.capture.opencv_stream import FFMPEG_HINT
 from stages.capture.opener import Kind, has_gstreamer, parse_source
 from stages.capture.reconnect import Backoff
 from stages.synthetic import Scene
@@ -421,6 +422,36 @@ def test_live_source_gives_up_after_max_reconnects(tmp_path: Path, caplog) -> No
     assert msgs == [] and drops["reconnect"] == 1 and time.monotonic() - t0 < 5
     assert "cannot open it" in caplog.text and "reconnecting" in caplog.text
     assert "giving up after 2 failed reconnects; ending the stream" in caplog.text
+
+
+@pytest.mark.integration
+def test_an_opencv_stream_reports_its_health_as_the_camera_comes_and_goes(
+    tmp_path: Path,
+) -> None:
+    """Down while the camera never answered, live once frames flow, reconnecting (with why)
+    after it drops, live again when it is back."""
+    port = free_port()
+    runtime = InlineRuntime()
+    url = f"http://127.0.0.1:{port}/stream.mjpg"
+    cap = Capture(source=url, decoder="opencv", backoff_s=0.1, max_backoff_s=0.2)
+    cap.stream_id = "cam0"
+    cap.setup(Context(stage="cam0", graph_dir=tmp_path, runtime=runtime))
+    servers = [MjpegServer(port, level=60)]
+    try:
+        assert all(cap.read() is not None for _ in range(5))
+        servers[0].stop()
+        threading.Timer(1.0, lambda: servers.append(MjpegServer(port, level=200))).start()
+        levels = [read_stamp(cap.read().frame)["level"] for _ in range(10)]
+    finally:
+        cap.close()
+        for server in servers:
+            server.stop()
+    assert levels[-1] > 150  # the second camera's frames
+    states = [
+        s for i, (s, _) in enumerate(runtime.health) if i == 0 or runtime.health[i - 1][0] != s
+    ]
+    assert states == ["connecting", "down", "live", "reconnecting", "live"], runtime.health
+    assert runtime.health[1] == ("down", f"cannot open it{FFMPEG_HINT}")
 
 
 @pytest.mark.integration
