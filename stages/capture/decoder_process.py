@@ -20,6 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -105,7 +106,7 @@ class DecoderProcess:
     def _grow_pipe(self, frame_bytes: int) -> None:
         """Fewer wake-ups per frame: a pipe as big as a frame, up to what the system allows."""
         try:
-            limit = int(open("/proc/sys/fs/pipe-max-size").read())  # noqa: SIM115
+            limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
             fcntl.fcntl(self.frames.fileno(), _F_SETPIPE_SZ, min(frame_bytes, limit))
         except (OSError, ValueError):
             pass
