@@ -1,5 +1,7 @@
 """rkpipe's runtime: graphs of stage processes joined by ZeroMQ, frames in shared memory."""
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .context import Context, InlineRuntime, StageRuntime
 from .detections import Detections
 from .errors import (
@@ -33,4 +35,7 @@ __all__ = [
     "TransportError",
 ]
 
-__version__ = "0.1.0"
+try:  # one version, the installed package's (pyproject.toml)
+    __version__ = version("rkpipe")
+except PackageNotFoundError:  # a tree that was never installed
+    __version__ = "0+unknown"

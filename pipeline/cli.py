@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
+from . import __version__
 from .cpus import Topology, format_cpus, topology_for
-from .errors import EXIT_INTERRUPTED, RkpipeError
+from .errors import EXIT_INTERRUPTED, GraphError, RkpipeError
 from .graph.load import load_graph
 from .graph.plan import make_plan
+from .outputs import unwritable
 from .registry import command, commands
+from .secrets import mask, mask_options
+from .stats.summary import final_lines
 
 __all__ = ["main"]
 
@@ -39,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="rkpipe",
         description="Run real-time detection pipelines described by TOML graph files.",
     )
+    p.add_argument("--version", action="version", version=f"rkpipe {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser(
         "run",
@@ -114,9 +120,12 @@ def cmd_graph(args: argparse.Namespace) -> int:
             print(f"  {row} {inst.endpoint}")
             if inst.inputs:
                 print(
-                    f"  {'':<16} <- {', '.join(p for p, _ in inst.inputs)}"
-                    + ("  (re-ordered per stream)" if inst.reorder else "")
+                    f"  {'':<16} <- {', '.join(p for _, p, _ in inst.inputs)}"
+                    + ("  (re-ordered per stream)" if inst.replicated_inputs() else "")
                 )
+        options = mask_options(graph.stages[name].options)  # this output gets pasted in issues
+        if options:
+            print(f"  {'':<16} {', '.join(f'{k}={v!r}' for k, v in options.items())}")
     return 0
 
 
@@ -124,6 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .supervise.supervisor import Supervisor
 
     graph = load_graph(args.graph)
+    if args.stats_out and (why := unwritable(args.stats_out.resolve())):
+        raise GraphError(f"--stats-out: cannot write {args.stats_out}: {why}")  # not at the end
     sup = Supervisor(
         graph,
         duration=args.duration,
@@ -132,28 +143,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         live=args.live,
         prometheus_port=args.prometheus,
     )
-    result = sup.run()
-    for err in result.errors:
-        print(f"rkpipe: error: {err}", file=sys.stderr)
-    if args.stats_out:
-        args.stats_out.parent.mkdir(parents=True, exist_ok=True)
-        args.stats_out.write_text(json.dumps(result.stats, indent=2))
-    if any(s["frames_in"] or s["frames_out"] for s in result.stats["stages"].values()):
-        _print_final(result.stats)  # a run that never started has no figures worth a table
-    return result.exit_code
-
-
-def _print_final(stats: dict) -> None:
-    print(f"rkpipe: {stats['pipeline']} ran {stats['active_s']:.1f}s", file=sys.stderr)
-    for name, s in stats["stages"].items():
-        lat = s["latency_ms"]
-        p50 = f"{lat['p50']:.1f}" if lat["p50"] is not None else "-"
-        p99 = f"{lat['p99']:.1f}" if lat["p99"] is not None else "-"
-        counts = f"in {s['frames_in']:>7} out {s['frames_out']:>7} {s['fps']:7.1f} fps"
-        print(
-            f"  {name:<14} {counts}  latency p50 {p50} p99 {p99} ms  drops {s['drops']}",
-            file=sys.stderr,
-        )
+    # Our handler stays until the stats are written and the summary printed: any number of
+    # Ctrl-C / SIGTERM drain, then stop, and never cut the teardown short.
+    handler = lambda signum, _frame: sup.on_signal(signum)  # noqa: E731
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = sup.run()
+        for err in result.errors:
+            print(f"rkpipe: error: {mask(err)}", file=sys.stderr)
+        if args.stats_out:
+            args.stats_out.parent.mkdir(parents=True, exist_ok=True)
+            args.stats_out.write_text(json.dumps(result.stats, indent=2))
+        if any(s["frames_in"] or s["frames_out"] for s in result.stats["stages"].values()):
+            print("\n".join(final_lines(result.stats)), file=sys.stderr)
+        return result.exit_code
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except RkpipeError as exc:
+        text = mask(str(exc))
         print(
-            f"rkpipe: error: {exc}"
-            if "\n" not in str(exc)
-            else f"rkpipe: {len(getattr(exc, 'problems', [])) or 'several'} errors:\n{exc}",
+            f"rkpipe: error: {text}"
+            if "\n" not in text
+            else f"rkpipe: {len(getattr(exc, 'problems', [])) or 'several'} errors:\n{text}",
             file=sys.stderr,
         )
         return exc.exit_code

@@ -4,12 +4,16 @@ Analytics stages append events to ``msg.meta["events"]``; sinks publish them unc
 event is a flat JSON object with these fields:
 
 - ``schema`` "rkpipe.event/1"; ``type`` line_crossing | zone_enter | zone_exit | counts
-- ``id`` unique string (``stream:seq:line-or-zone:track...``); ``stream``; ``seq`` (frame);
+- ``id`` unique string (``run:stream:seq:line-or-zone:track...``; the run id keeps ids of two
+  runs apart); ``stream``; ``seq`` (frame);
   ``t_capture`` (unix seconds); ``time`` (t_capture as ISO 8601 UTC)
 - line_crossing: ``line``, ``direction`` (in | out), ``track_id``, ``class_id``,
   ``class_name``, ``point`` [x, y], ``totals`` {"in": n, "out": n} (that line, all classes)
 - zone_enter / zone_exit: ``zone``, ``track_id``, ``class_id``, ``class_name``; exit adds
   ``dwell_s``
+- with the analytics stage's ``snapshot`` option, object events add ``snapshot`` (a JPEG of
+  the annotated frame) and, when the object is in view, ``snapshot_crop`` (the object cut
+  out): paths relative to the snapshots folder (``stages/analytics/event_snapshots.py``)
 - counts (periodic per-stream snapshot): ``lines`` {line: {"in": {class: n}, "out": {...}}},
   ``zones`` {zone: {"occupancy": {class: n}}}
 
@@ -61,11 +65,12 @@ def iso_time(t: float) -> str:
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _base(msg: _Frame, kind: str, key: str) -> Event:
+def _base(msg: _Frame, kind: str, key: str, run: str) -> Event:
+    head = f"{run}:" if run else ""
     return {
         "schema": SCHEMA,
         "type": kind,
-        "id": f"{msg.stream}:{msg.seq}:{key}",
+        "id": f"{head}{msg.stream}:{msg.seq}:{key}",
         "stream": msg.stream,
         "seq": int(msg.seq),
         "t_capture": float(msg.t_capture),
@@ -82,9 +87,12 @@ def line_crossing_event(
     point: tuple[float, float],
     totals: Mapping[str, int],
     name: str | None = None,
+    *,
+    run: str = "",
 ) -> Event:
-    """A track crossed ``line`` in ``direction``; ``totals`` are the line's running totals."""
-    ev = _base(msg, "line_crossing", f"{line}:{track_id}")
+    """A track crossed ``line`` in ``direction``; ``totals`` are the line's running totals.
+    ``run`` (the run id) starts the event's id, so ids of different runs never clash."""
+    ev = _base(msg, "line_crossing", f"{line}:{track_id}", run)
     ev.update(
         line=line,
         direction=direction,
@@ -98,25 +106,32 @@ def line_crossing_event(
 
 
 def zone_enter_event(
-    msg: _Frame, zone: str, track_id: int, class_id: int, name: str | None = None
+    msg: _Frame, zone: str, track_id: int, class_id: int, name: str | None = None, *, run: str = ""
 ) -> Event:
     """A track entered ``zone``."""
-    return _zone_event(msg, "enter", zone, track_id, class_id, name)
+    return _zone_event(msg, "enter", zone, track_id, class_id, name, run)
 
 
 def zone_exit_event(
-    msg: _Frame, zone: str, track_id: int, class_id: int, dwell_s: float, name: str | None = None
+    msg: _Frame,
+    zone: str,
+    track_id: int,
+    class_id: int,
+    dwell_s: float,
+    name: str | None = None,
+    *,
+    run: str = "",
 ) -> Event:
     """A track left ``zone`` after ``dwell_s`` seconds inside."""
-    ev = _zone_event(msg, "exit", zone, track_id, class_id, name)
+    ev = _zone_event(msg, "exit", zone, track_id, class_id, name, run)
     ev["dwell_s"] = round(max(float(dwell_s), 0.0), 3)
     return ev
 
 
 def _zone_event(
-    msg: _Frame, what: str, zone: str, track_id: int, class_id: int, name: str | None
+    msg: _Frame, what: str, zone: str, track_id: int, class_id: int, name: str | None, run: str
 ) -> Event:
-    ev = _base(msg, f"zone_{what}", f"{zone}:{track_id}:{what}")
+    ev = _base(msg, f"zone_{what}", f"{zone}:{track_id}:{what}", run)
     ev.update(
         zone=zone,
         track_id=int(track_id),
@@ -130,10 +145,12 @@ def counts_event(
     msg: _Frame,
     lines: Mapping[str, Mapping[str, Mapping[str, int]]] | None = None,
     zones: Mapping[str, Mapping[str, int]] | None = None,
+    *,
+    run: str = "",
 ) -> Event:
     """A per-stream snapshot: crossings per line/direction/class since the start, and
     occupancy per zone/class now (``zones`` maps zone -> class_name -> n)."""
-    ev = _base(msg, "counts", "counts")
+    ev = _base(msg, "counts", "counts", run)
     ev["lines"] = {
         name: {d: {c: int(n) for c, n in dirs.get(d, {}).items()} for d in ("in", "out")}
         for name, dirs in (lines or {}).items()

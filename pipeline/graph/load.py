@@ -11,6 +11,7 @@ and per-site settings (a broker's host, a camera's URL) stay out of the file. A 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import sys
@@ -22,6 +23,8 @@ from pydantic import ValidationError
 
 from ..cpus import Topology, format_cpus, read_topology
 from ..errors import GraphError
+from ..outputs import output_problems
+from ..secrets import is_secret_name, mask, remember
 from ..stage import Source, Stage, StageConfig
 from .locate import KeyLocator
 from .resolve import resolve_stage
@@ -73,7 +76,8 @@ class _Problems:
     def add(self, keys: tuple[str, ...], text: str) -> None:
         line = self.locator.line(*keys) if keys else None
         where = f"{self.path}:{line}" if line else f"{self.path}"
-        dotted = ".".join(keys)
+        dotted = ".".join(k if _BARE_KEY.fullmatch(k) else json.dumps(k) for k in keys)
+        text = mask(text)
         self.items.append(f"{where} {dotted}: {text}" if dotted else f"{where}: {text}")
 
 
@@ -107,6 +111,13 @@ def load_graph(path: str | Path, cpus: set[int] | Topology | None = None) -> Gra
     stages = {}
     disabled = set()
     for name, table in raw_stages.items():
+        if not _STAGE_NAME.fullmatch(name):
+            problems.add(
+                ("stages", name),
+                f"stage name {name!r} is not allowed: use 1-64 letters, digits, _ or - "
+                "(it names the stage's processes, sockets and stream)",
+            )
+            continue
         sdef = _stage(name, table, path.parent, problems)
         if sdef is not None and not sdef.common.enabled:
             disabled.add(name)
@@ -125,6 +136,8 @@ def load_graph(path: str | Path, cpus: set[int] | Topology | None = None) -> Gra
     return Graph(path, settings, stages, topology)
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a TOML key that needs no quotes
+_STAGE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -140,16 +153,16 @@ def _interpolate(value: Any, keys: tuple[str, ...], problems: _Problems) -> Any:
 
     def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
-        got = os.environ.get(name)
+        got = os.environ.get(name, default)
         if got is None:
-            if default is None:
-                problems.add(
-                    keys,
-                    f"environment variable {name} is not set "
-                    f"(write ${{{name}:-default}} to give a default)",
-                )
-                return ""
-            return default
+            problems.add(
+                keys,
+                f"environment variable {name} is not set "
+                f"(write ${{{name}:-default}} to give a default)",
+            )
+            return ""
+        if is_secret_name(name):  # ${MQTT_PASS}: masked wherever it shows up from now on
+            remember(got)
         return got
 
     return _ENV_REF.sub(sub, value)
@@ -159,7 +172,7 @@ def _settings(raw: Any, problems: _Problems) -> PipelineSettings:
     try:
         return PipelineSettings(**(raw if isinstance(raw, dict) else {}))
     except ValidationError as exc:
-        for loc, text in format_validation_error(exc):
+        for loc, text in format_validation_error(exc, PipelineSettings):
             problems.add(("pipeline", *loc), text)
         return PipelineSettings()
 
@@ -179,7 +192,7 @@ def _stage(name: str, table: Any, graph_dir: Path, problems: _Problems) -> Stage
     try:
         common = StageCommon(**common_raw)
     except ValidationError as exc:
-        for loc, text in format_validation_error(exc):
+        for loc, text in format_validation_error(exc, StageCommon):
             problems.add((*keys, *loc[:1]), text)
         return None
     try:
@@ -191,9 +204,12 @@ def _stage(name: str, table: Any, graph_dir: Path, problems: _Problems) -> Stage
         # ``graph_dir`` lets options check files they name (a model) at validate time
         config = cls.Config.model_validate(options, context={"graph_dir": graph_dir})
     except ValidationError as exc:
-        for loc, text in format_validation_error(exc):
+        for loc, text in format_validation_error(exc, cls.Config, COMMON_KEYS):
             problems.add((*keys, *loc), text)
         return None
+    if common.enabled:  # a disabled stage writes nothing
+        for key, reason in output_problems(config, graph_dir):
+            problems.add((*keys, key), reason)
     sdef = StageDef(name, common, cls, config, options)
     if common.replicas > 1 and cls.replica_options(config) is not None:
         problems.add(

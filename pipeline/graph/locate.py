@@ -47,5 +47,9 @@ class KeyLocator:
         return None
 
 
+_KEY_PART = re.compile(r"""\s*("[^"]*"|'[^']*'|[^.]+?)\s*(?:\.|$)""")
+
+
 def _split_key(text: str) -> tuple[str, ...]:
-    return tuple(part.strip().strip('"').strip("'") for part in text.split("."))
+    """``stages."a.b".x`` -> ("stages", "a.b", "x"): dots inside quotes belong to the key."""
+    return tuple(m.group(1).strip("\"'") for m in _KEY_PART.finditer(text.strip()) if m.group(1))

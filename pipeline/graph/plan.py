@@ -25,11 +25,12 @@ class InstanceSpec:
     options: dict[str, Any]
     cpus: list[int]
     endpoint: str
-    inputs: list[tuple[str, str]]  # (producer instance, endpoint)
+    inputs: list[tuple[str, str, str]]  # (producer stage, producer instance, endpoint)
     outputs: dict[str, list[str]]  # downstream stage -> its instance ids
     partition: list[str]  # downstream stages that want streams pinned to one replica
     is_source: bool
-    reorder: bool  # some input stage has several replicas: re-join streams in order
+    pinned: bool  # this stage's streams are pinned to replicas: each sees whole streams
+    on_failure: str  # restart | disable | stop (see supervise.restart)
     window: int
     pool_slots: int
     graph_dir: str
@@ -39,6 +40,23 @@ class InstanceSpec:
     @property
     def instance(self) -> str:
         return instance_id(self.stage, self.replica, self.replicas)
+
+    @property
+    def sees_whole_streams(self) -> bool:
+        """Every message of a stream passes through this instance (one instance, or streams
+        pinned to replicas), so it can check each stream's frame chain."""
+        return self.replicas == 1 or self.pinned
+
+    def replicated_inputs(self) -> set[str]:
+        """Producer stages with several instances: their streams must be re-joined in order."""
+        seen: dict[str, int] = {}
+        for stage, _, _ in self.inputs:
+            seen[stage] = seen.get(stage, 0) + 1
+        return {s for s, n in seen.items() if n > 1}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InstanceSpec:
+        return cls(**{**data, "inputs": [tuple(x) for x in data["inputs"]]})
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +113,7 @@ def make_plan(graph: Graph, run_id: str, ipc_dir: str) -> Plan:
     for name, sdef in stages.items():
         n = counts[name]
         inputs = [
-            (instance_id(p, r, counts[p]), _endpoint(stages[p], p, r, counts[p], ipc_dir))
+            (p, instance_id(p, r, counts[p]), _endpoint(stages[p], p, r, counts[p], ipc_dir))
             for p in sdef.common.inputs
             for r in range(counts[p])
         ]
@@ -118,7 +136,9 @@ def make_plan(graph: Graph, run_id: str, ipc_dir: str) -> Plan:
                     outputs=outputs,
                     partition=partition,
                     is_source=sdef.is_source,
-                    reorder=any(counts[p] > 1 for p in sdef.common.inputs),
+                    pinned=sdef.common.partition == "stream",
+                    on_failure=sdef.common.on_failure
+                    or ("disable" if not consumers[name] else "restart"),
                     window=graph.settings.window,
                     pool_slots=sdef.common.pool_slots or slots[name],
                     graph_dir=str(graph.graph_dir.resolve()),

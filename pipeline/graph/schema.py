@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+import types
+import typing
+from collections.abc import Iterable
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..cpus import CPU_NAME
+from ..secrets import mask_value
 
 __all__ = ["COMMON_KEYS", "PipelineSettings", "StageCommon", "format_validation_error"]
 
@@ -60,12 +65,16 @@ class StageCommon(BaseModel):
     partition: Literal["free", "stream"] = "free"
     pool_slots: int | None = Field(None, ge=2, le=512)
     endpoint: str | None = None
+    on_failure: Literal["restart", "disable", "stop"] | None = Field(
+        None,
+        description="when its process dies: restart (with backoff; the run ends past "
+        "restart_limit), disable (the same, but past the limit the stage is left out and the "
+        'run goes on), stop (end the run). Default: "disable" for sinks, else "restart"',
+    )
 
     @field_validator("cpus")
     @classmethod
-    def _cpu_name(
-        cls, value: list[int] | list[list[int]] | str
-    ) -> list[int] | list[list[int]] | str:
+    def _cpu_name(cls, value: CpuSpec) -> CpuSpec:
         if isinstance(value, str) and CPU_NAME.match(value) is None:
             msg = 'CPU ids, one list per replica, or a name: "big", "little", "any", "big:2"'
             raise ValueError(msg)
@@ -75,22 +84,66 @@ class StageCommon(BaseModel):
 COMMON_KEYS = frozenset(StageCommon.model_fields)
 
 
-def format_validation_error(exc: ValidationError) -> list[tuple[tuple[str, ...], str]]:
-    """Pydantic errors as (key path, 'expected ..., got ...') pairs a person can act on."""
+def format_validation_error(
+    exc: ValidationError, model: type[BaseModel] | None = None, more_keys: Iterable[str] = ()
+) -> list[tuple[tuple[str, ...], str]]:
+    """Pydantic errors as (key path, 'expected ..., got ...') pairs a person can act on.
+
+    A value shown is masked when its key is named like a secret. Given the ``model`` that was
+    validated, an unknown key gets the closest known one as a hint (``more_keys`` are known at
+    the top level too: the keys every stage table has)."""
     out = []
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
         kind = err["type"]
         if kind == "extra_forbidden":
-            text = "unknown option"
+            text = "unknown option" + _did_you_mean(model, loc, more_keys)
         elif kind == "missing":
             text = "required option is missing"
         else:
             text = _expected(err["msg"])
-            if "input" in err and kind != "missing":
-                text += f", got {err['input']!r}"
+            if "input" in err and loc:  # a whole table (a check across keys) shows nothing new
+                text += f", got {mask_value(loc[-1] if loc else '', err['input'])!r}"
         out.append((loc, text))
     return out
+
+
+def _did_you_mean(model: type[BaseModel] | None, loc: tuple[str, ...], more: Iterable[str]) -> str:
+    known = _keys_at(model, loc[:-1]) if model is not None else set()
+    if len(loc) == 1:
+        known |= set(more)
+    close = difflib.get_close_matches(loc[-1], sorted(known), n=1) if loc else []
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+def _keys_at(model: type[BaseModel], path: tuple[str, ...]) -> set[str]:
+    """The field names of the model found at ``path`` inside ``model`` (through nested
+    models, lists, tuples, dicts and optionals); empty when the path leads elsewhere."""
+    kinds: list[Any] = [model]
+    for part in path:
+        kinds = [step for kind in kinds for step in _inside(kind, part)]
+    return {
+        name
+        for kind in kinds
+        if isinstance(kind, type) and issubclass(kind, BaseModel)
+        for name in kind.model_fields
+    }
+
+
+def _inside(kind: Any, part: str) -> list[Any]:
+    """What ``kind`` holds at ``part`` (a field name, list index or dict key)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        return [k for arg in (args[:1] if origin is typing.Annotated else args)
+                for k in _inside(arg, part)]  # fmt: skip
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        field = kind.model_fields.get(part)
+        return [field.annotation] if field is not None else []
+    if origin in (list, tuple, set, frozenset) and args:
+        return [args[0]]
+    if origin is dict and len(args) == 2:
+        return [args[1]]
+    return []
 
 
 def _expected(pydantic_msg: str) -> str:

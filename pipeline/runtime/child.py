@@ -1,15 +1,19 @@
 """Entry point of every stage process: ``python -m pipeline.runtime.child INSTANCE``.
 
-The supervisor passes the instance's plan as JSON in ``RKPIPE_SPEC``. Setup happens here, in the
+The supervisor passes the instance's job (``job.Job``) in the environment; the process was
+already bound to die with the supervisor before it began (``supervise.spawn``), and it
+checks here, first thing, that the supervisor is still there. Setup happens here, in the
 child: placement, logging, the stage's own ``setup`` (models, devices). A user error there
-(missing model, dead camera) is reported to the supervisor as one line and exits with
-status EXIT_SETUP (3),
-which the supervisor does not retry.
+(missing model, dead camera) is reported to the supervisor as one line and exits with status
+EXIT_SETUP (3), which the supervisor does not retry.
+
+The process ends with ``os._exit`` once everything is closed, so no library thread still
+running (a camera reader blocked in a native read) can abort it during interpreter shutdown.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
 import signal
@@ -17,69 +21,73 @@ import sys
 import traceback
 from pathlib import Path
 
-import zmq
-
 from ..errors import EXIT_SETUP, GraphError, StageSetupError
-from ..graph.plan import InstanceSpec
-from ..graph.resolve import resolve_stage
-from ..supervise.affinity import cap_opencv_threads, die_with_parent, pin_to_cpus, set_process_name
-from ..transport.codec import packb
+from ..outputs import prepare_outputs
+from ..secrets import MaskingFormatter, mask, remember
+from ..supervise.affinity import cap_opencv_threads, pin_to_cpus, set_process_name
+from .job import Job, run_token
+
+PARENT_ENV = "RKPIPE_SUPERVISOR_PID"
 
 
-def _report(control: str | None, instance: str, kind: str, error: str) -> None:
-    """Tell the supervisor why this process ends. A private context is terminated before returning,
-    so the message is on the wire before the process exits (a shared context's I/O thread would
-    die with the process and could drop it)."""
-    if not control:
-        print(f"rkpipe: {instance}: {error}", file=sys.stderr)
-        return
+def _orphaned() -> bool:
+    """True if the supervisor that started this process is gone already."""
+    expected = os.environ.get(PARENT_ENV)
+    return expected is not None and os.getppid() != int(expected)
+
+
+def _report(control: str, instance: str, kind: str, error: str) -> None:
+    """Tell the supervisor why this process ends. A private context is terminated before
+    returning, so the message is on the wire before the process exits (a shared context's
+    I/O thread would die with the process and could drop it)."""
+    import zmq
+
+    from ..transport.codec import packb
+
     ctx = zmq.Context()
     try:
         sock = ctx.socket(zmq.PUSH)
         sock.connect(control)
-        sock.send(packb({"instance": instance, "pid": os.getpid(), "t": kind, "error": error}))
+        event = {"instance": instance, "pid": os.getpid(), "t": kind, "error": mask(error)}
+        sock.send(packb({**event, "token": run_token()}))
         sock.close(linger=5000)
     finally:
         ctx.term()
 
 
+STOP_EARLY: list[int] = []  # a SIGTERM that came before the worker was there to take it
+
+
 def main() -> int:
-    job = json.loads(os.environ["RKPIPE_SPEC"])
-    spec = InstanceSpec(**{**job["spec"], "inputs": [tuple(x) for x in job["spec"]["inputs"]]})
-    control = job.get("control")
+    signal.signal(signal.SIGTERM, lambda signum, _frame: STOP_EARLY.append(signum))
+    if _orphaned():
+        return 1
+    job = Job.from_env()
+    spec = job.spec
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
-    die_with_parent()
     set_process_name(f"rk:{spec.instance}")
     pin_to_cpus(spec.cpus)
     cap_opencv_threads(spec.cpus)
-    logging.basicConfig(level=job.get("log_level", "INFO"), format=f"[{spec.instance}] %(message)s")
+    remember(*job.secrets)  # values the graph took from secret-named ${VAR}s
+    handler = logging.StreamHandler()
+    handler.setFormatter(MaskingFormatter(f"[{spec.instance}] %(message)s"))
+    logging.basicConfig(level=job.log_level, handlers=[handler])
     try:
+        from ..graph.resolve import resolve_stage
         from .source_worker import SourceWorker
         from .worker import StageWorker
 
         cls = resolve_stage(spec.uses, Path(spec.graph_dir))
         stage = cls(cls.Config(**spec.options))
-        kwargs = dict(
-            control=control,
-            restarted=job.get("restarted", False),
-            finished=job.get("finished", []),
-            resume_seq=job.get("resume_seq", -1),
-            lost_ends=job.get("lost_ends", {}),
-        )
-        if spec.is_source:
-            worker: StageWorker = SourceWorker(
-                spec, stage, max_frames=job.get("max_frames"), **kwargs
-            )
-        else:
-            worker = StageWorker(spec, stage, **kwargs)
-        return worker.run()
+        prepare_outputs(stage.config, spec.stage, Path(spec.graph_dir))
+        worker = SourceWorker(job, stage) if spec.is_source else StageWorker(job, stage)  # type: ignore[arg-type]
+        return worker.run(STOP_EARLY)
     except (StageSetupError, GraphError) as exc:
-        _report(control, spec.instance, "fatal", str(exc))
+        _report(job.control, spec.instance, "fatal", str(exc))
         return EXIT_SETUP
     except Exception as exc:  # a bug in a stage: show it, and let the supervisor restart us
-        traceback.print_exc()
-        error = f"{type(exc).__name__}: {exc}"
-        _report(control, spec.instance, "crash", error)
+        print(mask(traceback.format_exc()), file=sys.stderr, end="")
+        _report(job.control, spec.instance, "crash", f"{type(exc).__name__}: {exc}")
         return 1
 
 
@@ -88,15 +96,30 @@ def _profiled(out_dir: str) -> int:
     where a stage process spends its CPU, for tuning stages and the runtime."""
     import cProfile
 
-    instance = json.loads(os.environ["RKPIPE_SPEC"])["spec"]["stage"]
     prof = cProfile.Profile()
     try:
         return prof.runcall(main)
     finally:
-        replica = json.loads(os.environ["RKPIPE_SPEC"])["spec"].get("replica", 0)
-        prof.dump_stats(str(Path(out_dir) / f"{instance}.{replica}.{os.getpid()}.prof"))
+        name = sys.argv[1] if len(sys.argv) > 1 else "stage"
+        prof.dump_stats(str(Path(out_dir) / f"{name}.{os.getpid()}.prof"))
+
+
+def _exit(code: int) -> None:
+    """Leave now: let ZeroMQ hand over what was sent last (bounded by each socket's linger),
+    flush what was printed, and skip interpreter teardown."""
+    import threading
+
+    import zmq
+
+    done = threading.Thread(target=zmq.Context.instance().term, daemon=True)
+    done.start()
+    done.join(timeout=10.0)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
     profile_dir = os.environ.get("RKPIPE_PROFILE_DIR")
-    sys.exit(_profiled(profile_dir) if profile_dir else main())
+    _exit(_profiled(profile_dir) if profile_dir else main())

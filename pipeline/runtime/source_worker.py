@@ -3,6 +3,10 @@
 A file source reads only when every downstream stage can take a frame, so nothing is lost.
 A live source is read in its own thread, so the camera is always drained; frames wait in a
 short queue, and when it is full the oldest is dropped and counted (never silently).
+
+Every frame gets the next seq of its stream from the source's ``SourceBook`` (in its ledger),
+dropped ones included; a restarted source goes on after the last frame it settled, so no
+frame is sent twice (see ``integrity``).
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ from collections import deque
 
 from ..messages import Message
 from ..stage import Source
-from ..transport.codec import END, MSG, encode, encode_control
+from ..transport.codec import END
 from ..transport.framepool import FrameLost
+from .integrity import SourceBook
+from .job import Job
+from .outputs import Accounting
 from .worker import StageWorker, _Stopped
 
 __all__ = ["SourceWorker"]
@@ -25,17 +32,22 @@ class SourceWorker(StageWorker):
 
     stage: Source
 
-    def __init__(self, *args, max_frames: int | None = None, live_queue: int = 2, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.max_frames = max_frames
-        self.ctx.max_frames = max_frames
-        self.stage.stream_id = self.spec.stage
-        self.last_seq = self.ctx.resume_seq
-        self.sent = 0
-        self.live_queue: deque[Message] = deque()
+    def __init__(self, job: Job, stage: Source, live_queue: int = 2) -> None:
+        super().__init__(job, stage)
+        self.stream = self.spec.stage
+        self.stage.stream_id = self.stream
+        self.book = SourceBook(self.ledger, self.stream)
+        self.lock = threading.Lock()  # the book and the queue, between reader and sender
+        if job.restarted:
+            died = self.book.resume(self.stage.live)
+            if died:
+                self.stats.count_drop("crashed", died)
+        self.ctx.resume_seq = self.book.next - 1
+        self.max_frames = job.max_frames
+        self.ctx.max_frames = job.max_frames
+        self.live_queue: deque[tuple[int, Message]] = deque()
         self.live_size = live_queue
         self.live_done = threading.Event()
-        self.lock = threading.Lock()
         self.live_error: BaseException | None = None
 
     def loop(self) -> None:
@@ -46,44 +58,53 @@ class SourceWorker(StageWorker):
                 self.loop_file()
         except _Stopped:
             pass
-        self.end_stream()
+        self.end_stream_here()
 
     def _enough(self) -> bool:
-        return self.stopping or (self.max_frames is not None and self.sent >= self.max_frames)
+        limit = self.max_frames  # --frames: frames sent (a live source's drops do not count)
+        return self.stopping or (limit is not None and self.book.count >= limit)
 
     def loop_file(self) -> None:
         while not self._enough():
-            if self.outlet is not None:
-                self.wait_for_room(self.stage.stream_id)
+            if self.outputs is not None:
+                self.wait_for_room(self.stream)
             msg = self.stage.read()
             if msg is None:
                 return
-            self.send(msg)
+            with self.lock:
+                self.send(self._number(msg), msg)
             self.report()
+
+    def _number(self, msg: Message) -> int:
+        """The frame's seq; frames the stage skipped (and counted) before it are settled as
+        source drops."""
+        seq, _skipped = self.book.number(msg.seq)
+        return seq
 
     def loop_live(self) -> None:
         reader = threading.Thread(target=self._read_live, name="live-reader", daemon=True)
         reader.start()
         while not self._enough():
-            if self.outlet is not None:  # wait first: a frame taken from the queue must go at once
-                self.wait_for_room(self.stage.stream_id)
-            with self.lock:
-                msg = self.live_queue.popleft() if self.live_queue else None
-            if msg is None:
+            if self.outputs is not None:  # wait first: a frame taken from the queue must go at once
+                self.wait_for_room(self.stream)
+            with self.lock:  # the reader drops nothing while a frame goes: seqs settle in order
+                item = self.live_queue.popleft() if self.live_queue else None
+                if item is not None:
+                    self.send(*item)
+            if item is None:
                 if self.live_done.is_set():
                     if self.live_error is not None:  # the reader died: fail as the stage would
                         raise self.live_error
                     return
-                if self.outlet is not None:
-                    self.outlet.poll_credits(5)
+                if self.outputs is not None:
+                    self.outputs.poll_credits(5)
                 else:
                     time.sleep(0.005)
                 self.report()
                 continue
-            self.send(msg)
             self.report()
         self.stopping = True
-        reader.join(timeout=2.0)
+        reader.join(timeout=5.0)
 
     def _read_live(self) -> None:
         try:
@@ -92,49 +113,46 @@ class SourceWorker(StageWorker):
                 if msg is None:
                     return
                 with self.lock:
+                    seq = self._number(msg)
                     if len(self.live_queue) >= self.live_size:
-                        for arr in self.live_queue.popleft().arrays.values():
+                        old_seq, old = self.live_queue.popleft()
+                        for arr in old.arrays.values():
                             self.pool.release(arr)
+                        self.book.drop(old_seq)
                         self.stats.count_drop("live_overflow")
-                    self.live_queue.append(msg)
+                    self.live_queue.append((seq, msg))
         except BaseException as exc:  # handed to the main thread, which reports or restarts
             self.live_error = exc
         finally:
             self.live_done.set()
 
-    def send(self, msg: Message) -> None:
-        msg.stream = self.stage.stream_id
-        if msg.seq <= self.last_seq:
-            msg.seq = self.last_seq + 1
-        msg.prev = self.last_seq
+    def send(self, seq: int, msg: Message) -> None:
+        msg.stream, msg.seq, msg.prev = self.stream, seq, self.book.sent
         self.stats.count_in(msg.stream)
-        if self.outlet is not None:
+        if self.outputs is not None:
+            acct: Accounting = (self.book.sd, [], "")
             try:
-                parts = encode(msg, MSG, False, self.pool, self.reader, self.inline_all)
-            except FrameLost:
+                self.outputs.send(msg, False, acct)
+            except FrameLost:  # its slot came round before it could go: dropped, counted
+                self.book.drop(seq)
                 self.stats.count_drop("overwritten")
                 return
-            if not self.outlet.send(parts, msg.stream):  # a replica died as it was sent
-                self.stats.count_drop("unreachable")
-        self.last_seq = msg.seq
-        self.sent += 1
+        self.book.send(seq)
         self.stats.count_out(msg.stream, msg.seq, msg.t_mono_ns)
 
-    def end_stream(self) -> None:
-        """Mark the stream's end in order (so trackers flush), then tell consumers we're done."""
-        if self.outlet is not None:
-            self.stopping_guard_wait()
-            end = encode_control(END, self.stage.stream_id, self.last_seq + 1, self.last_seq)
-            self.outlet.send(end, self.stage.stream_id)
-        # The supervisor remembers where the stream ended, for a stage that crashes holding END.
-        self.notify({"t": "stream_end", "stream": self.stage.stream_id, "last_seq": self.last_seq})
+    def end_stream_here(self) -> None:
+        """Mark the stream's end in order (so trackers flush), then tell consumers we're done.
+        END names the stream's length and every frame dropped at the source."""
+        end = Message(self.stream, self.book.next, self.book.sent)
+        if self.outputs is not None:
+            deadline = time.monotonic() + 5.0  # room for END, a bounded wait even when stopping
+            while not self.outputs.ready(self.stream) and time.monotonic() < deadline:
+                self.outputs.poll_credits(50)
+                self.report()
+                self.check_gone()
+            self.outputs.marker(END, end, False, (self.book.sd, [], ""))
+        # the supervisor remembers where the stream ended, for a stage that crashes holding END
+        self.notify(
+            {"t": "stream_end", "stream": self.stream, "end": self.book.next, "sd": self.book.sd}
+        )
         self.finish()
-
-    def stopping_guard_wait(self) -> None:
-        """Wait for room for the END marker for a bounded time even when stopping."""
-        assert self.outlet is not None
-        deadline = time.monotonic() + 5.0
-        while not self.outlet.ready(self.stage.stream_id) and time.monotonic() < deadline:
-            self.outlet.poll_credits(50)
-            self.report()
-            self.check_gone()

@@ -10,11 +10,14 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["LatencyHistogram", "StageStats"]
+if TYPE_CHECKING:
+    from ..runtime.ledger import Ledger
+
+__all__ = ["LatencyHistogram", "MemoryCounters", "StageStats", "counters_of"]
 
 _LO_MS = 0.001  # 1 microsecond
 _PER_DECADE = 60
@@ -45,6 +48,16 @@ class LatencyHistogram:
         rank = np.searchsorted(np.cumsum(self.counts), q / 100 * total, side="left")
         return float(_LO_MS * 10 ** ((rank + 0.5) / _PER_DECADE))
 
+    def count_upto(self, ms: float) -> int:
+        """Latencies up to ``ms``, to the nearest bucket edge (within 2% of ``ms``)."""
+        edge = round(math.log10(max(ms, _LO_MS) / _LO_MS) * _PER_DECADE)
+        return int(self.counts[: min(edge, _BUCKETS)].sum())
+
+    def approx_sum_ms(self) -> float:
+        """The sum of all latencies in ms, each taken at its bucket's midpoint (within 2%)."""
+        mids = _LO_MS * 10 ** ((np.arange(_BUCKETS) + 0.5) / _PER_DECADE)
+        return float(self.counts @ mids)
+
     def to_wire(self) -> list[list[int]]:
         nz = np.nonzero(self.counts)[0]
         return [[int(i), int(self.counts[i])] for i in nz]
@@ -57,53 +70,78 @@ class LatencyHistogram:
         return h
 
 
-@dataclass
 class StageStats:
-    """What one stage instance measured since it started; sent to the supervisor periodically."""
+    """What one stage instance measured. Counters (frames in and out per stream, drops by
+    reason, events) live in the instance's ledger, shared memory that outlives the process,
+    so a killed process's counts are never lost; timings (busy, CPU, latency histograms) go
+    to the supervisor with each report."""
 
-    frames_in: int = 0
-    frames_out: int = 0
-    busy_s: float = 0.0
-    drops: Counter = field(default_factory=Counter)
-    events: Counter = field(default_factory=Counter)  # notable, not losses (e.g. reconnects)
-    streams_in: Counter = field(default_factory=Counter)
-    streams_out: Counter = field(default_factory=Counter)
-    last_seq: dict[str, int] = field(default_factory=dict)
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # capture -> out
-    service: LatencyHistogram = field(default_factory=LatencyHistogram)  # time in process()
-    queue_depth: int = 0
-    started: float = field(default_factory=time.monotonic)
-    cpu_start: float = field(default_factory=lambda: sum(os.times()[:2]))
+    def __init__(self, ledger: Ledger | None = None) -> None:
+        self.ledger = ledger if ledger is not None else MemoryCounters()
+        self.busy_s = 0.0
+        self.latency = LatencyHistogram()  # capture -> out
+        self.service = LatencyHistogram()  # time in process()
+        self.queue_depth = 0
+        self.started = time.monotonic()
+        self.cpu_start = sum(os.times()[:2])
 
     def count_in(self, stream: str) -> None:
-        self.frames_in += 1
-        self.streams_in[stream] += 1
+        self.ledger.add("in")
+        self.ledger.add(f"in:{stream}")
 
     def count_out(self, stream: str, seq: int, t_mono_ns: int) -> None:
-        self.frames_out += 1
-        self.streams_out[stream] += 1
-        self.last_seq[stream] = seq
+        self.ledger.add("out")
+        self.ledger.add(f"out:{stream}")
         self.latency.add((time.monotonic_ns() - t_mono_ns) / 1e6)
 
     def count_drop(self, reason: str, n: int = 1) -> None:
-        self.drops[reason] += n
+        self.ledger.add(f"drop:{reason}", n)
 
     def count_event(self, kind: str, n: int = 1) -> None:
-        self.events[kind] += n
+        self.ledger.add(f"event:{kind}", n)
 
-    def to_wire(self) -> dict:
+    def counters(self) -> dict[str, Any]:
+        return counters_of(self.ledger.snapshot())
+
+    def to_wire(self) -> dict[str, Any]:
+        """The timings a report carries (the counters are read from the ledger)."""
         return {
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
             "busy_s": self.busy_s,
             "cpu_s": sum(os.times()[:2]) - self.cpu_start,
             "uptime_s": time.monotonic() - self.started,
-            "drops": dict(self.drops),
-            "events": dict(self.events),
-            "streams_in": dict(self.streams_in),
-            "streams_out": dict(self.streams_out),
-            "last_seq": dict(self.last_seq),
             "latency": self.latency.to_wire(),
             "service": self.service.to_wire(),
             "queue_depth": self.queue_depth,
         }
+
+
+class MemoryCounters:
+    """Ledger-like counters in a dict, for stages run inline."""
+
+    def __init__(self) -> None:
+        self.values: Counter[str] = Counter()
+
+    def add(self, key: str, n: int = 1) -> int:
+        self.values[key] += n
+        return self.values[key]
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.values)
+
+
+def counters_of(snapshot: dict[str, int]) -> dict[str, Any]:
+    """A ledger's counters as report fields: frames_in/out, streams_in/out, drops, events."""
+    out: dict[str, Any] = {
+        "frames_in": snapshot.get("in", 0),
+        "frames_out": snapshot.get("out", 0),
+        "streams_in": {},
+        "streams_out": {},
+        "drops": {},
+        "events": {},
+    }
+    fields = {"in": "streams_in", "out": "streams_out", "drop": "drops", "event": "events"}
+    for key, value in snapshot.items():
+        kind, _, name = key.partition(":")
+        if name and kind in fields:
+            out[fields[kind]][name] = value
+    return out

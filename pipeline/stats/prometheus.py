@@ -1,24 +1,31 @@
 """A Prometheus endpoint in the supervisor: the live view's figures, per stage and replica.
 
 It serves the latest snapshot from its own registry (not the library's global one), so a
-scrape costs no work in the stage processes and shows exactly what the table shows. The
-label for an instance is ``replica`` rather than ``instance``: Prometheus sets ``instance``
-on every scraped series itself, and would rename ours to ``exported_instance``.
+scrape costs no work in the stage processes and shows exactly what the table shows. Names
+follow Prometheus' conventions: base units (``_seconds``, ratios where 1 is one CPU core),
+counters end in ``_total``, latency is a histogram, and every series carries the graph's
+``pipeline`` name. The label for an instance is ``replica`` rather than ``instance``:
+Prometheus sets ``instance`` on every scraped series itself, and would rename ours to
+``exported_instance``.
 """
 
 from __future__ import annotations
 
+import platform
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+from .. import __version__
 from ..errors import RkpipeError
 from .report import InstanceRow, Snapshot
 
-__all__ = ["MetricsServer", "start_metrics"]
+__all__ = ["LATENCY_BUCKETS_S", "MetricsServer", "SnapshotCollector", "start_metrics"]
 
 INSTALL_HINT = "pip install 'rkpipe[metrics]'  (or: pip install prometheus-client)"
-_LABELS = ["stage", "replica"]
+_LABELS = ["pipeline", "stage", "replica"]
+#: Upper bounds of the latency histogram, seconds (each within 2% of the stats' own buckets).
+LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
 
 class SnapshotCollector:
@@ -33,51 +40,78 @@ class SnapshotCollector:
             self._snap = snap
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import GaugeMetricFamily
 
+        info = GaugeMetricFamily(
+            "rkpipe_build_info", "rkpipe build: version and Python", labels=["version", "python"]
+        )
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield info
         with self._lock:
             snap = self._snap
         if snap is None:
             return
-        run = GaugeMetricFamily("rkpipe_run_seconds", "seconds since every stage was ready")
-        run.add_metric([], snap.run_s)
+        run = GaugeMetricFamily(
+            "rkpipe_run_seconds", "seconds since every stage was ready", labels=["pipeline"]
+        )
+        run.add_metric([snap.pipeline], snap.run_s)
         yield run
+        yield from _instance_families(snap)
 
-        def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> Any:
-            return CounterMetricFamily(name, doc, labels=[*_LABELS, *extra])
 
-        def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> Any:
-            return GaugeMetricFamily(name, doc, labels=[*_LABELS, *extra])
+def _instance_families(snap: Snapshot) -> Iterator[Any]:
+    """One family per figure of the live table, with a sample per stage instance."""
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
 
-        f_in = counter("rkpipe_frames_in", "frames taken in")
-        f_out = counter("rkpipe_frames_out", "frames sent on (or consumed, at a sink)")
-        drops = counter("rkpipe_drops", "frames dropped, by reason", ("reason",))
-        restarts = counter("rkpipe_restarts", "times the process was restarted")
-        fps = gauge("rkpipe_fps", "frames per second over the last report", ("direction",))
-        lat = gauge("rkpipe_latency_ms", "capture-to-output latency percentiles", ("quantile",))
-        queue = gauge("rkpipe_queue_depth", "messages waiting inside the process")
-        cpu = gauge("rkpipe_cpu_percent", "CPU time of the process, % of one core")
-        up = gauge("rkpipe_running", "1 while the process runs, else 0")
-        sink = counter("rkpipe_sink_frames", "frames delivered at a sink, per stream", ("stream",))
-        for r in snap.rows:
-            labels = [r.stage, _replica(r)]
-            f_in.add_metric(labels, r.frames_in)
-            f_out.add_metric(labels, r.frames_out)
-            for reason, n in r.drops.items():
-                drops.add_metric([*labels, reason], n)
-            restarts.add_metric(labels, r.restarts)
-            fps.add_metric([*labels, "in"], r.fps_in)
-            fps.add_metric([*labels, "out"], r.fps_out)
-            for q, v in (("0.5", r.p50_ms), ("0.99", r.p99_ms)):
-                if v is not None:
-                    lat.add_metric([*labels, q], v)
-            queue.add_metric(labels, r.queue_depth)
-            cpu.add_metric(labels, r.cpu_percent)
-            up.add_metric(labels, 1.0 if r.state == "running" else 0.0)
-            if r.sink:
-                for stream, n in r.streams_out.items():
-                    sink.add_metric([*labels, stream], n)
-        yield from (f_in, f_out, drops, restarts, fps, lat, queue, cpu, up, sink)
+    def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> Any:
+        return CounterMetricFamily(name, doc, labels=[*_LABELS, *extra])
+
+    def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> Any:
+        return GaugeMetricFamily(name, doc, labels=[*_LABELS, *extra])
+
+    f_in = counter("rkpipe_frames_in", "frames taken in")
+    f_out = counter("rkpipe_frames_out", "frames sent on (or consumed, at a sink)")
+    drops = counter("rkpipe_drops", "frames dropped, by reason", ("reason",))
+    restarts = counter("rkpipe_restarts", "times the process was restarted")
+    cpu_s = counter("rkpipe_cpu_seconds", "CPU time of the process since the run began")
+    fps = gauge("rkpipe_frames_per_second", "frame rate over the last report", ("direction",))
+    cpu = gauge("rkpipe_cpu_usage_ratio", "CPU use over the last report (1 = one core)")
+    queue = gauge("rkpipe_queue_depth", "messages waiting inside the process")
+    up = gauge("rkpipe_stage_up", "1 while the process runs, else 0")
+    sink = counter("rkpipe_sink_frames", "frames delivered at a sink, per stream", ("stream",))
+    lat = HistogramMetricFamily(
+        "rkpipe_latency_seconds", "capture-to-output latency since the run began", labels=_LABELS
+    )
+    for r in snap.rows:
+        labels = [snap.pipeline, r.stage, _replica(r)]
+        f_in.add_metric(labels, r.frames_in)
+        f_out.add_metric(labels, r.frames_out)
+        for reason, n in r.drops.items():
+            drops.add_metric([*labels, reason], n)
+        restarts.add_metric(labels, r.restarts)
+        cpu_s.add_metric(labels, r.cpu_s)
+        fps.add_metric([*labels, "in"], r.fps_in)
+        fps.add_metric([*labels, "out"], r.fps_out)
+        cpu.add_metric(labels, r.cpu_percent / 100)
+        queue.add_metric(labels, r.queue_depth)
+        up.add_metric(labels, 1.0 if r.state == "running" else 0.0)
+        lat.add_metric(labels, *_latency_buckets(r))
+        if r.sink:
+            for stream, n in r.streams_out.items():
+                sink.add_metric([*labels, stream], n)
+    yield from (f_in, f_out, drops, restarts, cpu_s, fps, cpu, queue, up, lat, sink)
+
+
+def _latency_buckets(r: InstanceRow) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative ``(le, count)`` pairs in seconds, ending at +Inf, and the sum in seconds."""
+    h = r.latency
+    buckets = [(repr(b), float(h.count_upto(b * 1000))) for b in LATENCY_BUCKETS_S]
+    buckets.append(("+Inf", float(len(h))))
+    return buckets, h.approx_sum_ms() / 1000
 
 
 def _replica(r: InstanceRow) -> str:

@@ -1,7 +1,9 @@
 """Combine stage instances' stats into per-stage figures: the periodic summary and the JSON.
 
-Each process reports cumulative counters since it started; a restarted instance is a new
-process, so totals add the last report of every process an instance has had.
+An instance's counters (frames, drops, events) are cumulative over all its processes: they
+live in its ledger and every report carries their value when it was made. Its timings (busy
+and CPU time, latency histograms) are each process's own since it started, so totals add the
+last report of every process an instance has had.
 """
 
 from __future__ import annotations
@@ -16,16 +18,26 @@ from .metrics import LatencyHistogram
 __all__ = ["InstanceRow", "InstanceStats", "Rates", "Snapshot", "StatsBook"]
 
 _SUMMED = ("frames_in", "frames_out", "busy_s", "cpu_s")
+_COUNTERS = ("frames_in", "frames_out", "drops", "events", "streams_in", "streams_out")
 
 
 @dataclass
 class InstanceStats:
-    """The latest cumulative report of each incarnation (pid) of one instance."""
+    """The latest report of each incarnation (pid) of one instance."""
 
     reports: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def total(self) -> dict[str, Any]:
-        return merge_reports(list(self.reports.values()))
+        """Timings summed over the incarnations; counters as the latest report has them
+        (they already cover every incarnation)."""
+        reports = list(self.reports.values())
+        total = merge_reports([{k: v for k, v in r.items() if k not in _COUNTERS} for r in reports])
+        latest = reports[-1] if reports else {}
+        counters = merge_reports([{k: latest[k] for k in _COUNTERS if k in latest}])
+        total.update({k: counters[k] for k in _COUNTERS})
+        for k in ("busy_s", "cpu_s"):
+            total[k] = sum(r.get(k, 0) for r in reports)
+        return total
 
 
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -95,6 +107,8 @@ class InstanceRow(Rates):
     restarts: int = 0
     sink: bool = False
     streams_out: dict[str, int] = field(default_factory=dict)
+    cpu_s: float = 0.0  # CPU seconds since the run began
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # since the run began
 
 
 @dataclass
@@ -127,7 +141,8 @@ class RateTracker:
         last = self._last.get(instance)
         if last is not None and last[1] is report:
             return last[2]  # no news since the last snapshot
-        base = last[1] if last is not None and last[0] == pid else {}
+        # a new process: its counters started from where its predecessor left them
+        base = last[1] if last is not None and last[0] == pid else report.get("base", {})
         rates = _between(base, report)
         self._last[instance] = (pid, report, rates)
         return rates
@@ -178,10 +193,27 @@ class StatsBook:
         self.instance_restarts: Counter = Counter()
         self.t_start = time.monotonic()
         self._rates = RateTracker()
+        self.bases: dict[str, dict[str, Any]] = {}
 
     def update(self, instance: str, pid: int, report: dict[str, Any]) -> None:
         if instance in self.instances:
-            self.instances[instance].reports[pid] = report
+            reports = self.instances[instance].reports
+            if pid not in reports:  # a new process: rates start from the counters it found
+                report = {**report, "base": self.bases.get(instance, {})}
+            reports[pid] = report
+
+    def started(self, instance: str, counters: dict[str, Any]) -> None:
+        """A new process of ``instance`` starts with its counters at ``counters``."""
+        self.bases[instance] = counters
+
+    def set_counters(self, instance: str, counters: dict[str, Any]) -> None:
+        """The instance's final counters (read from its ledger after every process ended)."""
+        reports = self.instances[instance].reports
+        if reports:
+            latest = next(reversed(reports))
+            reports[latest] = {**reports[latest], **counters}
+        else:
+            reports[0] = counters
 
     def restarted(self, stage: str, instance: str | None = None) -> None:
         self.restarts[stage] += 1
@@ -240,6 +272,8 @@ class StatsBook:
             restarts=self.instance_restarts.get(inst, 0),
             sink=stage in self.sinks,
             streams_out=dict(total["streams_out"]),
+            cpu_s=total["cpu_s"],
+            latency=total["latency"],
             **asdict(rates),
         )
 

@@ -1,68 +1,82 @@
 """The supervisor: start one process per stage instance, watch them, restart, drain, clean up.
 
-Children run in their own session, so Ctrl-C reaches only the supervisor, which then drains:
-sources stop and mark their streams' end, every stage finishes what it holds and exits in
-graph order. A second Ctrl-C, or the grace period running out, kills what is left. A crashed
-stage is restarted with backoff while the others keep running; one that keeps crashing
-(``restart_limit`` within ``restart_window_s``) ends the run with an error.
+Stage processes run in the run's own process group, each bound to die with the supervisor
+(``spawn``), so however the supervisor ends, no process of the run is left. Ctrl-C or
+SIGTERM drains: sources stop and mark their streams' end, every stage finishes what it holds
+and exits in graph order. A second one, or the grace period running out, kills what is
+left; either way the stats are written, the summary printed, and every segment and socket
+removed. A stage that dies is restarted, disabled or ends the run by its ``on_failure``
+(``restart``). The run's frame accounting lives in per-instance ledgers in shared memory,
+made here before any stage starts, read here at the end (``stats.delivery``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import hmac
 import logging
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
+from ..errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SETUP,
+    EXIT_TERMINATED,
+    TransportError,
+)
 from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
 from ..health import HealthFile
+from ..runtime.child import PARENT_ENV
+from ..runtime.job import JOB_ENV, TOKEN_ENV, Job
+from ..runtime.ledger import Ledger
+from ..secrets import known as known_secrets
+from ..stats.delivery import delivery_report
 from ..stats.live_view import LiveView
+from ..stats.metrics import counters_of
 from ..stats.report import Snapshot, StatsBook
 from ..transport.codec import unpackb
-from ..transport.framepool import SHM_DIR, pid_alive, sweep_segments
-from ..transport.links import configure, gone_dir, stream_owner, zmq_context
+from ..transport.framepool import SHM_DIR
+from ..transport.links import configure, gone_dir, secure_endpoint, stream_owner, zmq_context
 from .affinity import thread_env
+from .restart import RestartPolicy
+from .runs import Run, new_run, sweep_stale
+from .spawn import ProcessGroup, python_child
 
 if TYPE_CHECKING:
     from ..stats.prometheus import MetricsServer
 
-__all__ = ["RunResult", "Supervisor", "new_run_id"]
+__all__ = ["RunResult", "Supervisor"]
 
 log = logging.getLogger("rkpipe")
-
-
-def new_run_id() -> str:
-    """``<pid>x<random>``: the pid lets a later run tell whether this one is still alive."""
-    return f"{os.getpid()}x{secrets.token_hex(3)}"
+_CONTROL_KINDS = {"stats", "ready", "fatal", "crash", "done", "stream_end", "health"}
 
 
 @dataclass
 class _Child:
     spec: InstanceSpec
+    policy: RestartPolicy
     proc: subprocess.Popen | None = None
     started: float = 0.0
     last_seen: float = 0.0
     ready: bool = False
-    done: bool = False  # exited cleanly after its inputs ended
-    crashes: deque = field(default_factory=deque)
+    done: bool = False  # exited cleanly after its inputs ended (or was disabled / given up)
+    disabled: bool = False
     restart_at: float | None = None
-    last_seq: int = -1
+    exits: list[str] = field(default_factory=list)  # how earlier processes ended
 
 
 @dataclass
@@ -85,21 +99,15 @@ class Supervisor:
         live: bool | None = False,
         prometheus_port: int | None = None,
     ) -> None:
-        self.run_id = new_run_id()
-        self.ipc_dir = Path("/tmp") / f"rkpipe-{self.run_id}"
-        self.plan: Plan = make_plan(graph, self.run_id, str(self.ipc_dir))
+        self.graph = graph
+        self.run_info: Run | None = None
+        self.run_id = "pending"
         self.settings = graph.settings
         self.duration = duration
         self.frames = frames
         self.view = LiveView(sys.stderr, live, self.settings.stats_interval_s)
         self.echo = echo or self.view.message
         self.log_level = log_level
-        self.children = {s.instance: _Child(s) for s in self.plan.instances}
-        self.book = StatsBook(
-            {st: [i.instance for i in self.plan.by_stage(st)] for st in self.plan.order()},
-            cpus={i.instance: i.cpus for i in self.plan.instances},
-            sinks={i.stage for i in self.plan.instances if not i.outputs},
-        )
         port = self.settings.prometheus_port if prometheus_port is None else prometheus_port
         self.metrics_port = port
         self.metrics: MetricsServer | None = None
@@ -107,38 +115,81 @@ class Supervisor:
         self._output_reader: threading.Thread | None = None
         self.errors: list[str] = []
         self.fatal_exits: list[str] = []  # exited with EXIT_SETUP; its message may come later
-        self.interrupted = 0
+        self.signals: list[int] = []
         self.draining_since: float | None = None
+        self.killed = False
         self.t_ready: float | None = None
-        self.source_ends: dict[str, tuple[str, int]] = {}  # stream -> (source stage, last seq)
+        self.started_at = time.time()
         self.stage_ends: dict[str, set[str]] = {}  # stage -> streams it passed END on for
+        self.source_ends: dict[str, list[int]] = {}  # stream -> [END seq, source drops]
         self.health: dict[str, dict] = {}  # stream -> its source's latest health
+        self.rejected = 0  # control messages refused
+        self.group = ProcessGroup()
+        self.token = secrets.token_hex(16)
+        self.ledgers: dict[str, Ledger] = {}
+        self.run_ledger: Ledger | None = None
 
-    # -- start and stop ----------------------------------------------------------------------
+    # -- the plan, once the run has its place ----------------------------------------------------
+    def _prepare(self) -> None:
+        run = self.run_info = new_run()
+        self.run_id = run.run_id
+        self.ipc_dir = run.run_dir
+        self.plan: Plan = make_plan(self.graph, self.run_id, str(self.ipc_dir))
+        self.children = {
+            s.instance: _Child(
+                s,
+                RestartPolicy(
+                    s.on_failure,  # type: ignore[arg-type]
+                    self.settings.restart_limit,
+                    self.settings.restart_window_s,
+                ),
+            )
+            for s in self.plan.instances
+        }
+        for inst in self.children:
+            self.ledgers[inst] = Ledger.create(self._ledger_path(inst))
+        self.run_ledger = Ledger.create(self._ledger_path("run"))
+        self.book = StatsBook(
+            {st: [i.instance for i in self.plan.by_stage(st)] for st in self.plan.order()},
+            cpus={i.instance: i.cpus for i in self.plan.instances},
+            sinks={i.stage for i in self.plan.instances if not i.outputs},
+        )
+
+    def _ledger_path(self, name: str) -> Path:
+        return SHM_DIR / f"rkpipe-{self.run_id}-ledger-{name}"
+
+    # -- start and stop --------------------------------------------------------------------------
     def _spawn(self, child: _Child, restarted: bool = False) -> None:
         spec = child.spec
-        finished = [i for i, c in self.children.items() if c.done]
-        job = {
-            "spec": spec.to_json(),
-            "control": self.control_ep,
-            "restarted": restarted,
-            "finished": finished,
-            "resume_seq": child.last_seq if spec.is_source else -1,
-            "lost_ends": self._lost_ends(spec) if restarted and not spec.is_source else {},
-            "max_frames": None
-            if self.frames is None
-            else max(0, self.frames - (child.last_seq + 1)),
-            "log_level": self.log_level,
+        job = Job(
+            spec=spec,
+            control=self.control_ep,
+            run_dir=str(self.ipc_dir),
+            ledger=str(self._ledger_path(spec.instance)),
+            run_ledger=str(self._ledger_path("run")),
+            restarted=restarted,
+            finished=[i for i, c in self.children.items() if c.done and not c.disabled],
+            lost_ends=self._lost_ends(spec) if restarted and not spec.is_source else {},
+            max_frames=self.frames,
+            log_level=self.log_level,
+            secrets=known_secrets(),  # masked in the stage's errors and logs too
+        )
+        env = {
+            **os.environ,
+            **thread_env(spec.cpus),
+            JOB_ENV: job.to_env(),
+            TOKEN_ENV: self.token,
+            PARENT_ENV: str(os.getpid()),
         }
-        env = {**os.environ, **thread_env(spec.cpus), "RKPIPE_SPEC": json.dumps(job)}
         out = self.child_output
-        child.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.runtime.child", spec.instance],
-            env=env,
-            start_new_session=True,
+        child.proc = self.group.spawn(
+            python_child("pipeline.runtime.child", spec.instance),
+            env,
             stderr=out,
             stdout=out if out is not None and sys.stdout.isatty() else None,
         )
+        if restarted:
+            self.book.started(spec.instance, counters_of(self.ledgers[spec.instance].snapshot()))
         child.started = child.last_seen = time.monotonic()
         child.ready = False
 
@@ -147,14 +198,17 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 child.proc.send_signal(sig)
 
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self.interrupted += 1
-        if self.interrupted == 1:
-            self.echo(f"rkpipe: {signal.Signals(signum).name}: draining (again to stop now)")
+    def on_signal(self, signum: int) -> None:
+        """SIGINT/SIGTERM: the first drains, the second kills now; more change nothing.
+        Never raises, so teardown always completes."""
+        self.signals.append(signum)
+        if len(self.signals) == 1:
+            name = signal.Signals(signum).name
+            self.echo(f"rkpipe: {name}: draining (again to stop now)")
             self.begin_drain()
-        else:
-            for c in self.children.values():
-                self._signal(c, signal.SIGKILL)
+        elif len(self.signals) == 2:
+            self.echo("rkpipe: stopping now")
+            self.kill_now()
 
     def begin_drain(self) -> None:
         """Stop the sources; everything downstream finishes what it holds and exits."""
@@ -165,56 +219,63 @@ class Supervisor:
             if c.spec.is_source:
                 self._signal(c, signal.SIGTERM)
 
-    # -- main loop ---------------------------------------------------------------------------
+    def kill_now(self) -> None:
+        self.killed = True
+        self.group.kill()
+        for c in self.children.values():
+            self._signal(c, signal.SIGKILL)
+
+    # -- main loop -------------------------------------------------------------------------------
     def run(self) -> RunResult:
         """Start everything, supervise until done, clean up; never leaves processes or
         shared memory behind."""
         sweep_stale()
-        if self.metrics_port is not None:
-            from ..stats.prometheus import start_metrics  # optional: needs prometheus-client
+        self._prepare()
+        try:
+            return self._run()
+        finally:
+            self.cleanup()  # whatever happened: no segment, socket or lock is left
 
-            self.metrics = start_metrics(self.settings.prometheus_host, self.metrics_port)
-            self.echo(f"rkpipe: metrics at {self.metrics.url}")
-        if self.view.live:
-            self._pipe_child_output()
-        self.ipc_dir.mkdir(parents=True, exist_ok=True)
-        self.control_ep = f"ipc://{self.ipc_dir}/control.sock"
-        sock = configure(zmq_context().socket(zmq.PULL))
-        sock.bind(self.control_ep)
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    def _run(self) -> RunResult:
+        sock = None
         t0 = time.monotonic()
         try:
+            if self.metrics_port is not None:
+                from ..stats.prometheus import start_metrics  # optional: prometheus-client
+
+                self.metrics = start_metrics(self.settings.prometheus_host, self.metrics_port)
+                self.echo(f"rkpipe: metrics at {self.metrics.url}")
+            if self.view.live:
+                self._pipe_child_output()
+            self.control_ep = f"ipc://{self.ipc_dir}/control.sock"
+            sock = configure(zmq_context().socket(zmq.PULL))
+            secure_endpoint(sock, self.control_ep)
             for spec in reversed(self.plan.instances):  # consumers first: they grant credits
-                self._spawn(self.children[spec.instance])
+                if not self.killed:
+                    self._spawn(self.children[spec.instance])
             self._supervise(sock, t0)
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
             self._kill_all()
-            while sock.poll(200):  # final reports sent just before the processes exited
-                self._on_control(unpackb(sock.recv()))
-            sock.close(0)
+            if sock is not None:
+                while sock.poll(200):  # final reports sent just before the processes exited
+                    self._receive(sock)
+                sock.close(0)
             for name in self.fatal_exits:  # a stage that failed without saying why (rare)
                 if not any(e.startswith(f"{name}:") for e in self.errors):
                     self.errors.append(f"{name}: failed to start (exit status {EXIT_SETUP})")
-            self.cleanup()
         wall = time.monotonic() - t0
         active = wall - ((self.t_ready or t0) - t0)
+        stats = self._final_stats(wall, active)
         self._finish_view(active)
-        stats = {
-            "pipeline": self.settings.name,
-            "run_id": self.run_id,
-            **self.book.to_json(wall, active),
-        }
         return RunResult(self._exit_code(), stats, self.errors)
 
     def _supervise(self, sock: zmq.Socket, t0: float) -> None:
         tick = min(1.0, self.settings.stats_interval_s)  # as often as stages report
         next_tick = time.monotonic() + tick
-        while True:
+        while not self.killed:
             if sock.poll(100):
                 while sock.poll(0):
-                    self._on_control(unpackb(sock.recv()))
+                    self._receive(sock)
             now = time.monotonic()
             self._reap(now)
             if all(c.done for c in self.children.values()):
@@ -225,45 +286,84 @@ class Supervisor:
                 self.begin_drain()
             self._check_heartbeats(now)
             self._restart_due(now)
-            if self.duration is not None and now - (self.t_ready or t0) >= self.duration:
-                self.begin_drain()
+            if self.duration is not None and self.t_ready and now - self.t_ready >= self.duration:
+                self.begin_drain()  # the duration counts from when every stage is set up
             if (
                 self.draining_since is not None
                 and now - self.draining_since > self.settings.shutdown_grace_s
             ):
                 self.echo("rkpipe: drain took too long; stopping the remaining stages")
+                self.killed = True
                 return
             if now >= next_tick:
                 next_tick = now + tick
                 self._show(self._snapshot(now))
 
-    def _on_control(self, event: dict) -> None:
-        child = self.children.get(event.get("instance", ""))
-        if child is None:
+    # -- the control channel ---------------------------------------------------------------------
+    def _receive(self, sock: zmq.Socket) -> None:
+        """One control message, checked first: anything malformed, or without the run's
+        token, is refused and counted, never raised."""
+        raw = sock.recv()
+        try:
+            event = unpackb(raw)
+            ok = (
+                isinstance(event, dict)
+                and event.get("t") in _CONTROL_KINDS
+                and isinstance(event.get("instance"), str)
+                and isinstance(event.get("token"), str)
+                and hmac.compare_digest(event["token"], self.token)
+                and event["instance"] in self.children
+            )
+        except TransportError:
+            ok = False
+        if not ok:
+            self.rejected += 1
+            if self.rejected in (1, 10, 100, 1000):
+                self.echo(f"rkpipe: refused {self.rejected} malformed control message(s)")
             return
+        try:
+            self._on_control(event)
+        except (KeyError, TypeError, ValueError) as exc:  # well-formed but nonsense fields
+            self.rejected += 1
+            log.warning("refused a control message from %s: %s", event["instance"], exc)
+
+    def _on_control(self, event: dict[str, Any]) -> None:
+        child = self.children[event["instance"]]
         child.last_seen = time.monotonic()
-        kind = event.get("t")
+        kind = event["t"]
         if kind == "stats":
-            self.book.update(child.spec.instance, event.get("pid", 0), event["stats"])
-            child.last_seq = max(child.last_seq, *event["stats"].get("last_seq", {}).values(), -1)
+            report = event.get("stats")
+            if not isinstance(report, dict):
+                raise ValueError("stats is not a map")
+            pid = int(event.get("pid", 0))
+            self.book.update(child.spec.instance, pid, self._with_counters(child, report))
         elif kind == "ready":
             child.ready = True
             if self.t_ready is None and all(c.ready for c in self.children.values()):
                 self.t_ready = time.monotonic()
                 self.echo(f"rkpipe: {len(self.children)} processes running")
         elif kind == "fatal":
-            self.errors.append(f"{child.spec.instance}: {event['error']}")
+            self.errors.append(f"{child.spec.instance}: {str(event.get('error'))[:500]}")
         elif kind == "crash":
-            self.echo(f"rkpipe: {child.spec.instance} crashed: {event['error']}")
+            self.echo(f"rkpipe: {child.spec.instance} crashed: {str(event.get('error'))[:500]}")
         elif kind == "done":
             child.done = True
+        elif kind == "stream_end":
+            stream = str(event.get("stream"))
+            self.stage_ends.setdefault(child.spec.stage, set()).add(stream)
+            if child.spec.is_source:
+                self.source_ends[stream] = [int(event["end"]), int(event["sd"])]
         elif kind == "health" and child.spec.is_source:
             self._set_health(child.spec.stage, str(event.get("state")), str(event.get("detail")))
-        elif kind == "stream_end":
-            stream, stage = str(event.get("stream", "")), child.spec.stage
-            self.stage_ends.setdefault(stage, set()).add(stream)
-            if child.spec.is_source:
-                self.source_ends[stream] = (stage, int(event.get("last_seq", -1)))
+
+    def _with_counters(self, child: _Child, report: dict[str, Any]) -> dict[str, Any]:
+        """A process's report of its timings, with its instance's counters from the ledger."""
+        timing = {
+            k: report[k]
+            for k in ("busy_s", "cpu_s", "uptime_s", "latency", "service", "queue_depth")
+            if isinstance(report.get(k), (int, float, list))
+        }
+        return {**timing, **counters_of(self.ledgers[child.spec.instance].snapshot())}
 
     def _set_health(self, stream: str, state: str, detail: str) -> None:
         """Record a source's new health and share it with every stage (health.json)."""
@@ -271,27 +371,31 @@ class Supervisor:
         reconnects = old.get("reconnects", 0) + (state == "reconnecting" != old.get("state"))
         self.health[stream] = {
             "state": state,
-            "detail": detail,
+            "detail": detail[:300],
             "since": time.time() if state != old.get("state") else old.get("since", time.time()),
             "reconnects": reconnects,
         }
         HealthFile(self.ipc_dir).write(self.health)
 
-    def _lost_ends(self, spec: InstanceSpec) -> dict[str, int]:
+    # -- deaths and restarts ---------------------------------------------------------------------
+    def _lost_ends(self, spec: InstanceSpec) -> dict[str, list[int]]:
         """Streams that ended upstream of a restarted instance, whose END its stage has not
         passed on: it may have died in the crash. Where streams are pinned to replicas, only
-        the stream's own replica is told."""
+        the stream's own replica is told. Each as [END seq, source drops]."""
         upstream = self.plan.upstream(spec.stage)
-        pinned = spec.replicas > 1 and any(
-            spec.stage in i.partition for i in self.plan.instances if i.outputs
-        )
         return {
-            stream: last
-            for stream, (source, last) in self.source_ends.items()
-            if source in upstream
+            stream: end
+            for stream, end in self.source_ends.items()
+            if stream in upstream
             and stream not in self.stage_ends.get(spec.stage, set())
-            and (not pinned or stream_owner(stream, spec.replicas) == spec.replica)
+            and not (spec.pinned and stream_owner(stream, spec.replicas) != spec.replica)
         }
+
+    def _died(self) -> None:
+        """Note a death where every stage can see it: frames made before it may be lost."""
+        assert self.run_ledger is not None
+        self.run_ledger.set("last_death_ns", time.monotonic_ns())
+        self.run_ledger.add("deaths")
 
     def _reap(self, now: float) -> None:
         for name, c in self.children.items():
@@ -302,38 +406,46 @@ class Supervisor:
             if code == 0 or c.done:
                 c.done = True
                 continue
+            self._died()
+            c.exits.append(c.policy.describe(code))
             if code == EXIT_SETUP or self.draining_since is not None:
                 c.done = True
                 self._mark_gone(name)
                 if code == EXIT_SETUP:
                     self.fatal_exits.append(name)
                 continue
-            self._schedule_restart(c, code, now)
+            self._after_death(c, code, now)
+
+    def _after_death(self, c: _Child, code: int, now: float) -> None:
+        name, how = c.spec.instance, c.policy.describe(code)
+        decision, delay = c.policy.died(now)
+        if decision == "restart":
+            self.echo(f"rkpipe: {name} exited with {how}; restarting in {delay:.2f}s")
+            c.restart_at = now + delay
+            return
+        c.done = True
+        self._mark_gone(name)
+        window = self.settings.restart_window_s
+        if decision == "disable":
+            c.disabled = True
+            self.echo(
+                f"rkpipe: error: {name} exited with {how} {len(c.policy.deaths)} times in "
+                f"{window:.0f}s; it is disabled for the rest of the run (the others go on)"
+            )
+        elif c.spec.on_failure == "stop":
+            self.errors.append(f"{name}: exited with {how} (on_failure = stop)")
+        else:
+            self.errors.append(
+                f"{name}: exited with {how} {len(c.policy.deaths)} times in {window:.0f}s; "
+                "giving up"
+            )
 
     def _mark_gone(self, instance: str) -> None:
         """Tell the other stages (by a file they look for while waiting) that ``instance``
         ended for good without finishing, so none waits on it for credits or its EOS."""
         gone = gone_dir(str(self.ipc_dir))
-        gone.mkdir(parents=True, exist_ok=True)
-        (gone / instance).touch()
-
-    def _schedule_restart(self, c: _Child, code: int, now: float) -> None:
-        name = c.spec.instance
-        window = self.settings.restart_window_s
-        while c.crashes and now - c.crashes[0] > window:
-            c.crashes.popleft()
-        c.crashes.append(now)
-        how = f"signal {-code}" if code < 0 else f"status {code}"
-        if len(c.crashes) > self.settings.restart_limit:
-            self.errors.append(
-                f"{name}: exited with {how} {len(c.crashes)} times in {window:.0f}s; giving up"
-            )
-            c.done = True
-            self._mark_gone(name)
-            return
-        delay = min(30.0, 0.25 * 2 ** (len(c.crashes) - 1))
-        self.echo(f"rkpipe: {name} exited with {how}; restarting in {delay:.2f}s")
-        c.restart_at = now + delay
+        gone.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (gone / instance).touch(mode=0o600)
 
     def _restart_due(self, now: float) -> None:
         for c in self.children.values():
@@ -357,19 +469,23 @@ class Supervisor:
                 c.last_seen = now
 
     def _kill_all(self) -> None:
-        """Stop whatever still runs: SIGTERM, a short wait, then SIGKILL."""
+        """Stop whatever still runs: SIGTERM, a short wait, then SIGKILL, to the group too."""
         alive = [c for c in self.children.values() if c.proc is not None and c.proc.poll() is None]
         for c in alive:
             self._signal(c, signal.SIGTERM)
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + (0.0 if self.killed else 3.0)
         for c in alive:
+            assert c.proc is not None
             try:
-                c.proc.wait(max(0.0, deadline - time.monotonic()))  # type: ignore[union-attr]
+                c.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self._signal(c, signal.SIGKILL)
-                c.proc.wait()  # type: ignore[union-attr]
+                c.proc.wait()
+            if c.proc.returncode not in (0, None) and not c.done:
+                c.exits.append(c.policy.describe(c.proc.returncode))
+        self.group.kill()
 
-    # -- what the user sees ------------------------------------------------------------------
+    # -- what the user sees ----------------------------------------------------------------------
     def _snapshot(self, now: float, final_s: float | None = None) -> Snapshot:
         run_s = final_s if final_s is not None else now - self.t_ready if self.t_ready else 0.0
         return self.book.snapshot(
@@ -379,7 +495,9 @@ class Supervisor:
     def _states(self) -> dict[str, str]:
         states = {}
         for name, c in self.children.items():
-            if c.done:
+            if c.disabled:
+                states[name] = "disabled"
+            elif c.done:
                 states[name] = "done"
             elif c.restart_at is not None or c.proc is None:
                 states[name] = "restarting"
@@ -391,6 +509,36 @@ class Supervisor:
         self.view.update(snap)
         if self.metrics is not None:
             self.metrics.update(snap)
+
+    def _final_stats(self, wall: float, active: float) -> dict[str, Any]:
+        """The ``--stats-out`` document: per stage, and the delivery check per stream."""
+        for inst, c in self.children.items():  # counters even of processes that were killed
+            ledger_counters = counters_of(self.ledgers[inst].snapshot())
+            self.book.set_counters(inst, ledger_counters)
+            del c
+        sources = {i.stage: self.ledgers[i.instance] for i in self.plan.instances if i.is_source}
+        sinks = {i.instance: self.ledgers[i.instance] for i in self.plan.instances if not i.outputs}
+        reaches = {
+            i.instance: {s for s in self.plan.upstream(i.stage) if s in sources}
+            for i in self.plan.instances
+            if not i.outputs
+        }
+        disabled = {n for n, c in self.children.items() if c.disabled}
+        stopped = self.killed
+        delivery = delivery_report(sources, sinks, reaches, disabled, stopped)
+        return {
+            "schema": "rkpipe.stats/2",
+            "pipeline": self.settings.name,
+            "run_id": self.run_id,
+            "started": _iso(self.started_at),
+            "finished": _iso(time.time()),
+            **self.book.to_json(wall, active),
+            "exact": delivery["exact"],
+            "streams": delivery["streams"],
+            "health": self.health,
+            "disabled": sorted(disabled),
+            "control_rejected": self.rejected,
+        }
 
     def _finish_view(self, active_s: float) -> None:
         """Leave the whole-run table on screen and stop the metrics endpoint."""
@@ -419,25 +567,24 @@ class Supervisor:
         self._output_reader.start()
 
     def cleanup(self) -> None:
-        """Unlink this run's shared memory and sockets."""
-        for path in SHM_DIR.glob(f"rkpipe-{self.run_id}-*"):
-            path.unlink(missing_ok=True)
-        shutil.rmtree(self.ipc_dir, ignore_errors=True)
+        """Remove this run's shared memory, sockets and lock (idempotent)."""
+        for ledger in self.ledgers.values():
+            ledger.close()
+        self.ledgers.clear()
+        if self.run_ledger is not None:
+            self.run_ledger.close()
+            self.run_ledger = None
+        if self.run_info is not None:
+            self.run_info.release()
+            self.run_info = None
 
     def _exit_code(self) -> int:
         if self.errors:
             return EXIT_FAILED
-        if self.interrupted:
-            return EXIT_INTERRUPTED
+        if self.signals:
+            return EXIT_TERMINATED if self.signals[0] == signal.SIGTERM else EXIT_INTERRUPTED
         return EXIT_OK
 
 
-def sweep_stale() -> list[str]:
-    """Remove shared memory and socket folders left by runs that were killed."""
-    removed = sweep_segments()
-    for d in Path("/tmp").glob("rkpipe-*"):
-        run = d.name[len("rkpipe-") :].split("x", 1)[0]
-        if run.isdigit() and not pid_alive(int(run)):
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(str(d))
-    return removed
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"

@@ -1,13 +1,21 @@
 """Wire format: a msgpack header frame, then one raw frame per inline array. Never pickle.
 
-Header: [kind, stream, seq, prev, t_capture, t_mono_ns, more, meta, arrays]. Each array is
-described as [name, "i", dtype, shape, part] (inline: bytes in multipart frame ``part``) or
-[name, "s", slotref] (in a producer's shared-memory pool). numpy values inside ``meta`` are
-carried as a msgpack extension (dtype, shape, bytes).
+Header: [kind, stream, seq, prev, t_capture, t_mono_ns, more, meta, arrays, acct]. Each array
+is described as [name, "i", dtype, shape, part] (inline: bytes in multipart frame ``part``)
+or [name, "s", slotref] (in a producer's shared-memory pool). numpy values inside ``meta`` are
+carried as a msgpack extension (dtype, shape, bytes). ``acct`` is the frame accounting of
+``pipeline.runtime.integrity``: [source drops before this seq, [[n, reason], ...] frames lost
+just before this one, the reason of a SKIP marker].
+
+Everything received is checked before use (``decode``): a socket may face a hostile peer, so
+a malformed envelope, an array whose shape does not match its bytes, an object or record
+dtype, or a shared-memory name outside this run raises TransportError, never anything else.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import msgpack
@@ -15,7 +23,7 @@ import numpy as np
 
 from ..errors import TransportError
 from ..messages import Message
-from .framepool import FramePool, PoolReader, SlotRef
+from .framepool import FrameLost, FramePool, PoolReader, SlotRef
 
 __all__ = [
     "END",
@@ -24,6 +32,7 @@ __all__ = [
     "MSG",
     "SKIP",
     "Decoded",
+    "check_dtype",
     "decode",
     "encode",
     "encode_control",
@@ -34,6 +43,37 @@ __all__ = [
 MSG, SKIP, END, EOS = 0, 1, 2, 3  # message, dropped-by-a-stage marker, stream end, producer end
 INLINE_MAX = 32 * 1024  # arrays up to this size travel inline; larger ones in shared memory
 _EXT_NDARRAY = 1
+_MAX_DIMS = 8
+_MAX_LOST = 64  # loss annotations one envelope may carry
+STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_INT64 = (-(2**63), 2**63 - 1)
+# msgpack's own limits keep a hostile header from making huge objects before it is checked
+_LIMITS = {
+    "max_str_len": 1 << 20,
+    "max_bin_len": 64 << 20,
+    "max_array_len": 1 << 16,
+    "max_map_len": 1 << 16,
+    "max_ext_len": 64 << 20,
+}
+
+
+def check_dtype(text: Any) -> np.dtype:
+    """The dtype named by ``text`` if it is a plain number type (bool, int, uint, float of up
+    to 8 bytes); TransportError for anything else (objects, records, strings)."""
+    try:
+        dt = np.dtype(text) if isinstance(text, str) and len(text) <= 8 else None
+    except TypeError:
+        dt = None
+    if dt is None or dt.kind not in "biuf" or dt.fields is not None or dt.itemsize > 8:
+        raise TransportError(f"array dtype {str(text)[:20]!r} is not a plain number type")
+    return dt
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    ok = isinstance(shape, (list, tuple)) and len(shape) <= _MAX_DIMS
+    if not ok or not all(type(n) is int and 0 <= n < 1 << 40 for n in shape):
+        raise TransportError(f"array shape {str(shape)[:40]} is not a list of sizes")
+    return tuple(shape)
 
 
 def _default(obj: Any) -> Any:
@@ -51,10 +91,13 @@ def _default(obj: Any) -> Any:
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
-    if code == _EXT_NDARRAY:
-        dtype, shape, raw = msgpack.unpackb(data)
-        return np.frombuffer(raw, np.dtype(dtype)).reshape(shape)
-    return msgpack.ExtType(code, data)
+    if code != _EXT_NDARRAY:
+        return msgpack.ExtType(code, data)
+    dtype, shape, raw = msgpack.unpackb(data, **_LIMITS)
+    dt, shape = check_dtype(dtype), _check_shape(shape)
+    if not isinstance(raw, bytes) or math.prod(shape) * dt.itemsize != len(raw):
+        raise TransportError("a metadata array's bytes do not match its shape")
+    return np.frombuffer(raw, dt).reshape(shape)
 
 
 def packb(obj: Any) -> bytes:
@@ -62,8 +105,14 @@ def packb(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_default, use_bin_type=True)
 
 
-def unpackb(data: bytes) -> Any:
-    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+def unpackb(data: Any) -> Any:
+    """The object in ``data``; TransportError if it is not valid msgpack of sane size."""
+    try:
+        return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False, **_LIMITS)
+    except TransportError:
+        raise
+    except Exception as exc:  # every way a hostile payload can fail to parse
+        raise TransportError(f"not a valid message ({type(exc).__name__})") from None
 
 
 def encode(
@@ -73,10 +122,11 @@ def encode(
     pool: FramePool | None = None,
     reader: PoolReader | None = None,
     inline_all: bool = False,
+    acct: list | None = None,
 ) -> list:
     """Turn a message into multipart frames. Arrays received from shared memory are forwarded
     by reference; new large arrays go into ``pool`` (or inline if there is none or the link
-    crosses hosts, ``inline_all``)."""
+    crosses hosts, ``inline_all``). ``acct`` is the frame accounting [sd, lost, skip]."""
     descs: list = []
     parts: list = [b""]
     for name, arr in msg.arrays.items():
@@ -87,20 +137,20 @@ def encode(
         arr = np.ascontiguousarray(arr)
         descs.append([name, "i", arr.dtype.str, list(arr.shape), len(parts)])
         parts.append(arr.data if arr.nbytes else b"")
+    header = [
+        kind,
+        msg.stream,
+        msg.seq,
+        msg.prev,
+        msg.t_capture,
+        msg.t_mono_ns,
+        more,
+        msg.meta,
+        descs,
+        acct or [0, [], ""],
+    ]
     try:
-        parts[0] = packb(
-            [
-                kind,
-                msg.stream,
-                msg.seq,
-                msg.prev,
-                msg.t_capture,
-                msg.t_mono_ns,
-                more,
-                msg.meta,
-                descs,
-            ]
-        )
+        parts[0] = packb(header)
     except TypeError as exc:
         raise TransportError(f"stream {msg.stream} seq {msg.seq}: {exc}") from exc
     return parts
@@ -123,44 +173,133 @@ def _shared_ref(
 
 
 def encode_control(
-    kind: int, stream: str = "", seq: int = -1, prev: int = -1, more: bool = False
+    kind: int,
+    stream: str = "",
+    seq: int = -1,
+    prev: int = -1,
+    more: bool = False,
+    acct: list | None = None,
+    t_mono_ns: int = 0,
 ) -> list:
     """A marker with no payload: SKIP (a stage dropped this seq), END (stream over), EOS."""
-    return [packb([kind, stream, seq, prev, 0.0, 0, more, {}, []])]
+    return [packb([kind, stream, seq, prev, 0.0, t_mono_ns, more, {}, [], acct or [0, [], ""]])]
 
 
 class Decoded:
-    """A received envelope: its kind, the message, and the shared-memory refs it uses."""
+    """A received envelope: its kind, the message, the shared-memory refs it uses, and its
+    frame accounting (``sd``, ``lost``, ``skip``; see pipeline.runtime.integrity)."""
 
-    __slots__ = ("kind", "more", "msg", "refs")
+    __slots__ = ("kind", "lost", "more", "msg", "refs", "sd", "skip")
 
-    def __init__(self, kind: int, more: bool, msg: Message, refs: list[SlotRef]) -> None:
+    def __init__(
+        self,
+        kind: int,
+        more: bool,
+        msg: Message,
+        refs: list[SlotRef],
+        sd: int = 0,
+        lost: list[tuple[int, str]] | None = None,
+        skip: str = "",
+    ) -> None:
         self.kind = kind
         self.more = more
         self.msg = msg
         self.refs = refs
+        self.sd = sd
+        self.lost = lost or []
+        self.skip = skip
+
+
+def _int(value: Any, what: str) -> int:
+    if type(value) is not int or not _INT64[0] <= value <= _INT64[1]:
+        raise TransportError(f"{what} is not an integer")
+    return value
+
+
+def _header(parts: list) -> list:
+    if not parts:
+        raise TransportError("empty envelope")
+    header = unpackb(parts[0])
+    if not isinstance(header, list) or len(header) != 10:
+        raise TransportError("envelope header is not a 10-field list")
+    kind, stream, _, _, t_cap, _, more, meta, descs, acct = header
+    if kind not in (MSG, SKIP, END, EOS) or type(kind) is not int:
+        raise TransportError(f"unknown envelope kind {str(kind)[:10]!r}")
+    if kind != EOS and not (isinstance(stream, str) and STREAM_NAME.fullmatch(stream)):
+        raise TransportError("stream name is not [A-Za-z0-9_-]{1,64}")
+    header[2], header[3] = _int(header[2], "seq"), _int(header[3], "prev")
+    header[5] = _int(header[5], "t_mono_ns")
+    if not isinstance(t_cap, (int, float)) or not isinstance(more, bool):
+        raise TransportError("t_capture or more has the wrong type")
+    if not isinstance(meta, dict) or not isinstance(descs, list):
+        raise TransportError("meta is not a map or arrays is not a list")
+    header[9] = _acct(acct)
+    return header
+
+
+def _acct(acct: Any) -> tuple[int, list[tuple[int, str]], str]:
+    if not isinstance(acct, list) or len(acct) != 3:
+        raise TransportError("frame accounting is not [sd, lost, skip]")
+    sd, lost, skip = acct
+    if not isinstance(lost, list) or len(lost) > _MAX_LOST or not isinstance(skip, str):
+        raise TransportError("frame accounting has the wrong types")
+    out = []
+    for item in lost:
+        ok = isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)
+        if not ok or type(item[0]) is not int or not 0 <= item[0] < 1 << 40:
+            raise TransportError("a loss annotation is not [n, reason]")
+        out.append((item[0], item[1][:200]))
+    return _int(sd, "sd"), out, skip[:200]
 
 
 def decode(parts: list, reader: PoolReader | None) -> Decoded:
-    """Rebuild a message from frames. Shared-memory arrays become read-only views; raises
-    FrameLost if one was overwritten, TransportError if the envelope is malformed."""
-    try:
-        kind, stream, seq, prev, t_cap, t_mono, more, meta, descs = unpackb(parts[0])
-    except Exception as exc:
-        raise TransportError(f"malformed envelope: {exc}") from exc
+    """Rebuild a message from frames after checking every field. Shared-memory arrays become
+    read-only views; raises FrameLost if one was overwritten, TransportError if the envelope
+    is malformed or names memory that is not this run's."""
+    kind, stream, seq, prev, t_cap, t_mono, more, meta, descs, acct = _header(parts)
     arrays: dict[str, np.ndarray] = {}
     refs: list[SlotRef] = []
     for desc in descs:
+        if not isinstance(desc, list) or len(desc) < 3 or not isinstance(desc[0], str):
+            raise TransportError("array descriptor is not [name, where, ...]")
         name, where = desc[0], desc[1]
-        if where == "s":
-            ref = SlotRef.from_wire(desc[2])
+        if where == "s" and len(desc) == 3:
             if reader is None:
                 raise TransportError(f"array {name!r} is in shared memory but no reader is set")
-            arrays[name] = reader.view(ref)
+            ref = _slot_ref(desc[2])
+            try:
+                arrays[name] = reader.view(ref)
+            except FrameLost as exc:  # the frame's place in its stream is still known
+                exc.link = Decoded(SKIP, more, Message(stream, seq, prev), [], *acct)
+                raise
             refs.append(ref)
+        elif where == "i" and len(desc) == 5:
+            arrays[name] = _inline(parts, desc)
         else:
-            buf = parts[desc[4]]
-            arr = np.frombuffer(buf, np.dtype(desc[2])).reshape(desc[3])
-            arrays[name] = arr
-    msg = Message(stream, seq, prev, t_cap, t_mono, meta, arrays)
-    return Decoded(kind, more, msg, refs)
+            raise TransportError(f"array {name[:40]!r} has an unknown descriptor")
+    msg = Message(stream, seq, prev, float(t_cap), t_mono, meta, arrays)
+    return Decoded(kind, more, msg, refs, *acct)
+
+
+def _inline(parts: list, desc: list) -> np.ndarray:
+    _, _, dtype, shape, index = desc
+    dt, shape = check_dtype(dtype), _check_shape(shape)
+    if type(index) is not int or not 1 <= index < len(parts):
+        raise TransportError("inline array names a part that is not there")
+    buf = parts[index]
+    size = memoryview(buf).nbytes
+    if math.prod(shape) * dt.itemsize != size:
+        raise TransportError("inline array's bytes do not match its shape")
+    return np.frombuffer(buf, dt).reshape(shape)
+
+
+def _slot_ref(wire: Any) -> SlotRef:
+    ok = isinstance(wire, list) and len(wire) == 5 and isinstance(wire[0], str)
+    if not ok:
+        raise TransportError("shared-memory reference is not [segment, slot, gen, dtype, shape]")
+    slot, gen = _int(wire[1], "slot"), _int(wire[2], "generation")
+    dt, shape = check_dtype(wire[3]), _check_shape(wire[4])
+    return SlotRef(wire[0], slot, gen, dt.str, shape)
+
+
+__all__ += ["STREAM_NAME", "FrameLost"]

@@ -13,11 +13,14 @@ import contextlib
 import math
 import mmap
 import os
+import re
+import stat
 import threading
 import weakref
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +30,6 @@ __all__ = [
     "FramePool",
     "PoolReader",
     "SlotRef",
-    "pid_alive",
-    "sweep_segments",
 ]
 
 SHM_DIR = Path("/dev/shm")
@@ -39,8 +40,14 @@ MAX_SLOTS = HEADER_BYTES // 8 - _FIELDS
 _MAGIC = 0x726B70697065  # "rkpipe"
 
 
+_SEGMENT_NAME = re.compile(r"rkpipe-[A-Za-z0-9._-]{1,200}")
+
+
 class FrameLost(Exception):
-    """A referenced slot was overwritten or its segment is gone."""
+    """A referenced slot was overwritten or its segment is gone. Raised while decoding an
+    envelope, ``link`` is the envelope as a SKIP marker, so its place in the stream is kept."""
+
+    link: Any = None
 
 
 @dataclass(frozen=True)
@@ -62,27 +69,45 @@ class SlotRef:
 
 
 class _Segment:
-    """One mapped /dev/shm file of ``slots`` slots of ``slot_bytes`` each."""
+    """One mapped /dev/shm file of ``slots`` slots of ``slot_bytes`` each.
+
+    The producer maps it writable and, after a restart, opens the segment its predecessor
+    left (same name, same layout) rather than making another, so a restart leaks nothing and
+    generations keep counting up. A consumer maps it read-only, and only a regular file of
+    this user's with a sane layout.
+    """
 
     def __init__(self, name: str, slots: int, slot_bytes: int, create: bool) -> None:
         self.name = name
         self.path = SHM_DIR / name
         stride = -(-slot_bytes // ALIGN) * ALIGN
-        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
-        fd = os.open(self.path, flags, 0o600)
+        size = HEADER_BYTES + stride * slots
+        if create:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        else:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
         try:
+            st = os.fstat(fd)
             if create:
-                os.ftruncate(fd, HEADER_BYTES + stride * slots)
-            self.mm = mmap.mmap(fd, os.fstat(fd).st_size)
+                os.fchmod(fd, 0o600)
+                if st.st_size != size:
+                    os.ftruncate(fd, 0)  # a different layout: start over, zeroed
+                    os.ftruncate(fd, size)
+                self.mm = mmap.mmap(fd, size)
+            else:
+                _check_foreign(name, st)
+                self.mm = mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ)
         finally:
             os.close(fd)
         header = np.frombuffer(self.mm, np.uint64, count=HEADER_BYTES // 8)
-        if create:
-            header[:3] = (_MAGIC, stride, slots)
-        elif int(header[0]) != _MAGIC:
-            msg = f"{name} is not an rkpipe frame pool"
-            raise FrameLost(msg)
+        fresh = int(header[0]) != _MAGIC or (int(header[1]), int(header[2])) != (stride, slots)
+        if create and fresh:
+            header[_FIELDS:] = 0
+            header[:4] = (_MAGIC, stride, slots, 0)
+        elif not create:
+            _check_layout(name, header, self.mm.size())
         self.stride, self.slots, self.slot_bytes = int(header[1]), int(header[2]), slot_bytes
+        self.header = header
         self.gens = header[_FIELDS:]
 
     def view(self, slot: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
@@ -91,9 +116,23 @@ class _Segment:
         return np.frombuffer(self.mm, dtype, count=count, offset=offset).reshape(shape)
 
     def close(self) -> None:
-        self.gens = None  # type: ignore[assignment]
+        self.gens = self.header = None  # type: ignore[assignment]
         with contextlib.suppress(BufferError):  # views still alive: it goes when they do
             self.mm.close()
+
+
+def _check_foreign(name: str, st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        msg = f"{name} is not a frame pool of this user"
+        raise FrameLost(msg)
+
+
+def _check_layout(name: str, header: np.ndarray, size: int) -> None:
+    stride, slots = int(header[1]), int(header[2])
+    ok = int(header[0]) == _MAGIC and stride % ALIGN == 0 and 2 <= slots <= MAX_SLOTS
+    if not ok or HEADER_BYTES + stride * slots != size:
+        msg = f"{name} is not an rkpipe frame pool"
+        raise FrameLost(msg)
 
 
 class FramePool:
@@ -127,10 +166,12 @@ class FramePool:
         if seg is None:
             seg = _Segment(f"{self.prefix}-{nbytes}", self.slots, nbytes, create=True)
             self._segments[nbytes] = seg
-            self._order[nbytes] = deque(range(self.slots))
+            start = int(seg.header[3]) % self.slots  # a restart goes on round the ring
+            self._order[nbytes] = deque([*range(start, self.slots), *range(start)])
         order = self._order[nbytes]
         slot = order.popleft()
         order.append(slot)
+        seg.header[3] = (slot + 1) % self.slots
         gen = int(seg.gens[slot])
         gen = gen + 1 if gen % 2 == 0 else gen + 2  # odd: being written
         seg.gens[slot] = gen
@@ -190,7 +231,8 @@ class FramePool:
 class PoolReader:
     """The consumer side: maps producers' segments on first use and returns read-only views."""
 
-    def __init__(self, max_segments: int = 64) -> None:
+    def __init__(self, prefix: str = "rkpipe-", max_segments: int = 64) -> None:
+        self.prefix = prefix  # only segments named so may be mapped: this run's
         self._segments: dict[str, _Segment] = {}
         self._max = max_segments
         self._views: dict[int, tuple[weakref.ref, SlotRef]] = {}
@@ -198,6 +240,9 @@ class PoolReader:
     def _segment(self, name: str) -> _Segment:
         seg = self._segments.get(name)
         if seg is None:
+            if not name.startswith(self.prefix) or not _SEGMENT_NAME.fullmatch(name):
+                msg = f"segment {name[:80]!r} is not one of this run's frame pools"
+                raise FrameLost(msg)
             if len(self._segments) >= self._max:  # drop the oldest mapping (restarted peers)
                 old = next(iter(self._segments))
                 self._segments.pop(old).close()
@@ -214,11 +259,16 @@ class PoolReader:
             seg = self._segment(ref.segment)
         except FrameLost:
             return False
-        return int(seg.gens[ref.slot]) == ref.gen
+        return 0 <= ref.slot < seg.slots and int(seg.gens[ref.slot]) == ref.gen
 
     def view(self, ref: SlotRef) -> np.ndarray:
-        """A read-only array over the slot; raises FrameLost if it was overwritten."""
+        """A read-only array over the slot; raises FrameLost if it was overwritten, or if the
+        reference does not fit the segment (a slot past its end, an array larger than a slot)."""
         seg = self._segment(ref.segment)
+        nbytes = math.prod(ref.shape) * np.dtype(ref.dtype).itemsize
+        if not 0 <= ref.slot < seg.slots or nbytes > seg.stride:
+            msg = f"{ref.segment} slot {ref.slot} does not hold a {list(ref.shape)} array"
+            raise FrameLost(msg)
         if int(seg.gens[ref.slot]) != ref.gen:
             raise FrameLost(f"{ref.segment} slot {ref.slot} was overwritten")
         arr = seg.view(ref.slot, np.dtype(ref.dtype), ref.shape)
@@ -242,31 +292,3 @@ class PoolReader:
         for seg in self._segments.values():
             seg.close()
         self._segments.clear()
-
-
-def sweep_segments(prefix: str = "rkpipe-", alive: set[int] | None = None) -> list[str]:
-    """Remove /dev/shm segments of runs whose supervisor is dead. Names are
-    ``rkpipe-<pid>x<token>-...``; a run is alive if its pid still exists (or is in ``alive``)."""
-    removed = []
-    for path in SHM_DIR.glob(f"{prefix}*"):
-        run = path.name[len(prefix) :].split("-", 1)[0]
-        pid_text = run.split("x", 1)[0]
-        if not pid_text.isdigit():
-            continue
-        pid = int(pid_text)
-        if (alive and pid in alive) or pid_alive(pid):
-            continue
-        path.unlink(missing_ok=True)
-        removed.append(path.name)
-    return removed
-
-
-def pid_alive(pid: int) -> bool:
-    """True if a process with this pid exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

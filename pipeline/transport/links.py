@@ -7,12 +7,20 @@ sends each message to every downstream stage (fan-out) and, within a stage, to t
 with the most credit, i.e. to whichever worker is free (not blind round-robin). Because
 every link is bounded by its credits, the number of frames in flight is known, which sizes
 the shared-memory pools and makes "wait" (files) and "drop oldest" (cameras) exact.
+
+Only the run's own processes may join a link: a HELLO must carry the run's token, each
+consumer process connects under an identity of its own (instance, pid and a random part), and
+frames go only to identities that said a valid HELLO. Anything else a peer sends is refused
+and reported through ``on_reject``, never raised.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
+import secrets
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +28,7 @@ from pathlib import Path
 
 import zmq
 
+from ..errors import TransportError
 from .codec import EOS, encode_control, packb, unpackb
 
 __all__ = [
@@ -35,6 +44,8 @@ __all__ = [
 
 HELLO, CREDIT = b"H", b"C"
 _ZERO_COPY_MIN = 64 * 1024  # parts smaller than this are copied into ZeroMQ, not tracked
+_MAX_CREDIT = 1024
+Reject = Callable[[str, str], None]  # (peer, what was wrong)
 
 
 def configure(sock: zmq.Socket) -> zmq.Socket:
@@ -62,9 +73,19 @@ def gone_dir(run_dir: str) -> Path:
     return Path(run_dir) / "gone"
 
 
+def secure_endpoint(sock: zmq.Socket, endpoint: str) -> None:
+    """Bind ``endpoint``; an ipc socket file is made owner-only whatever the umask."""
+    sock.bind(endpoint)
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://") :]
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.chmod(path, 0o600)
+
+
 @dataclass
 class _Peer:
     identity: bytes
+    instance: str
     group: str
     replica: int
     credits: int = 0
@@ -74,7 +95,7 @@ class _Peer:
 @dataclass
 class _Group:
     name: str
-    expected: list[bytes]
+    expected: list[str]  # instance ids
     partition: bool = False
     peers: dict[bytes, _Peer] = field(default_factory=dict)
 
@@ -83,42 +104,90 @@ class Outlet:
     """The producer end: one bound ROUTER serving every downstream stage's replicas."""
 
     def __init__(
-        self, endpoint: str, groups: dict[str, list[str]], partition: Iterable[str] = ()
+        self,
+        endpoint: str,
+        groups: dict[str, list[str]],
+        partition: Iterable[str] = (),
+        token: str = "",
+        on_reject: Reject | None = None,
+        curve_secret: bytes | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.token = token
+        self.on_reject = on_reject or (lambda _peer, _what: None)
         self.sock = configure(zmq_context().socket(zmq.ROUTER))
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        self.sock.bind(endpoint)
+        if curve_secret is not None:
+            self.sock.curve_server = True
+            self.sock.curve_secretkey = curve_secret
+        secure_endpoint(self.sock, endpoint)
         parts = set(partition)
-        self.groups = {
-            g: _Group(g, [i.encode() for i in ids], g in parts) for g, ids in groups.items()
-        }
+        self.groups = {g: _Group(g, list(ids), g in parts) for g, ids in groups.items()}
         self._peers: dict[bytes, _Peer] = {}
 
     def poll_credits(self, timeout_ms: int = 0) -> bool:
         """Take in HELLO/CREDIT messages; True if any arrived."""
         got = False
         while self.sock.poll(timeout_ms if not got else 0, zmq.POLLIN):
-            identity, kind, *rest = self.sock.recv_multipart()
+            frames = self.sock.recv_multipart()
             got = True
-            if kind[:1] == CREDIT:  # b"C" is one credit, b"C<n>" n of them: one frame, cheap
-                peer = self._peers.get(identity)
-                if peer is not None:
-                    peer.credits += int(kind[1:] or b"1")
-            elif kind == HELLO:
-                payload = rest[0] if rest else b""
-                info = unpackb(payload)
-                group = self.groups.get(info["group"])
-                known = self._peers.get(identity)
-                if group is None or (known and known.incarnation == info["pid"]):
-                    continue  # a repeated HELLO from the same process grants nothing new
-                peer = _Peer(
-                    identity, info["group"], info["replica"], int(info["window"]), info["pid"]
-                )
-                self._peers[identity] = peer
-                group.peers[identity] = peer
+            if len(frames) < 2:
+                continue
+            identity, kind, rest = frames[0], frames[1], frames[2:]
+            if kind[:1] == CREDIT:
+                self._credit(identity, kind)
+            elif kind == HELLO and len(rest) == 1:
+                self._hello(identity, rest[0])
+            else:
+                self._reject(identity, "an unknown message")
         return got
+
+    def _reject(self, identity: bytes, what: str) -> None:
+        self.on_reject(identity.decode(errors="replace")[:80], what)
+
+    def _credit(self, identity: bytes, kind: bytes) -> None:
+        """b"C" is one credit, b"C<n>" n of them: one frame, cheap."""
+        peer = self._peers.get(identity)
+        digits = kind[1:]
+        if peer is None:
+            self._reject(identity, "a credit before a valid hello")
+        elif digits and not (digits.isdigit() and 0 < int(digits) <= _MAX_CREDIT):
+            self._reject(identity, "a malformed credit")
+        else:
+            peer.credits += int(digits or b"1")
+
+    def _hello(self, identity: bytes, payload: bytes) -> None:
+        try:
+            info = unpackb(payload)
+            ok = isinstance(info, dict) and all(
+                type(info.get(k)) is t
+                for k, t in (("group", str), ("replica", int), ("window", int), ("pid", int))
+            )
+        except TransportError:
+            ok = False
+        if not ok:
+            self._reject(identity, "a malformed hello")
+            return
+        token = info.get("token")
+        if not isinstance(token, str) or not hmac.compare_digest(token, self.token):
+            self._reject(identity, "a hello without this run's token")
+            return
+        group = self.groups.get(info["group"])
+        instance = identity.decode(errors="replace").split("#", 1)[0]
+        if group is None or instance not in group.expected or not 1 <= info["window"] <= 64:
+            self._reject(identity, "a hello for a stage this one does not feed")
+            return
+        known = self._peers.get(identity)
+        if known and known.incarnation == info["pid"]:
+            return  # a repeated HELLO from the same process grants nothing new
+        for old in [p for p in group.peers.values() if p.instance == instance]:
+            group.peers.pop(old.identity, None)  # an earlier incarnation of the same instance
+            self._peers.pop(old.identity, None)
+        peer = _Peer(
+            identity, instance, info["group"], info["replica"], info["window"], info["pid"]
+        )
+        self._peers[identity] = peer
+        group.peers[identity] = peer
 
     def ready(self, stream: str | None = None) -> bool:
         """True when every downstream stage can take a message (of ``stream``) now: one of
@@ -134,17 +203,18 @@ class Outlet:
     def _owner(self, group: _Group, stream: str) -> _Peer | None:
         """The replica a stream is pinned to (by its name's hash over the replicas expected,
         connected or not yet), or None while it is not connected."""
-        identity = group.expected[stream_owner(stream, len(group.expected))]
-        return group.peers.get(identity)
+        instance = group.expected[stream_owner(stream, len(group.expected))]
+        return next((p for p in group.peers.values() if p.instance == instance), None)
 
     def forget_gone(self, is_gone: Callable[[str], bool]) -> None:
         """Stop serving downstream instances that ended for good: a stage whose every
         instance is gone no longer holds this producer back."""
         for group in self.groups.values():
-            for identity in [i for i in group.expected if is_gone(i.decode())]:
-                group.expected.remove(identity)
-                group.peers.pop(identity, None)
-                self._peers.pop(identity, None)
+            for instance in [i for i in group.expected if is_gone(i)]:
+                group.expected.remove(instance)
+                for peer in [p for p in group.peers.values() if p.instance == instance]:
+                    group.peers.pop(peer.identity, None)
+                    self._peers.pop(peer.identity, None)
 
     def send(self, parts: list, stream: str = "") -> bool:
         """Send to one replica of every downstream stage; False (nothing sent to the
@@ -188,38 +258,61 @@ class Outlet:
         """Tell every expected downstream instance this producer is done; returns the ones
         that could not be reached before the timeout (instances gone for good are skipped)."""
         frame = encode_control(EOS)
-        pending = [i for g in self.groups.values() for i in g.expected]
+        pending = {i for g in self.groups.values() for i in g.expected}
         deadline = time.monotonic() + timeout_s
         while pending and time.monotonic() < deadline:
             if is_gone is not None:
-                pending = [i for i in pending if not is_gone(i.decode())]
-            left = []
-            for identity in pending:
+                pending = {i for i in pending if not is_gone(i)}
+            for peer in list(self._peers.values()):
+                if peer.instance not in pending:
+                    continue
                 try:
-                    self.sock.send_multipart([identity, *frame])
+                    self.sock.send_multipart([peer.identity, *frame])
                 except zmq.ZMQError:
-                    left.append(identity)
-            pending = left
+                    continue
+                pending.discard(peer.instance)
             if pending:
                 self.poll_credits(50)
-        return [p.decode() for p in pending]
+        return sorted(pending)
 
-    def close(self) -> None:
-        self.sock.close(0)
+    def close(self, linger_ms: int = 0) -> None:
+        self.sock.close(linger_ms)
 
 
 class Inlet:
     """The consumer end of one link: a DEALER connected to one producer instance."""
 
     def __init__(
-        self, endpoint: str, producer: str, identity: str, group: str, replica: int, window: int
+        self,
+        endpoint: str,
+        producer: str,
+        identity: str,
+        group: str,
+        replica: int,
+        window: int,
+        token: str = "",
+        curve_server_key: bytes | None = None,
     ) -> None:
         self.producer = producer
         self.endpoint = endpoint
         self.sock = configure(zmq_context().socket(zmq.DEALER))
-        self.sock.setsockopt(zmq.IDENTITY, identity.encode())
+        # one identity per process: a later incarnation, or an intruder using the stage's
+        # name, can never take over this connection's place at the producer
+        self.identity = f"{identity}#{os.getpid()}#{secrets.token_hex(4)}"
+        self.sock.setsockopt(zmq.IDENTITY, self.identity.encode())
+        if curve_server_key is not None:
+            public, secret = zmq.curve_keypair()
+            self.sock.curve_serverkey = curve_server_key
+            self.sock.curve_publickey = public
+            self.sock.curve_secretkey = secret
         self._hello = packb(
-            {"group": group, "replica": replica, "window": window, "pid": os.getpid()}
+            {
+                "group": group,
+                "replica": replica,
+                "window": window,
+                "pid": os.getpid(),
+                "token": token,
+            }
         )
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED)
         self.sock.connect(endpoint)

@@ -2,10 +2,13 @@
 
 Every message names its predecessor in the stream (``prev``), so gaps left on purpose (a
 camera dropped frames) are not mistaken for losses. A message is released when its
-predecessor was; one whose predecessor does not come within ``timeout_s``, or that would
-overflow ``capacity``, is released anyway and the gap is counted as lost. A message that
-arrives after its place was given up is late: it is dropped and counted, never delivered out
-of order.
+predecessor was. A missing predecessor is waited for as long as it may still come: the wait
+ends (the gap is given up, to be counted by the stage's frame accounting) only once
+``timeout_s`` has passed *and* ``may_give_up`` says a process of the run died after the last
+released message was made, so a healthy replica that is merely slow (start-up, a loaded
+machine) never loses a frame. ``capacity`` bounds what is held whatever happens. A message
+that arrives after its place was given up is late: it is dropped, never delivered out of
+order (it was counted with its gap).
 """
 
 from __future__ import annotations
@@ -22,51 +25,59 @@ T = TypeVar("T")
 
 @dataclass
 class _StreamState(Generic[T]):
-    last: int | None  # seq of the last released message; None until the first is known
-    held: dict[int, tuple[int, list[T], bool, float]] = field(default_factory=dict)
-    # seq -> (prev, parts, complete, arrival time)
+    last: int = -1  # seq of the last released message (streams start at -1)
+    t_last: int = 0  # its monotonic capture time, ns
+    held: dict[int, tuple[int, list[T], bool, float, int]] = field(default_factory=dict)
+    # seq -> (prev, parts, complete, arrival time, t_mono_ns)
+
+
+def _always(_t_mono_ns: int) -> bool:
+    return True
 
 
 class ReorderBuffer(Generic[T]):
-    """Per-stream order by (seq, prev) links, bounded in size and waiting time.
-
-    ``fresh`` is True for a consumer that starts with the run (streams begin at prev -1);
-    a restarted consumer passes False and takes the first message it sees as the start.
-    """
+    """Per-stream order by (seq, prev) links, bounded in size; gaps given up per the rules
+    above. ``may_give_up(t_mono_ns)`` is True if a frame made after ``t_mono_ns`` may have
+    died (a process of the run died since)."""
 
     def __init__(
         self,
         timeout_s: float = 1.0,
         capacity: int = 256,
-        fresh: bool = True,
+        may_give_up: Callable[[int], bool] = _always,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.timeout_s = timeout_s
         self.capacity = capacity
-        self.fresh = fresh
+        self.may_give_up = may_give_up
         self.clock = clock
         self.streams: dict[str, _StreamState[T]] = {}
-        self.lost = 0
-        self.late = 0
+        self.gaps = 0  # gaps given up (their frames are counted by the frame accounting)
+        self.late = 0  # messages that came after their place was given up
 
     def __len__(self) -> int:
         return sum(len(s.held) for s in self.streams.values())
 
-    def push(self, stream: str, seq: int, prev: int, item: T, more: bool = False) -> list[T]:
+    def start(self, stream: str, last: int) -> None:
+        """Begin ``stream`` after ``last`` (a restarted consumer goes on where it stopped)."""
+        self.streams[stream] = _StreamState(last=last)
+
+    def push(
+        self, stream: str, seq: int, prev: int, item: T, more: bool = False, t_mono_ns: int = 0
+    ) -> list[T]:
         """Add one part of message ``seq``; ``more`` says further parts of it follow.
         Returns the items now in order."""
         state = self.streams.get(stream)
         if state is None:
-            state = self.streams[stream] = _StreamState(last=-1 if self.fresh else None)
-        if state.last is None:
-            state.last = prev
+            state = self.streams[stream] = _StreamState()
         if seq <= state.last and seq not in state.held:
             self.late += 1
             return []
         entry = state.held.get(seq)
         parts = entry[1] if entry else []
         parts.append(item)
-        state.held[seq] = (prev, parts, not more, entry[3] if entry else self.clock())
+        arrived = entry[3] if entry else self.clock()
+        state.held[seq] = (prev, parts, not more, arrived, t_mono_ns)
         out = self._release(state)
         if len(state.held) > self.capacity:
             out += self._skip_gap(state)
@@ -74,33 +85,27 @@ class ReorderBuffer(Generic[T]):
 
     def _release(self, state: _StreamState[T]) -> list[T]:
         out: list[T] = []
-        while True:
-            nxt = self._next_after(state)
-            if nxt is None:
-                return out
-            seq, (_, parts, complete, _) = nxt
-            if not complete:
+        while state.held:
+            seq = min(state.held)
+            prev, parts, complete, _, t_mono = state.held[seq]
+            if prev > state.last or not complete:
                 return out
             del state.held[seq]
-            state.last = seq
+            state.last, state.t_last = seq, t_mono
             out.extend(parts)
-
-    def _next_after(self, state: _StreamState[T]) -> tuple[int, tuple] | None:
-        for seq, entry in state.held.items():
-            if entry[0] == state.last:
-                return seq, entry
-        return None
+        return out
 
     def _skip_gap(self, state: _StreamState[T]) -> list[T]:
         """Give up on the missing predecessor of the oldest held message."""
         seq = min(state.held)
-        prev = state.held[seq][0]
-        self.lost += 1 if state.last is not None and prev > state.last else 0
-        state.last = prev
+        prev, parts, _, arrived, t_mono = state.held[seq]
+        state.held[seq] = (prev, parts, True, arrived, t_mono)  # take what came of it
+        self.gaps += 1
+        state.last = max(state.last, prev)
         return self._release(state)
 
     def expire(self) -> list[T]:
-        """Release what has waited longer than the timeout for a lost predecessor."""
+        """Release what has waited long enough for a predecessor that can no longer come."""
         now = self.clock()
         out: list[T] = []
         for state in self.streams.values():
@@ -108,22 +113,22 @@ class ReorderBuffer(Generic[T]):
                 oldest = min(state.held)
                 if now - state.held[oldest][3] < self.timeout_s:
                     break
-                if not state.held[oldest][2]:  # incomplete multi-part message: take what came
-                    prev, parts, _, t = state.held[oldest]
-                    state.held[oldest] = (prev, parts, True, t)
+                if not self.may_give_up(state.t_last):
+                    break
                 out += self._skip_gap(state)
         return out
 
     def flush(self) -> list[T]:
-        """Everything held, in order, counting the gaps (used when all producers are done)."""
+        """Everything held, in order (used when every producer is done)."""
         out: list[T] = []
         for state in self.streams.values():
             while state.held:
-                oldest = min(state.held)
-                prev, parts, _, t = state.held[oldest]
-                state.held[oldest] = (prev, parts, True, t)
                 out += self._skip_gap(state)
         return out
 
     def forget(self, stream: str) -> None:
         self.streams.pop(stream, None)
+
+    def waiting(self) -> bool:
+        """True if some stream holds messages waiting for a predecessor."""
+        return any(s.held for s in self.streams.values())

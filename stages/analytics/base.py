@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.context import Context
 from pipeline.detections import DETECTIONS_PREFIX, Detections
@@ -21,6 +21,7 @@ from pipeline.errors import StageSetupError
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
 from pipeline.stage import Outputs, Stage, StageConfig
+from stages.analytics.event_snapshots import SnapshotOptions, SnapshotWriter
 from stages.classes import COCO_NAMES, check_class_names, class_ids, class_name
 from stages.events import counts_event
 
@@ -28,6 +29,7 @@ __all__ = [
     "ALL_STREAMS",
     "AnalyticsConfig",
     "Anchor",
+    "FrameSizeNeeded",
     "PerStreamAnalytics",
     "Snapshots",
     "check_unique",
@@ -35,12 +37,44 @@ __all__ = [
     "for_stream",
     "has_counts",
     "merge_counts",
+    "relative_points",
+    "to_pixels",
     "tracked",
 ]
 
 ALL_STREAMS = "*"
 T = TypeVar("T")
 Anchor = Literal["bottom_center", "center", "top_center"]  # the point of a box that is placed
+Point = tuple[float, float]
+
+
+class FrameSizeNeeded(ValueError):
+    """Relative (0-1) coordinates met a stream whose messages carry no frame to size them."""
+
+
+def relative_points(points: Sequence[Point], relative: bool, what: str) -> None:
+    """Check the coordinates of a line or zone against its ``relative`` flag: fractions of the
+    frame lie in 0-1; pixel coordinates all within 0-1 are a forgotten ``relative = true``."""
+    inside = all(0 <= v <= 1 for p in points for v in p)
+    if relative and not inside:
+        msg = f"{what} has relative = true, so every coordinate is a fraction 0-1 of the frame"
+        raise ValueError(msg)
+    if not relative and inside:
+        msg = f"{what} lies within 1 pixel of the corner; add relative = true for fractions 0-1"
+        raise ValueError(msg)
+
+
+def to_pixels(
+    points: Sequence[Point], relative: bool, size: tuple[int, int] | None, what: str
+) -> list[Point]:
+    """``points`` in pixels: relative ones scaled by the frame's (width, height)."""
+    if not relative:
+        return [(float(x), float(y)) for x, y in points]
+    if size is None:
+        raise FrameSizeNeeded(
+            f"{what} is relative (0-1), but this stream's messages carry no frame"
+        )
+    return [(x * size[0], y * size[1]) for x, y in points]
 
 
 def for_stream(table: Mapping[str, Sequence[T]], stream: str) -> list[T]:
@@ -54,6 +88,17 @@ def one_or_many(table: Any) -> Any:
     if isinstance(table, dict):
         return {k: [x] if isinstance(x, dict) else x for k, x in table.items()}
     return table
+
+
+def one_or_many_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema of a per-stream table that also takes one entry instead of a list."""
+    listed = schema["additionalProperties"]
+    schema["additionalProperties"] = {"anyOf": [listed, listed["items"]]}
+
+
+def _true_or_folder_schema(schema: dict[str, Any]) -> None:
+    """The JSON Schema of ``snapshot``, which also takes true/false or a folder name."""
+    schema["anyOf"] = [*schema["anyOf"], {"type": "boolean"}, {"type": "string"}]
 
 
 def check_unique(table: Mapping[str, Sequence[Any]], what: str) -> None:
@@ -78,6 +123,19 @@ class AnalyticsConfig(StageConfig):
     classes: list[int | str] | None = Field(None, description="only these (names/ids)")
     names: list[str] = Field(default_factory=lambda: list(COCO_NAMES))
     snapshot_every_s: float = Field(10.0, ge=0, description="counts event period; 0: off")
+    snapshot: SnapshotOptions | None = Field(
+        None,
+        description="a JPEG per event: true, a folder, or {dir, crop, keep, max_age_h, ...}",
+        json_schema_extra=_true_or_folder_schema,
+    )
+
+    @field_validator("snapshot", mode="before")
+    @classmethod
+    def _snapshot_shorthand(cls, v: Any) -> Any:
+        """``snapshot = true`` (defaults), ``false`` (off) or ``"folder"``."""
+        if isinstance(v, bool):
+            return {} if v else None
+        return {"dir": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _known_classes(self) -> AnalyticsConfig:
@@ -110,12 +168,15 @@ def has_counts(msg: Message) -> bool:
 
 
 def merge_counts(
-    msg: Message, lines: Mapping[str, Any] | None = None, zones: Mapping[str, Any] | None = None
+    msg: Message,
+    lines: Mapping[str, Any] | None = None,
+    zones: Mapping[str, Any] | None = None,
+    run: str = "",
 ) -> None:
     """Fill ``lines``/``zones`` into the counts event already on ``msg``, or append a new
-    counts event when there is none."""
+    counts event (of run ``run``) when there is none."""
     events = msg.meta.setdefault(META_EVENTS, [])
-    new = counts_event(msg, lines, zones)
+    new = counts_event(msg, lines, zones, run=run)
     for ev in events:
         if ev.get("type") == "counts" and ev.get("stream") == msg.stream:
             ev["lines"].update(new["lines"])
@@ -176,8 +237,9 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
     overlay_key: ClassVar[str]  # META_LINES / META_ZONES
     counts_key: ClassVar[str]  # "lines" / "zones" in a counts event
 
-    def make(self, stream: str) -> W | None:
-        """The analyser for ``stream``, or None when the stream has nothing to watch."""
+    def make(self, stream: str, size: tuple[int, int] | None) -> W | None:
+        """The analyser for ``stream`` (``size``: its frames' width and height, for relative
+        coordinates; None without a frame), or None when the stream has nothing to watch."""
         raise NotImplementedError
 
     def observe(self, msg: Message, analyser: W, det: Detections) -> list[dict[str, Any]]:
@@ -205,17 +267,29 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         self.analysers: dict[str, W | None] = {}
         self.last: dict[str, Message] = {}
         self.snapshots = Snapshots(self.config.snapshot_every_s)
+        options = self.config.snapshot
+        where = f"stages.{ctx.stage}"
+        self.pictures = SnapshotWriter(options, where, ctx.log) if options else None
 
-    def _analyser(self, stream: str) -> W | None:
-        if stream not in self.analysers:
-            self.analysers[stream] = self.make(stream)
-        return self.analysers[stream]
+    def _analyser(self, msg: Message) -> W | None:
+        """The stream's analyser, made at its first message (with a frame, where relative
+        coordinates need the frame's size)."""
+        if msg.stream not in self.analysers:
+            frame = msg.frame
+            size = None if frame is None else (int(frame.shape[1]), int(frame.shape[0]))
+            try:
+                self.analysers[msg.stream] = self.make(msg.stream, size)
+            except FrameSizeNeeded as exc:
+                if DETECTIONS_PREFIX + "xyxy" not in msg.arrays:
+                    return None  # a snapshot before any frame: nothing to place yet
+                raise StageSetupError(f"{self.ctx.stage}: {exc}") from None
+        return self.analysers[msg.stream]
 
     def _snapshot(self, msg: Message, analyser: W) -> None:
-        merge_counts(msg, **{self.counts_key: self.counts(analyser)})
+        merge_counts(msg, **{self.counts_key: self.counts(analyser)}, run=self.ctx.run_id)
 
     def process(self, msg: Message) -> Message:
-        analyser = self._analyser(msg.stream)
+        analyser = self._analyser(msg)
         if analyser is None:
             return msg
         det = tracked(msg, self.ctx.stage, self.keep)
@@ -225,12 +299,21 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
                 self._snapshot(msg, analyser)
                 self.snapshots.finished.add(msg.stream)
             return msg
-        add_events(msg, self.observe(msg, analyser, det))
-        msg.meta[self.overlay_key] = self.overlay(analyser)
+        events = self.observe(msg, analyser, det)
+        overlay = msg.meta[self.overlay_key] = self.overlay(analyser)
+        if self.pictures and events:
+            self.pictures.capture(msg, det, events, self.overlay_key, overlay)
+            self._count_pictures()
+        add_events(msg, events)
         if self.snapshots.is_due(msg.stream, msg.t_capture) or has_counts(msg):
             self._snapshot(msg, analyser)
         self.last[msg.stream] = msg
         return msg
+
+    def _count_pictures(self) -> None:
+        if self.pictures:
+            for kind, n in self.pictures.counts().items():
+                self.ctx.count_event(kind, n)
 
     def end_stream(self, stream: str) -> Outputs:
         analyser = self.analysers.pop(stream, None)
@@ -244,3 +327,9 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         out.meta[self.overlay_key] = self.overlay(analyser)
         self._snapshot(out, analyser)
         return out
+
+    def close(self) -> None:
+        pictures: SnapshotWriter | None = getattr(self, "pictures", None)  # None before setup
+        if pictures is not None:
+            pictures.close()
+            self._count_pictures()

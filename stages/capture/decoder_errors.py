@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["explain", "mask_urls"]
+from pipeline.secrets import mask
 
-_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+):[^@\s/]*@")
+__all__ = ["explain"]
 
 # (pattern, readable line); the first pattern found in the output wins, so the specific
 # causes come before the generic ones. "{0}" is the pattern's first group that matched.
@@ -50,11 +50,6 @@ _CAUSES = [
 _PATTERNS = [(re.compile(pattern), readable) for pattern, readable in _CAUSES]
 
 
-def mask_urls(text: str) -> str:
-    """``rtsp://user:secret@host`` -> ``rtsp://user:***@host`` anywhere in ``text``."""
-    return _URL_PASSWORD.sub(r"\1:***@", text)
-
-
 def explain(lines: Iterable[str]) -> str:
     """The one readable line for what went wrong, from the process's last output lines;
     failing a known cause, its last error-looking line (masked), or ``""``."""
@@ -67,5 +62,5 @@ def explain(lines: Iterable[str]) -> str:
             return readable.format(group.strip())
     for line in reversed(kept):
         if re.search(r"error|fail|invalid|cannot|could not", line, re.IGNORECASE):
-            return mask_urls(line)[:200]
+            return mask(line)[:200]
     return ""

@@ -8,11 +8,12 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import cv2
 
 from pipeline.netcheck import tcp_answer as host_answer
+from pipeline.secrets import mask, mask_url
 from pipeline.video_tools import opencv_backends
 from stages.synthetic.scene import is_scene_uri, parse_scene_uri
 
@@ -23,7 +24,6 @@ __all__ = [
     "SourceSpec",
     "gstreamer_missing",
     "has_gstreamer",
-    "mask_password",
     "open_capture",
     "parse_source",
     "tcp_answer",
@@ -57,11 +57,11 @@ class SourceSpec:
     def describe(self) -> str:
         """A name for logs and errors, with any password in a URL masked."""
         if self.kind is Kind.NETWORK:
-            return f"stream {mask_password(str(self.target))}"
+            return f"stream {mask_url(str(self.target))}"
         if self.kind is Kind.DEVICE:
             return f"camera {self.target}"
         if self.kind is Kind.GSTREAMER:
-            return f"GStreamer pipeline {self.target!r}"
+            return f"GStreamer pipeline {mask(str(self.target))!r}"
         return f"{self.kind.value} {self.target}"
 
 
@@ -96,15 +96,6 @@ def parse_source(source: str | int) -> SourceSpec:
     if "!" in text:  # elements joined by "!", as for gst-launch
         return SourceSpec(Kind.GSTREAMER, text)
     return SourceSpec(Kind.FILE, text)
-
-
-def mask_password(url: str) -> str:
-    """``rtsp://user:secret@host/x`` -> ``rtsp://user:***@host/x``, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 _DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}

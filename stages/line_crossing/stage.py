@@ -5,7 +5,7 @@ direction and class, and emit ``line_crossing`` and periodic ``counts`` events.
     uses = "line_crossing"
     inputs = ["track"]
     lines.cam0 = [{ name = "door", a = [0, 300], b = [640, 300] }]
-    lines."*" = [{ name = "gate", a = [320, 0], b = [320, 360] }]   # every stream
+    lines."*" = [{ name = "gate", a = [0.5, 0], b = [0.5, 1], relative = true }]  # every stream
 
 Direction "in" is a move to the clockwise side of a->b (below a left-to-right line). Each
 stream has its own LineCounter (hysteresis band ``margin`` px), so the stage is not replicable.
@@ -23,9 +23,13 @@ from pipeline.messages import Message
 from stages.analytics.base import (
     AnalyticsConfig,
     PerStreamAnalytics,
+    Point,
     check_unique,
     for_stream,
     one_or_many,
+    one_or_many_schema,
+    relative_points,
+    to_pixels,
 )
 from stages.events import line_crossing_event
 from stages.line_crossing.counter import CrossingEvent, LineCounter
@@ -34,25 +38,34 @@ __all__ = ["LineCrossing", "LineCrossingConfig", "LineSpec"]
 
 
 class LineSpec(BaseModel):
-    """One counting segment from ``a`` to ``b`` in frame pixels."""
+    """One counting segment from ``a`` to ``b`` in frame pixels, or with ``relative`` in
+    fractions 0-1 of the frame's width and height (placed at a stream's first frame)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
     a: tuple[float, float]
     b: tuple[float, float]
+    relative: bool = Field(False, description="a and b are fractions 0-1 of the frame")
 
     @model_validator(mode="after")
     def _has_length(self) -> LineSpec:
         if self.a == self.b:
             msg = f"line {self.name!r} has zero length: a == b == {list(self.a)}"
             raise ValueError(msg)
+        relative_points((self.a, self.b), self.relative, f"line {self.name!r}")
         return self
+
+    def in_pixels(self, size: tuple[int, int] | None) -> tuple[Point, Point]:
+        """(a, b) in pixels of a frame of ``size`` (width, height)."""
+        a, b = to_pixels((self.a, self.b), self.relative, size, f"line {self.name!r}")
+        return a, b
 
 
 class LineCrossingConfig(AnalyticsConfig):
     lines: dict[str, list[LineSpec]] = Field(
-        description='stream name (or "*" for all) -> [{name, a = [x, y], b = [x, y]}]'
+        json_schema_extra=one_or_many_schema,
+        description='stream name (or "*" for all) -> [{name, a = [x, y], b = [x, y]}]',
     )
     margin: float = Field(3.0, ge=0, description="hysteresis band either side of a line, px")
     tolerance: float = Field(4.0, ge=0, description="px past a segment's ends still counted")
@@ -80,13 +93,13 @@ class LineCrossing(PerStreamAnalytics[LineCrossingConfig, LineCounter]):
     overlay_key: ClassVar[str] = META_LINES
     counts_key: ClassVar[str] = "lines"
 
-    def make(self, stream: str) -> LineCounter | None:
+    def make(self, stream: str, size: tuple[int, int] | None) -> LineCounter | None:
         specs = for_stream(self.config.lines, stream)
         if not specs:
             return None
         c = self.config
         return LineCounter(
-            {s.name: (s.a, s.b) for s in specs},
+            {s.name: s.in_pixels(size) for s in specs},
             anchor=c.anchor,
             margin=c.margin,
             tolerance=c.tolerance,
@@ -123,6 +136,7 @@ class LineCrossing(PerStreamAnalytics[LineCrossingConfig, LineCounter]):
                     ev.point,
                     dict(totals[ev.line]),
                     self.class_name(ev.class_id),
+                    run=self.ctx.run_id,
                 )
             )
         return events

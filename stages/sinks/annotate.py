@@ -1,5 +1,6 @@
-"""Overlays shared by the video and preview sinks: boxes with class and track id, counting
-lines with live in/out totals, zones with occupancy, and a header with stream, seq and FPS.
+"""Overlays shared by the video and preview sinks and the event snapshots: boxes with class
+and track id, counting lines with live in/out totals, zones with occupancy, and a header with
+stream, seq and FPS (or, on a snapshot, what happened).
 
 Drawing goes into a copy: ``msg.frame`` is a read-only view of another process's shared
 memory. Overlay metadata follows the event contract (``meta["lines"]``, ``meta["zones"]``);
@@ -20,7 +21,7 @@ from pipeline.detections import Detections
 from pipeline.messages import Message
 from stages.classes import COCO_NAMES
 
-__all__ = ["RateMeter", "annotate", "color_for"]
+__all__ = ["RateMeter", "annotate", "annotate_event", "color_for"]
 
 # distinct BGR colours, cycled by track id (or class id when untracked)
 _PALETTE = [
@@ -76,6 +77,27 @@ def annotate(
     return out
 
 
+def annotate_event(
+    frame: np.ndarray,
+    caption: str,
+    box: Sequence[float] | None = None,
+    label: str = "",
+    key: int = 0,
+    lines: Mapping[str, Any] | None = None,
+    zones: Mapping[str, Any] | None = None,
+) -> np.ndarray:
+    """A copy of ``frame`` for an event snapshot: the event's line or zone, the object's
+    ``box`` with ``label`` (coloured by ``key``, its track id), and ``caption`` on top."""
+    out = np.array(frame, dtype=np.uint8, copy=True, order="C")
+    s = _Style(out.shape)
+    _draw_zones(out, zones, s)
+    _draw_lines(out, lines, s)
+    if box is not None:
+        _draw_box(out, box, label, color_for(key), s)
+    _label(out, caption, (0, 0), (32, 32, 32), s, anchor="top")
+    return out
+
+
 class _Style:
     """Font scale and thicknesses that stay readable from 320 px to 4K frames."""
 
@@ -109,12 +131,17 @@ def _draw_detections(img: np.ndarray, dets: Detections, names: Sequence[str], s:
     for box, conf, cls, tid in zip(
         dets.xyxy, dets.confidence, dets.class_id, dets.tracker_id, strict=True
     ):
-        color = color_for(tid if tid >= 0 else cls)
-        x1, y1, x2, y2 = (round(v) for v in box.tolist())
-        cv2.rectangle(img, (x1, y1), (x2, y2), color, s.thick)
         name = names[cls] if 0 <= cls < len(names) else str(int(cls))
         text = f"{name} #{tid} {conf:.2f}" if tid >= 0 else f"{name} {conf:.2f}"
-        _label(img, text, (x1, y1), color, s)
+        _draw_box(img, box.tolist(), text, color_for(tid if tid >= 0 else cls), s)
+
+
+def _draw_box(
+    img: np.ndarray, box: Sequence[float], text: str, color: tuple[int, int, int], s: _Style
+) -> None:
+    x1, y1, x2, y2 = (round(float(v)) for v in box)
+    cv2.rectangle(img, (x1, y1), (x2, y2), color, s.thick)
+    _label(img, text, (x1, y1), color, s)
 
 
 def _point(p: Any) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from pipeline.detections import DETECTIONS_PREFIX, Detections
 from pipeline.messages import Message
+from pipeline.outputs import OutputFile
 from pipeline.stage import Context, Stage, StageConfig
 from stages.classes import class_name
 
@@ -80,7 +81,7 @@ class RotatingFile:
 
 
 class JsonlSinkConfig(StageConfig):
-    path: str = Field("out/events.jsonl", description="file to append to; {stream} allowed")
+    path: OutputFile = Field("out/events.jsonl", description="file to append to; {stream} allowed")
     flush_every: int = Field(1, ge=1, description="lines between flushes (1: tail-able)")
     events_only: bool = Field(False, description="one line per meta['events'] entry")
     rotate_mb: float | None = Field(None, gt=0, description="start a new file past this")
@@ -98,6 +99,7 @@ class JsonlSink(Stage[JsonlSinkConfig]):
     replicable = False
 
     def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
         self.files: dict[Path, RotatingFile] = {}
         self.pending = 0
         mb = self.config.rotate_mb
@@ -109,6 +111,10 @@ class JsonlSink(Stage[JsonlSinkConfig]):
         if f is None:
             cfg = self.config
             f = self.files[path] = RotatingFile(path, self.max_bytes, cfg.rotate_every_s, cfg.keep)
+            if f.size:  # say so: a reader counting lines would otherwise mix two runs
+                self.ctx.log.warning(
+                    "appending to %s (%s already there from an earlier run)", path, _size(f.size)
+                )
         return f
 
     def process(self, msg: Message) -> Message:
@@ -172,6 +178,13 @@ def detection_records(det: Detections) -> list[dict[str, Any]]:
                 rec["velocity"] = [round(float(v), 2) for v in velocity[i]]
         out.append(rec)
     return out
+
+
+def _size(n: int) -> str:
+    """A byte count for people: 512 bytes, 3.4 kB, 1.2 MB."""
+    if n < 1000:
+        return f"{n} bytes"
+    return f"{n / 1000:.1f} kB" if n < 1_000_000 else f"{n / 1_000_000:.1f} MB"
 
 
 def _plain(obj: Any) -> Any:

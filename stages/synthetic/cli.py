@@ -40,7 +40,13 @@ def parse_line(text: str) -> tuple[str, Line]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``rkpipe scene``."""
-    p = argparse.ArgumentParser(prog="rkpipe scene", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="rkpipe scene",
+        description="Write a synthetic street clip (MP4) and its ground truth (JSON), for "
+        "tests, benchmarks and demos without any real video.",
+        epilog="example: rkpipe scene out/street.mp4 --preset hard --seed 3 --frames 300 "
+        "--line door=0,300,640,300",
+    )
     p.add_argument("output", type=Path, help="MP4 file to write; the truth goes to .json beside")
     p.add_argument("--preset", default="easy", choices=sorted(PRESETS))
     p.add_argument("--seed", type=int, default=0)

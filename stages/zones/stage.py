@@ -5,6 +5,7 @@
     uses = "zones"
     inputs = ["track"]
     zones.cam0 = [{ name = "crosswalk", polygon = [[300, 140], [360, 140], [360, 280]] }]
+    zones.cam1 = [{ name = "lot", polygon = [[0, 0.5], [1, 0.5], [1, 1]], relative = true }]
 
 A track is inside when its anchor (bottom-centre by default) is; a state change needs
 ``enter_frames`` / ``exit_frames`` frames in a row, so a box on the border raises no event
@@ -23,9 +24,13 @@ from pipeline.messages import Message
 from stages.analytics.base import (
     AnalyticsConfig,
     PerStreamAnalytics,
+    Point,
     check_unique,
     for_stream,
     one_or_many,
+    one_or_many_schema,
+    relative_points,
+    to_pixels,
 )
 from stages.events import zone_enter_event, zone_exit_event
 from stages.zones.monitor import ZoneEvent, ZoneMonitor
@@ -34,12 +39,14 @@ __all__ = ["ZoneSpec", "Zones", "ZonesConfig"]
 
 
 class ZoneSpec(BaseModel):
-    """One named polygon in frame pixels (at least 3 points, non-zero area)."""
+    """One named polygon (at least 3 points, non-zero area) in frame pixels, or with
+    ``relative`` in fractions 0-1 of the frame's width and height."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
     polygon: list[tuple[float, float]] = Field(min_length=3)
+    relative: bool = Field(False, description="the points are fractions 0-1 of the frame")
 
     @model_validator(mode="after")
     def _has_area(self) -> ZoneSpec:
@@ -48,12 +55,18 @@ class ZoneSpec(BaseModel):
         if area == 0:
             msg = f"zone {self.name!r} has zero area: its points lie on one line"
             raise ValueError(msg)
+        relative_points(p, self.relative, f"zone {self.name!r}")
         return self
+
+    def in_pixels(self, size: tuple[int, int] | None) -> list[Point]:
+        """The polygon in pixels of a frame of ``size`` (width, height)."""
+        return to_pixels(self.polygon, self.relative, size, f"zone {self.name!r}")
 
 
 class ZonesConfig(AnalyticsConfig):
     zones: dict[str, list[ZoneSpec]] = Field(
-        description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]'
+        json_schema_extra=one_or_many_schema,
+        description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]',
     )
     enter_frames: int = Field(2, ge=1, description="frames inside in a row to enter")
     exit_frames: int = Field(2, ge=1, description="frames outside in a row to leave")
@@ -78,13 +91,13 @@ class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):
     overlay_key: ClassVar[str] = META_ZONES
     counts_key: ClassVar[str] = "zones"
 
-    def make(self, stream: str) -> ZoneMonitor | None:
+    def make(self, stream: str, size: tuple[int, int] | None) -> ZoneMonitor | None:
         specs = for_stream(self.config.zones, stream)
         if not specs:
             return None
         c = self.config
         return ZoneMonitor(
-            {s.name: s.polygon for s in specs},
+            {s.name: s.in_pixels(size) for s in specs},
             anchor=c.anchor,
             enter_frames=c.enter_frames,
             exit_frames=c.exit_frames,
@@ -97,9 +110,11 @@ class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):
 
     def _event(self, msg: Message, ev: ZoneEvent) -> dict[str, Any]:
         name = self.class_name(ev.class_id)
+        run = self.ctx.run_id
         if ev.kind == "enter":
-            return zone_enter_event(msg, ev.zone, ev.track_id, ev.class_id, name)
-        return zone_exit_event(msg, ev.zone, ev.track_id, ev.class_id, ev.dwell or 0.0, name)
+            return zone_enter_event(msg, ev.zone, ev.track_id, ev.class_id, name, run=run)
+        dwell = ev.dwell or 0.0
+        return zone_exit_event(msg, ev.zone, ev.track_id, ev.class_id, dwell, name, run=run)
 
     def counts(self, analyser: ZoneMonitor) -> dict[str, Any]:
         """Objects inside each zone now, per class name."""

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import GraphError
+from pipeline.errors import GraphError, StageSetupError
 from pipeline.graph.load import load_graph
-from support.rkpipe import run_rkpipe
+from pipeline.outputs import prepare_outputs
+from stages.sinks.jsonl import JsonlSink
+from stages.sinks.mqtt import MqttSink
+from support.rkpipe import read_jsonl, run_rkpipe
 
 INVALID = Path(__file__).parent / "graphs" / "invalid"
 
@@ -62,6 +65,28 @@ CASES = {
         "environment variable RKPIPE_TEST_UNSET_VAR is not set",
     ],
     "disabled_input.toml": ["stages.out.inputs", 'stage "pre" is disabled'],
+    "bad_stage_name.toml": [
+        "bad_stage_name.toml:5",
+        'stages."../../x"',
+        "stage name '../../x' is not allowed: use 1-64 letters, digits, _ or -",
+    ],
+    "long_stage_name.toml": ["long_stage_name.toml:4", "is not allowed: use 1-64 letters"],
+    "unwritable_output.toml": [
+        "unwritable_output.toml:8",
+        "stages.out.path: cannot write '/proc/rkpipe-nowhere/events.jsonl'",
+        "cannot write in folder /proc (to make /proc/rkpipe-nowhere)",
+    ],
+    "bad_output_template.toml": [
+        "bad_output_template.toml:7",
+        "stages.out.path: 'out/{camera}.mp4': only {stream} may be used in a path",
+    ],
+    "misspelt_option.toml": [
+        'misspelt_option.toml:6 stages.post.input: unknown option; did you mean "inputs"?',
+        "misspelt_option.toml:11 stages.lines.lines.cam0.0.revelative: unknown option; "
+        'did you mean "relative"?',
+        "misspelt_option.toml:12 stages.lines.snapshot_evry_s: unknown option; "
+        'did you mean "snapshot_every_s"?',
+    ],
 }
 
 
@@ -86,11 +111,64 @@ def test_missing_graph_file_names_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["validate", "run", "graph"])
-def test_cli_exits_2_without_traceback(command: str) -> None:
-    res = run_rkpipe(command, str(INVALID / "unknown_option.toml"))
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("unknown_option.toml", 'stages.cam0.fsp: unknown option; did you mean "fps"?'),
+        ("bad_stage_name.toml", "stage name '../../x' is not allowed"),
+        ("unwritable_output.toml", "stages.out.path: cannot write"),
+    ],
+)
+def test_cli_exits_2_without_traceback(command: str, name: str, says: str) -> None:
+    res = run_rkpipe(command, str(INVALID / name))
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
-    assert "stages.cam0.fsp: unknown option" in res.stderr
+    assert says in res.stderr
+    assert not Path("/x.sock").exists()
+
+
+def test_output_folders_that_can_be_made_are_fine(tmp_path: Path) -> None:
+    """A folder that does not exist yet is made at setup; validation makes nothing."""
+    graph = tmp_path / "g.toml"
+    graph.write_text(
+        '[stages.cam0]\nuses = "synthetic"\nframes = 3\n'
+        '[stages.out]\nuses = "jsonl"\ninputs = ["cam0"]\n'
+        f'path = "{tmp_path}/a/b/{{stream}}.jsonl"\n'
+        '[stages.video]\nuses = "video"\ninputs = ["cam0"]\n'
+        f'path = "{tmp_path}/v/{{stream}}/x.mp4"\n'
+    )
+    assert run_rkpipe("validate", str(graph)).returncode == 0
+    assert not (tmp_path / "a").exists()
+    res = run_rkpipe("run", str(graph))
+    assert res.returncode == 0, res.stderr
+    assert len(read_jsonl(tmp_path / "a" / "b" / "cam0.jsonl")) == 3
+    assert (tmp_path / "v" / "cam0" / "x.mp4").stat().st_size > 0
+    assert not list(tmp_path.glob("**/.rkpipe-probe-*"))
+
+
+def test_output_checked_again_at_setup(tmp_path: Path) -> None:
+    """What changed between validation and a stage's start (here: a file now stands where
+    the folder should be) is one clear setup error naming the stage and key."""
+    (tmp_path / "spool").write_text("not a folder")
+    config = MqttSink.Config(spool_dir="spool")
+    with pytest.raises(
+        StageSetupError, match=r"stages\.m\.spool_dir: cannot write 'spool': .* is not a folder"
+    ):
+        prepare_outputs(config, "m", tmp_path)
+    config = JsonlSink.Config(path=str(tmp_path / "new" / "{stream}" / "e.jsonl"))
+    prepare_outputs(config, "out", tmp_path)
+    assert (tmp_path / "new").is_dir() and not list((tmp_path / "new").iterdir())
+
+
+def test_stats_out_that_cannot_be_written_fails_before_the_run(tmp_path: Path) -> None:
+    graph = tmp_path / "g.toml"
+    graph.write_text(
+        '[stages.cam0]\nuses = "synthetic"\n[stages.out]\nuses = "passthrough"\ninputs = ["cam0"]\n'
+    )
+    res = run_rkpipe("run", str(graph), "--stats-out", "/proc/rkpipe-nowhere/stats.json")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "--stats-out: cannot write /proc/rkpipe-nowhere/stats.json" in res.stderr
+    assert "processes running" not in res.stderr
 
 
 def test_validate_for_another_machine_cpus() -> None:

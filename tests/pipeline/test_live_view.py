@@ -6,9 +6,11 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import platform
 import pty
 import re
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -18,6 +20,7 @@ import termios
 import time
 import urllib.error
 import urllib.request
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -175,21 +178,63 @@ def test_collector_serves_the_table_figures() -> None:
     collector = SnapshotCollector()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    assert generate_latest(registry) == b""  # no snapshot yet, no figures
+    before = metric_samples(generate_latest(registry).decode())
+    assert [name for name, _ in before] == ["rkpipe_build_info"]  # no snapshot, no figures
     collector.update(snapshot())
     samples = metric_samples(generate_latest(registry).decode())
-    cam0 = {"stage": "cam0", "replica": "0"}
+    cam0 = {"pipeline": "demo", "stage": "cam0", "replica": "0"}
     assert samples[key("rkpipe_frames_out_total", **cam0)] == 300
-    assert samples[key("rkpipe_fps", **cam0, direction="out")] == 29.5
+    assert samples[key("rkpipe_frames_per_second", **cam0, direction="out")] == 29.5
     assert samples[key("rkpipe_drops_total", **cam0, reason="live_overflow")] == 10
-    inf1 = {"stage": "a_rather_long_inference_stage", "replica": "1"}
+    assert samples[key("rkpipe_run_seconds", pipeline="demo")] == 75
+    inf1 = {"pipeline": "demo", "stage": "a_rather_long_inference_stage", "replica": "1"}
     assert samples[key("rkpipe_restarts_total", **inf1)] == 1
-    assert samples[key("rkpipe_cpu_percent", **inf1)] == 97
+    assert samples[key("rkpipe_cpu_usage_ratio", **inf1)] == pytest.approx(0.97)
     assert samples[key("rkpipe_queue_depth", **inf1)] == 2
-    assert samples[key("rkpipe_running", **{**inf1, "replica": "2"})] == 0
-    out = {"stage": "out", "replica": "0"}
-    assert samples[key("rkpipe_latency_ms", **out, quantile="0.99")] == 60
+    assert samples[key("rkpipe_stage_up", **{**inf1, "replica": "2"})] == 0
+    out = {"pipeline": "demo", "stage": "out", "replica": "0"}
     assert samples[key("rkpipe_sink_frames_total", **out, stream="cam0")] == 298
+    (info,) = [dict(labels) for name, labels in samples if name == "rkpipe_build_info"]
+    assert info["version"] == version("rkpipe") and info["python"] == platform.python_version()
+
+
+def test_latency_is_a_histogram_in_seconds() -> None:
+    snap = snapshot()
+    for ms in (0.5, 3.0, 3.2, 40.0, 700.0, 20_000.0):
+        snap.rows[0].latency.add(ms)
+    collector = SnapshotCollector()
+    collector.update(snap)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    samples = metric_samples(generate_latest(registry).decode())
+    cam0 = {"pipeline": "demo", "stage": "cam0", "replica": "0"}
+    cumulative = {
+        le: samples[key("rkpipe_latency_seconds_bucket", **cam0, le=le)]
+        for le in ("0.001", "0.005", "0.05", "1.0", "10.0", "+Inf")
+    }
+    assert cumulative == {"0.001": 1, "0.005": 3, "0.05": 4, "1.0": 5, "10.0": 5, "+Inf": 6}
+    assert samples[key("rkpipe_latency_seconds_count", **cam0)] == 6
+    total_s = (0.5 + 3.0 + 3.2 + 40.0 + 700.0 + 20_000.0) / 1000
+    assert samples[key("rkpipe_latency_seconds_sum", **cam0)] == pytest.approx(total_s, rel=0.02)
+
+
+def check_with_promtool(text: bytes) -> None:
+    """Prometheus' own linter: counters end in _total, base units, help text, histograms."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("this test needs promtool: apt-get install prometheus")
+    res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+    assert res.returncode == 0, (res.stdout + res.stderr).decode()
+
+
+def test_exposition_passes_promtool() -> None:
+    snap = snapshot()
+    snap.rows[3].latency.add(25.0)
+    collector = SnapshotCollector()
+    collector.update(snap)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    check_with_promtool(generate_latest(registry))
 
 
 def test_book_rates_come_from_successive_reports_of_one_process() -> None:
@@ -204,8 +249,11 @@ def test_book_rates_come_from_successive_reports_of_one_process() -> None:
     assert cam.fps_out == pytest.approx(30.0) and cam.cpu_percent == pytest.approx(15.0)
     assert cam.cpus == [1] and cam.frames_out == 90 and not cam.sink
     assert snap.streams == {"cam0": 80} and snap.sink_fps == pytest.approx(30.0)
-    book.restarted("cam0", "cam0")  # a new process counts from its own start
-    book.update("cam0", 102, report(frames=10, cpu_s=0.1, uptime_s=1.0))
+    # a restarted instance's counters go on (they live in its ledger); its timings and rates
+    # start with the new process
+    book.restarted("cam0", "cam0")
+    book.started("cam0", {"frames_in": 90, "frames_out": 90})
+    book.update("cam0", 102, report(frames=100, cpu_s=0.1, uptime_s=1.0))
     cam = book.snapshot("p", 5.0, {"cam0": "running", "out": "done"}).rows[0]
     assert cam.fps_out == pytest.approx(10.0) and cam.frames_out == 100 and cam.restarts == 1
     assert book.snapshot("p", 5.0, {"out": "done"}).rows[1].fps_out == 0  # not running
@@ -408,23 +456,30 @@ def test_prometheus_endpoint_serves_live_figures(tmp_path: Path, no_leaks) -> No
         assert m, first
         url = m[1]
         samples: dict[tuple, float] = {}
-        cam0 = {"stage": "cam0", "replica": "0"}
+        cam0 = {"pipeline": "livetest", "stage": "cam0", "replica": "0"}
 
         def cam0_running() -> bool:
             samples.clear()
             samples.update(metric_samples(urllib.request.urlopen(url, timeout=2).read().decode()))
-            return samples.get(key("rkpipe_fps", **cam0, direction="out"), 0) > 10
+            return samples.get(key("rkpipe_frames_per_second", **cam0, direction="out"), 0) > 10
 
         assert poll_for(cam0_running, 30, 0.3)
+        check_with_promtool(urllib.request.urlopen(url, timeout=2).read())
         assert samples[key("rkpipe_frames_out_total", **cam0)] > 0
-        assert samples[key("rkpipe_cpu_percent", **cam0)] > 0
-        assert samples[key("rkpipe_running", **cam0)] == 1
-        assert key("rkpipe_latency_ms", **cam0, quantile="0.99") in samples
+        assert samples[key("rkpipe_cpu_seconds_total", **cam0)] > 0
+        assert samples[key("rkpipe_stage_up", **cam0)] == 1
+        assert samples[key("rkpipe_latency_seconds_count", **cam0)] > 0
         counted = [dict(labels) for name, labels in samples if name == "rkpipe_frames_in_total"]
         assert {c["stage"] for c in counted} == {"cam0", "bad", "out0", "cam1", "work", "out1"}
         assert {c["replica"] for c in counted if c["stage"] == "work"} == {"0", "1"}
         for stage, stream in (("out0", "cam0"), ("out1", "cam1")):
-            sink = key("rkpipe_sink_frames_total", stage=stage, replica="0", stream=stream)
+            sink = key(
+                "rkpipe_sink_frames_total",
+                pipeline="livetest",
+                stage=stage,
+                replica="0",
+                stream=stream,
+            )
             assert samples[sink] > 0
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=30)

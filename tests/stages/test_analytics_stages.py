@@ -68,7 +68,7 @@ def test_a_crossing_is_one_event_with_every_field_and_the_overlay_on_every_frame
     [ev] = events(out, "line_crossing")
     assert ev["line"] == "door" and ev["direction"] == "in"
     assert (ev["track_id"], ev["class_id"], ev["class_name"]) == (1, 2, "car")
-    assert ev["stream"] == "cam0" and ev["seq"] == 3 and ev["id"] == "cam0:3:door:1"
+    assert ev["stream"] == "cam0" and ev["seq"] == 3 and ev["id"] == "inline:cam0:3:door:1"
     assert ev["t_capture"] == pytest.approx(T0 + 3 / 30)
     assert ev["time"].startswith("2023-11-14T22:13:20.") and ev["time"].endswith("Z")
     assert ev["point"][1] == pytest.approx(300) and ev["totals"] == {"in": 1, "out": 0}
@@ -184,7 +184,7 @@ def test_zone_enter_exit_with_dwell_on_the_capture_clock_and_occupancy() -> None
     out = run_stage(zones_stage(), walk(ys, cls=2))
     enter, leave = events(out, "zone_enter") + events(out, "zone_exit")
     assert (enter["zone"], enter["class_name"], enter["track_id"]) == ("crosswalk", "car", 1)
-    assert enter["id"] == "cam0:3:crosswalk:1:enter"  # confirmed after 2 frames inside
+    assert enter["id"] == "inline:cam0:3:crosswalk:1:enter"  # confirmed after 2 frames inside
     assert leave["type"] == "zone_exit" and leave["dwell_s"] == pytest.approx(6 / 30, abs=1e-3)
     occupancy = [m.meta["zones"]["crosswalk"]["occupancy"] for m in out[:11]]
     assert occupancy == [0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0]
@@ -274,12 +274,67 @@ def graph_problem(tmp_path: Path, body: str) -> str:
             'zones.cam0 = [{ name = "z", polygon = [[0, 0], [5, 5], [10, 10]] }]',
             "zone 'z' has zero area",
         ),
+        (
+            'lines.cam0 = { name = "d", a = [0, 0.5], b = [640, 0.5], relative = true }',
+            "stages.a.lines.cam0.0: line 'd' has relative = true, so every coordinate is a "
+            "fraction 0-1 of the frame",
+        ),
+        (
+            'lines.cam0 = { name = "d", a = [0, 0.5], b = [1, 0.5] }',
+            "line 'd' lies within 1 pixel of the corner; add relative = true",
+        ),
+        (
+            'zones.cam0 = { name = "z", polygon = [[0, 0], [1, 0], [1, 1]] }',
+            "zone 'z' lies within 1 pixel of the corner; add relative = true",
+        ),
+        (
+            'zones.cam0 = { name = "z", polygon = [[0, 0], [2, 0], [1, 1]], relative = true }',
+            "zone 'z' has relative = true",
+        ),
     ],
 )
 def test_bad_options_are_graph_errors_naming_the_key(
     tmp_path: Path, body: str, expected: str
 ) -> None:
     assert expected in graph_problem(tmp_path, body)
+
+
+def with_frames(msgs: list[Message], width: int, height: int) -> list[Message]:
+    for m in msgs:
+        m.frame = np.zeros((height, width, 3), np.uint8)
+    return msgs
+
+
+def test_relative_lines_are_placed_by_each_streams_frame_size() -> None:
+    """``a = [0, 0.5], b = [1, 0.5]`` with ``relative``: the same door as pixels [0, 300] to
+    [640, 300] on a 640x600 stream, and half way down any other stream's frames."""
+    half = {"*": [{"name": "door", "a": [0, 0.5], "b": [1, 0.5], "relative": True}]}
+    ys = [280, 290, 299, 310, 320]
+    by_pixels = run_stage(lines_stage(), with_frames(walk(ys), 640, 600))
+    by_share = run_stage(lines_stage(lines=half), with_frames(walk(ys), 640, 600))
+    assert crossings(by_share) == crossings(by_pixels) == [("in", 1, "person")]
+    assert by_share[0].meta["lines"]["door"] == {"a": [0.0, 300.0], "b": [640.0, 300.0], **{
+        "in": 0, "out": 0}}  # fmt: skip
+    small = [frame(i, [(1, 0, 100, y)], stream="cam1") for i, y in enumerate([50, 70, 90])]
+    out = run_stage(lines_stage(lines=half), with_frames(small, 200, 120))
+    assert crossings(out) == [("in", 1, "person")]  # the line is at y = 60 there
+    assert out[0].meta["lines"]["door"]["b"] == [200.0, 60.0]
+
+
+def test_relative_zones_are_placed_by_the_frame_size() -> None:
+    lower = {"cam0": [{"name": "lot", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]],
+                       "relative": True}]}  # fmt: skip
+    stage = Zones(zones=lower, snapshot_every_s=0, enter_frames=1)
+    out = run_stage(stage, with_frames(walk([100, 150, 350, 360]), 640, 400))
+    assert [e["type"] for e in events(out, "zone_enter")] == ["zone_enter"]
+    assert events(out, "zone_enter")[0]["seq"] == 2
+    assert out[0].meta["zones"]["lot"]["polygon"] == [[0, 200], [640, 200], [640, 400], [0, 400]]
+
+
+def test_relative_coordinates_without_frames_are_a_setup_error() -> None:
+    half = {"cam0": [{"name": "door", "a": [0, 0.5], "b": [1, 0.5], "relative": True}]}
+    with pytest.raises(StageSetupError, match=r"line 'door' is relative \(0-1\), but this"):
+        run_stage(lines_stage(lines=half), walk([280, 320]))
 
 
 def test_a_single_line_table_is_accepted() -> None:

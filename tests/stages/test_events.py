@@ -55,6 +55,17 @@ def test_every_builder_makes_a_valid_event_with_the_common_fields() -> None:
     assert all_kinds()[0]["id"] == "cam0:1234:door:17"
 
 
+def test_the_run_id_keeps_ids_of_two_runs_apart() -> None:
+    """A stage passes its ``ctx.run_id``: the same frame and track in two runs differ."""
+    ids = [
+        line_crossing_event(MSG, "door", "in", 17, 0, (1, 2), {"in": 1, "out": 0}, run=r)["id"]
+        for r in ("4242xa1b2c3", "4243x0d0e0f")
+    ]
+    assert ids == ["4242xa1b2c3:cam0:1234:door:17", "4243x0d0e0f:cam0:1234:door:17"]
+    assert counts_event(MSG, run="r1")["id"] == "r1:cam0:1234:counts"
+    assert zone_exit_event(MSG, "z", 3, 0, 1.0, run="r1")["id"] == "r1:cam0:1234:z:3:exit"
+
+
 def test_builders_fill_class_names_from_coco_and_round_numbers() -> None:
     crossing, enter, leave, counts = all_kinds()
     assert crossing["class_name"] == "person" and enter["class_name"] == "car"

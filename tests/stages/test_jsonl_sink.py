@@ -28,10 +28,16 @@ def seqs(path: Path) -> list[int]:
     return [r["seq"] for r in read_jsonl(path)]
 
 
-def test_default_appends_a_line_per_message_and_never_rotates(tmp_path: Path) -> None:
+def test_default_appends_a_line_per_message_and_never_rotates(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "out" / "{stream}.jsonl"
     run_stage(JsonlSink(path=str(path)), messages(30))
-    run_stage(JsonlSink(path=str(path)), messages(5))  # a second run appends
+    assert "appending" not in caplog.text  # a new file: nothing to say
+    size = (tmp_path / "out" / "cam0.jsonl").stat().st_size
+    run_stage(JsonlSink(path=str(path)), messages(5))  # a second run appends, and says so
+    said = f"appending to {tmp_path}/out/cam0.jsonl ({size / 1000:.1f} kB already there"
+    assert said in caplog.text
     rows = read_jsonl(tmp_path / "out" / "cam0.jsonl")
     assert [r["seq"] for r in rows] == list(range(30)) + list(range(5))
     assert rows[0]["arrays"] == {"frame": [[4, 4, 3], "<f8"]}

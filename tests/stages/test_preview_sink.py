@@ -22,10 +22,13 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.errors import StageSetupError
+from pipeline.errors import GraphError, StageSetupError
+from pipeline.graph.load import load_graph
 from pipeline.messages import Message
 from pipeline.stage import Context
-from stages.sinks.preview.stage import BOUNDARY, PreviewSink
+from stages.sinks.preview.server import BOUNDARY
+from stages.sinks.preview.stage import PreviewSink
+from support.browser import Browser, chromium_path
 from support.rkpipe import poll_for, start_rkpipe, write_graph
 
 CHROMIUM_FLAGS = [
@@ -257,7 +260,7 @@ def test_a_stalled_viewer_never_holds_up_the_pipeline(monkeypatch) -> None:
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.connect(("127.0.0.1", sink.port))
-    stalled.sendall(b"GET /stream/cam0.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    stalled.sendall(b"GET /stream/cam0.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     stop, counts = threading.Event(), [0, 0]
 
     def watch(i: int) -> None:
@@ -307,3 +310,238 @@ def test_a_port_in_use_is_a_clear_setup_error() -> None:
         sink = PreviewSink(port=port)
         with pytest.raises(StageSetupError, match=rf"cannot listen on 127.0.0.1:{port}.*port = 0"):
             sink.setup(Context(stage="view"))
+
+
+# --- who may ask, and how many at once ----------------------------------------------------
+
+
+def _ask(
+    port: int, path: str = "/", method: str = "GET", **headers: str
+) -> tuple[int, dict, bytes]:
+    """One raw HTTP request (the Host header as given: urllib would set its own)."""
+    headers.setdefault("Host", f"127.0.0.1:{port}")
+    head = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\n{head}Connection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    top, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = top.decode().split("\r\n")
+    fields = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
+    return int(status.split()[1]), fields, body
+
+
+@pytest.fixture
+def preview():
+    """Start a preview sink with these options and one frame of cam0; closed afterwards."""
+    started = []
+
+    def start(**options) -> PreviewSink:
+        view = PreviewSink(port=0, **options)
+        view.setup(Context(stage="view"))
+        started.append(view)
+        view.process(Message("cam0", 0, arrays={"frame": np.zeros((36, 64, 3), np.uint8)}))
+        return view
+
+    yield start
+    for view in started:
+        view.close()
+
+
+def test_only_this_machines_names_may_open_it(preview) -> None:
+    """DNS rebinding: a page on another site that resolves its own name to this machine
+    sends that name as Host, and is refused."""
+    sink = preview()
+    for host in ("evil.example", "evil.example:8090", "127.0.0.1.evil.example"):
+        code, fields, body = _ask(sink.port, "/api/status", Host=host)
+        assert code == 403 and b"allowed_hosts" in body, host
+        assert fields["x-content-type-options"] == "nosniff"
+    for host in ("localhost", f"localhost:{sink.port}", "127.0.0.1", "[::1]:80", "10.1.2.3",
+                 "app.localhost", socket.gethostname()):  # fmt: skip
+        assert _ask(sink.port, "/api/status", Host=host)[0] == 200, host
+
+
+def test_allowed_hosts_add_names(preview) -> None:
+    sink = preview(allowed_hosts=["Cams.Example.LAN"])
+    assert _ask(sink.port, "/", Host="cams.example.lan:8090")[0] == 200
+    assert _ask(sink.port, "/", Host="other.example.lan")[0] == 403
+
+
+def test_head_and_nosniff_and_a_404_that_is_only_text(preview) -> None:
+    sink = preview()
+    for path, ctype in [
+        ("/", "text/html"),
+        ("/api/status", "application/json"),
+        ("/snapshot/cam0.jpg", "image/jpeg"),
+        ("/stream/cam0.mjpg", "multipart"),
+    ]:
+        code, fields, body = _ask(sink.port, path, "HEAD")
+        assert code == 200 and fields["content-type"].startswith(ctype), path
+        assert body == b"" and fields["x-content-type-options"] == "nosniff"
+    code, fields, body = _ask(sink.port, "/<script>alert(1)</script>")
+    assert code == 404 and fields["content-type"].startswith("text/plain")
+    assert fields["x-content-type-options"] == "nosniff" and b"<script>" not in body
+
+
+def test_a_token_is_needed_by_query_header_or_the_cookie_it_sets(preview, caplog) -> None:
+    token = "preview-Tok-3141"
+    sink = preview(token=token, host="0.0.0.0")  # every interface; asked here on 127.0.0.1
+    caplog.set_level("DEBUG", logger="rkpipe")
+    assert _ask(sink.port, "/api/status")[0] == 401
+    assert _ask(sink.port, "/api/status?token=wrong-token-1")[0] == 401
+    assert _ask(sink.port, f"/api/status?token={token}")[0] == 200
+    assert _ask(sink.port, "/api/status", Authorization=f"Bearer {token}")[0] == 200
+    code, fields, _ = _ask(sink.port, f"/?token={token}")  # the page: token into a cookie
+    assert code == 303 and fields["location"] == "/"
+    cookie = fields["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert _ask(sink.port, "/stream/cam0.mjpg", "HEAD", Cookie=cookie.split(";")[0])[0] == 200
+    assert "token=***" in caplog.text and token not in caplog.text  # request lines, masked
+
+
+def test_listening_beyond_localhost_needs_a_token(tmp_path: Path) -> None:
+    graph = write_graph(tmp_path, '[stages.cam0]\nuses = "synthetic"\n[stages.view]\n'
+                        'uses = "preview"\ninputs = ["cam0"]\nhost = "0.0.0.0"\n'
+                        'token = "${RKPIPE_T_PREVIEW_TOKEN:-}"\n')  # fmt: skip
+    with pytest.raises(GraphError, match=r"graph.toml:3 stages.view: host '0.0.0.0' lets other "
+                       r"machines see the cameras: set a token"):  # fmt: skip
+        load_graph(graph)
+    os.environ["RKPIPE_T_PREVIEW_TOKEN"] = "long-enough-token"
+    try:
+        assert load_graph(graph).stages["view"].config.token == "long-enough-token"
+    finally:
+        del os.environ["RKPIPE_T_PREVIEW_TOKEN"]
+
+
+def test_connections_past_max_clients_get_503_not_a_thread(preview) -> None:
+    sink = preview(max_clients=2)
+    threads = threading.active_count()
+    viewers = []
+    for _ in range(2):  # two MJPEG viewers hold both connection threads
+        v = socket.create_connection(("127.0.0.1", sink.port), timeout=10)
+        v.sendall(b"GET /stream/cam0.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert v.recv(12) == b"HTTP/1.1 200"
+        viewers.append(v)
+    try:
+        for _ in range(20):
+            code, _, body = _ask(sink.port, "/api/status")
+            assert code == 503 and b"too many viewers" in body
+        assert threading.active_count() == threads  # none started for the refused ones
+    finally:
+        for v in viewers:
+            v.close()
+    assert poll_for(lambda: _ask(sink.port, "/api/status")[0] == 200, 15)
+
+
+# --- the page: camera health, recent events, and the line and zone editor ------------------
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    exe = chromium_path()
+    if exe is None:
+        pytest.fail("this test needs Chromium: apt-get install chromium")
+    b = Browser(exe, tmp_path / "profile")
+    yield b
+    b.close()
+    assert poll_for(lambda: not _group_alive(b.proc.pid), 10), "chromium left behind"
+
+
+def _wait_js(b: Browser, expression: str, timeout: float = 30) -> bool:
+    return poll_for(lambda: bool(b.js(expression)), timeout, interval=0.2)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_health_events_and_the_editor_in_a_real_browser(
+    tmp_path: Path, browser: Browser, no_leaks
+) -> None:
+    """A camera that never connected has a card saying so; events are listed with their
+    snapshots; lines and zones drawn by clicking give TOML that the graph accepts as is."""
+    token = "pv-token-2718"
+    graph = write_graph(
+        tmp_path,
+        f"""
+[stages.cam0]
+uses = "synthetic"
+scene = "easy"
+live = true
+fps = 15
+[stages.cam9]
+uses = "rk_test_stages:DownCamera"
+[stages.overlay]
+uses = "rk_test_overlay:Overlay"
+inputs = ["cam0"]
+fps = 15
+[stages.ev]
+uses = "rk_test_events:EmitEvents"
+inputs = ["overlay"]
+every = 10
+types = ["line_crossing", "zone_enter"]
+snapshot_dir = "{tmp_path}/snaps"
+[stages.view]
+uses = "preview"
+inputs = ["ev", "cam9"]
+port = 0
+token = "${{RKPIPE_T_TOKEN}}"
+snapshot_dir = "{tmp_path}/snaps"
+""",
+    )
+    run = start_rkpipe("run", str(graph), "--log-level", "DEBUG", stdout=subprocess.DEVNULL,
+                       env={"RKPIPE_T_TOKEN": token})  # fmt: skip
+    log: list[str] = []
+    threading.Thread(target=lambda: log.extend(run.stderr), daemon=True).start()
+    try:
+        assert poll_for(lambda: any("preview at http://" in x for x in log), 30), log
+        url = re.search(r"http://127\.0\.0\.1:\d+/", "".join(log)).group(0)
+        browser.open(f"{url}?token={token}")
+        card = "document.querySelector('[data-stream={}]')"
+        assert _wait_js(browser, f"{card.format('cam9')}?.querySelector('.health').textContent")
+        nine = browser.js(f"{card.format('cam9')}.innerText")
+        assert re.search(r"down since \d\d:\d\d:\d\d, connection refused; retrying in 8 s", nine)
+        assert browser.js(f"{card.format('cam9')}.querySelector('.badge').textContent") == "down"
+
+        assert _wait_js(browser, "document.querySelectorAll('#events img').length >= 2")
+        assert _wait_js(browser, "[...document.querySelectorAll('#events img')]"
+                        ".every(i => i.complete && i.naturalWidth === 640)")  # fmt: skip
+        rows = browser.js("[...document.querySelectorAll('#events tbody tr')]"
+                          ".map(r => r.innerText.split('\\t').slice(1, 5).join('|'))")  # fmt: skip
+        assert "cam0|line_crossing in|door|#0 person" in rows, rows
+        assert "cam0|zone_enter|lobby|#0 car" in rows, rows
+
+        zero = card.format("cam0")
+        assert _wait_js(browser, f"{zero}.querySelector('img').naturalWidth > 0")
+        box = browser.js(f"{zero}.querySelector('svg').getBoundingClientRect().toJSON()")
+
+        def draw(kind: str, points: list[tuple[float, float]]) -> dict[str, str]:
+            browser.js(f"{zero}.querySelector('button[data-act={kind}]').click()")
+            for fx, fy in points:
+                browser.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            code = f"[...{zero}.querySelectorAll('.snippet code[data-unit]')]"
+            return dict(browser.js(f"{code}.map(c => [c.dataset.unit, c.textContent])"))
+
+        line = draw("line", [(0.25, 0.5), (0.75, 0.5)])
+        zone = draw("zone", [(0.1, 0.1), (0.9, 0.1), (0.9, 0.9), (0.1, 0.9)])
+    finally:
+        run.send_signal(signal.SIGINT)
+        try:
+            run.wait(timeout=30)
+        finally:
+            run.kill()
+    assert run.returncode == 130, "".join(log)
+    assert token not in "".join(log)  # request lines are logged at debug level: masked
+
+    px = re.fullmatch(r"lines\.cam0 = \[\{ name = \"line1\", a = \[(\d+), (\d+)\], "
+                      r"b = \[(\d+), (\d+)\] \}\]", line["px"])  # fmt: skip
+    assert px, line
+    assert [int(v) for v in px.groups()] == pytest.approx([160, 180, 480, 180], abs=2)
+    assert line["rel"].endswith(", relative = true }]")
+    for uses, snippet in (("line_crossing", line), ("zones", zone)):  # valid as printed
+        for unit, text in snippet.items():
+            body = f'[stages.cam0]\nuses = "synthetic"\n[stages.a]\nuses = "{uses}"\n'
+            g = write_graph(tmp_path, f'{body}inputs = ["cam0"]\n{text}\n', f"{uses}_{unit}.toml")
+            assert load_graph(g).stages["a"].config
+    (spec,) = load_graph(tmp_path / "zones_rel.toml").stages["a"].config.zones["cam0"]
+    corners = [v for p in spec.in_pixels((640, 360)) for v in p]
+    assert spec.relative and corners == pytest.approx([64, 36, 576, 36, 576, 324, 64, 324], abs=2)

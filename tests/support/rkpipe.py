@@ -126,10 +126,7 @@ def child_pid(run: subprocess.Popen, instance: str) -> int | None:
 
 
 def stale_segments() -> set[str]:
-    """rkpipe shared-memory segments of runs whose supervisor is gone (left behind)."""
-    out = set()
-    for p in Path("/dev/shm").glob("rkpipe-*"):
-        run = p.name.split("-")[1].split("x")[0]
-        if run.isdigit() and not Path(f"/proc/{run}").exists():
-            out.add(p.name)
-    return out
+    """rkpipe shared memory and run folders that no live run holds (left behind)."""
+    from pipeline.supervise.runs import stale_runs
+
+    return {p.name for paths in stale_runs().values() for p in paths}

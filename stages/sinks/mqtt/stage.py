@@ -20,7 +20,7 @@ import ssl
 import string
 import threading
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -28,6 +28,8 @@ from pipeline.doctor import Check, DoctorContext
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
 from pipeline.netcheck import tcp_answer
+from pipeline.outputs import OutputPath
+from pipeline.secrets import remember
 from pipeline.stage import Context, Stage, StageConfig
 from stages.events import iso_time
 from stages.sinks.mqtt.outbox import Item, Outbox
@@ -66,7 +68,9 @@ class MqttSinkConfig(StageConfig):
     tls_insecure: bool = Field(False, description="skip the broker host name check")
     max_queued: int = Field(10_000, ge=1, description="waiting messages kept in memory")
     max_inflight: int = Field(100, ge=1, le=65535, description="published, not yet acked")
-    spool_dir: str | None = Field(None, description="keep overflow here, on disk")
+    spool_dir: Annotated[str, OutputPath("dir", base="graph")] | None = Field(
+        None, description="keep overflow here, on disk (relative to the graph file)"
+    )
     spool_max_mb: float = Field(64.0, gt=0, description="bound of the spool file")
     connect_timeout_s: float = Field(5.0, gt=0, description="first connect, at setup")
     reconnect_min_s: float = Field(1.0, gt=0)
@@ -172,6 +176,7 @@ class MqttSink(Stage[MqttSinkConfig]):
         if value is None:
             msg = f"mqtt: password_env names {cfg.password_env}, which is not set"
             raise StageSetupError(msg)
+        remember(value)  # masked in this process's errors and logs
         return value
 
     def _set_tls(self, client: Any) -> None:

@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from pipeline import Context, Message, Source, Stage, StageConfig
+from pipeline.errors import StageSetupError
 from stages.synthetic.stage import SyntheticSource
 
 
@@ -192,3 +193,46 @@ class HealthTag(Stage):
     def process(self, msg: Message) -> Message:
         msg.meta["health"] = self.ctx.source_health()
         return msg
+
+
+class CarelessConfig(StageConfig):
+    url: str
+    api_key: str
+    crash: bool = False  # fail in process (a bug: traceback) instead of in setup
+
+
+class Careless(Stage[CarelessConfig]):
+    """Logs its options and fails quoting them, as a careless stage might: the secrets in its
+    log line, setup error or traceback must reach the user masked."""
+
+    def setup(self, ctx: Context) -> None:
+        cfg = self.config
+        ctx.log.warning("connecting to %s with api_key=%s", cfg.url, cfg.api_key)
+        if not cfg.crash:
+            raise StageSetupError(f"{cfg.url} refused the key {cfg.api_key}")
+
+    def process(self, msg: Message) -> Message:
+        raise RuntimeError(f"lost {self.config.url} holding {self.config.api_key}")
+
+
+class DownCameraConfig(StageConfig):
+    seconds: float = 60.0  # how long it keeps trying before its stream ends
+
+
+class DownCamera(Source[DownCameraConfig]):
+    """A camera that never connects: connecting at setup, then down, and no frame ever."""
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    def setup(self, ctx: Context) -> None:
+        self.ctx = ctx
+        ctx.report_health("connecting", "opening rtsp://admin:down-Pw-31@10.0.0.9/s")
+
+    def read(self) -> Message | None:
+        self.ctx.report_health("down", "connection refused; retrying in 8 s")
+        deadline = time.monotonic() + self.config.seconds
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+        return None

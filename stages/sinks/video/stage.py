@@ -1,8 +1,8 @@
 """A sink that writes each stream to a video file with detections, lines and zones drawn on.
 
-OpenCV's FFmpeg backend does the encoding (``mp4v`` in MP4 by default). A writer opens at a
-stream's first frame (its size is needed) and is released at the end of the stream or of the
-run, so the file is complete and playable.
+By default H.264 in MP4 through PyAV (browser-playable, index first); another ``codec`` is a
+fourcc for OpenCV's writer. A file opens at a stream's first frame (its size is needed) and
+is closed at the end of the stream or of the run, so it is complete and playable.
 """
 
 from __future__ import annotations
@@ -11,15 +11,20 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
 from pipeline.errors import StageSetupError
+from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
+from pipeline.outputs import OutputFile
 from pipeline.stage import Context, Stage, StageConfig
 from stages.sinks.annotate import RateMeter, annotate
+from stages.sinks.video.clips import ClipOptions, ClipRecorder
+from stages.sinks.video.encoders import H264, Encoder, H264File, OpenCvFile, h264_available
 
 __all__ = ["VideoSink"]
 
@@ -27,9 +32,12 @@ __all__ = ["VideoSink"]
 class _Track:
     """One open video file and what is needed to keep it in real time."""
 
-    def __init__(self, path: Path, writer: cv2.VideoWriter, size: tuple[int, int]) -> None:
+    def __init__(
+        self, path: Path, writer: Encoder, size: tuple[int, int], clips: ClipRecorder | None
+    ) -> None:
         self.path = path
         self.writer = writer
+        self.clips = clips
         self.size = size  # (width, height) fixed by the first frame
         self.last_seq = -1
         self.last: np.ndarray | None = None
@@ -38,18 +46,34 @@ class _Track:
 
 
 class VideoSinkConfig(StageConfig):
-    path: str = Field("out/{stream}.mp4", description="output file; {stream} allowed")
+    path: OutputFile = Field("out/{stream}.mp4", description="output file; {stream} allowed")
     fps: float = Field(30.0, gt=0, le=1000, description="frame rate written in the file")
-    fourcc: str = Field("mp4v", description="four-character codec code")
+    codec: str = Field("h264", description='"h264" (PyAV), or a fourcc for OpenCV ("mp4v")')
+    crf: int = Field(23, ge=0, le=51, description="H.264 quality: lower is better and bigger")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = Field(
+        "veryfast", description="H.264 encoder speed"
+    )
+    keyframe_s: float = Field(1.0, gt=0, le=60, description="seconds between H.264 keyframes")
     annotate: bool = Field(True, description="draw detections, lines, zones and a header")
     fill_gaps: bool = Field(False, description="repeat the last frame over dropped frames")
     max_fill: int = Field(300, ge=0, description="most frames repeated for one gap")
 
-    @field_validator("fourcc")
+    clips: ClipOptions | None = Field(
+        None, description="event clips: true, or {dir, before_s, after_s, types, keep, ...}"
+    )
+
+    @field_validator("clips", mode="before")
     @classmethod
-    def _four_chars(cls, v: str) -> str:
-        if len(v) != 4:
-            msg = f"expected 4 characters such as 'mp4v', got {v!r}"
+    def _clips_shorthand(cls, v: object) -> object:
+        if isinstance(v, bool):
+            return {} if v else None
+        return v
+
+    @field_validator("codec")
+    @classmethod
+    def _h264_or_fourcc(cls, v: str) -> str:
+        if v != H264 and len(v) != 4:
+            msg = f"expected 'h264' or a 4-character fourcc such as 'mp4v', got {v!r}"
             raise ValueError(msg)
         return v
 
@@ -67,6 +91,17 @@ class VideoSink(Stage[VideoSinkConfig]):
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
         self.tracks: dict[str, _Track] = {}
+        self.codec = self.config.codec
+        why = h264_available() if self.codec == H264 else None
+        if why is not None:
+            ctx.log.warning(
+                "%s: %s; writing mp4v instead, which browsers do not play", self._where(), why
+            )
+            self.codec = "mp4v"
+        if self.config.clips is not None and self.codec != H264:
+            msg = f"{self._where()}.clips: event clips are cut from H.264; "
+            msg += 'set codec = "h264" (needs PyAV: pip install av)'
+            raise StageSetupError(msg)
         try:
             self.config.path.format(stream="x")
         except (KeyError, IndexError, ValueError) as exc:
@@ -92,22 +127,25 @@ class VideoSink(Stage[VideoSinkConfig]):
             raise StageSetupError(msg) from None
         try:
             writer = self._open(Path(name), (64, 64))
-            writer.release()
+            writer.write(np.zeros((64, 64, 3), np.uint8))
+            writer.close()
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(name)
 
-    def _open(self, path: Path, size: tuple[int, int]) -> cv2.VideoWriter:
-        fourcc = cv2.VideoWriter.fourcc(*self.config.fourcc)
-        writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, fourcc, self.config.fps, size)
-        if not writer.isOpened():
+    def _open(self, path: Path, size: tuple[int, int]) -> Encoder:
+        c = self.config
+        try:
+            if self.codec == H264:
+                return H264File(path, size, c.fps, c.crf, c.preset, c.keyframe_s)
+            return OpenCvFile(path, size, c.fps, self.codec)
+        except Exception as exc:  # PyAV and OpenCV raise their own kinds
             msg = (
-                f"{self._where()}: cannot open a video writer for {path} with fourcc "
-                f'{self.config.fourcc!r} (OpenCV has FFmpeg here; try fourcc = "mp4v" '
-                f'with a .mp4 path, or "MJPG" with .avi)'
+                f"{self._where()}: cannot open a video writer for {path} with codec "
+                f"{self.codec!r} ({exc}); use a .mp4, .mkv or .mov path, or with OpenCV "
+                f'codec = "mp4v" and .mp4, or "MJPG" and .avi'
             )
-            raise StageSetupError(msg)
-        return writer
+            raise StageSetupError(msg) from None
 
     def _track(self, stream: str, frame: np.ndarray) -> _Track:
         track = self.tracks.get(stream)
@@ -132,8 +170,14 @@ class VideoSink(Stage[VideoSinkConfig]):
                 part += 1
             path = alt if path.exists() else path
         size = (frame.shape[1], frame.shape[0])
-        track = self.tracks[stream] = _Track(path, self._open(path, size), size)
-        self.ctx.log.info("writing %s (%dx%d, %g fps)", path, *size, self.config.fps)
+        writer = self._open(path, size)
+        clips = None
+        if self.config.clips is not None and isinstance(writer, H264File):
+            clips = ClipRecorder(self.config.clips, writer.stream, writer.rate)
+            writer.on_packet = clips.packet
+        track = self.tracks[stream] = _Track(path, writer, size, clips)
+        fps = self.config.fps
+        self.ctx.log.info("writing %s (%s, %dx%d, %g fps)", path, self.codec, *size, fps)
         return track
 
     def process(self, msg: Message) -> Message:
@@ -151,6 +195,8 @@ class VideoSink(Stage[VideoSinkConfig]):
                 track.frames += 1
         track.writer.write(img)
         track.frames += 1
+        if track.clips is not None and msg.meta.get(META_EVENTS):
+            track.clips.events(track.frames - 1, msg.meta[META_EVENTS])
         track.last_seq = msg.seq
         if self.config.fill_gaps:
             track.last = img if img is not frame else img.copy()
@@ -159,7 +205,9 @@ class VideoSink(Stage[VideoSinkConfig]):
     def end_stream(self, stream: str) -> None:
         track = self.tracks.pop(stream, None)
         if track is not None:
-            track.writer.release()
+            track.writer.close()
+            if track.clips is not None:
+                track.clips.close()
             self.ctx.log.info("wrote %d frames to %s", track.frames, track.path)
 
     def close(self) -> None:

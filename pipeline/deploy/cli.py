@@ -1,0 +1,113 @@
+"""``rkpipe deploy systemd|docker``: write the files that run a graph as a service.
+
+``systemd`` fills the unit template (``rkpipe.service`` beside this module) with this
+machine's paths: the ``rkpipe`` executable of the current environment, the graph and the
+working folder, and writes an example environment file for camera URLs and passwords.
+``docker`` writes the Dockerfile (and its ``.dockerignore``) that builds an image from a
+checkout of the repository; both print the steps that install or build them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+from string import Template
+
+__all__ = ["main", "template", "unit_text"]
+
+SYSTEMD_STEPS = """\
+next, as root:
+  useradd --system --no-create-home --groups video,render {user}   # once
+  install -D -m 600 {env} {env_file}   # then put the cameras' URLs in it
+  cp {unit} /etc/systemd/system/ && systemctl daemon-reload
+  systemctl enable --now {name}
+  journalctl -u {name} -f   # its output"""
+
+DOCKER_STEPS = """\
+next, from the repository root:
+  docker build -f {dockerfile} -t rkpipe .
+  docker run --rm --ipc=host --network=host --env-file rkpipe.env -v "$PWD/out:/app/out" rkpipe
+on an RK3588 add: --device /dev/dri --device /dev/rga --device /dev/mpp_service \\
+  --device /dev/rknpu --group-add video -v /usr/lib/librknnrt.so:/usr/lib/librknnrt.so:ro"""
+
+
+def template(name: str) -> str:
+    """A file shipped in ``pipeline/deploy``."""
+    return resources.files("pipeline.deploy").joinpath(name).read_text("utf-8")
+
+
+def unit_text(graph: Path, user: str, workdir: Path, env_file: Path, exe: str) -> str:
+    """The systemd unit running ``exe run graph`` as ``user`` in ``workdir``."""
+    return Template(template("rkpipe.service")).substitute(
+        graph=graph, user=user, workdir=workdir, env_file=env_file, exe=exe
+    )
+
+
+def _rkpipe_exe() -> str:
+    """The ``rkpipe`` script of this environment (a venv's, not whichever is first on PATH)."""
+    beside = Path(sys.executable).with_name("rkpipe")
+    return str(beside) if beside.is_file() else (shutil.which("rkpipe") or "/usr/bin/rkpipe")
+
+
+def _systemd(args: argparse.Namespace) -> int:
+    graph = args.graph.resolve()
+    if not graph.is_file():
+        print(f"rkpipe deploy: graph {args.graph} not found", file=sys.stderr)
+        return 2
+    name = args.name.removesuffix(".service")
+    args.out.mkdir(parents=True, exist_ok=True)
+    unit = args.out / f"{name}.service"
+    text = unit_text(graph, args.user, args.workdir.resolve(), args.env_file, _rkpipe_exe())
+    unit.write_text(text)
+    env = args.out / f"{name}.env"
+    wrote = [unit]
+    if not env.exists():  # never overwrite one that may hold real passwords
+        env.write_text(template("rkpipe.env"))
+        env.chmod(0o600)
+        wrote.append(env)
+    print(f"wrote {' and '.join(str(p) for p in wrote)}")
+    print(
+        SYSTEMD_STEPS.format(user=args.user, env=env, env_file=args.env_file, unit=unit, name=name)
+    )
+    return 0
+
+
+def _docker(args: argparse.Namespace) -> int:
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in ("Dockerfile", "Dockerfile.dockerignore"):
+        (args.out / name).write_text(template(name))
+    dockerfile = args.out / "Dockerfile"
+    print(f"wrote {dockerfile} and {dockerfile}.dockerignore")
+    print(DOCKER_STEPS.format(dockerfile=dockerfile))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """write a systemd unit or a Dockerfile to run a graph as a service"""
+    p = argparse.ArgumentParser(
+        prog="rkpipe deploy",
+        description="Write the files that run a graph as a service, and print how to install "
+        "them. The templates are in pipeline/deploy/ of the rkpipe package.",
+    )
+    sub = p.add_subparsers(dest="target", required=True, metavar="TARGET")
+    unit = sub.add_parser("systemd", help="a systemd unit and an environment file")
+    unit.add_argument("graph", type=Path, help="the graph the service runs")
+    unit.add_argument("--user", default="rkpipe", help="unprivileged user (default: rkpipe)")
+    unit.add_argument(
+        "--workdir", type=Path, default=Path.cwd(), help="working folder (default: here)"
+    )
+    unit.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path("/etc/rkpipe/rkpipe.env"),
+        help="environment file the unit reads (default: /etc/rkpipe/rkpipe.env)",
+    )
+    unit.add_argument("--name", default="rkpipe", help="unit name (default: rkpipe)")
+    unit.add_argument("-o", "--out", type=Path, default=Path("."), help="folder to write to")
+    docker = sub.add_parser("docker", help="a Dockerfile for arm64 and amd64")
+    docker.add_argument("-o", "--out", type=Path, default=Path("."), help="folder to write to")
+    args = p.parse_args(argv)
+    return _systemd(args) if args.target == "systemd" else _docker(args)

@@ -1,0 +1,187 @@
+"""The receiving side of a stage process: inlets, per-stream order, credits, frame chains.
+
+Each producer instance feeds one inlet. Envelopes are checked as they arrive (a bad one is
+refused and counted, never raised); a frame whose shared-memory slot was overwritten becomes
+a SKIP marker in its place. Streams from a replicated producer stage are re-joined in order
+(one reorder buffer per such stage); from a single instance they arrive in order already.
+A link's credit goes back when the stage takes it, so a producer never has more than
+``window`` messages queued here. Where this instance sees whole streams, each stream's frame
+chain per input path (``integrity.Chain``) finds frames that were lost upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import TransportError
+from ..graph.plan import InstanceSpec
+from ..transport.codec import EOS, Decoded, decode
+from ..transport.framepool import FrameLost, PoolReader
+from ..transport.links import Inlet
+from ..transport.reorder import ReorderBuffer
+from .integrity import Chain
+from .ledger import Ledger
+
+__all__ = ["Inputs", "Link", "RateLimitedLog"]
+
+log = logging.getLogger("rkpipe.inputs")
+
+
+@dataclass
+class Link:
+    """A received envelope, the inlet it came by, and the producer stage (its path)."""
+
+    inlet: Inlet
+    path: str
+    d: Decoded
+
+    @property
+    def stream(self) -> str:
+        return self.d.msg.stream
+
+
+class RateLimitedLog:
+    """Say something about a peer at most once a minute (a hostile peer cannot flood logs)."""
+
+    def __init__(self, period_s: float = 60.0) -> None:
+        self.period_s = period_s
+        self._last: dict[str, float] = {}
+
+    def __call__(self, peer: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(peer, -1e9) >= self.period_s:
+            self._last[peer] = now
+            log.warning("%s", text)
+
+
+class Inputs:
+    """Every inlet of one stage instance, and what is ready for its stage, in order."""
+
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        reader: PoolReader,
+        ledger: Ledger,
+        count_corrupt: Callable[[str, str], None],
+        count_drop: Callable[[str], None],
+        token: str = "",
+        finished: set[str] | frozenset[str] = frozenset(),
+        may_give_up: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.reader = reader
+        self.ledger = ledger
+        self.count_corrupt = count_corrupt
+        self.count_drop = count_drop
+        self.inlets = [
+            Inlet(ep, producer, spec.instance, spec.stage, spec.replica, spec.window, token)
+            for _, producer, ep in spec.inputs
+        ]
+        self.path_of = {
+            id(i): stage for i, (stage, _, _) in zip(self.inlets, spec.inputs, strict=True)
+        }
+        for inlet in self.inlets:
+            inlet.eos = inlet.producer in finished
+        timeout = float(spec.settings.get("reorder_timeout_ms", 1000)) / 1000
+        give_up = may_give_up or (lambda _t: True)
+        self.reorders: dict[str, ReorderBuffer[Link]] = {
+            stage: ReorderBuffer(timeout, may_give_up=give_up) for stage in spec.replicated_inputs()
+        }
+        self.whole = spec.sees_whole_streams
+        self.chains: dict[tuple[str, str], Chain] = {}
+        self.ready: deque[Link] = deque()
+
+    # -- receiving -------------------------------------------------------------------------------
+    def receive(self, inlet: Inlet) -> None:
+        """Take in everything ``inlet`` has."""
+        path = self.path_of[id(inlet)]
+        while (parts := inlet.recv()) is not None:
+            try:
+                d = decode(parts, self.reader)
+            except FrameLost as exc:
+                if exc.link is None:  # not even the header could be read
+                    self._corrupt(inlet, str(exc))
+                    continue
+                d = exc.link  # its slot was rewritten before it could be read: a SKIP
+                d.skip = f"overwritten@{self.spec.stage}"
+                self.count_drop("overwritten")
+            except TransportError as exc:
+                self._corrupt(inlet, str(exc))
+                continue
+            if d.kind == EOS:
+                inlet.eos = True
+                continue
+            self._order(Link(inlet, path, d))
+
+    def _corrupt(self, inlet: Inlet, why: str) -> None:
+        """A message that is not a valid envelope: refused and counted, its credit returned
+        (the producer spent one on it)."""
+        self.count_corrupt(inlet.producer, why)
+        inlet.credit()
+
+    def _order(self, link: Link) -> None:
+        reorder = self.reorders.get(link.path)
+        if reorder is None:
+            self.ready.append(link)
+            return
+        d = link.d
+        if d.msg.stream not in reorder.streams and self.whole:
+            reorder.start(d.msg.stream, self.chain(link.path, d.msg.stream).last)
+        late = reorder.late
+        self.ready.extend(
+            reorder.push(d.msg.stream, d.msg.seq, d.msg.prev, link, d.more, d.msg.t_mono_ns)
+        )
+        if reorder.late > late:  # its place was given up (and counted): drop it, credit back
+            link.inlet.credit()
+
+    def expire(self) -> None:
+        """Release what waited long enough for a predecessor that can no longer come."""
+        for reorder in self.reorders.values():
+            if reorder.waiting():
+                self.ready.extend(reorder.expire())
+
+    def flush(self) -> None:
+        """Every producer is done: release everything still held, in order."""
+        for reorder in self.reorders.values():
+            self.ready.extend(reorder.flush())
+
+    # -- taking ----------------------------------------------------------------------------------
+    def peek(self) -> Link | None:
+        return self.ready[0] if self.ready else None
+
+    def take(self) -> Link:
+        """The next link in order; its credit goes back to its producer."""
+        link = self.ready.popleft()
+        link.inlet.credit()
+        return link
+
+    def chain(self, path: str, stream: str) -> Chain:
+        key = (path, stream)
+        chain = self.chains.get(key)
+        if chain is None:
+            chain = self.chains[key] = Chain(self.ledger, path, stream)
+        return chain
+
+    def forget(self, stream: str) -> None:
+        for reorder in self.reorders.values():
+            reorder.forget(stream)
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def ended(self) -> bool:
+        """Every producer said EOS (or is gone for good)."""
+        return all(i.eos for i in self.inlets)
+
+    def held(self) -> int:
+        return len(self.ready) + sum(len(r) for r in self.reorders.values())
+
+    def waiting_on_order(self) -> bool:
+        return any(r.waiting() for r in self.reorders.values())
+
+    def close(self) -> None:
+        for inlet in self.inlets:
+            inlet.close()

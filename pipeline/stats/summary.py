@@ -1,0 +1,65 @@
+"""The lines a run prints when it ends: per stage figures, the delivery check per stream and
+sink, how each camera fared, and a hint when sources dropped most of their frames."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .delivery import summary_lines
+
+__all__ = ["final_lines"]
+
+
+def final_lines(stats: dict[str, Any]) -> list[str]:
+    """Everything the end-of-run summary says, for stderr."""
+    lines = [f"rkpipe: {stats['pipeline']} ran {stats['active_s']:.1f}s"]
+    for name, s in stats["stages"].items():
+        lat = s["latency_ms"]
+        p50 = f"{lat['p50']:.1f}" if lat["p50"] is not None else "-"
+        p99 = f"{lat['p99']:.1f}" if lat["p99"] is not None else "-"
+        counts = f"in {s['frames_in']:>7} out {s['frames_out']:>7} {s['fps']:7.1f} fps"
+        lines.append(f"  {name:<14} {counts}  latency p50 {p50} p99 {p99} ms  drops {s['drops']}")
+    if stats.get("streams"):
+        verdict = "exact" if stats.get("exact") else "NOT exact"
+        lines.append(f"rkpipe: delivery ({verdict}: every frame delivered once or counted once):")
+        lines += summary_lines({"streams": stats["streams"]})
+    lines += _camera_lines(stats.get("health", {}))
+    hint = bottleneck_hint(stats)
+    if hint:
+        lines.append(f"rkpipe: hint: {hint}")
+    return lines
+
+
+def _camera_lines(health: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    for stream, h in sorted(health.items()):
+        reconnects = int(h.get("reconnects", 0))
+        if h.get("state") == "live" and not reconnects:
+            continue
+        since = time.strftime("%H:%M:%S", time.localtime(float(h.get("since", 0))))
+        detail = f" ({h['detail']})" if h.get("detail") else ""
+        out.append(
+            f"rkpipe: {stream} ended {h.get('state')} since {since}{detail}, "
+            f"{reconnects} reconnect(s)"
+        )
+    return out
+
+
+def bottleneck_hint(stats: dict[str, Any]) -> str | None:
+    """When live sources dropped most of what they offered: which stage could not keep up."""
+    offered = dropped = 0.0
+    for entry in stats.get("streams", {}).values():
+        offered += entry.get("produced", 0)
+        dropped += entry.get("dropped_at_source", {}).get("live_overflow", 0)
+    if offered == 0 or dropped / offered < 0.5:
+        return None
+    stages = stats["stages"]
+    busiest = max(stages, key=lambda n: stages[n].get("busy", 0.0))
+    active = max(stats.get("active_s", 0.0), 1e-6)
+    return (
+        f"sources dropped {dropped / offered:.0%} of their frames: {busiest} is the bottleneck "
+        f"({stages[busiest]['fps']:.1f} fps for {offered / active:.1f} offered, "
+        f"busy {stages[busiest].get('busy', 0):.0%}); add replicas or NPU cores to it, or "
+        "lower the sources' fps"
+    )

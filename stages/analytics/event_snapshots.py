@@ -1,0 +1,215 @@
+"""Event snapshots: a JPEG of the frame at each line crossing or zone event (the object's box,
+its track id and the line or zone drawn on it) and a crop of the object, for a person to look
+at later. The event gets ``snapshot`` (and ``snapshot_crop``): paths relative to the
+snapshots folder, ``{stream}/{YYYY-MM-DD}/{HHMMSS.mmm}_{type}_{line or zone}_{track}.jpg``
+(UTC, the event's capture time), the crop beside it as ``....crop.jpg``.
+
+Encoding is kept off the stage's path: at an event the frame is copied (its shared-memory
+slot is reused once the message moves on) and handed to one background thread through a
+bounded queue. When the queue is full the event goes without a snapshot, counted as
+``snapshots_dropped``; files appear atomically (written aside, then renamed). Retention keeps
+the newest ``keep`` snapshots in the folder and deletes those older than ``max_age_h``, at the
+start, every few seconds while writing, and at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.detections import Detections
+from pipeline.errors import StageSetupError
+from pipeline.messages import Message
+from stages.event_files import event_file, prune
+from stages.sinks.annotate import annotate_event
+
+__all__ = ["SnapshotOptions", "SnapshotWriter", "snapshot_path"]
+
+_CROP = ".crop.jpg"
+
+
+class SnapshotOptions(BaseModel):
+    """The ``snapshot`` option of line_crossing and zones: ``true``, a folder, or a table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: str = Field("out/snapshots", description="folder (relative: the working directory)")
+    crop: bool = Field(True, description="also save a crop of the object")
+    quality: int = Field(85, ge=1, le=100, description="JPEG quality")
+    keep: int = Field(1000, ge=1, description="newest snapshots kept in the folder")
+    max_age_h: float = Field(168.0, ge=0, description="older ones are deleted; 0: no limit")
+    pending: int = Field(8, ge=1, description="frames waiting to be written; more: dropped")
+
+
+def snapshot_path(event: Mapping[str, Any]) -> str:
+    """Where ``event``'s snapshot goes, relative to the snapshots folder."""
+    return event_file(event, ".jpg")
+
+
+def _crop_path(path: str) -> str:
+    return path[: -len(".jpg")] + _CROP
+
+
+def _caption(ev: Mapping[str, Any]) -> str:
+    what = {
+        "line_crossing": f"crossed {ev.get('line')} ({ev.get('direction')})",
+        "zone_enter": f"entered {ev.get('zone')}",
+        "zone_exit": f"left {ev.get('zone')} after {ev.get('dwell_s', 0):.1f}s",
+    }.get(ev["type"], ev["type"])
+    return f"{ev['stream']}  {ev['time']}  {ev['class_name']} #{ev['track_id']} {what}"
+
+
+@dataclass
+class _Shot:
+    """One event's picture: what to draw and where to write it."""
+
+    path: str
+    crop: str | None
+    box: list[float] | None
+    caption: str
+    label: str
+    track_id: int
+    overlay: dict[str, Any]  # {"lines": {name: ...}} or {"zones": {name: ...}}
+
+
+class SnapshotWriter:
+    """Writes event snapshots from a background thread; ``capture`` on the stage's thread."""
+
+    prune_every_s = 5.0
+
+    def __init__(self, options: SnapshotOptions, where: str, log: logging.Logger) -> None:
+        self.options = options
+        self.root = Path(options.dir)
+        self.log = log
+        _check_writable(self.root, where)
+        self.queue: queue.Queue[tuple[np.ndarray, list[_Shot]] | None] = queue.Queue(
+            options.pending
+        )
+        self.written = self.dropped = self.failed = 0  # written, failed: by the thread only
+        self._reported = (0, 0, 0)
+        self._next_prune = 0.0
+        self._thread = threading.Thread(target=self._run, name="snapshots", daemon=True)
+        self._thread.start()
+
+    def capture(
+        self,
+        msg: Message,
+        det: Detections,
+        events: Iterable[dict[str, Any]],
+        overlay_key: str,
+        overlay: Mapping[str, Any],
+    ) -> None:
+        """Queue a snapshot of ``msg``'s frame for each object event, and add ``snapshot``
+        (and ``snapshot_crop``) to the event; drop and count them if the queue is full."""
+        targets = [ev for ev in events if "track_id" in ev]
+        if not targets or msg.frame is None:
+            return
+        if self.queue.full():  # only this thread adds, so the put below cannot block
+            if not self.dropped:
+                self.log.warning("snapshots: the writer is behind; dropping (counted)")
+            self.dropped += len(targets)
+            return
+        shots = [self._shot(ev, det, overlay_key, overlay) for ev in targets]
+        self.queue.put_nowait((np.array(msg.frame, copy=True), shots))
+
+    def _shot(
+        self, ev: dict[str, Any], det: Detections, key: str, overlay: Mapping[str, Any]
+    ) -> _Shot:
+        rows = np.flatnonzero(det.tracker_id == ev["track_id"])
+        box = det.xyxy[rows[0]].tolist() if len(rows) else None
+        ev["snapshot"] = path = snapshot_path(ev)
+        crop = _crop_path(path) if self.options.crop and box is not None else None
+        if crop is not None:
+            ev["snapshot_crop"] = crop
+        name = str(ev.get("line") or ev.get("zone"))
+        item = {name: overlay[name]} if name in overlay else {}
+        label = f"{ev['class_name']} #{ev['track_id']}"
+        return _Shot(path, crop, box, _caption(ev), label, ev["track_id"], {key: item})
+
+    def counts(self) -> dict[str, int]:
+        """What changed since the last call: snapshots written, dropped, failed."""
+        now = (self.written, self.dropped, self.failed)
+        delta = [a - b for a, b in zip(now, self._reported, strict=True)]
+        self._reported = now
+        names = ("snapshots", "snapshots_dropped", "snapshots_failed")
+        return {k: n for k, n in zip(names, delta, strict=True) if n}
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued, prune, and stop the thread."""
+        self.queue.put(None)
+        self._thread.join(timeout_s)
+
+    # -- the writer thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        self._prune()
+        while (job := self.queue.get()) is not None:
+            frame, shots = job
+            for shot in shots:
+                self._write_shot(frame, shot)
+            if time.monotonic() >= self._next_prune:
+                self._prune()
+        self._prune()
+
+    def _write_shot(self, frame: np.ndarray, shot: _Shot) -> None:
+        img = annotate_event(
+            frame, shot.caption, shot.box, shot.label, shot.track_id, **shot.overlay
+        )
+        try:
+            self._write(shot.path, img)
+            if shot.crop is not None and shot.box is not None:
+                self._write(shot.crop, _crop(frame, shot.box))
+            self.written += 1
+        except (OSError, cv2.error) as exc:
+            self.failed += 1
+            self.log.warning("snapshots: cannot write %s: %s", self.root / shot.path, exc)
+
+    def _write(self, rel: str, img: np.ndarray) -> None:
+        quality = [cv2.IMWRITE_JPEG_QUALITY, self.options.quality]
+        ok, data = cv2.imencode(".jpg", img, quality)
+        if not ok:
+            raise OSError(f"JPEG encoding failed for a {img.shape} image")
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_bytes(data.tobytes())
+        os.replace(tmp, path)
+
+    def _prune(self) -> None:
+        self._next_prune = time.monotonic() + self.prune_every_s
+        try:
+            prune(self.root, self.options.keep, self.options.max_age_h * 3600, ".jpg", _CROP)
+        except OSError as exc:
+            self.log.warning("snapshots: cannot prune %s: %s", self.root, exc)
+
+
+def _crop(frame: np.ndarray, box: list[float]) -> np.ndarray:
+    """The object with a margin of a fifth of its size (at least 16 px) on every side."""
+    x1, y1, x2, y2 = box
+    mx, my = max(16.0, 0.2 * (x2 - x1)), max(16.0, 0.2 * (y2 - y1))
+    h, w = frame.shape[:2]
+    left, top = int(max(0, x1 - mx)), int(max(0, y1 - my))
+    right, bottom = int(min(w, x2 + mx)), int(min(h, y2 + my))
+    return frame[top : max(bottom, top + 1), left : max(right, left + 1)]
+
+
+def _check_writable(folder: Path, where: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        msg = f"{where}.snapshot.dir: cannot write to folder {folder}: {exc.strerror or exc}"
+        raise StageSetupError(msg) from None
