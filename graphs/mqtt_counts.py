@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Live counts from an rkpipe pipeline's MQTT events: crossings per stream, line and direction,
-and zone occupancy. An example consumer; it needs only paho-mqtt (pip install paho-mqtt).
+and zone occupancy; at the end, the retained plain numbers the sink keeps beside the events
+(rkpipe/{stream}/{line}/{direction}/{class}: total since the first run, and
+rkpipe/{stream}/zones/{zone}/{class}: inside now). An example consumer; it needs only
+paho-mqtt (pip install paho-mqtt).
 
     python graphs/mqtt_counts.py --host broker.local
     RKPIPE_MQTT_PASSWORD=... python graphs/mqtt_counts.py --username viewer --events 100
+    python graphs/mqtt_counts.py --timeout 2      # just the retained totals, then exit
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class Counts:
         self.lines: dict[tuple[str, str], Counter] = defaultdict(Counter)
         self.zones: dict[tuple[str, str], int] = defaultdict(int)
         self.events = 0
+        self.retained: dict[str, int] = {}  # plain-number topic -> value
 
     def add(self, ev: dict) -> str | None:
         """Fold one event in; returns the line to print for it, if any."""
@@ -50,6 +55,7 @@ class Counts:
             f"{s:<12} zone {name:<12} occupancy {n:>6}"
             for (s, name), n in sorted(self.zones.items())
         ]
+        rows += [f"{topic} = {n}" for topic, n in sorted(self.retained.items())]
         return rows
 
 
@@ -63,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=None,
         help="status topics to show (default: rkpipe/status and rkpipe/+/status)",
+    )
+    p.add_argument(
+        "--totals-topic",
+        default="rkpipe/+/+/+/+",
+        help="retained plain numbers (default: rkpipe/+/+/+/+, totals and occupancy)",
     )
     p.add_argument("--username", help="user name; the password comes from $RKPIPE_MQTT_PASSWORD")
     p.add_argument("--events", type=int, metavar="N", help="exit after N events")
@@ -84,17 +95,16 @@ def main(argv: list[str] | None = None) -> int:
             refused.append(f"broker {args.host}:{args.port} refused the connection: {reason}")
             c.disconnect()
             return
-        c.subscribe([(args.topic, 1), *((t, 1) for t in status_topics)])
+        c.subscribe([(args.topic, 1), (args.totals_topic, 1), *((t, 1) for t in status_topics)])
         print(f"listening on {args.host}:{args.port} {args.topic}", flush=True)
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         text = msg.payload.decode(errors="replace")
         if any(mqtt.topic_matches_sub(t, msg.topic) for t in status_topics):
-            try:
-                state = json.loads(text).get("state", text)
-            except (ValueError, AttributeError):
-                state = text
-            print(f"status {msg.topic}: {state}", flush=True)
+            print(f"status {msg.topic}: {text}", flush=True)  # online / offline
+            return
+        if mqtt.topic_matches_sub(args.totals_topic, msg.topic) and text.isdigit():
+            counts.retained[msg.topic] = int(text)
             return
         try:
             line = counts.add(json.loads(text))

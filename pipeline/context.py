@@ -32,6 +32,8 @@ class StageRuntime(Protocol):
 
     def source_health(self) -> dict[str, dict[str, Any]]: ...
 
+    def keep_alive(self) -> bool: ...
+
 
 class InlineRuntime:
     """Plain arrays and in-memory counters, for stages run outside a stage process."""
@@ -56,6 +58,9 @@ class InlineRuntime:
     def source_health(self) -> dict[str, dict[str, Any]]:
         return {}
 
+    def keep_alive(self) -> bool:
+        return True
+
 
 class _PlainArrays:
     """Counts through to another runtime, but hands out ordinary arrays."""
@@ -77,6 +82,9 @@ class _PlainArrays:
 
     def source_health(self) -> dict[str, dict[str, Any]]:
         return self.inner.source_health()
+
+    def keep_alive(self) -> bool:
+        return self.inner.keep_alive()
 
 
 @dataclass
@@ -133,6 +141,13 @@ class Context:
         """Every source's latest health, by stream: ``{"state", "detail", "since"}`` (Unix
         seconds), ``"reconnects"``; for sinks that publish camera status. Empty inline."""
         return self.runtime.source_health()
+
+    def keep_alive(self) -> bool:
+        """For long work in ``end_stream``/``close`` (a sink flushing to a slow server): call
+        it at least once a second. It reports this process alive (the supervisor kills a stage
+        silent for ``heartbeat_timeout_s``) and returns False once the run wants this process
+        to stop now: then wrap up at once, counting what is left."""
+        return self.runtime.keep_alive()
 
     def with_plain_arrays(self) -> Context:
         """This context, but :meth:`alloc` gives ordinary arrays (for frames that are

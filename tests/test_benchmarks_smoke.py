@@ -77,3 +77,22 @@ def test_onnx_pipeline_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
     }
     assert set(doc["pipeline"]) == {"2x1"}
     assert {"pipeline/bare", "pipeline/naive", "pipeline/thread_pool"} <= set(doc["ratios"])
+
+
+def test_mqtt_benchmark_runs(no_leaks: None) -> None:
+    proc = run_bench("bench_mqtt.py", "--events", "500", "--frames", "40", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "x bare paho" in proc.stdout and "counted unsent" in proc.stdout
+
+
+@pytest.mark.timeout(1800)  # a fresh machine builds the Ultralytics venv first
+def test_export_benchmark_runs(tmp_path: Path) -> None:
+    """One stock model, FP16 only, a few images (the rknn-toolkit2 venv, as the export tests)."""
+    out = tmp_path / "export.json"
+    args = ["--archs", "yolov8n", "--modes", "fp16", "--inits", "stock"]
+    args += ["--calib-count", "3", "--verify-count", "2", "--json", str(out)]
+    proc = run_bench("bench_export.py", *args, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "yolov8n-stock" in proc.stdout and "pass" in proc.stdout
+    doc = json.loads(out.read_text())
+    assert set(doc) == {"yolov8n-stock/fp16"} and doc["yolov8n-stock/fp16"]["passed"]

@@ -444,6 +444,7 @@ class _Services:
         self.count_drop = worker.stats.count_drop
         self.count_event = worker.stats.count_event
         self._notify = worker.notify
+        self._worker = worker
         self._health = HealthFile(worker.run_dir)
         self._last: tuple[str, str] | None = None
 
@@ -454,6 +455,11 @@ class _Services:
 
     def source_health(self) -> dict[str, dict[str, Any]]:
         return self._health.read()
+
+    def keep_alive(self) -> bool:
+        if threading.current_thread() is threading.main_thread():  # the control socket's
+            self._worker.report()
+        return not self._worker.stopping
 
 
 class _Stopped(Exception):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -83,13 +84,16 @@ def _take_lock(path: Path) -> int:
     return fd
 
 
+_RUN_ID = re.compile(r"\d+x[0-9a-f]{6,16}")
+
+
 def _run_id(name: str) -> str | None:
-    """The run id in a segment, lock or folder name ``rkpipe-<run>-...``."""
+    """The run id in a segment, lock or folder name ``rkpipe-<pid>x<hex>-...``; None for any
+    other name (another tool's ``rkpipe-export-...`` folder is none of the sweep's business)."""
     if not name.startswith(_PREFIX):
         return None
-    rest = name[len(_PREFIX) :]
-    run_id = rest.split("-", 1)[0]
-    return run_id if "x" in run_id else None
+    run_id = name[len(_PREFIX) :].split("-", 1)[0]
+    return run_id if _RUN_ID.fullmatch(run_id) else None
 
 
 def _held(run_id: str) -> bool | None:

@@ -124,6 +124,7 @@ class Supervisor:
         self.source_ends: dict[str, list[int]] = {}  # stream -> [END seq, source drops]
         self.health: dict[str, dict] = {}  # stream -> its source's latest health
         self.rejected = 0  # control messages refused
+        self.failed_late: list[str] = []  # failures the run went on after (a disabled sink)
         self.group = ProcessGroup()
         self.token = secrets.token_hex(16)
         self.ledgers: dict[str, Ledger] = {}
@@ -267,6 +268,7 @@ class Supervisor:
         active = wall - ((self.t_ready or t0) - t0)
         stats = self._final_stats(wall, active)
         self._finish_view(active)
+        self.errors += self.failed_late
         return RunResult(self._exit_code(), stats, self.errors)
 
     def _supervise(self, sock: zmq.Socket, t0: float) -> None:
@@ -428,10 +430,12 @@ class Supervisor:
         window = self.settings.restart_window_s
         if decision == "disable":
             c.disabled = True
-            self.echo(
-                f"rkpipe: error: {name} exited with {how} {len(c.policy.deaths)} times in "
-                f"{window:.0f}s; it is disabled for the rest of the run (the others go on)"
+            text = (
+                f"{name} exited with {how} {len(c.policy.deaths)} times in {window:.0f}s; "
+                "it was disabled for the rest of the run (the others went on)"
             )
+            self.echo(f"rkpipe: error: {text}")
+            self.failed_late.append(text)  # the run goes on, but does not end well
         elif c.spec.on_failure == "stop":
             self.errors.append(f"{name}: exited with {how} (on_failure = stop)")
         else:

@@ -264,6 +264,8 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
         self.keep = class_ids(self.config.classes, self.config.names)
+        # the classes a counts event always lists, zeros too (for consumers of plain numbers)
+        self.zeros = {} if self.keep is None else dict.fromkeys(map(self.class_name, self.keep), 0)
         self.analysers: dict[str, W | None] = {}
         self.last: dict[str, Message] = {}
         self.snapshots = Snapshots(self.config.snapshot_every_s)

@@ -37,6 +37,8 @@ from stages.sinks.annotate import annotate_event
 
 __all__ = ["SnapshotOptions", "SnapshotWriter", "snapshot_path"]
 
+SNAPSHOT_DIR = "out/snapshots"  # where snapshots go, and where sinks look for them
+
 _CROP = ".crop.jpg"
 
 
@@ -45,7 +47,7 @@ class SnapshotOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dir: str = Field("out/snapshots", description="folder (relative: the working directory)")
+    dir: str = Field(SNAPSHOT_DIR, description="folder (relative: the working directory)")
     crop: bool = Field(True, description="also save a crop of the object")
     quality: int = Field(85, ge=1, le=100, description="JPEG quality")
     keep: int = Field(1000, ge=1, description="newest snapshots kept in the folder")

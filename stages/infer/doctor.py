@@ -7,26 +7,30 @@ import re
 from pathlib import Path
 
 from pipeline.doctor import Check, DoctorContext
-from pipeline.doctor.npu import version_tuple
 from pipeline.errors import RkpipeError
 from stages.infer.backend import first_line
+from stages.infer.rknn_sidecar import read_sidecar, version_warning
 
 __all__ = ["model_checks", "rknn_model_info"]
 
 
 def rknn_model_info(path: Path) -> dict[str, str]:
-    """What an ``.rknn`` file says of itself: the toolkit ``version`` that built it and its
-    ``target_platform`` (from the JSON it carries); empty when it is not an RKNN model."""
+    """How an ``.rknn`` was built: ``toolkit_version`` and ``target``, from the sidecar
+    ``rkpipe export`` writes, else from the JSON the model carries; empty when the file is
+    not an RKNN model."""
+    sidecar = read_sidecar(path)
+    if sidecar is not None:
+        return {k: str(sidecar.get(k, "?")) for k in ("toolkit_version", "target")}
     data = path.read_bytes()
     if not data.startswith(b"RKNN"):
         return {}
     info = {}
     platforms = re.findall(rb'"target_platform":\[([^\]]*)\]', data)
     if platforms:
-        info["target_platform"] = platforms[-1].decode(errors="replace").replace('"', "")
+        info["target"] = platforms[-1].decode(errors="replace").replace('"', "")
     versions = re.findall(rb'"version":"([^"]+)"', data)
     if versions:
-        info["version"] = versions[-1].decode(errors="replace")
+        info["toolkit_version"] = versions[-1].decode(errors="replace")
     return info
 
 
@@ -53,16 +57,17 @@ def _rknn(path: Path, ctx: DoctorContext) -> list[Check]:
     info = rknn_model_info(path)
     if not info:
         return [Check("model", "fail", f"{path.name} is not an RKNN model (no RKNN header)")]
-    built, target = info.get("version", "?"), info.get("target_platform", "?")
+    built, target = info.get("toolkit_version", "?"), info.get("target", "?")
     checks = [Check("model", "ok", f"{path.name}: built by rknn-toolkit2 {built} for {target}")]
     soc, runtime = ctx.facts.get("soc", ""), ctx.facts.get("librknnrt")
     if ctx.rk3588 and soc.rstrip("s") not in target:
         fix = f"rkpipe export MODEL.onnx (it builds for rk3588): this board is {soc}"
         checks.append(Check("model platform", "fail", f"built for {target}, not {soc}", fix))
-    if runtime and version_tuple(built)[:3] > version_tuple(runtime)[:3]:
-        detail = f"built by toolkit {built}, newer than librknnrt {runtime}: it will not load"
-        fix = f"update librknnrt (and rknn-toolkit-lite2) to {built}, or rebuild the model"
-        checks.append(Check("model runtime", "fail", detail, fix))
+    newer = runtime and version_warning(
+        {"rknn": path.name, **info}, f"librknnrt version: {runtime}"
+    )
+    if newer:
+        checks.append(Check("model runtime", "fail", newer))
     if ctx.rk3588 and ctx.real:
         checks.append(_load_on_npu(path))
     return checks

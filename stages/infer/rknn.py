@@ -4,10 +4,13 @@ This needs the board: Rockchip's ``rknn-toolkit-lite2`` wheel (``rknnlite.api.RK
 and the ``librknnrt.so`` runtime it loads. It cannot run on x86, so the code stays close to
 the documented API: ``load_rknn`` -> ``init_runtime(core_mask=...)`` -> ``inference`` ->
 ``release``, each returning 0 on success (``inference`` returns the outputs, None on error).
+A model made by ``rkpipe export`` has a sidecar JSON beside it; when the board's librknnrt
+is older than the toolkit that built the model, the backend says so in the log.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import numpy as np
 
 from pipeline.errors import ModelError, StageSetupError
 from stages.infer.backend import first_line, require_model_file
+from stages.infer.rknn_sidecar import read_sidecar, version_warning
 
 __all__ = ["INSTALL_HINT", "RknnBackend"]
 
@@ -44,10 +48,14 @@ class RknnBackend:
         ret = self.rknn.load_rknn(str(path))
         if ret != 0:
             self.close()
-            raise ModelError(
-                f"rknn load_rknn({path}) failed (code {ret}): is it an .rknn model built "
-                "for rk3588 by a toolkit version matching librknnrt?"
+            built = (read_sidecar(path) or {}).get("toolkit_version")
+            hint = (
+                f"it was built by rknn-toolkit2 {built}, so librknnrt must be {built} or newer"
+                if built
+                else "is it an .rknn model built for rk3588 by a toolkit version matching "
+                "librknnrt?"
             )
+            raise ModelError(f"rknn load_rknn({path}) failed (code {ret}): {hint}")
         ret = self.rknn.init_runtime(core_mask=masks[core])
         if ret != 0:
             self.close()
@@ -55,6 +63,22 @@ class RknnBackend:
                 f"rknn init_runtime(core_mask=NPU_CORE_{core}) failed (code {ret}) for {path}: "
                 "check librknnrt.so and the NPU driver"
             )
+        self._check_runtime()
+
+    def _check_runtime(self) -> None:
+        """Warn when the model's toolkit (from its sidecar) is newer than librknnrt."""
+        sidecar = read_sidecar(self.path)
+        if sidecar is None:
+            return
+        log = logging.getLogger("rkpipe")
+        try:
+            sdk = str(self.rknn.get_sdk_version())
+        except Exception as exc:  # an older rknnlite without it, or a runtime that fails it
+            log.warning("rknn: cannot read librknnrt's version (%s)", first_line(exc))
+            return
+        warning = version_warning(sidecar, sdk)
+        if warning:
+            log.warning("rknn: %s", warning)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         # rknnlite takes NHWC uint8 (the model's mean/std normalisation is built in).

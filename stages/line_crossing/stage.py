@@ -142,10 +142,12 @@ class LineCrossing(PerStreamAnalytics[LineCrossingConfig, LineCounter]):
         return events
 
     def counts(self, analyser: LineCounter) -> dict[str, Any]:
-        """Crossings per line, direction and class name."""
+        """Crossings per line, direction and class name; every watched class (``classes``)
+        is listed, zeros too."""
         return {
             line: {
-                d: {self.class_name(c): n for c, n in sorted(by.items())} for d, by in ds.items()
+                d: {**self.zeros, **{self.class_name(c): n for c, n in sorted(by.items())}}
+                for d, by in ds.items()
             }
             for line, ds in analyser.counts.items()
         }

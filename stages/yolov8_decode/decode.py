@@ -98,10 +98,16 @@ def _decode_head(head: Head, conf: float) -> tuple[np.ndarray, np.ndarray, np.nd
 def _nms(
     xyxy: np.ndarray, score: np.ndarray, cls: np.ndarray, conf: float, iou: float
 ) -> np.ndarray:
-    """Indices kept by class-aware NMS, highest score first."""
+    """Indices kept by class-aware NMS, highest score first.
+
+    Each class is moved by more than the whole coordinate range, so boxes of two classes
+    never overlap. (``cv2.dnn.NMSBoxesBatched`` moves them by the largest coordinate + 1,
+    which does not separate classes when coordinates are negative.)"""
     xywh = xyxy.astype(np.float64)
+    span = float(xywh.max() - xywh.min()) + 1.0
+    xywh += cls[:, None].astype(np.float64) * span
     xywh[:, 2:] -= xywh[:, :2]
-    keep = cv2.dnn.NMSBoxesBatched(xywh, score, cls, conf, iou)  # type: ignore[arg-type]
+    keep = cv2.dnn.NMSBoxes(xywh, score, conf, iou)  # type: ignore[arg-type]
     return np.asarray(keep, np.intp).reshape(-1)
 
 

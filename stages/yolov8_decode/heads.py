@@ -8,6 +8,7 @@ the channel counts cannot tell box from class scores (nc = 64, or nc = 1 with a 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,14 +46,24 @@ class Head:
 
 
 def _layout(outputs: Sequence[np.ndarray], per_head: int) -> tuple[bool, list[list[int]]]:
-    """(is NHWC, output indices grouped by grid size, largest grid first)."""
+    """(is NHWC, output indices grouped by grid size, largest grid first).
+
+    A reading is accepted only when it gives three grids of ``per_head`` tensors each and
+    every grid halves both sides of the one before: NHWC tensors of a 64-class head read
+    as NCHW also group into three (H, C) "grids", but C does not halve."""
     for nhwc in (False, True):
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, t in enumerate(outputs):
             groups.setdefault(t.shape[1:3] if nhwc else t.shape[2:4], []).append(i)
         if len(groups) == 3 and all(len(g) == per_head for g in groups.values()):
             order = sorted(groups, key=lambda hw: -hw[0] * hw[1])
-            return nhwc, [groups[hw] for hw in order]
+            halves = all(
+                a == 2 * b
+                for hw, nxt in itertools.pairwise(order)
+                for a, b in zip(hw, nxt, strict=True)
+            )
+            if halves:
+                return nhwc, [groups[hw] for hw in order]
     shapes = [tuple(t.shape) for t in outputs]
     msg = f"cannot read YOLOv8 split-head outputs: shapes {shapes} do not form 3 strides"
     raise ModelError(msg)

@@ -117,9 +117,10 @@ class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):
         return zone_exit_event(msg, ev.zone, ev.track_id, ev.class_id, dwell, name, run=run)
 
     def counts(self, analyser: ZoneMonitor) -> dict[str, Any]:
-        """Objects inside each zone now, per class name."""
+        """Objects inside each zone now, per class name; every watched class (``classes``)
+        is listed, zeros too."""
         return {
-            zone: {self.class_name(c): n for c, n in sorted(by.items())}
+            zone: {**self.zeros, **{self.class_name(c): n for c, n in sorted(by.items())}}
             for zone, by in analyser.occupancy().items()
         }
 

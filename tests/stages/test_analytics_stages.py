@@ -157,6 +157,15 @@ def test_counts_snapshots_follow_the_capture_clock_and_end_with_a_final_one() ->
     assert out[-1].meta["lines"]["door"]["in"] == 1
 
 
+def test_counts_list_every_watched_class_with_zeros() -> None:
+    out = run_stage(lines_stage(classes=["person", "car", 16]), walk([280, 290, 310, 320]))
+    final = events(out, "counts")[-1]
+    assert final["lines"]["door"] == {
+        "in": {"person": 1, "car": 0, "dog": 0},
+        "out": {"person": 0, "car": 0, "dog": 0},
+    }
+
+
 def test_snapshots_off_still_give_the_final_count() -> None:
     out = run_stage(lines_stage(snapshot_every_s=0), walk([280, 290, 310]))
     assert [s["seq"] for s in events(out, "counts")] == [3]
@@ -200,6 +209,12 @@ def test_zone_counts_snapshot_gives_occupancy_per_class() -> None:
     msgs = [frame(i, [(1, 0, 300, 250), (2, 2, 250, 250), (3, 0, 50, 50)]) for i in range(4)]
     snaps = events(run_stage(zones_stage(), msgs), "counts")
     assert snaps[-1]["zones"] == {"crosswalk": {"occupancy": {"person": 1, "car": 1}}}
+
+
+def test_zone_counts_list_every_watched_class_with_zeros() -> None:
+    msgs = [frame(i, [(1, 0, 300, 250)]) for i in range(4)]
+    snaps = events(run_stage(zones_stage(classes=["person", "bus"]), msgs), "counts")
+    assert snaps[-1]["zones"] == {"crosswalk": {"occupancy": {"person": 1, "bus": 0}}}
 
 
 def test_lines_then_zones_share_one_counts_event_per_message() -> None:

@@ -280,3 +280,30 @@ def test_bad_outputs_say_what_is_wrong():
         decode_yolov8(q)
     with pytest.raises(ModelError, match="not a YOLOv8 output"):
         decode_yolov8([np.zeros((1, 3, 10), np.float32)])
+
+
+def test_64_class_nhwc_split_head_is_read_as_nhwc():
+    """NHWC tensors of a 64-class head group into three (H, C) "grids" when read as NCHW;
+    the grids must halve from stride to stride, so the NHWC reading is the one taken."""
+    outputs = scene(25, seed=7, nc=64, per_object=3)
+    ref = ref_decode_split(outputs)
+    assert len(ref[0]) >= 15
+    assert_same(decode_yolov8(nhwc(outputs)), ref)
+    q, qp = quantize_outputs(outputs)
+    assert_same(decode_yolov8(nhwc(q), quant=qp), ref_decode_split(q, quant=qp))
+
+
+def test_nms_keeps_overlapping_boxes_of_other_classes_at_negative_coordinates():
+    """Boxes past the top-left corner (negative input pixels) of different classes at the
+    same place are all kept; OpenCV's batched NMS offsets classes by the largest coordinate
+    + 1, which is too little when that coordinate is small, and drops two."""
+    truth = np.array([[-60, -60, 4, 4], [-60, -60, 4, 4], [-58, -59, 4, 3]], np.float32)
+    xywh = np.c_[truth[:, :2], truth[:, 2:] - truth[:, :2]].astype(np.float64)
+    score, cls = np.array([0.9, 0.8, 0.7], np.float32), np.array([0, 1, 2], np.int32)
+    assert len(cv2.dnn.NMSBoxesBatched(xywh, score, cls, 0.25, 0.45)) < 3  # the trap
+    stock = np.zeros((1, 4 + 3, 16), np.float32)  # 13 more anchors score 0
+    stock[0, :4, :3] = np.c_[(truth[:, :2] + truth[:, 2:]) / 2, truth[:, 2:] - truth[:, :2]].T
+    stock[0, 4 + cls, np.arange(3)] = score
+    det = decode_yolov8([stock])
+    assert sorted(det.class_id.tolist()) == [0, 1, 2]
+    assert_same(det, ref_decode_stock(stock))

@@ -1,6 +1,7 @@
 """The mqtt sink against a real mosquitto broker: every event arrives, valid and on its topic;
-status and Last Will are retained; a broker outage loses nothing up to the outbox bound, and
-what the bound drops is counted; bad credentials end the run with one clear line."""
+status and Last Will are retained plain strings; a broker outage loses nothing up to the outbox
+bound, and what the bound drops is counted; bad credentials end the run with one clear line,
+and no secret is ever printed."""
 
 from __future__ import annotations
 
@@ -15,148 +16,17 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import jsonschema
-import paho.mqtt.client as mqtt
 import pytest
 
-from pipeline import Context, InlineRuntime, Message, StageSetupError
-from stages.events import line_crossing_event, load_schema
-from stages.sinks.mqtt.outbox import Item, Outbox
-from stages.sinks.mqtt.stage import MqttSink, render_topic
-from support.mosquitto import Broker, broker_fixture  # noqa: F401  (the broker fixture)
-from support.rkpipe import ROOT, poll_for, rkpipe_env, run_rkpipe, start_rkpipe, write_graph
+from pipeline import Context, StageSetupError
+from stages.events import load_schema
+from stages.sinks.mqtt import MqttSink
+from stages.sinks.mqtt.topics import render_topic
+from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
+from support.mqtt_graph import all_ids, graph_text, start_run
+from support.rkpipe import ROOT, poll_for, rkpipe_env, run_rkpipe, write_graph
 
 VALIDATOR = jsonschema.Draft202012Validator(load_schema())
-
-
-class Subscriber:
-    """A paho client in the test process that records every message it gets."""
-
-    def __init__(self, b: Broker, topics: list[str], client_id: str = "", persistent=False):
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        self.subscribed = threading.Event()
-        kw = {"client_id": client_id, "clean_session": not persistent}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kw)
-        if b.users:
-            self.client.username_pw_set("test", "test-pw")
-        if b.ca is not None:
-            self.client.tls_set(ca_certs=str(b.ca))
-        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
-        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect(b.host, b.port)
-        self.client.loop_start()
-        assert self.subscribed.wait(5), "test subscriber could not subscribe"
-
-    def _on_message(self, _c, _u, msg: mqtt.MQTTMessage) -> None:
-        with self.lock:
-            self.messages.append((msg.topic, msg.payload, msg.retain))
-
-    def on(self, topic: str) -> list[bytes]:
-        with self.lock:
-            return [p for t, p, _ in self.messages if t == topic]
-
-    def events(self) -> list[tuple[str, dict]]:
-        with self.lock:
-            return [(t, json.loads(p)) for t, p, _ in self.messages if not t.endswith("status")]
-
-    def ids(self) -> list[str]:
-        return [e["id"] for _, e in self.events()]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def graph_text(
-    b: Broker | SimpleNamespace, frames: int, every: int = 2, fps: float = 0, **mqtt_opts
-) -> str:
-    """cam0 (and cam1) -> EmitEvents -> mqtt; ``fps`` > 0 paces the (non-live) source."""
-    pace = f"realtime = true\nfps = {fps}" if fps else ""
-    opts = {"host": b.host, "port": b.port, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5}
-    opts.update(mqtt_opts)
-    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in opts.items())
-    cams = "".join(
-        f'[stages.{c}]\nuses = "synthetic"\nwidth = 64\nheight = 48\nframes = {frames}\n{pace}\n'
-        for c in ("cam0", "cam1")
-    )
-    return (
-        f'[pipeline]\nname = "mqtt_test"\n{cams}'
-        f'[stages.ev]\nuses = "rk_test_events:EmitEvents"\ninputs = ["cam0", "cam1"]\n'
-        f'every = {every}\ntypes = ["line_crossing", "zone_enter", "counts"]\n'
-        f'[stages.mqtt]\nuses = "mqtt"\ninputs = ["ev"]\n{lines}\n'
-    )
-
-
-def all_ids(frames: int, every: int) -> set[str]:
-    """The event ids rk_test_events:EmitEvents gives ``frames`` frames of cam0 and cam1."""
-    return {
-        f"{cam}:{seq}:{key}"
-        for cam in ("cam0", "cam1")
-        for seq in range(0, frames, every)
-        for key in (f"door:{seq // every}", f"lobby:{seq // every}:enter", "counts")
-    }
-
-
-def start_run(path: Path, *args: str) -> subprocess.Popen:
-    return start_rkpipe("run", str(path), *args, cwd=path.parent)
-
-
-# -- the outbox, in process ------------------------------------------------------------------
-class Acked:
-    def __init__(self, done: bool) -> None:
-        self.done = done
-
-    def is_published(self) -> bool:
-        return self.done
-
-
-def _items(n: int) -> list[Item]:
-    return [Item(f"t/{i}", json.dumps({"id": i})) for i in range(n)]
-
-
-def _drain(box: Outbox) -> list[str]:
-    out = []
-    while (item := box.next()) is not None:
-        out.append(item.topic)
-    return out
-
-
-def test_outbox_overflows_to_the_spool_and_replays_in_order(tmp_path: Path) -> None:
-    box = Outbox(3, tmp_path / "spool.jsonl", 1 << 20)
-    assert sum(box.put(it) for it in _items(10)) == 0
-    assert len(box) == 10 and len(box.memory) == 3
-    assert len((tmp_path / "spool.jsonl").read_text().splitlines()) == 7  # one line each
-    assert _drain(box) == [f"t/{i}" for i in range(10)]
-    assert (tmp_path / "spool.jsonl").stat().st_size == 0  # emptied once replayed
-
-
-def test_outbox_drops_the_oldest_beyond_its_bounds(tmp_path: Path) -> None:
-    box = Outbox(3)
-    assert [box.put(it) for it in _items(5)] == [0, 0, 0, 1, 1]
-    assert _drain(box) == ["t/2", "t/3", "t/4"]
-    line = len(_items(1)[0].to_line())
-    spooled = Outbox(2, tmp_path / "s.jsonl", 3 * line)  # 2 in memory + 3 on disk
-    assert sum(spooled.put(it) for it in _items(8)) == 3
-    assert _drain(spooled) == [f"t/{i}" for i in range(3, 8)]
-
-
-def test_outbox_holds_messages_until_acked_and_keeps_unacked_for_next_start(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "spool.jsonl"
-    box = Outbox(10, path, 1 << 20)
-    for it in _items(4):
-        box.put(it)
-    first, second = box.next(), box.next()
-    box.sending(first, Acked(True))
-    box.sending(second, Acked(False))
-    box.settle()
-    assert len(box) == 3  # the unacked in-flight message still counts
-    assert box.close() == 3
-    again = Outbox(10, path, 1 << 20)
-    assert _drain(again) == ["t/1", "t/2", "t/3"]
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -197,6 +67,7 @@ def test_every_event_arrives_valid_on_its_topic_with_retained_status(
                 b,
                 40,
                 every=5,
+                fps=40,
                 topic="site/{stream}/{type}/{line}{zone}",
                 username="rkpipe",
                 password_env="TEST_MQTT_PW",
@@ -220,15 +91,12 @@ def test_every_event_arrives_valid_on_its_topic_with_retained_status(
         VALIDATOR.validate(ev)
         where = ev.get("line", ev.get("zone", ""))
         assert topic == f"site/{ev['stream']}/{ev['type']}" + (f"/{where}" if where else "")
-    # per stream: online before its first event, offline (with its event count) at the end
+    # per stream, plain strings: online while frames come, offline once it ended
     for cam in ("cam0", "cam1"):
-        states = [json.loads(p) for p in sub.on(f"rkpipe/{cam}/status")]
-        assert [s["state"] for s in states] == ["online", "offline"]
-        assert states[1]["events"] == len([1 for _, e in events if e["stream"] == cam])
+        assert sub.on(f"rkpipe/{cam}/status") == [b"online", b"offline"]
     assert sub.on("rkpipe/status") == [b"online", b"offline"]
     retained = {t: p for t, p, r in late.messages if r}
-    assert retained["rkpipe/status"] == b"offline"
-    assert json.loads(retained["rkpipe/cam0/status"])["state"] == "offline"
+    assert retained["rkpipe/status"] == retained["rkpipe/cam0/status"] == b"offline"
 
 
 @pytest.mark.integration
@@ -255,7 +123,8 @@ def test_consumer_script_prints_live_counts(tmp_path: Path, broker: Broker, no_l
     try:
         assert consumer.stdout is not None
         assert "listening on" in consumer.stdout.readline()
-        res = run_rkpipe("run", str(write_graph(tmp_path, graph_text(broker, frames, every))))
+        path = write_graph(tmp_path, graph_text(broker, frames, every))
+        res = run_rkpipe("run", str(path), cwd=tmp_path)
         assert res.returncode == 0, res.stderr
         out, err = consumer.communicate(timeout=30)
     finally:
@@ -267,6 +136,19 @@ def test_consumer_script_prints_live_counts(tmp_path: Path, broker: Broker, no_l
     assert "cam1         line door         in      5 out      5" in out
     assert "cam1         zone lobby        occupancy     10" in out
     assert "status rkpipe/cam0/status: online" in out
+    # afterwards, the retained plain numbers alone (what a Node-RED flow reads)
+    script = str(ROOT / "graphs" / "mqtt_counts.py")
+    where = ["--host", broker.host, "--port", str(broker.port)]
+    totals = subprocess.run(
+        [sys.executable, script, *where, "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert totals.returncode == 0, totals.stderr
+    assert "rkpipe/cam1/door/in/person = 5" in totals.stdout
+    assert "rkpipe/cam1/zones/lobby/car = 1" in totals.stdout  # as the last counts said
+    assert "status rkpipe/cam0/status: offline" in totals.stdout
 
 
 @pytest.mark.integration
@@ -310,7 +192,7 @@ def test_outbox_smaller_than_the_outage_counts_what_it_drops(
     tmp_path: Path, broker: Broker, no_leaks
 ) -> None:
     frames, every = 120, 2
-    sub = Subscriber(broker, ["rkpipe/#"], client_id="bound-sub", persistent=True)
+    sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="bound-sub", persistent=True)
     path = write_graph(tmp_path, graph_text(broker, frames, every, fps=40, max_queued=20))
     stats = tmp_path / "stats.json"
     proc = start_run(path, "--stats-out", str(stats))
@@ -325,20 +207,14 @@ def test_outbox_smaller_than_the_outage_counts_what_it_drops(
     assert proc.returncode == 0, err
     mqtt_stats = json.loads(stats.read_text())["stages"]["mqtt"]
     dropped = mqtt_stats["drops_by_reason"].get("mqtt_outbox_full", 0)
-    assert dropped > 0 and mqtt_stats["drops"] == dropped
-    # every message (events, and each stream's online and offline status) arrived or was
-    # counted as dropped
+    assert dropped > 0 and mqtt_stats["drops"] == dropped, (mqtt_stats, err[-3000:])
+    # every event arrived or was counted as dropped (status and totals are retained latest
+    # values, never queued)
     want = all_ids(frames, every)
-
-    def arrived() -> int:
-        # a retained status comes again when the subscriber resubscribes: count it once
-        statuses = sum(len(set(sub.on(f"rkpipe/{cam}/status"))) for cam in ("cam0", "cam1"))
-        return len(set(sub.ids())) + statuses
-
-    poll_for(lambda: arrived() + dropped >= len(want) + 4, timeout=10)
+    poll_for(lambda: len(set(sub.ids())) + dropped >= len(want), timeout=10)
     sub.close()
     assert set(sub.ids()) < want
-    assert arrived() + dropped == len(want) + 4, err
+    assert len(set(sub.ids())) + dropped == len(want), err
     assert err.count("outbox full") == 1, err  # said once per outage, not per event
 
 
@@ -377,6 +253,31 @@ def test_wrong_password_ends_the_run_with_one_clear_line(tmp_path: Path, no_leak
 
 
 @pytest.mark.integration
+def test_no_secret_appears_in_any_error_or_log_line(tmp_path: Path, no_leaks) -> None:
+    """A refused password, an unreachable broker and a missing key file are each said in
+    one line naming host:port or the option, never the user, password or key path."""
+    secrets = ("viewer-7731", "pw-9f3c2a", "s3cret-keys")
+    with Broker(tmp_path / "broker", users={"viewer-7731": "right"}) as b:
+        text = graph_text(b, 1000, username="viewer-7731", password="pw-9f3c2a")
+        refused = run_rkpipe("run", str(write_graph(tmp_path, text)), cwd=tmp_path, timeout=60)
+    assert f"mqtt broker {b.address} refused the connection" in refused.stderr
+    text = graph_text(b, 20, username="viewer-7731", password="pw-9f3c2a")  # broker is down
+    away = run_rkpipe("run", str(write_graph(tmp_path, text)), cwd=tmp_path, timeout=60)
+    assert away.returncode == 0, away.stderr
+    assert f"mqtt broker {b.address} not reachable" in away.stderr
+    assert "messages not delivered" in away.stderr
+    key = tmp_path / "s3cret-keys" / "client.key"
+    text = graph_text(b, 20, tls=True, certfile=str(key), keyfile=str(key))
+    nokey = run_rkpipe("run", str(write_graph(tmp_path, text)), cwd=tmp_path, timeout=60)
+    assert nokey.returncode != 0
+    assert "the file given as certfile does not exist" in nokey.stderr
+    for res in (refused, away, nokey):
+        assert "Traceback" not in res.stderr
+        for secret in secrets:
+            assert secret not in res.stderr + res.stdout, res.stderr
+
+
+@pytest.mark.integration
 def test_tls_to_a_broker_signed_by_the_given_ca(tmp_path: Path, no_leaks) -> None:
     with Broker(tmp_path / "broker", tls=True) as b:
         sub = Subscriber(b, ["rkpipe/+/events/#"])
@@ -393,60 +294,6 @@ def test_tls_to_a_broker_signed_by_the_given_ca(tmp_path: Path, no_leaks) -> Non
             sink.setup(Context(stage="mqtt"))
     assert f"mqtt broker {b.address}: TLS failed" in str(err.value)
     assert "CERTIFICATE_VERIFY_FAILED" in str(err.value)
-
-
-def _crossing(seq: int) -> Message:
-    """A frame of cam0 with one line crossing, id ``cam0:<seq>:door:<seq>``."""
-    msg = Message("cam0", seq)
-    msg.meta["events"] = [
-        line_crossing_event(msg, "door", "in", seq, 0, (1, 2), {"in": seq, "out": 0})
-    ]
-    return msg
-
-
-@pytest.mark.integration
-def test_what_is_undelivered_at_the_end_is_reported_and_kept_in_the_spool(
-    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The broker goes away for good before the end: the sink counts and says how many
-    messages it could not deliver; with a spool they wait on disk and go at the next start."""
-    sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="end-sub", persistent=True)
-    runtime = InlineRuntime()
-    drops = runtime.drops
-    ctx = Context(stage="mqtt", graph_dir=tmp_path, runtime=runtime)
-    opts = {"host": broker.host, "port": broker.port, "flush_timeout_s": 0.5}
-    sink = MqttSink(**opts)
-    sink.setup(ctx)
-    for seq in range(10):
-        sink.process(_crossing(seq))
-    assert poll_for(lambda: len(sub.ids()) == 10, timeout=5)
-    broker.stop()
-    for seq in range(10, 20):
-        sink.process(_crossing(seq))
-    sink.end_stream("cam0")
-    sink.close()
-    assert drops == {"mqtt_undelivered": 11}  # 10 events and cam0's offline status
-    assert f"11 messages not delivered to broker {broker.address} (lost)" in caplog.text
-
-    broker.start()
-    spooled = MqttSink(**opts, spool_dir="spool")
-    spooled.setup(ctx)
-    broker.stop()
-    for seq in range(20, 30):
-        spooled.process(_crossing(seq))
-    spooled.close()
-    spool = tmp_path / "spool" / "mqtt.jsonl"
-    # 10 events and cam0's online and offline status (this sink never reached the broker)
-    assert f"12 messages not delivered to broker {broker.address} (kept in {spool})" in caplog.text
-    broker.start()
-    again = MqttSink(**{**opts, "flush_timeout_s": 5}, spool_dir="spool")
-    again.setup(ctx)
-    again.close()  # it got no frames: only what the spool held goes out
-    want = {f"cam0:{seq}:door:{seq}" for seq in [*range(10), *range(20, 30)]}
-    assert poll_for(lambda: set(sub.ids()) >= want, timeout=5)
-    sub.close()
-    assert set(sub.ids()) == want
-    assert not spool.exists()
 
 
 SINK_ALONE = """
@@ -480,4 +327,4 @@ def test_last_will_marks_the_pipeline_offline_when_the_sink_is_killed(broker: Br
     finally:
         proc.kill()
         sub.close()
-    assert json.loads(sub.on("rkpipe/cam0/status")[0])["state"] == "online"
+    assert sub.on("rkpipe/cam0/status") == [b"online"]  # the stream's last word was online

@@ -1,20 +1,24 @@
 """A real mosquitto broker for tests: a free loopback port, a generated config in a temporary
-folder, optional password file, persistence, and stop/start on the same port (an outage)."""
+folder, optional password file, persistence, and stop/start on the same port (an outage); and
+a subscriber that records what the broker delivers."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
-__all__ = ["MOSQUITTO", "Broker", "broker_fixture", "free_port"]
+__all__ = ["MOSQUITTO", "Broker", "Subscriber", "broker_fixture", "free_port"]
 
 MOSQUITTO = os.environ.get("RKPIPE_MOSQUITTO", "/usr/sbin/mosquitto")
 INSTALL = "apt-get install -y --no-install-recommends mosquitto"
@@ -173,3 +177,64 @@ def broker_fixture(tmp_path: Path) -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
+
+
+class Subscriber:
+    """A paho client in the test process that records every message it gets (topic, payload,
+    retain flag), in order; ``persistent`` keeps its session (and queue) across outages."""
+
+    def __init__(
+        self, b: Broker, topics: list[str], client_id: str = "", persistent: bool = False
+    ) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        kw = {"client_id": client_id, "clean_session": not persistent}
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kw)
+        if b.users:
+            self.client.username_pw_set("test", "test-pw")
+        if b.ca is not None:
+            self.client.tls_set(ca_certs=str(b.ca))
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
+        self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(b.host, b.port)
+        self.client.loop_start()
+        assert self.subscribed.wait(5), "test subscriber could not subscribe"
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, msg.retain))
+
+    def on(self, topic: str) -> list[bytes]:
+        """Every payload received on ``topic``, in order."""
+        with self.lock:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def latest(self) -> dict[str, bytes]:
+        """The last payload of each topic (an empty one removed the topic)."""
+        with self.lock:
+            out = {t: p for t, p, _ in self.messages}
+        return {t: p for t, p in out.items() if p}
+
+    def events(self) -> list[tuple[str, dict]]:
+        """The rkpipe events received (JSON objects of the event schema), with their topics."""
+        with self.lock:
+            messages = list(self.messages)
+        out = []
+        for topic, payload, _ in messages:
+            try:
+                doc = json.loads(payload)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("schema") == "rkpipe.event/1":
+                out.append((topic, doc))
+        return out
+
+    def ids(self) -> list[str]:
+        return [e["id"] for _, e in self.events()]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,15 +1,17 @@
-"""``rkpipe export``: stock YOLOv8 ONNX (or .pt) -> a verified RK3588 .rknn.
+"""``rkpipe export``: stock YOLOv8 / YOLO11 ONNX (or .pt) -> a verified RK3588 .rknn.
 
     rkpipe export --setup                           # once: the rknn-toolkit2 venv
-    rkpipe export models/rkpipe-yolov8n.onnx        # -> models/rkpipe-yolov8n.rknn
+    rkpipe export models/rkpipe-yolov8n.onnx        # -> models/rkpipe-yolov8n.rknn (+ .json)
 
-Steps: cut the head (checked with ONNX Runtime), build with rknn-toolkit2 in its own venv
-(INT8 by default), then run the toolkit's simulator and compare with the float model.
+Steps: cut the head and check the cut against the original (ONNX Runtime), build with
+rknn-toolkit2 in its own venv (INT8 by default), run the toolkit's simulator and compare
+with the float model, tensors first, boxes second.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import sys
 import tempfile
@@ -21,6 +23,15 @@ from pipeline.errors import ModelError, RkpipeError
 __all__ = ["main"]
 
 TARGETS = ("rk3588",)
+QUANT_ALGOS = ("normal", "mmse", "kl_divergence")
+EXIT_CODES = """exit status:
+  0    written, and every check passed
+  1    written, but the simulator check failed (the .rknn and its .json, with "passed": false,
+       are kept for a look; the figures and remedies are printed)
+  2    bad command line, or --calib images or labels that cannot be read
+  3    the model cannot be read or cut, or the cut does not reproduce it
+  4    rknn-toolkit2 missing (see --setup) or its build failed (its log is kept)
+  130  interrupted"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="rkpipe export",
         description="Convert a stock Ultralytics YOLOv8/YOLO11 detection model to a verified "
         "RKNN model: cut the head, build with rknn-toolkit2, check in its simulator.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", type=Path, nargs="?", help="MODEL.onnx (or .pt with ultralytics)")
     p.add_argument("--target", default="rk3588", choices=TARGETS, help="NPU platform")
@@ -36,14 +49,11 @@ def _parser() -> argparse.ArgumentParser:
         "--calib",
         type=Path,
         metavar="DIR",
-        help="calibration images (default: synthetic street scenes)",
+        help="calibration and check images, YOLO labels (.txt) beside them optional "
+        "(default: synthetic street scenes)",
     )
     p.add_argument(
-        "--calib-count",
-        type=int,
-        default=20,
-        metavar="N",
-        help="calibration images used (default 20)",
+        "--calib-count", type=int, default=20, metavar="N", help="images used (default 20)"
     )
     p.add_argument(
         "--verify-count",
@@ -54,12 +64,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-quantize", action="store_true", help="FP16 instead of INT8")
     p.add_argument(
+        "--quant-algo",
+        default="normal",
+        choices=QUANT_ALGOS,
+        help="INT8 calibration algorithm (default normal; mmse is slower and often closer)",
+    )
+    p.add_argument(
+        "--hybrid",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the N layers that lose most in INT8 (the toolkit's accuracy analysis) in FP16",
+    )
+    p.add_argument(
+        "--analyze",
+        action="store_true",
+        help="always run the toolkit's per-layer accuracy analysis (it runs anyway on a failure)",
+    )
+    p.add_argument(
+        "--min-cosine",
+        type=float,
+        default=0.98,
+        help="fail below this cosine similarity on any output (default 0.98)",
+    )
+    p.add_argument(
         "--min-recall",
         type=float,
         default=0.9,
-        help="fail below this recall of the float model's boxes (default 0.9)",
+        help="fail below this recall of the float model's boxes, where it finds any (default 0.9)",
     )
-    p.add_argument("--conf", type=float, default=0.25, help="score threshold for the check")
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold of the box checks")
     p.add_argument(
         "--split-onnx",
         type=Path,
@@ -95,9 +129,12 @@ def _onnx_from_pt(path: Path, imgsz: int) -> Path:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    from stages.infer.rknn_export.calibration import UsageError
+
     problems = []
-    if not 0.0 <= args.min_recall <= 1.0:
-        problems.append(f"--min-recall must be within 0..1, got {args.min_recall}")
+    for name in ("min_recall", "min_cosine"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            problems.append(f"--{name.replace('_', '-')} must be within 0..1")
     if not 0.0 < args.conf < 1.0:
         problems.append(f"--conf must be within 0..1, got {args.conf}")
     if args.calib_count < 1 or not 0 <= args.verify_count <= args.calib_count:
@@ -106,38 +143,50 @@ def _check_args(args: argparse.Namespace) -> None:
         problems.append(f"--calib {args.calib}: not a folder of images")
     if args.output is not None and args.output.suffix != ".rknn":
         problems.append(f"-o {args.output}: the output must end in .rknn")
+    if args.hybrid < 0 or (args.hybrid and args.no_quantize):
+        problems.append("--hybrid N takes N >= 1 layers of an INT8 build (not --no-quantize)")
     if problems:
-        raise RkpipeError("; ".join(problems))
+        raise UsageError("; ".join(problems))
+
+
+def _setup() -> None:
+    """The toolkit venv, and a word if this environment lacks what export needs itself."""
+    from stages.infer.rknn_export.toolkit_env import setup_toolkit
+
+    setup_toolkit()
+    if importlib.util.find_spec("onnx") is None:
+        print("rkpipe export also needs onnx in this environment: pip install -e '.[export]'")
 
 
 def export(args: argparse.Namespace) -> int:
-    """The whole export; returns the exit status (1 when the check is below --min-recall)."""
+    """The whole export; returns the exit status (1 when the simulator check fails)."""
+    from stages.infer.rknn_export.calibration import UsageError
     from stages.infer.rknn_export.steps import export_model
-    from stages.infer.rknn_export.toolkit_env import setup_toolkit
 
     _check_args(args)
     if args.setup:
-        setup_toolkit()
+        _setup()
     if args.model is None:
         if args.setup:
             return 0
-        raise RkpipeError("give a MODEL.onnx to export, or --setup to install the toolkit")
+        raise UsageError("give a MODEL.onnx to export, or --setup to install the toolkit")
     source = args.model
     if source.suffix == ".pt":
         source = _onnx_from_pt(source, args.imgsz)
     out = args.output or args.model.with_suffix(".rknn")
-    workdir = Path(tempfile.mkdtemp(prefix="rkpipe-export-"))
+    # not "rkpipe-...": the runtime sweeps folders named like its runs ("rkpipe-<id>-...")
+    workdir = Path(tempfile.mkdtemp(prefix="rkpipe_export_"))
     t0 = time.monotonic()
     ok = False
     try:
         passed = export_model(source, out, workdir, args)
-        ok = True
+        ok = passed
     finally:
         if ok or not (workdir / "build.log").exists():
             shutil.rmtree(workdir, ignore_errors=True)
-        else:  # the toolkit's log and inputs, for a look at what went wrong
+        else:  # the toolkit's log, inputs and analysis, for a look at what went wrong
             print(f"rkpipe export: work files kept in {workdir}", file=sys.stderr)
-    print(f"done in {time.monotonic() - t0:.1f} s")
+    print(f"done in {time.monotonic() - t0:.1f} s" + ("" if passed else ": the check FAILED"))
     return 0 if passed else 1
 
 

@@ -9,6 +9,7 @@ structure, not by node name: the last convolution of each branch whose output is
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from pipeline.errors import ModelError
 __all__ = [
     "BOX_CHANNELS",
     "HeadCut",
+    "class_names",
     "cut_heads",
     "input_size_of",
     "load_onnx",
@@ -61,6 +63,7 @@ class HeadCut:
     input_hw: tuple[int, int]
     num_classes: int
     outputs: tuple[str, ...]  # box8, cls8, box16, cls16, box32, cls32
+    names: tuple[str, ...]  # class names from the model's metadata, else "0", "1", ...
 
 
 def input_size_of(model: Any, where: str = "model") -> tuple[str, tuple[int, int]]:
@@ -73,13 +76,26 @@ def input_size_of(model: Any, where: str = "model") -> tuple[str, tuple[int, int
         raise ModelError(msg)
     dims = inputs[0].type.tensor_type.shape.dim
     shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-    if len(shape) != 4 or shape[1] != 3 or None in shape[2:]:
+    if len(shape) != 4 or shape[1] != 3 or shape[2] is None or shape[3] is None:
         msg = (
             f"{where}: input {inputs[0].name!r} has shape {shape}; expected a static "
             "(1, 3, H, W) image input (export with a fixed imgsz)"
         )
         raise ModelError(msg)
     return inputs[0].name, (int(shape[2]), int(shape[3]))
+
+
+def class_names(model: Any, num_classes: int) -> tuple[str, ...]:
+    """Class names from the ``names`` metadata Ultralytics writes ({0: 'person', ...}), when
+    it is there and lists every class; else the class ids as text."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        names = ast.literal_eval(meta.get("names", ""))
+    except (ValueError, SyntaxError):
+        names = None
+    if isinstance(names, dict) and set(names) == set(range(num_classes)):
+        return tuple(str(names[i]) for i in range(num_classes))
+    return tuple(str(i) for i in range(num_classes))
 
 
 def _shapes(model: Any) -> dict[str, list[int | None]]:
@@ -107,8 +123,9 @@ def _grid_convs(model: Any, hw: tuple[int, int]) -> dict[str, int]:
         if node.op_type != "Conv":
             continue
         shape = shapes.get(node.output[0], [])
-        if len(shape) == 4 and tuple(shape[2:]) in grids:
-            found[node.output[0]] = grids[tuple(shape[2:])]
+        hw_s = (shape[2], shape[3]) if len(shape) == 4 else None
+        if hw_s in grids:
+            found[node.output[0]] = grids[hw_s]
     return found
 
 
@@ -247,4 +264,4 @@ def cut_heads(model: Any, where: str = "model") -> tuple[Any, HeadCut]:
     g.output.extend(outputs)
     _prune(g, names)
     onnx.checker.check_model(cut)
-    return cut, HeadCut(input_name, hw, nc, tuple(names))
+    return cut, HeadCut(input_name, hw, nc, tuple(names), class_names(model, nc))

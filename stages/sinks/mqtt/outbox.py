@@ -2,42 +2,22 @@
 
 A sink puts messages in and returns at once; a sender thread takes them out, hands them to the
 client and keeps them "in flight" until the broker acknowledges them. Memory holds up to
-``max_queued`` waiting messages; an optional spool file takes the overflow (one JSON line per
-message, at most ``spool_max_bytes``) and feeds it back in order. Past both bounds the oldest
-waiting message is dropped, and ``put`` says how many were.
+``max_queued`` waiting messages. With a spool (:mod:`.spool`) every message is written to disk
+first, memory holds the oldest ``max_queued`` of them, and the bound is ``spool_max_bytes`` of
+waiting messages. Past the bound the oldest waiting message is dropped, and ``put`` says how
+many were.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
+from stages.sinks.mqtt.spool import Item, Spool
+
 __all__ = ["Item", "Outbox", "Receipt"]
-
-
-@dataclass
-class Item:
-    """One message to publish: its topic, JSON payload text, and whether the broker keeps it."""
-
-    topic: str
-    payload: str
-    retain: bool = False
-
-    def to_line(self) -> bytes:
-        return (
-            json.dumps({"topic": self.topic, "retain": self.retain, "payload": self.payload}) + "\n"
-        ).encode()
-
-    @classmethod
-    def from_line(cls, line: bytes) -> Item:
-        d = json.loads(line)
-        return cls(d["topic"], d["payload"], bool(d.get("retain", False)))
 
 
 class Receipt(Protocol):
@@ -46,60 +26,101 @@ class Receipt(Protocol):
     def is_published(self) -> bool: ...
 
 
+class _Handing:
+    """The receipt of a message taken by the sender and not yet handed to the client."""
+
+    def is_published(self) -> bool:
+        return False
+
+
+_HANDING = _Handing()
+
+
 class Outbox:
     """A bounded FIFO of unacknowledged messages: in flight, then memory, then the spool."""
 
-    def __init__(
-        self, max_queued: int, spool: Path | None = None, spool_max_bytes: int = 0
-    ) -> None:
+    def __init__(self, max_queued: int, spool: Spool | None = None) -> None:
         self.max_queued = max_queued
         self.memory: deque[Item] = deque()
+        self.memory_bytes = 0
         self.inflight: deque[tuple[Item, Receipt]] = deque()
         self.cond = threading.Condition()
-        self.spool = _Spool(spool, spool_max_bytes) if spool is not None else None
+        self.spool = spool
 
     # -- the producer side -------------------------------------------------------------------
     def put(self, item: Item) -> int:
-        """Queue ``item`` behind everything else; returns how many old messages were dropped
-        to keep within the bounds."""
+        """Queue ``item`` behind everything else (on disk first, with a spool); returns how
+        many old messages were dropped to keep within the bounds."""
         with self.cond:
             dropped = 0
             if self.spool is None:
-                self.memory.append(item)
+                self._remember(item)
                 while len(self.memory) > self.max_queued:
-                    self.memory.popleft()
+                    self._forget()
                     dropped += 1
-            elif not self.spool and len(self.memory) < self.max_queued:
-                self.memory.append(item)
             else:
-                self.spool.append(item)
-                while self.spool.nbytes > self.spool.max_bytes and self.spool:
+                in_memory = not self.spool.unloaded and len(self.memory) < self.max_queued
+                self.spool.append(item, in_memory)
+                if in_memory:
+                    self._remember(item)
+                while self.memory_bytes + self.spool.waiting_bytes > self.spool.max_bytes:
                     if self.memory:  # the oldest waiting message goes; order is kept
-                        self.memory.popleft()
+                        self._forget()
                     else:
-                        self.spool.pop()
+                        self.spool.load(1)
                     dropped += 1
-                    self._refill()
+                if dropped:
+                    self._mark()
             self.cond.notify_all()
             return dropped
 
+    def _remember(self, item: Item) -> None:
+        self.memory.append(item)
+        self.memory_bytes += item.size
+
+    def _forget(self) -> Item:
+        item = self.memory.popleft()
+        self.memory_bytes -= item.size
+        return item
+
     # -- the sender side ---------------------------------------------------------------------
     def next(self) -> Item | None:
-        """The oldest message not yet handed to the client, or None."""
+        """The oldest message not yet handed to the client, or None. It counts as in flight
+        from now on: follow with ``sending``, ``retry`` or ``give_up``."""
         with self.cond:
+            if not self.memory and self.spool is not None and self.spool.unloaded:
+                for item in self.spool.load(self.max_queued):
+                    self._remember(item)
             if not self.memory:
-                self._refill()
-            return self.memory.popleft() if self.memory else None
-
-    def retry(self, item: Item) -> None:
-        """Put back at the front an ``item`` the client could not take."""
-        with self.cond:
-            self.memory.appendleft(item)
+                return None
+            item = self._forget()
+            self.inflight.append((item, _HANDING))
+            return item
 
     def sending(self, item: Item, receipt: Receipt) -> None:
         """``item`` was handed to the client; it stays counted until ``receipt`` says acked."""
         with self.cond:
+            self._drop_inflight(item)
             self.inflight.append((item, receipt))
+
+    def retry(self, item: Item) -> None:
+        """Put back at the front an ``item`` the client could not take."""
+        with self.cond:
+            self._drop_inflight(item)
+            self.memory.appendleft(item)
+            self.memory_bytes += item.size
+
+    def give_up(self, item: Item) -> None:
+        """``item`` cannot be sent at all (the caller counts it)."""
+        with self.cond:
+            self._drop_inflight(item)
+            self._mark()
+
+    def _drop_inflight(self, item: Item) -> None:
+        for i in range(len(self.inflight) - 1, -1, -1):
+            if self.inflight[i][0] is item:
+                del self.inflight[i]
+                return
 
     def settle(self) -> int:
         """Forget in-flight messages the broker acknowledged; returns how many."""
@@ -108,8 +129,27 @@ class Outbox:
             self.inflight = deque(x for x in self.inflight if not x[1].is_published())
             done = before - len(self.inflight)
             if done:
+                self._mark()
                 self.cond.notify_all()
             return done
+
+    def _mark(self) -> None:
+        """Tell the spool the number (and place) of the oldest message still unacknowledged."""
+        if self.spool is None:
+            return
+        heads = [it for it, _ in self.inflight]
+        if self.memory:
+            heads.append(self.memory[0])
+        oldest = min(heads, key=lambda it: it.n, default=None)
+        if self.spool.unloaded:
+            first_unloaded = self.spool.next_n - self.spool.unloaded
+            if oldest is None or first_unloaded < oldest.n:
+                self.spool.mark(first_unloaded, self.spool.load_at)
+                return
+        if oldest is None:
+            self.spool.mark(self.spool.next_n, self.spool.end)
+        else:
+            self.spool.mark(oldest.n, oldest.offset)
 
     def wake(self) -> None:
         with self.cond:
@@ -124,7 +164,7 @@ class Outbox:
     def waiting(self) -> int:
         """Messages not yet handed to the client (memory and spool)."""
         with self.cond:
-            return len(self.memory) + (len(self.spool) if self.spool else 0)
+            return len(self.memory) + (len(self.spool) if self.spool is not None else 0)
 
     def __len__(self) -> int:
         """Every message not yet acknowledged."""
@@ -144,93 +184,13 @@ class Outbox:
             self.wait(min(left, 0.02))
 
     def close(self) -> int:
-        """Keep what is unacknowledged in the spool (sent at the next start); returns how
-        many messages were kept there (0 without a spool)."""
+        """Stop; returns how many messages were never acknowledged. With a spool they are on
+        disk already, and the next start sends them first."""
         with self.cond:
-            if self.spool is None:
-                return 0
             self.settle()
-            head = [it for it, _ in self.inflight] + list(self.memory)
+            left = len(self)
+            if self.spool is not None:
+                self.spool.close(left)
             self.inflight.clear()
             self.memory.clear()
-            return self.spool.rewrite(head)
-
-    def _refill(self) -> None:
-        while self.spool and len(self.memory) < self.max_queued:
-            try:
-                self.memory.append(self.spool.pop())
-            except IndexError:  # only unreadable lines were left
-                return
-
-
-class _Spool:
-    """An append-only file of JSON lines read from the front; emptied when all is read."""
-
-    def __init__(self, path: Path, max_bytes: int) -> None:
-        self.path = path
-        self.max_bytes = max_bytes
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = path.open("a+b")
-        self.read_at = 0
-        self.file.seek(0)
-        self.count = sum(1 for line in self.file if line.strip())
-        self.end = self.file.seek(0, os.SEEK_END)
-
-    @property
-    def nbytes(self) -> int:
-        return self.end - self.read_at
-
-    def __len__(self) -> int:
-        return self.count
-
-    def append(self, item: Item) -> None:
-        line = item.to_line()
-        self.file.write(line)
-        self.file.flush()  # on disk (page cache) at once: a crash loses no spooled line
-        self.end += len(line)
-        self.count += 1
-
-    def pop(self) -> Item:
-        """The oldest unread message; a line cut short by a crash is skipped."""
-        self.file.flush()
-        self.file.seek(self.read_at)
-        item = None
-        while item is None and self.count:
-            line = self.file.readline()
-            if not line:
-                self.count = 0
-                break
-            self.read_at += len(line)
-            if not line.strip():
-                continue
-            self.count -= 1
-            try:
-                item = Item.from_line(line)
-            except (ValueError, KeyError):
-                continue
-        if self.count == 0:
-            self._clear()
-        if item is None:
-            raise IndexError("pop from an empty spool")
-        return item
-
-    def _clear(self) -> None:
-        self.file.truncate(0)
-        self.read_at = self.end = self.count = 0
-
-    def rewrite(self, head: list[Item]) -> int:
-        """Write ``head`` then the unread rest to the file, for the next run to send."""
-        self.file.flush()
-        self.file.seek(self.read_at)
-        rest = self.file.read()
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            for item in head:
-                f.write(item.to_line())
-            f.write(rest)
-        self.file.close()
-        os.replace(tmp, self.path)
-        kept = len(head) + self.count
-        if kept == 0:
-            self.path.unlink(missing_ok=True)
-        return kept
+            return left

@@ -20,6 +20,7 @@ from pipeline.errors import StageSetupError
 from pipeline.messages import Message
 from pipeline.secrets import mask, remember
 from pipeline.stage import Context, Stage, StageConfig
+from stages.analytics.event_snapshots import SNAPSHOT_DIR
 from stages.sinks.preview.hub import PreviewHub
 from stages.sinks.preview.server import PreviewServer, host_names
 
@@ -54,7 +55,9 @@ class PreviewSinkConfig(StageConfig):
     width: int | None = Field(None, ge=16, description="scale frames down to this width")
     annotate: bool = Field(True, description="draw detections, lines, zones and a header")
     events: int = Field(50, ge=0, le=1000, description="recent events listed")
-    snapshot_dir: str = Field("out", description="folder event snapshot paths are relative to")
+    snapshot_dir: str = Field(
+        SNAPSHOT_DIR, description="the snapshots folder event snapshot paths are relative to"
+    )
 
     @field_validator("token")
     @classmethod

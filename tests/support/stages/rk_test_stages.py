@@ -161,6 +161,8 @@ class WhichReplica(Stage[WhichReplicaConfig]):
 class FlakyCameraConfig(StageConfig):
     frames: int = 30
     outage_at: int = 10  # after this many frames the "camera" is lost for a moment
+    outage_s: float = 0.3  # that long
+    fps: float = 0  # > 0: paced like a camera
 
 
 class FlakyCamera(Source[FlakyCameraConfig]):
@@ -169,7 +171,9 @@ class FlakyCamera(Source[FlakyCameraConfig]):
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
         ctx.report_health("connecting", "opening synthetic camera")
-        self.scene = SyntheticSource(width=64, height=48, frames=self.config.frames)
+        cfg = self.config
+        pace = {"realtime": True, "fps": cfg.fps} if cfg.fps > 0 else {}
+        self.scene = SyntheticSource(width=64, height=48, frames=cfg.frames, **pace)
         self.scene.setup(ctx)
         self.n = 0
 
@@ -178,7 +182,7 @@ class FlakyCamera(Source[FlakyCameraConfig]):
             self.ctx.report_health("live")
         if self.n == self.config.outage_at:
             self.ctx.report_health("reconnecting", "stream lost")
-            time.sleep(0.3)
+            time.sleep(self.config.outage_s)
             self.ctx.report_health("live")
         self.n += 1
         return self.scene.read()

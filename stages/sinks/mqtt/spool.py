@@ -1,0 +1,184 @@
+"""The outbox's write-ahead spool: every message is on disk before it is handed to the client,
+so a killed sink loses nothing and the next start sends what the broker never acknowledged.
+
+Two files in ``spool_dir``: ``<instance>.jsonl`` holds one JSON line per message, numbered
+(``n``) in the order messages were queued; ``<instance>.acked`` holds one number, the
+watermark: every message numbered below it was acknowledged. Lines are written with one
+``write`` each, so a killed process leaves whole lines (a line cut short by a crash of the
+machine is skipped). The file is emptied whenever everything in it was acknowledged, and its
+acknowledged head is cut off when that head outgrows the rest. Offsets here are logical: they
+keep growing across such cuts, so items keep the offsets they were given.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pipeline.errors import StageSetupError
+
+__all__ = ["Item", "Spool"]
+
+COMPACT_MIN_BYTES = 1 << 20  # cut the acknowledged head off once it is this large
+
+
+@dataclass(slots=True)
+class Item:
+    """One message to publish: topic, payload text, retain flag; ``n`` and ``offset`` are its
+    number and place in the spool (-1 without one)."""
+
+    topic: str
+    payload: str
+    retain: bool = False
+    n: int = -1
+    offset: int = -1
+    size: int = 0
+
+    def to_line(self) -> bytes:
+        doc = {"n": self.n, "topic": self.topic, "retain": self.retain, "payload": self.payload}
+        return (json.dumps(doc, separators=(",", ":")) + "\n").encode()
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Item:
+        d = json.loads(line)
+        return cls(str(d["topic"]), str(d["payload"]), bool(d.get("retain")), int(d.get("n", -1)))
+
+
+class Spool:
+    """The write-ahead file of one outbox: ``append`` before sending, ``load`` what memory had
+    no room for, ``mark`` what the broker acknowledged."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self.mark_path = path.with_suffix(".acked")
+        self.max_bytes = max_bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.mark_fd = os.open(self.mark_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:  # one sink per spool: held until close, or until the process dies
+            fcntl.flock(self.mark_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.mark_fd)
+            msg = f"mqtt: the spool {path} is in use by another sink; give each its own spool_dir"
+            raise StageSetupError(msg) from None
+        self.acked, self.skipped = 0, 0  # watermark; unreadable lines found at the start
+        live = self._recover()
+        self.file = _open(path)
+        self.start = 0  # logical offset of the file's first byte
+        self.end = self.file.seek(0, os.SEEK_END)
+        self.next_n = self.acked + len(live)
+        self.unloaded = len(live)  # lines past ``load_at`` not yet taken into memory
+        self.load_at = 0
+
+    # -- start: what the last run left ---------------------------------------------------
+    def _recover(self) -> list[Item]:
+        """Keep the unacknowledged lines, renumbered from the watermark up in their order (so
+        the watermark stays right at every moment), in a fresh file."""
+        try:
+            self.acked = int(os.pread(self.mark_fd, 64, 0).strip() or 0)
+        except (OSError, ValueError):
+            self.acked = 0  # no watermark: everything is sent again (QoS 1 allows repeats)
+        live: list[Item] = []
+        if self.path.exists():
+            with self.path.open("rb") as f:
+                for line in f:
+                    try:
+                        item = Item.from_line(line)
+                    except (ValueError, KeyError, TypeError):
+                        self.skipped += line.strip() != b""
+                        continue
+                    if item.n < 0 or item.n >= self.acked:  # no number: an older format
+                        live.append(item)
+        tmp = self.path.with_suffix(".tmp")
+        with _open(tmp, truncate=True) as f:
+            for i, item in enumerate(live):
+                item.n = self.acked + i
+                f.write(item.to_line())
+        os.replace(tmp, self.path)
+        return live
+
+    # -- the outbox's side ---------------------------------------------------------------
+    def append(self, item: Item, in_memory: bool) -> None:
+        """Write ``item`` (numbered next) at the end; ``in_memory`` False leaves it on disk
+        only, to be loaded later."""
+        item.n, self.next_n = self.next_n, self.next_n + 1
+        line = item.to_line()
+        item.offset, item.size = self.end, len(line)
+        self.file.write(line)
+        self.file.flush()  # in the kernel at once: a killed process loses no line
+        self.end += len(line)
+        if in_memory:
+            self.load_at = self.end
+        else:
+            self.unloaded += 1
+
+    def load(self, count: int) -> list[Item]:
+        """Up to ``count`` of the oldest lines not yet in memory."""
+        items: list[Item] = []
+        self.file.seek(self.load_at - self.start)
+        while self.unloaded and len(items) < count:
+            offset = self.load_at
+            line = self.file.readline()
+            if not line:  # cannot happen while the counts are right; stay consistent
+                self.unloaded = 0
+                break
+            self.load_at += len(line)
+            self.unloaded -= 1
+            item = Item.from_line(line)
+            item.offset, item.size = offset, len(line)
+            items.append(item)
+        self.file.seek(0, os.SEEK_END)
+        return items
+
+    @property
+    def waiting_bytes(self) -> int:
+        """Bytes of the lines not yet loaded."""
+        return self.end - self.load_at
+
+    def mark(self, n: int, offset: int) -> None:
+        """Every message numbered below ``n`` (the one at ``offset``) was acknowledged or given
+        up: say so on disk, then empty the file or cut its head when that pays."""
+        if n != self.acked:
+            self.acked = n
+            os.pwrite(self.mark_fd, f"{n:020d}\n".encode(), 0)
+        if n == self.next_n and not self.unloaded and self.end > self.start:
+            self.file.truncate(0)
+            self.start = self.load_at = self.end
+        elif offset - self.start > max(COMPACT_MIN_BYTES, self.end - offset):
+            self._cut(offset)
+
+    def _cut(self, offset: int) -> None:
+        self.file.flush()
+        self.file.seek(offset - self.start)
+        rest = self.file.read()
+        tmp = self.path.with_suffix(".tmp")
+        with _open(tmp, truncate=True) as f:
+            f.write(rest)
+        self.file.close()
+        os.replace(tmp, self.path)
+        self.file = _open(self.path)
+        self.start = offset
+
+    def close(self, left: int) -> None:
+        """Close the files; with nothing ``left`` unacknowledged, remove them."""
+        if left:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            os.fsync(self.mark_fd)
+        self.file.close()
+        os.close(self.mark_fd)
+        if not left:
+            self.path.unlink(missing_ok=True)
+            self.mark_path.unlink(missing_ok=True)
+
+    def __len__(self) -> int:
+        return self.unloaded
+
+
+def _open(path: Path, truncate: bool = False) -> BinaryIO:
+    """Open for appending and reading, owner-only (events may say who was where)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
+    return os.fdopen(os.open(path, flags, 0o600), "a+b")

@@ -1,0 +1,49 @@
+"""Topic templates of the mqtt sink: checked when the graph is loaded, filled per message so
+that a value can never add a level or a wildcard."""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Any
+
+__all__ = ["TOPIC_FIELDS", "check_template", "clean_id", "level", "render_topic"]
+
+TOPIC_FIELDS = ("stream", "type", "line", "zone", "direction", "class_name", "pipeline")
+
+
+def check_template(value: str) -> str:
+    """Reject unknown placeholders and MQTT wildcards in a topic template."""
+    if not value:
+        return value
+    names = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+    unknown = [n for n in names if n not in TOPIC_FIELDS]
+    if unknown:
+        allowed = " ".join("{" + f + "}" for f in TOPIC_FIELDS)
+        raise ValueError(f"unknown placeholder {{{unknown[0]}}}; use {allowed}")
+    if "+" in value or "#" in value:
+        raise ValueError(f"wildcards + and # cannot be published to: {value!r}")
+    return value
+
+
+def level(value: object) -> str:
+    """``value`` as one topic level: no separator, wildcard or NUL."""
+    return re.sub(r"[/+#\x00]", "_", str(value))
+
+
+def render_topic(template: str, fields: dict[str, Any]) -> str:
+    """Fill a topic template; values cannot add levels or wildcards, and a level left empty
+    (the event has no such field) is dropped."""
+    values = {k: level(fields[k]) for k in TOPIC_FIELDS if k in fields}
+    topic = string.Formatter().vformat(template, (), _Blank(values))
+    return "/".join(part for part in topic.split("/") if part)
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def clean_id(text: str) -> str:
+    """``text`` with only the characters client ids and Home Assistant object ids allow."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)

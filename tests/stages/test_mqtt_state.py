@@ -1,0 +1,423 @@
+"""Retained state beside the events, read from a real mosquitto: plain numbers for every class a
+line or zone counts (zeros too), line totals that survive a restart without counting a run
+twice, topics removed when a line or zone is gone, Home Assistant discovery configs that follow
+HA's documented fields, event snapshots as JPEG bytes, and each camera's online/offline
+following its source's health."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import cv2
+import jsonschema
+import numpy as np
+import pytest
+
+from pipeline import Context, InlineRuntime, Message
+from stages.events import (
+    counts_event,
+    line_crossing_event,
+    zone_enter_event,
+    zone_exit_event,
+)
+from stages.sinks.mqtt import MqttSink
+from stages.sinks.mqtt.state_topics import StreamState
+from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
+from support.mqtt_graph import graph_text, start_run
+from support.rkpipe import poll_for, write_graph
+
+PERSON, CAR = 0, 2
+
+
+def _msg(seq: int, *build: Any) -> Message:
+    """A frame of cam0 carrying the events ``build`` makes (each called with the message)."""
+    msg = Message("cam0", seq)
+    msg.meta["events"] = [b(msg) for b in build]
+    return msg
+
+
+def crossing(direction: str, cls: int, track: int = 1) -> Any:
+    return lambda m: line_crossing_event(
+        m, "door", direction, track, cls, (1, 2), {"in": 0, "out": 0}
+    )
+
+
+def counts(lines: dict, zones: dict | None = None) -> Any:
+    return lambda m: counts_event(m, lines, zones or {})
+
+
+def run_sink(broker: Broker, run_id: str, msgs: list[Message], **opts: Any) -> InlineRuntime:
+    """One run of an inline sink (in the current folder): its frames, the stream's end, close."""
+    runtime = InlineRuntime()
+    sink = MqttSink(host=broker.host, port=broker.port, flush_timeout_s=5, **opts)
+    sink.setup(Context(stage="mqtt", run_id=run_id, runtime=runtime))
+    for msg in msgs:
+        sink.process(msg)
+    sink.end_stream("cam0")
+    sink.close()
+    return runtime
+
+
+def retained(broker: Broker, want: dict[str, bytes], topics: tuple = ("rkpipe/#",)) -> dict:
+    """The retained values a new subscriber gets, once ``want`` is among them."""
+    sub = Subscriber(broker, list(topics))
+    try:
+        poll_for(lambda: want.items() <= sub.latest().items(), timeout=10)
+        seen = [-1]
+
+        def quiet() -> bool:  # the burst of retained messages is over
+            n, seen[0] = seen[0], len(sub.messages)
+            return n == seen[0]
+
+        poll_for(quiet, timeout=5, interval=0.3)
+        return sub.latest()
+    finally:
+        sub.close()
+
+
+# -- plain numbers -------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_totals_are_plain_numbers_with_zero_classes_and_carry_on_after_a_restart(
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    first = [
+        _msg(0, crossing("in", PERSON, 1)),
+        _msg(1, crossing("in", PERSON, 2)),
+        _msg(2, crossing("out", CAR, 3)),
+        _msg(3, lambda m: zone_enter_event(m, "lobby", 1, PERSON)),
+        _msg(4, lambda m: zone_enter_event(m, "lobby", 2, PERSON)),
+        _msg(
+            5,
+            counts(
+                {"door": {"in": {"person": 2, "car": 0}, "out": {"person": 0, "car": 1}}},
+                {"lobby": {"person": 2, "bicycle": 0}},
+            ),
+        ),
+        _msg(6, lambda m: zone_exit_event(m, "lobby", 1, PERSON, 0.5)),
+    ]
+    run_sink(broker, "run1", first)
+    want = {
+        "rkpipe/cam0/door/in/person": b"2",
+        "rkpipe/cam0/door/out/person": b"0",
+        "rkpipe/cam0/door/in/car": b"0",
+        "rkpipe/cam0/door/out/car": b"1",
+        "rkpipe/cam0/zones/lobby/person": b"1",
+        "rkpipe/cam0/zones/lobby/bicycle": b"0",
+        "rkpipe/cam0/status": b"offline",
+    }
+    state = retained(broker, want)
+    assert want.items() <= state.items(), state
+    assert (tmp_path / "out" / "mqtt" / "pipeline" / "cam0.json").is_file()
+
+    # the next run: its counter starts from 0 again; the totals carry on from 2
+    again = [
+        _msg(0, crossing("in", PERSON, 1)),
+        _msg(1, counts({"door": {"in": {"person": 1, "car": 0}, "out": {"car": 0}}})),
+    ]
+    run_sink(broker, "run2", again)
+    want = {"rkpipe/cam0/door/in/person": b"3", "rkpipe/cam0/door/out/car": b"1"}
+    assert want.items() <= retained(broker, want).items()
+
+    # the sink of run2 restarts (its counter upstream does not): run2 is not added twice
+    restarted = [
+        _msg(2, crossing("in", PERSON, 4)),
+        _msg(3, counts({"door": {"in": {"person": 2, "car": 0}, "out": {"car": 0}}})),
+    ]
+    run_sink(broker, "run2", restarted)
+    want = {"rkpipe/cam0/door/in/person": b"4", "rkpipe/cam0/door/out/car": b"1"}
+    assert want.items() <= retained(broker, want).items()
+
+
+def test_every_total_is_on_disk_before_it_is_published_and_a_torn_line_is_skipped(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cam0.json"
+    state = StreamState(path, "run1")
+    for track in range(3):
+        state.fold(crossing("in", PERSON, track)(Message("cam0", track)))
+        state.save()  # what StateTopics does before it publishes
+    assert len(path.read_text().splitlines()) == 3  # a snapshot, then one line per change
+    with path.open("a") as f:
+        f.write('{"l":"door","d":"in","c":"pers')  # the process died while appending
+    # no close: killed. The next incarnation of the same run sees all three.
+    again = StreamState(path, "run1")
+    assert again.total("door", "in", "person") == 3
+    next_run = StreamState(path, "run2")
+    next_run.fold(crossing("in", PERSON, 9)(Message("cam0", 0)))
+    assert next_run.total("door", "in", "person") == 4
+
+
+@pytest.mark.integration
+def test_a_line_or_zone_that_is_gone_is_removed_with_its_sensors(
+    tmp_path: Path,
+    broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    topics = ("rkpipe/#", "homeassistant/#")
+    both = {
+        "door": {"in": {"person": 1}, "out": {"person": 0}},
+        "gate": {"in": {"car": 0}, "out": {"car": 2}},
+    }
+    run_sink(broker, "run1", [_msg(0, counts(both, {"lobby": {"person": 1}}))], ha_discovery=True)
+    gate = "rkpipe/cam0/gate/out/car"
+    before = retained(broker, {gate: b"2"}, topics)
+    gate_configs = [t for t in before if t.startswith("homeassistant/") and "_gate_" in t]
+    lobby_configs = [t for t in before if t.startswith("homeassistant/") and "_zone_lobby_" in t]
+    assert len(gate_configs) == 2 and len(lobby_configs) == 1, sorted(before)
+
+    door_only = {"door": {"in": {"person": 1}, "out": {"person": 0}}}
+    run_sink(broker, "run2", [_msg(0, counts(door_only))], ha_discovery=True)
+    door = [f"rkpipe/cam0/door/{d}/person" for d in ("in", "out")]
+    configs = [t for t in before if t.startswith("homeassistant/") and "_door_" in t]
+    cam = ["rkpipe/status", "rkpipe/cam0/status", "rkpipe/cam0/fps"]
+    cam += [t for t in before if t.endswith(("_connected/config", "_fps/config"))]
+    after = retained(broker, {door[0]: b"1"}, topics)
+    assert sorted(after) == sorted([*door, *configs, *cam])  # gate and lobby are gone
+    assert "line gate of stream cam0 is gone" in caplog.text
+    assert "zone lobby of stream cam0 is gone" in caplog.text
+
+
+# -- Home Assistant discovery -----------------------------------------------------------------
+# The options of HA's MQTT sensor and binary_sensor (home-assistant.io/integrations/sensor.mqtt,
+# binary_sensor.mqtt) and the device / origin maps of MQTT discovery: a config may hold only
+# these, with the documented types and values.
+AVAILABILITY = {
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "properties": {
+            "topic": {"type": "string", "minLength": 1},
+            "payload_available": {"type": "string"},
+            "payload_not_available": {"type": "string"},
+            "value_template": {"type": "string"},
+        },
+        "required": ["topic"],
+        "additionalProperties": False,
+    },
+}
+DEVICE = {
+    "type": "object",
+    "properties": {
+        k: {"type": "string"}
+        for k in [
+            "configuration_url",
+            "hw_version",
+            "manufacturer",
+            "model",
+            "model_id",
+            "name",
+            "serial_number",
+            "suggested_area",
+            "sw_version",
+            "via_device",
+        ]
+    }
+    | {
+        "identifiers": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "connections": {"type": "array"},
+    },
+    "anyOf": [{"required": ["identifiers"]}, {"required": ["connections"]}],
+    "additionalProperties": False,
+}
+ORIGIN = {
+    "type": "object",
+    "properties": {k: {"type": "string"} for k in ("name", "sw_version", "support_url")},
+    "required": ["name"],
+    "additionalProperties": False,
+}
+COMMON = {
+    "availability": AVAILABILITY,
+    "availability_mode": {"enum": ["all", "any", "latest"]},
+    "device": DEVICE,
+    "origin": ORIGIN,
+    "enabled_by_default": {"type": "boolean"},
+    "encoding": {"type": "string"},
+    "entity_category": {"enum": ["config", "diagnostic"]},
+    "entity_picture": {"type": "string"},
+    "expire_after": {"type": "integer"},
+    "force_update": {"type": "boolean"},
+    "icon": {"type": "string", "pattern": "^mdi:"},
+    "json_attributes_template": {"type": "string"},
+    "json_attributes_topic": {"type": "string"},
+    "name": {"type": ["string", "null"]},
+    "default_entity_id": {"type": "string"},
+    "qos": {"enum": [0, 1, 2]},
+    "state_topic": {"type": "string", "minLength": 1},
+    "unique_id": {"type": "string", "minLength": 1},
+    "value_template": {"type": "string"},
+}
+SENSOR = {
+    "type": "object",
+    "properties": COMMON
+    | {
+        "device_class": {"type": "string"},
+        "last_reset_value_template": {"type": "string"},
+        "options": {"type": "array"},
+        "state_class": {"enum": ["measurement", "measurement_angle", "total", "total_increasing"]},
+        "suggested_display_precision": {"type": "integer", "minimum": 0},
+        "unit_of_measurement": {"type": "string"},
+    },
+    "required": ["state_topic", "unique_id", "device"],
+    "additionalProperties": False,
+}
+BINARY_SENSOR = {
+    "type": "object",
+    "properties": COMMON
+    | {
+        "device_class": {"type": "string"},
+        "off_delay": {"type": "integer"},
+        "payload_off": {"type": "string"},
+        "payload_on": {"type": "string"},
+    },
+    "required": ["state_topic", "unique_id", "device"],
+    "additionalProperties": False,
+}
+CONFIG_TOPIC = re.compile(
+    r"^homeassistant/(sensor|binary_sensor)/(?:[a-zA-Z0-9_-]+/)?[a-zA-Z0-9_-]+/config$"
+)
+
+
+@pytest.mark.integration
+def test_home_assistant_discovery_configs_follow_the_documented_fields(
+    tmp_path: Path, broker: Broker, no_leaks
+) -> None:
+    """One option gives a device with a sensor per stream x line x direction x class
+    (total_increasing), per zone x class, fps per stream and a connectivity binary_sensor per
+    camera, each reading a retained plain state topic."""
+    text = graph_text(broker, 20, 2, fps=40, ha_discovery=True)
+    proc = start_run(write_graph(tmp_path, text))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    sub = Subscriber(broker, ["homeassistant/#", "rkpipe/#"])
+    try:
+        assert poll_for(lambda: len(_configs(sub)) >= 10, timeout=10)
+        configs, state = _configs(sub), sub.latest()
+    finally:
+        sub.close()
+    kinds: dict[str, str] = {}
+    for topic, doc in configs.items():
+        component = CONFIG_TOPIC.match(topic)
+        assert component, topic
+        schema = SENSOR if component.group(1) == "sensor" else BINARY_SENSOR
+        jsonschema.validate(doc, schema)
+        assert doc["state_topic"] in state, f"{topic}: no retained {doc['state_topic']}"
+        assert doc["availability"][0]["topic"] == "rkpipe/status"
+        kinds[doc["name"]] = doc.get("state_class") or doc.get("device_class")
+        if component.group(1) == "binary_sensor":
+            assert state[doc["state_topic"]] in (doc["payload_on"].encode(), b"offline")
+        else:
+            float(state[doc["state_topic"]])  # a plain number
+    assert len({d["unique_id"] for d in configs.values()}) == len(configs)
+    assert len({json.dumps(d["device"], sort_keys=True) for d in configs.values()}) == 1
+    assert state["rkpipe/status"] == b"offline"  # availability: the Last Will topic
+    expected = {}
+    for cam in ("cam0", "cam1"):
+        expected |= {
+            f"{cam} door in person": "total_increasing",
+            f"{cam} door out person": "total_increasing",
+            f"{cam} lobby car": "measurement",
+            f"{cam} fps": "measurement",
+            f"{cam} connected": "connectivity",
+        }
+    assert kinds == expected
+    assert state["rkpipe/cam0/door/in/person"] == b"5"  # 10 crossings alternate in and out
+
+
+def _configs(sub: Subscriber) -> dict[str, dict]:
+    return {t: json.loads(p) for t, p in sub.latest().items() if t.startswith("homeassistant/")}
+
+
+@pytest.mark.integration
+def test_home_assistant_coming_online_gets_every_config_again(
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    sink = MqttSink(host=broker.host, port=broker.port, ha_discovery=True)
+    sink.setup(Context(stage="mqtt", run_id="r1"))
+    sub = Subscriber(broker, ["homeassistant/#"])
+    try:
+        sink.process(_msg(0, crossing("in", PERSON)))
+        config = "homeassistant/sensor/" + sink.client_id + "/cam0_door_in_person/config"
+        assert poll_for(lambda: len(sub.on(config)) == 1, timeout=10)
+        sub.client.publish("homeassistant/status", "online", qos=1)  # HA's birth message
+        assert poll_for(lambda: len(sub.on(config)) == 2, timeout=10)
+    finally:
+        sink.close()
+        sub.close()
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_an_event_snapshot_goes_out_as_jpeg_bytes_and_no_other_file_does(
+    tmp_path: Path,
+    broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ok, jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 200, np.uint8))
+    assert ok
+    shots = tmp_path / "out" / "snapshots" / "cam0"
+    shots.mkdir(parents=True)
+    (shots / "7.jpg").write_bytes(jpeg.tobytes())
+    (shots / "fake.jpg").write_text("not a jpeg")
+    (tmp_path / "secret.jpg").write_bytes(jpeg.tobytes())  # outside the output folder
+
+    def with_snapshot(path: str) -> Any:
+        def build(m: Message) -> dict:
+            ev = crossing("in", PERSON)(m)
+            ev["snapshot"] = path
+            return ev
+
+        return build
+
+    paths = ["snapshots/cam0/7.jpg", "../secret.jpg", "/etc/passwd", "snapshots/cam0/fake.jpg"]
+    msgs = [_msg(i, with_snapshot(p)) for i, p in enumerate([*paths, "snapshots/cam0/gone.jpg"])]
+    runtime = run_sink(broker, "r1", msgs)
+    topic = "rkpipe/cam0/snapshot/line_crossing"
+    state = retained(broker, {topic: jpeg.tobytes()})
+    assert state[topic] == jpeg.tobytes()
+    assert runtime.drops == {"mqtt_snapshot_unreadable": 4}
+    assert "its snapshot lies outside out" in caplog.text
+    assert caplog.text.count("not published") == 1  # said once, the rest counted
+
+
+# -- camera status follows source health ----------------------------------------------------
+@pytest.mark.integration
+def test_camera_status_follows_the_source_health(tmp_path: Path, broker: Broker, no_leaks) -> None:
+    """A camera that is live, lost for 2.5 s, live again and then ends: its retained status
+    goes online, offline, online, offline (plain strings)."""
+    sub = Subscriber(broker, ["rkpipe/cam0/status"])
+    text = f"""
+[pipeline]
+name = "health"
+[stages.cam0]
+uses = "rk_test_stages:FlakyCamera"
+frames = 100
+fps = 20
+outage_at = 20
+outage_s = 2.5
+[stages.mqtt]
+uses = "mqtt"
+inputs = ["cam0"]
+host = "{broker.host}"
+port = {broker.port}
+"""
+    proc = start_run(write_graph(tmp_path, text))
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert poll_for(lambda: sub.on("rkpipe/cam0/status")[-1:] == [b"offline"], timeout=5)
+    sub.close()
+    seen = [p.decode() for p in sub.on("rkpipe/cam0/status")]
+    changes = [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]
+    assert changes[-4:] == ["online", "offline", "online", "offline"], seen

@@ -1,0 +1,61 @@
+"""Graphs for the mqtt sink's tests: two synthetic cameras -> known events -> mqtt, and the
+event ids such a run gives, so a test knows exactly what must arrive."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from support.mosquitto import Broker
+from support.rkpipe import start_rkpipe
+
+__all__ = ["all_ids", "graph_text", "start_run"]
+
+
+def graph_text(
+    b: Broker | SimpleNamespace,
+    frames: int,
+    every: int = 2,
+    fps: float = 0,
+    pipeline: dict[str, Any] | None = None,
+    **mqtt_opts: Any,
+) -> str:
+    """cam0 and cam1 -> rk_test_events:EmitEvents -> mqtt; ``fps`` > 0 paces the (non-live)
+    sources; ``pipeline`` adds ``[pipeline]`` settings."""
+    pace = f"realtime = true\nfps = {fps}" if fps else ""
+    opts = {"host": b.host, "port": b.port, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5}
+    opts.update(mqtt_opts)
+    settings = {"name": "mqtt_test", **(pipeline or {})}
+    cams = "".join(
+        f'[stages.{c}]\nuses = "synthetic"\nwidth = 64\nheight = 48\nframes = {frames}\n{pace}\n'
+        for c in ("cam0", "cam1")
+    )
+    return (
+        f"[pipeline]\n{_table(settings)}\n{cams}"
+        f'[stages.ev]\nuses = "rk_test_events:EmitEvents"\ninputs = ["cam0", "cam1"]\n'
+        f'every = {every}\ntypes = ["line_crossing", "zone_enter", "counts"]\n'
+        f'[stages.mqtt]\nuses = "mqtt"\ninputs = ["ev"]\n{_table(opts)}\n'
+    )
+
+
+def _table(values: dict[str, Any]) -> str:
+    return "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
+
+
+def all_ids(frames: int, every: int) -> set[str]:
+    """The event ids rk_test_events:EmitEvents gives ``frames`` frames of cam0 and cam1."""
+    return {
+        f"{cam}:{seq}:{key}"
+        for cam in ("cam0", "cam1")
+        for seq in range(0, frames, every)
+        for key in (f"door:{seq // every}", f"lobby:{seq // every}:enter", "counts")
+    }
+
+
+def start_run(path: Path, *args: str) -> subprocess.Popen:
+    """``rkpipe run`` of the graph at ``path``, in its folder (outputs, spool and totals go
+    there)."""
+    return start_rkpipe("run", str(path), *args, cwd=path.parent)
