@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from zmq.auth import load_certificate
 
 from ..cpus import Topology, format_cpus, read_topology
 from ..errors import GraphError
@@ -124,6 +125,7 @@ def load_graph(path: str | Path, cpus: set[int] | Topology | None = None) -> Gra
         elif sdef is not None:
             stages[name] = sdef
     _check_links(raw_stages, stages, disabled, problems)
+    _check_curve(stages, path.parent, problems)
     if isinstance(cpus, Topology):
         topology = cpus
     else:
@@ -224,6 +226,29 @@ def _stage(name: str, table: Any, graph_dir: Path, problems: _Problems) -> Stage
             "remove replicas",
         )
     return sdef
+
+
+def _check_curve(stages: dict[str, StageDef], graph_dir: Path, problems: _Problems) -> None:
+    """A CurveZMQ certificate is for a tcp:// link, and must be one ZeroMQ can load."""
+    for name, sdef in stages.items():
+        key = sdef.common.curve_key_file
+        if key is None:
+            continue
+        keys = ("stages", name, "curve_key_file")
+        if not (sdef.common.endpoint or "").startswith("tcp://"):
+            problems.add(keys, 'encrypts a tcp:// link: set endpoint = "tcp://HOST:PORT" too')
+            continue
+        try:
+            public, secret = load_certificate(graph_dir / key)
+        except (OSError, ValueError) as exc:
+            problems.add(keys, f"cannot read a ZeroMQ certificate from {key!r}: {exc}")
+            continue
+        if not public or not secret:
+            problems.add(
+                keys,
+                f"{key!r} has no secret key: name the .key_secret file that "
+                "zmq.auth.create_certificates() made",
+            )
 
 
 def _check_links(

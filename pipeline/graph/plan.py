@@ -36,6 +36,8 @@ class InstanceSpec:
     graph_dir: str
     run_id: str
     settings: dict[str, Any] = field(default_factory=dict)
+    curve_key_file: str | None = None  # this instance's tcp link is CurveZMQ with these keys
+    input_curve: dict[str, str] = field(default_factory=dict)  # producer stage -> its keys
 
     @property
     def instance(self) -> str:
@@ -139,6 +141,12 @@ def make_plan(graph: Graph, run_id: str, ipc_dir: str) -> Plan:
                     pinned=sdef.common.partition == "stream",
                     on_failure=sdef.common.on_failure
                     or ("disable" if not consumers[name] else "restart"),
+                    curve_key_file=_key_file(sdef, graph),
+                    input_curve={
+                        p: key
+                        for p in sdef.common.inputs
+                        if (key := _key_file(stages[p], graph)) is not None
+                    },
                     window=graph.settings.window,
                     pool_slots=sdef.common.pool_slots or slots[name],
                     graph_dir=str(graph.graph_dir.resolve()),
@@ -147,6 +155,12 @@ def make_plan(graph: Graph, run_id: str, ipc_dir: str) -> Plan:
                 )
             )
     return Plan(graph, run_id, ipc_dir, instances)
+
+
+def _key_file(sdef: StageDef, graph: Graph) -> str | None:
+    """The stage's CurveZMQ certificate, resolved against the graph file's folder."""
+    key = sdef.common.curve_key_file
+    return str((graph.graph_dir / key).resolve()) if key else None
 
 
 def _replica_options(sdef: StageDef) -> list[dict[str, Any]]:

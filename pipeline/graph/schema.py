@@ -45,6 +45,12 @@ class PipelineSettings(BaseModel):
         None, ge=0, le=65535, description="serve Prometheus metrics on this port (0: any free)"
     )
     prometheus_host: str = Field("127.0.0.1", description="address the metrics endpoint binds")
+    fail_on_source_down_s: float | None = Field(
+        None,
+        gt=0,
+        description="a camera not live this long ends the run with an error (exit 1), e.g. "
+        "for systemd to restart it; default: wait for it forever",
+    )
 
 
 CpuSpec = list[int] | list[list[int]] | str
@@ -65,6 +71,11 @@ class StageCommon(BaseModel):
     partition: Literal["free", "stream"] = "free"
     pool_slots: int | None = Field(None, ge=2, le=512)
     endpoint: str | None = None
+    curve_key_file: str | None = Field(
+        None,
+        description="with a tcp:// endpoint: a ZeroMQ certificate (the .key_secret file of "
+        "zmq.auth.create_certificates) that encrypts the link and proves the producer",
+    )
     on_failure: Literal["restart", "disable", "stop"] | None = Field(
         None,
         description="when its process dies: restart (with backoff; the run ends past "

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from zmq.auth import load_certificate
+
 from ..errors import TransportError
 from ..graph.plan import InstanceSpec
 from ..transport.codec import EOS, Decoded, decode
@@ -58,6 +60,11 @@ class RateLimitedLog:
             log.warning("%s", text)
 
 
+def _server_key(key_file: str | None) -> bytes | None:
+    """A CurveZMQ producer's public key, from its certificate (None: a plain link)."""
+    return load_certificate(key_file)[0] if key_file else None
+
+
 class Inputs:
     """Every inlet of one stage instance, and what is ready for its stage, in order."""
 
@@ -78,8 +85,17 @@ class Inputs:
         self.count_corrupt = count_corrupt
         self.count_drop = count_drop
         self.inlets = [
-            Inlet(ep, producer, spec.instance, spec.stage, spec.replica, spec.window, token)
-            for _, producer, ep in spec.inputs
+            Inlet(
+                ep,
+                producer,
+                spec.instance,
+                spec.stage,
+                spec.replica,
+                spec.window,
+                token,
+                _server_key(spec.input_curve.get(stage)),
+            )
+            for stage, producer, ep in spec.inputs
         ]
         self.path_of = {
             id(i): stage for i, (stage, _, _) in zip(self.inlets, spec.inputs, strict=True)

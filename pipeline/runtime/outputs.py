@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from zmq.auth import load_certificate
+
 from ..graph.plan import InstanceSpec
 from ..messages import Message
 from ..transport.codec import END, MSG, SKIP, encode, encode_control
@@ -33,7 +35,10 @@ class Outputs:
         token: str = "",
         on_reject: Reject | None = None,
     ) -> None:
-        self.outlet = Outlet(spec.endpoint, spec.outputs, spec.partition, token, on_reject)
+        secret = load_certificate(spec.curve_key_file)[1] if spec.curve_key_file else None
+        self.outlet = Outlet(
+            spec.endpoint, spec.outputs, spec.partition, token, on_reject, curve_secret=secret
+        )
         self.pool = pool
         self.reader = reader
         self.inline_all = spec.endpoint.startswith("tcp://")

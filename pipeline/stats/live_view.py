@@ -133,7 +133,23 @@ def table_lines(snap: Snapshot, width: int = 100, height: int = 50) -> list[str]
     if footer:
         dropped = [f"{r.instance} {_reasons(r.drops)}" for r in snap.rows if r.drops]
         lines.append("drops: " + "; ".join(dropped))
+    lines += camera_warnings(snap)
     return [line[:width].rstrip() for line in lines]
+
+
+def camera_warnings(snap: Snapshot) -> list[str]:
+    """A line per camera that is not live: its state, since when, why, how often it retried."""
+    out = []
+    for stream, h in sorted(snap.sources.items()):
+        if h.get("state") == "live":
+            continue
+        since = time.strftime("%H:%M:%S", time.localtime(float(h.get("since", 0))))
+        detail = f": {h['detail']}" if h.get("detail") else ""
+        out.append(
+            f"! {stream} {h.get('state')} since {since}{detail} "
+            f"({h.get('reconnects', 0)} reconnects)"
+        )
+    return out
 
 
 def plain_lines(snap: Snapshot) -> list[str]:
@@ -143,6 +159,7 @@ def plain_lines(snap: Snapshot) -> list[str]:
         f"rkpipe: {snap.pipeline} at {snap.run_s:.1f}s: sinks {snap.sink_fps:.1f} fps"
         + (f" streams {streams}" if streams else "")
     ]
+    lines += [f"rkpipe: warning: {w[2:]}" for w in camera_warnings(snap)]
     for r in snap.rows:
         drops = str(sum(r.drops.values()))
         if r.drops:

@@ -57,6 +57,27 @@ class SnapshotCollector:
         run.add_metric([snap.pipeline], snap.run_s)
         yield run
         yield from _instance_families(snap)
+        yield from _source_families(snap)
+
+
+def _source_families(snap: Snapshot) -> Iterator[Any]:
+    """Camera health: up (live) or not, and reconnects, per stream."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    up = GaugeMetricFamily(
+        "rkpipe_source_up",
+        "1 while the stream's source is live, else 0",
+        labels=["pipeline", "stream"],
+    )
+    again = CounterMetricFamily(
+        "rkpipe_source_reconnects", "times the source lost its camera and tried again",
+        labels=["pipeline", "stream"],
+    )  # fmt: skip
+    for stream, h in sorted(snap.sources.items()):
+        up.add_metric([snap.pipeline, stream], float(h.get("state") == "live"))
+        again.add_metric([snap.pipeline, stream], float(h.get("reconnects", 0)))
+    yield up
+    yield again
 
 
 def _instance_families(snap: Snapshot) -> Iterator[Any]:

@@ -122,6 +122,9 @@ class Snapshot:
     streams: dict[str, int]
     stream_fps: dict[str, float]
     final: bool = False
+    #: each source's health: state (connecting, live, reconnecting, down), detail, since,
+    #: reconnects, last_frame_age_s
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def sink_fps(self) -> float:

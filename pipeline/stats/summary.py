@@ -3,7 +3,6 @@ sink, how each camera fared, and a hint when sources dropped most of their frame
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from .delivery import summary_lines
@@ -32,16 +31,19 @@ def final_lines(stats: dict[str, Any]) -> list[str]:
 
 
 def _camera_lines(health: dict[str, dict[str, Any]]) -> list[str]:
+    """How each camera fared, when it was not live throughout."""
     out = []
     for stream, h in sorted(health.items()):
-        reconnects = int(h.get("reconnects", 0))
-        if h.get("state") == "live" and not reconnects:
+        outages, down = int(h.get("outages", 0)), float(h.get("down_s", 0.0))
+        if not outages:
             continue
-        since = time.strftime("%H:%M:%S", time.localtime(float(h.get("since", 0))))
-        detail = f" ({h['detail']})" if h.get("detail") else ""
+        minutes, seconds = divmod(round(down), 60)
+        took = f"{minutes} m {seconds} s" if minutes else f"{seconds} s"
+        ended = "" if h.get("state") == "live" else f"; at the end {h['state']}"
+        detail = f" ({h['detail']})" if h.get("detail") and ended else ""
         out.append(
-            f"rkpipe: {stream} ended {h.get('state')} since {since}{detail}, "
-            f"{reconnects} reconnect(s)"
+            f"rkpipe: {stream} was down {took} in {outages} outage{'s' * (outages != 1)}"
+            f"{ended}{detail}"
         )
     return out
 

@@ -117,7 +117,8 @@ class Supervisor:
         self.fatal_exits: list[str] = []  # exited with EXIT_SETUP; its message may come later
         self.signals: list[int] = []
         self.draining_since: float | None = None
-        self.killed = False
+        self.killed = False  # stopped at once (a second signal)
+        self.cut_short = False  # the drain ran past its grace period
         self.t_ready: float | None = None
         self.started_at = time.time()
         self.stage_ends: dict[str, set[str]] = {}  # stage -> streams it passed END on for
@@ -287,6 +288,7 @@ class Supervisor:
                     return  # a stage failed to start: nothing ran, so there is nothing to drain
                 self.begin_drain()
             self._check_heartbeats(now)
+            self._check_sources_down()
             self._restart_due(now)
             if self.duration is not None and self.t_ready and now - self.t_ready >= self.duration:
                 self.begin_drain()  # the duration counts from when every stage is set up
@@ -295,7 +297,7 @@ class Supervisor:
                 and now - self.draining_since > self.settings.shutdown_grace_s
             ):
                 self.echo("rkpipe: drain took too long; stopping the remaining stages")
-                self.killed = True
+                self.cut_short = True
                 return
             if now >= next_tick:
                 next_tick = now + tick
@@ -368,16 +370,41 @@ class Supervisor:
         return {**timing, **counters_of(self.ledgers[child.spec.instance].snapshot())}
 
     def _set_health(self, stream: str, state: str, detail: str) -> None:
-        """Record a source's new health and share it with every stage (health.json)."""
+        """Record a source's new health and share it with every stage (health.json). Time
+        not live is summed per stream in outages (a camera never live is down throughout)."""
         old = self.health.get(stream, {})
-        reconnects = old.get("reconnects", 0) + (state == "reconnecting" != old.get("state"))
-        self.health[stream] = {
+        now = time.time()
+        changed = state != old.get("state")
+        entry = {
             "state": state,
             "detail": detail[:300],
-            "since": time.time() if state != old.get("state") else old.get("since", time.time()),
-            "reconnects": reconnects,
+            "since": now if changed else old.get("since", now),
+            "reconnects": old.get("reconnects", 0) + (changed and state == "reconnecting"),
+            "down_s": old.get("down_s", 0.0),
+            "outages": old.get("outages", 0),
         }
+        was_live = old.get("state") == "live"
+        if changed and old and not was_live:  # time not live ends (or goes on in another state)
+            entry["down_s"] += now - old["since"]
+        if changed and state != "live" and was_live:  # a live camera is lost: an outage
+            entry["outages"] += 1
+        entry["ever_live"] = old.get("ever_live", False) or state == "live"
+        self.health[stream] = entry
         HealthFile(self.ipc_dir).write(self.health)
+
+    def _check_sources_down(self) -> None:
+        """``fail_on_source_down_s``: a camera that has not been live that long ends the run."""
+        limit = self.settings.fail_on_source_down_s
+        if limit is None:
+            return
+        now = time.time()
+        for stream, h in self.health.items():
+            if h["state"] != "live" and now - h["since"] > limit and not h.get("failed"):
+                h["failed"] = True
+                self.errors.append(
+                    f"{stream}: camera {h['state']} for {now - h['since']:.0f}s "
+                    f"(fail_on_source_down_s = {limit:g}): {h['detail'] or 'no frames'}"
+                )
 
     # -- deaths and restarts ---------------------------------------------------------------------
     def _lost_ends(self, spec: InstanceSpec) -> dict[str, list[int]]:
@@ -492,9 +519,11 @@ class Supervisor:
     # -- what the user sees ----------------------------------------------------------------------
     def _snapshot(self, now: float, final_s: float | None = None) -> Snapshot:
         run_s = final_s if final_s is not None else now - self.t_ready if self.t_ready else 0.0
-        return self.book.snapshot(
+        snap = self.book.snapshot(
             self.settings.name, run_s, self._states(), final=final_s is not None
         )
+        snap.sources = self.health
+        return snap
 
     def _states(self) -> dict[str, str]:
         states = {}
@@ -528,7 +557,13 @@ class Supervisor:
             if not i.outputs
         }
         disabled = {n for n, c in self.children.items() if c.disabled}
-        stopped = self.killed
+        stopped = self.killed or self.cut_short
+        now = time.time()
+        for h in self.health.values():  # an outage still going at the end counts to here
+            if h["state"] != "live":
+                h["down_s"] = h.get("down_s", 0.0) + now - h["since"]
+            if not h.get("ever_live"):  # never connected: down the whole run
+                h["outages"] = max(1, h["outages"])
         delivery = delivery_report(sources, sinks, reaches, disabled, stopped)
         return {
             "schema": "rkpipe.stats/2",

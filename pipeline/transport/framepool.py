@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import TransportError
+
 __all__ = [
     "SHM_DIR",
     "FrameLost",
@@ -124,7 +126,7 @@ class _Segment:
 def _check_foreign(name: str, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
         msg = f"{name} is not a frame pool of this user"
-        raise FrameLost(msg)
+        raise TransportError(msg)
 
 
 def _check_layout(name: str, header: np.ndarray, size: int) -> None:
@@ -132,7 +134,7 @@ def _check_layout(name: str, header: np.ndarray, size: int) -> None:
     ok = int(header[0]) == _MAGIC and stride % ALIGN == 0 and 2 <= slots <= MAX_SLOTS
     if not ok or HEADER_BYTES + stride * slots != size:
         msg = f"{name} is not an rkpipe frame pool"
-        raise FrameLost(msg)
+        raise TransportError(msg)
 
 
 class FramePool:
@@ -242,7 +244,7 @@ class PoolReader:
         if seg is None:
             if not name.startswith(self.prefix) or not _SEGMENT_NAME.fullmatch(name):
                 msg = f"segment {name[:80]!r} is not one of this run's frame pools"
-                raise FrameLost(msg)
+                raise TransportError(msg)
             if len(self._segments) >= self._max:  # drop the oldest mapping (restarted peers)
                 old = next(iter(self._segments))
                 self._segments.pop(old).close()
@@ -257,7 +259,7 @@ class PoolReader:
         """True while the slot still holds the frame ``ref`` was published with."""
         try:
             seg = self._segment(ref.segment)
-        except FrameLost:
+        except (FrameLost, TransportError):
             return False
         return 0 <= ref.slot < seg.slots and int(seg.gens[ref.slot]) == ref.gen
 
@@ -268,7 +270,7 @@ class PoolReader:
         nbytes = math.prod(ref.shape) * np.dtype(ref.dtype).itemsize
         if not 0 <= ref.slot < seg.slots or nbytes > seg.stride:
             msg = f"{ref.segment} slot {ref.slot} does not hold a {list(ref.shape)} array"
-            raise FrameLost(msg)
+            raise TransportError(msg)
         if int(seg.gens[ref.slot]) != ref.gen:
             raise FrameLost(f"{ref.segment} slot {ref.slot} was overwritten")
         arr = seg.view(ref.slot, np.dtype(ref.dtype), ref.shape)

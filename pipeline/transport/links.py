@@ -117,9 +117,10 @@ class Outlet:
         self.on_reject = on_reject or (lambda _peer, _what: None)
         self.sock = configure(zmq_context().socket(zmq.ROUTER))
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        if curve_secret is not None:
-            self.sock.curve_server = True
+        if curve_secret is not None:  # encrypted, and only clients that know our key
             self.sock.curve_secretkey = curve_secret
+            self.sock.curve_publickey = zmq.curve_public(curve_secret)
+            self.sock.curve_server = True
         secure_endpoint(self.sock, endpoint)
         parts = set(partition)
         self.groups = {g: _Group(g, list(ids), g in parts) for g, ids in groups.items()}

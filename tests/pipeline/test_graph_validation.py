@@ -150,9 +150,9 @@ def test_output_checked_again_at_setup(tmp_path: Path) -> None:
     """What changed between validation and a stage's start (here: a file now stands where
     the folder should be) is one clear setup error naming the stage and key."""
     (tmp_path / "spool").write_text("not a folder")
-    config = MqttSink.Config(spool_dir="spool")
+    config = MqttSink.Config(spool_dir=str(tmp_path / "spool"))
     with pytest.raises(
-        StageSetupError, match=r"stages\.m\.spool_dir: cannot write 'spool': .* is not a folder"
+        StageSetupError, match=r"stages\.m\.spool_dir: cannot write '.*spool': .* is not a folder"
     ):
         prepare_outputs(config, "m", tmp_path)
     config = JsonlSink.Config(path=str(tmp_path / "new" / "{stream}" / "e.jsonl"))

@@ -662,3 +662,34 @@ path = "{tmp_path}/out.jsonl"
     last = rows[-1]["meta"]["health"]["cam0"]
     assert last["state"] == "live" and last["reconnects"] == 1
     assert isinstance(last["since"], float)
+
+
+def test_a_slow_first_frame_behind_replicas_loses_nothing(tmp_path: Path, no_leaks) -> None:
+    """A replica far slower on its first frame than the reorder timeout (a model warming
+    up on a loaded machine): nothing died, so the frames behind it wait and none is lost."""
+    graph = write_graph(
+        tmp_path,
+        f"""
+[pipeline]
+reorder_timeout_ms = 100
+[stages.cam0]
+uses = "synthetic"
+width = 64
+height = 48
+frames = 60
+[stages.warm]
+uses = "rk_test_stages:SlowFirst"
+inputs = ["cam0"]
+replicas = 2
+first_s = 1.5
+[stages.out]
+uses = "jsonl"
+inputs = ["warm"]
+path = "{tmp_path}/out.jsonl"
+""",
+    )
+    res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "s.json"))
+    assert res.returncode == 0, res.stderr
+    assert [r["seq"] for r in read_jsonl(tmp_path / "out.jsonl")] == list(range(60))
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["exact"] and stats["streams"]["cam0"]["sinks"]["out"]["dropped"] == 0

@@ -378,14 +378,14 @@ def test_an_event_snapshot_goes_out_as_jpeg_bytes_and_no_other_file_does(
 
         return build
 
-    paths = ["snapshots/cam0/7.jpg", "../secret.jpg", "/etc/passwd", "snapshots/cam0/fake.jpg"]
-    msgs = [_msg(i, with_snapshot(p)) for i, p in enumerate([*paths, "snapshots/cam0/gone.jpg"])]
+    paths = ["cam0/7.jpg", "../../secret.jpg", "/etc/passwd", "cam0/fake.jpg"]  # in out/snapshots
+    msgs = [_msg(i, with_snapshot(p)) for i, p in enumerate([*paths, "cam0/gone.jpg"])]
     runtime = run_sink(broker, "r1", msgs)
     topic = "rkpipe/cam0/snapshot/line_crossing"
     state = retained(broker, {topic: jpeg.tobytes()})
     assert state[topic] == jpeg.tobytes()
     assert runtime.drops == {"mqtt_snapshot_unreadable": 4}
-    assert "its snapshot lies outside out" in caplog.text
+    assert "its snapshot lies outside out/snapshots" in caplog.text
     assert caplog.text.count("not published") == 1  # said once, the rest counted
 
 

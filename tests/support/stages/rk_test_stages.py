@@ -240,3 +240,20 @@ class DownCamera(Source[DownCameraConfig]):
         while time.monotonic() < deadline:
             time.sleep(0.1)
         return None
+
+
+class SlowFirstConfig(StageConfig):
+    first_s: float = 1.5
+
+
+class SlowFirst(Stage[SlowFirstConfig]):
+    """Takes ``first_s`` over its first message, as a model does on its first inference."""
+
+    def setup(self, ctx: Context) -> None:
+        self.first = True
+
+    def process(self, msg: Message) -> Message:
+        if self.first:
+            self.first = False
+            time.sleep(self.config.first_s)
+        return msg

@@ -1,0 +1,247 @@
+"""Fault injection on real runs: kill or stop stage processes (or the supervisor) at chosen
+moments, then check the run's one invariant from its stats and its sinks' JSONL files.
+
+Shared by the fault tests (tests/faults) and the chaos benchmark (benchmarks/chaos.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from support.rkpipe import TEST_STAGES, read_jsonl, start_rkpipe
+
+__all__ = [
+    "STAGE_KINDS",
+    "Fault",
+    "Outcome",
+    "check_invariant",
+    "detection_graph",
+    "instance_pid",
+    "random_faults",
+    "run_pids",
+    "run_with_faults",
+]
+
+#: One instance per kind of stage in the detection graph below.
+STAGE_KINDS = {
+    "source": "cam0",
+    "live source": "cam1",
+    "letterbox": "pre",
+    "infer replica": "npu.1",
+    "decode": "post",
+    "track": "track",
+    "analytics": "lines",
+    "sink": "out",
+}
+
+
+def detection_graph(folder: Path, frames: int = 240, fps: int = 60) -> Path:
+    """The whole detection pipeline on two streams (a file-like and a live source), light
+    enough for a loaded 2-core machine: letterbox, two simulated NPU processes (the NPU is the
+    one thing that cannot exist here), decode, ByteTrack, a counting line, two JSONL sinks."""
+    cam = f'uses = "synthetic"\nwidth = 160\nheight = 120\nfps = {fps}\nframes = {frames}\n'
+    text = f"""
+[pipeline]
+name = "faults"
+heartbeat_timeout_s = 3
+restart_limit = 20
+restart_window_s = 60
+shutdown_grace_s = 30
+stats_interval_s = 0.5
+
+[stages.cam0]
+{cam}realtime = true
+seed = 1
+
+[stages.cam1]
+{cam}live = true
+seed = 2
+
+[stages.pre]
+uses = "letterbox"
+inputs = ["cam0", "cam1"]
+size = [160, 160]
+
+[stages.npu]
+uses = "infer"
+inputs = ["pre"]
+model = "sim:yolov8n"
+sim_ms = 4
+npu_cores = [0, 1]
+
+[stages.post]
+uses = "yolov8_decode"
+inputs = ["npu"]
+
+[stages.track]
+uses = "bytetrack"
+inputs = ["post"]
+
+[stages.lines]
+uses = "line_crossing"
+inputs = ["track"]
+lines."*" = {{ name = "mid", a = [0, 60], b = [160, 60] }}
+
+[stages.out]
+uses = "jsonl"
+inputs = ["lines"]
+path = "{folder}/frames.jsonl"
+
+[stages.events]
+uses = "jsonl"
+inputs = ["lines"]
+path = "{folder}/events.jsonl"
+events_only = true
+"""
+    path = folder / "faults.toml"
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class Fault:
+    """At ``at_s`` after the run is ready (or after start, ``before_ready``), send ``sig``
+    to ``target`` (a stage instance, or "supervisor")."""
+
+    at_s: float
+    target: str
+    sig: int = signal.SIGKILL
+    before_ready: bool = False
+
+
+def random_faults(rng: random.Random, targets: list[str], n: int, span_s: float) -> list[Fault]:
+    """``n`` faults at random moments in the first ``span_s`` seconds, mostly SIGKILL,
+    sometimes SIGSTOP (a hang, ended by the heartbeat timeout)."""
+    faults = [
+        Fault(
+            round(rng.uniform(0.2, span_s), 2),
+            rng.choice(targets),
+            signal.SIGSTOP if rng.random() < 0.2 else signal.SIGKILL,
+        )
+        for _ in range(n)
+    ]
+    return sorted(faults, key=lambda f: f.at_s)
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    stderr: str
+    stats: dict
+    done: list[Fault] = field(default_factory=list)  # faults that found their target
+
+
+def run_pids(supervisor: int) -> list[int]:
+    """Every process started by the run of ``supervisor`` (its environment says so)."""
+    mark = f"RKPIPE_SUPERVISOR_PID={supervisor}".encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if mark in (d / "environ").read_bytes().split(b"\0"):
+                found.append(int(d.name))
+        except OSError:
+            continue
+    return found
+
+
+def instance_pid(supervisor: int, instance: str) -> int | None:
+    """The PID of stage ``instance`` of the run of ``supervisor``, if it is running."""
+    for pid in run_pids(supervisor):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if instance.encode() in cmd:
+            return pid
+    return None
+
+
+def run_with_faults(
+    graph: Path,
+    faults: list[Fault],
+    stats_out: Path,
+    timeout_s: float = 180,
+    extra_args: tuple[str, ...] = (),
+) -> Outcome:
+    """Run ``graph`` to its end, delivering ``faults``; the run's result and stats."""
+    run = start_rkpipe(
+        "run", str(graph), "--no-live", "--stats-out", str(stats_out), *extra_args,
+        env={"PYTHONPATH": str(TEST_STAGES)},
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    ready_at = None
+    done: list[Fault] = []
+    t0 = time.monotonic()
+    pending = list(faults)
+    try:
+        while run.poll() is None and time.monotonic() - t0 < timeout_s:
+            if ready_at is None and any(" processes running" in line for line in lines):
+                ready_at = time.monotonic()
+            now = time.monotonic()
+            for fault in list(pending):
+                base = t0 if fault.before_ready else ready_at
+                if base is None or now - base < fault.at_s:
+                    continue
+                pending.remove(fault)
+                pid = (
+                    run.pid if fault.target == "supervisor" else instance_pid(run.pid, fault.target)
+                )
+                if pid is not None:
+                    try:
+                        os.kill(pid, fault.sig)
+                        done.append(fault)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.02)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.wait(30)
+        reader.join(timeout=10)
+    stats = json.loads(stats_out.read_text()) if stats_out.exists() else {}
+    return Outcome(run.returncode, "".join(lines), stats, done)
+
+
+def check_invariant(outcome: Outcome, sinks: dict[str, Path | None], kills: Counter) -> list[str]:
+    """What breaks the invariant, per stream and sink (empty when it held): the run's own
+    check must say exact, each sink's account must add up to what was produced, and its
+    JSONL file must hold each frame at most once, in order, and (but for the one frame a
+    sink killed mid-commit may have written) exactly the frames counted delivered."""
+    problems = []
+    stats = outcome.stats
+    if not stats.get("exact"):
+        problems.append("the run says it was not exact")
+    for stream, entry in stats.get("streams", {}).items():
+        for sink, path in sinks.items():
+            acc = entry["sinks"].get(sink)
+            if acc is None:
+                problems.append(f"{stream} -> {sink}: no account")
+                continue
+            if acc["delivered"] + acc["dropped"] != entry["produced"]:
+                problems.append(f"{stream} -> {sink}: {acc} does not add up to {entry['produced']}")
+            if path is None or not path.exists():  # a sink whose file is not one line a frame
+                continue
+            rows = read_jsonl(path)
+            frames = [r["seq"] for r in rows if r["stream"] == stream and "frame" in r["arrays"]]
+            if frames != sorted(set(frames)):
+                dup = [s for s, n in Counter(frames).items() if n > 1]
+                problems.append(f"{stream} -> {sink}: out of order or twice (twice: {dup[:5]})")
+            slack = kills.get(sink, 0)
+            if not acc["delivered"] <= len(set(frames)) <= acc["delivered"] + slack:
+                problems.append(
+                    f"{stream} -> {sink}: {len(set(frames))} frames in the file, "
+                    f"{acc['delivered']} counted delivered"
+                )
+    return problems
