@@ -129,3 +129,13 @@ def prepare_outputs(config: BaseModel, stage: str, graph_dir: Path) -> None:
     StageSetupError names the first that cannot."""
     for name, reason in _problems(config, graph_dir, make=True):
         raise StageSetupError(f"stages.{stage}.{name}: {reason}")
+
+
+def declared_outputs(config: BaseModel, graph_dir: Path) -> list[tuple[str, Path]]:
+    """Where a stage's config says it writes: (option, absolute path or ``{stream}``
+    template), for the end-of-run summary."""
+    return [
+        (name, mark.resolve(str(value), graph_dir))
+        for name, mark in output_fields(type(config)).items()
+        if (value := getattr(config, name))
+    ]

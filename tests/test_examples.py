@@ -33,6 +33,7 @@ def test_readme_custom_stage_example_runs_as_written(tmp_path: Path, no_leaks) -
     (tmp_path / "brightness.toml").write_text(_block("toml", "wire it into a graph"))
     res = run_rkpipe("run", "brightness.toml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    assert "rkpipe: out wrote out/brightness.jsonl (path)" in res.stderr  # where, said at the end
     rows = read_jsonl(tmp_path / "out" / "brightness.jsonl")
     assert len(rows) == 100
     assert all(isinstance(r["meta"]["brightness"], float) for r in rows)

@@ -78,6 +78,7 @@ class Inputs:
         token: str = "",
         finished: set[str] | frozenset[str] = frozenset(),
         may_give_up: Callable[[int], bool] | None = None,
+        extra_window: int = 0,
     ) -> None:
         self.spec = spec
         self.reader = reader
@@ -91,7 +92,7 @@ class Inputs:
                 spec.instance,
                 spec.stage,
                 spec.replica,
-                spec.window,
+                spec.window + extra_window,
                 token,
                 _server_key(spec.input_curve.get(stage)),
             )
@@ -169,10 +170,12 @@ class Inputs:
     def peek(self) -> Link | None:
         return self.ready[0] if self.ready else None
 
-    def take(self) -> Link:
-        """The next link in order; its credit goes back to its producer."""
+    def take(self, credit: bool = True) -> Link:
+        """The next link in order; its credit goes back to its producer now, or, with
+        ``credit=False``, when the caller says (``link.inlet.credit()``)."""
         link = self.ready.popleft()
-        link.inlet.credit()
+        if credit:
+            link.inlet.credit()
         return link
 
     def chain(self, path: str, stream: str) -> Chain:

@@ -67,6 +67,8 @@ class StageWorker:
             self.token,
             set(job.finished),
             self._may_give_up,
+            # a device stage holds its frames' credits until the device is done with them
+            extra_window=max(0, int(stage.overlap)),
         )
         self.outputs = (
             Outputs(spec, self.pool, self.reader, self.token, self._rejected)
@@ -232,7 +234,11 @@ class StageWorker:
         while not self.stopping and (nxt := self.inputs.peek()) is not None:
             if self.outputs is not None and not self.outputs.ready(nxt.stream):
                 return
-            self.handle(self.inputs.take())
+            # A stage that waits on a device keeps a frame's credit until the device is done
+            # with it: producers then send to the replica that is free, not to one whose
+            # device already has a frame queued (below capacity, frames never wait there).
+            deferred = self._executor is not None and nxt.d.kind == MSG
+            self.handle(self.inputs.take(credit=not deferred))
 
     # -- one link --------------------------------------------------------------------------------
     def handle(self, link: Link, restored: bool = False) -> None:
@@ -245,6 +251,8 @@ class StageWorker:
             lost, chain = 0, None  # taken, but died before it went on: it goes on now
         if lost is None:  # already taken: a copy, never processed twice
             self.stats.count_event("duplicate")
+            if self._executor is not None and d.kind == MSG:
+                link.inlet.credit()
             return
         if d.kind != MSG and self.pending:
             self.collect()  # a marker never overtakes results still in the stage thread
@@ -328,6 +336,7 @@ class StageWorker:
         while self.pending and (len(self.pending) > wait_until or self.pending[0][2].done()):
             link, acct, fut = self.pending.popleft()
             out, took = fut.result()
+            link.inlet.credit()  # the device is done with it (see work)
             self._finish_item(link, acct, out, took)
 
     def _wake(self, _fut: Future) -> None:

@@ -3,6 +3,7 @@ sink, how each camera fared, and a hint when sources dropped most of their frame
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .delivery import summary_lines
@@ -24,6 +25,7 @@ def final_lines(stats: dict[str, Any]) -> list[str]:
         lines.append(f"rkpipe: delivery ({verdict}: every frame delivered once or counted once):")
         lines += summary_lines({"streams": stats["streams"]})
     lines += _camera_lines(stats.get("health", {}))
+    lines += _output_lines(stats.get("outputs", {}))
     hint = bottleneck_hint(stats)
     if hint:
         lines.append(f"rkpipe: hint: {hint}")
@@ -45,6 +47,18 @@ def _camera_lines(health: dict[str, dict[str, Any]]) -> list[str]:
             f"rkpipe: {stream} was down {took} in {outages} outage{'s' * (outages != 1)}"
             f"{ended}{detail}"
         )
+    return out
+
+
+def _output_lines(outputs: dict[str, dict[str, str]]) -> list[str]:
+    """Where each stage wrote (paths relative to here when they are below it)."""
+    here = Path.cwd()
+    out = []
+    for stage, keys in outputs.items():
+        for key, path in keys.items():
+            p = Path(path)
+            shown = p.relative_to(here) if p.is_relative_to(here) else p
+            out.append(f"rkpipe: {stage} wrote {shown} ({key})")
     return out
 
 

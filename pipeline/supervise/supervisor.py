@@ -40,6 +40,7 @@ from ..errors import (
 from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
 from ..health import HealthFile
+from ..outputs import declared_outputs
 from ..runtime.child import PARENT_ENV
 from ..runtime.job import JOB_ENV, TOKEN_ENV, Job
 from ..runtime.ledger import Ledger
@@ -558,6 +559,7 @@ class Supervisor:
         }
         disabled = {n for n, c in self.children.items() if c.disabled}
         stopped = self.killed or self.cut_short
+        graph_dir = self.graph.graph_dir
         now = time.time()
         for h in self.health.values():  # an outage still going at the end counts to here
             if h["state"] != "live":
@@ -575,6 +577,11 @@ class Supervisor:
             "exact": delivery["exact"],
             "streams": delivery["streams"],
             "health": self.health,
+            "outputs": {
+                name: {key: str(path) for key, path in declared_outputs(sdef.config, graph_dir)}
+                for name, sdef in self.graph.stages.items()
+                if declared_outputs(sdef.config, graph_dir)
+            },
             "disabled": sorted(disabled),
             "control_rejected": self.rejected,
         }

@@ -8,7 +8,7 @@ event the first left on the message, so a message carries at most one snapshot p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -40,6 +40,7 @@ __all__ = [
     "relative_points",
     "to_pixels",
     "tracked",
+    "unique_names",
 ]
 
 ALL_STREAMS = "*"
@@ -99,6 +100,16 @@ def one_or_many_schema(schema: dict[str, Any]) -> None:
 def _true_or_folder_schema(schema: dict[str, Any]) -> None:
     """The JSON Schema of ``snapshot``, which also takes true/false or a folder name."""
     schema["anyOf"] = [*schema["anyOf"], {"type": "boolean"}, {"type": "string"}]
+
+
+def unique_names(what: str) -> Callable[[Any], Any]:
+    """A field validator: entries given, and names unique per stream (see check_unique)."""
+
+    def check(table: Any) -> Any:
+        check_unique(table, what)
+        return table
+
+    return check
 
 
 def check_unique(table: Mapping[str, Sequence[Any]], what: str) -> None:

@@ -24,12 +24,12 @@ from stages.analytics.base import (
     AnalyticsConfig,
     PerStreamAnalytics,
     Point,
-    check_unique,
     for_stream,
     one_or_many,
     one_or_many_schema,
     relative_points,
     to_pixels,
+    unique_names,
 )
 from stages.events import line_crossing_event
 from stages.line_crossing.counter import CrossingEvent, LineCounter
@@ -75,12 +75,7 @@ class LineCrossingConfig(AnalyticsConfig):
     )
 
     _one_or_many = field_validator("lines", mode="before")(one_or_many)
-
-    @field_validator("lines")
-    @classmethod
-    def _unique(cls, v: dict[str, list[LineSpec]]) -> dict[str, list[LineSpec]]:
-        check_unique(v, "line")
-        return v
+    _unique = field_validator("lines")(unique_names("line"))
 
 
 class LineCrossing(PerStreamAnalytics[LineCrossingConfig, LineCounter]):

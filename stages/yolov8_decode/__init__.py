@@ -6,8 +6,6 @@ from __future__ import annotations
 from stages.yolov8_decode.decode import (
     QuantParams,
     decode_yolov8,
-    decode_yolov8_split,
-    decode_yolov8_stock,
 )
 from stages.yolov8_decode.stage import YoloV8Decode
 
@@ -15,6 +13,4 @@ __all__ = [
     "QuantParams",
     "YoloV8Decode",
     "decode_yolov8",
-    "decode_yolov8_split",
-    "decode_yolov8_stock",
 ]

@@ -25,7 +25,7 @@ from pipeline.errors import ModelError
 from stages.letterbox.geometry import LetterboxGeometry, unletterbox_boxes
 from stages.yolov8_decode.heads import Head, QuantParams, dequantize, split_heads
 
-__all__ = ["QuantParams", "decode_yolov8", "decode_yolov8_split", "decode_yolov8_stock"]
+__all__ = ["QuantParams", "decode_yolov8", "split_candidates", "stock_candidates"]
 
 _Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]  # anchor index, score, class id
 
@@ -132,16 +132,11 @@ def _finish(
     return Detections(boxes, score[keep], cls[keep])
 
 
-def decode_yolov8_stock(
-    output: np.ndarray,
-    conf: float = 0.25,
-    iou: float = 0.45,
-    classes: Sequence[int] | None = None,
-    max_det: int = 300,
-    geometry: LetterboxGeometry | None = None,
-    quant: QuantParams | None = None,
-) -> Detections:
-    """Decode the stock Ultralytics output (1, 4 + nc, N) or its transpose (1, N, 4 + nc)."""
+def stock_candidates(
+    output: np.ndarray, conf: float, quant: QuantParams | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (xyxy), scores and classes above ``conf`` in the stock Ultralytics output
+    (1, 4 + nc, N) or its transpose (1, N, 4 + nc), before NMS."""
     batched = output.ndim == 3 and output.shape[0] == 1
     pred = output[0] if batched else output
     if pred.ndim == 2 and pred.shape[0] > pred.shape[1]:
@@ -153,24 +148,19 @@ def decode_yolov8_stock(
     idx, score, cls = _best_class(pred[4:], conf, quant)
     cxcy, half = np.split(dequantize(pred[:4, idx], quant), 2)
     half *= np.float32(0.5)
-    xyxy = np.concatenate([cxcy - half, cxcy + half]).T
-    return _finish(xyxy, score, cls, conf, iou, classes, max_det, geometry)
+    return np.concatenate([cxcy - half, cxcy + half]).T, score, cls
 
 
-def decode_yolov8_split(
+def split_candidates(
     outputs: Sequence[np.ndarray],
-    conf: float = 0.25,
-    iou: float = 0.45,
-    classes: Sequence[int] | None = None,
-    max_det: int = 300,
-    geometry: LetterboxGeometry | None = None,
+    conf: float,
     quant: Sequence[QuantParams | None] | None = None,
     strides: Sequence[int] = (8, 16, 32),
-) -> Detections:
-    """Decode the RKNN split head (6 or 9 tensors); ``quant`` is one entry per tensor."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same for the RKNN split head (6 or 9 tensors; ``quant`` one entry per tensor)."""
     parts = [_decode_head(head, conf) for head in split_heads(outputs, quant, strides)]
     xyxy, score, cls = (np.concatenate(p) for p in zip(*parts, strict=True))
-    return _finish(xyxy, score, cls, conf, iou, classes, max_det, geometry)
+    return xyxy, score, cls
 
 
 def decode_yolov8(
@@ -189,6 +179,7 @@ def decode_yolov8(
     ``max_det``, best first. Boxes are in source pixels with ``geometry``, else input pixels.
     ``quant`` holds (zero_point, scale) per output (None for a float one)."""
     if len(outputs) == 1:
-        qp = quant[0] if quant else None
-        return decode_yolov8_stock(outputs[0], conf, iou, classes, max_det, geometry, qp)
-    return decode_yolov8_split(outputs, conf, iou, classes, max_det, geometry, quant)
+        found = stock_candidates(outputs[0], conf, quant[0] if quant else None)
+    else:
+        found = split_candidates(outputs, conf, quant)
+    return _finish(*found, conf, iou, classes, max_det, geometry)

@@ -25,12 +25,12 @@ from stages.analytics.base import (
     AnalyticsConfig,
     PerStreamAnalytics,
     Point,
-    check_unique,
     for_stream,
     one_or_many,
     one_or_many_schema,
     relative_points,
     to_pixels,
+    unique_names,
 )
 from stages.events import zone_enter_event, zone_exit_event
 from stages.zones.monitor import ZoneEvent, ZoneMonitor
@@ -73,12 +73,7 @@ class ZonesConfig(AnalyticsConfig):
     forget_after_s: float = Field(2.0, gt=0, description="unseen this long: the track left")
 
     _one_or_many = field_validator("zones", mode="before")(one_or_many)
-
-    @field_validator("zones")
-    @classmethod
-    def _unique(cls, v: dict[str, list[ZoneSpec]]) -> dict[str, list[ZoneSpec]]:
-        check_unique(v, "zone")
-        return v
+    _unique = field_validator("zones")(unique_names("zone"))
 
 
 class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):

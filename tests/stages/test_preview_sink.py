@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,19 +27,8 @@ from pipeline.messages import Message
 from pipeline.stage import Context
 from stages.sinks.preview.server import BOUNDARY
 from stages.sinks.preview.stage import PreviewSink
-from support.browser import Browser, chromium_path
+from support.browser import FLAGS, Browser, chromium_path
 from support.rkpipe import poll_for, start_rkpipe, write_graph
-
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _group_alive(pgid: int) -> bool:
@@ -57,14 +45,14 @@ def _group_alive(pgid: int) -> bool:
 def chromium(tmp_path: Path):
     """Run headless Chromium (fresh profile per call) in its own process group, and kill that
     group afterwards, whatever happened, so no browser process outlives the test."""
-    exe = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(exe).exists():
+    exe = chromium_path()
+    if exe is None:
         pytest.fail("this test needs Chromium: apt-get install chromium")
     groups: list[int] = []
 
     def run(*args: str, timeout: float = 40) -> str:
         profile = tmp_path / f"profile{len(groups)}"
-        cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+        cmd = [exe, *FLAGS, f"--user-data-dir={profile}", *args]
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
         )

@@ -17,7 +17,7 @@ from pipeline.errors import StageSetupError
 from pipeline.stage import Context
 from stages.sinks.video import VideoSink
 from stages.synthetic import Scene
-from support.chromium import chromium_exe, dump_dom
+from support.browser import chromium_path, dump_dom
 from support.rkpipe import read_jsonl, run_rkpipe, write_graph
 
 BOX = (60, 150, 200, 250)  # the fixed box rk_test_overlay adds (track 999)
@@ -191,7 +191,7 @@ def test_without_pyav_it_writes_mp4v_and_says_why(tmp_path, monkeypatch, caplog)
 
 @pytest.mark.integration
 def test_a_recording_plays_in_headless_chromium(tmp_path: Path, no_leaks) -> None:
-    exe = chromium_exe()
+    exe = chromium_path()
     if exe is None:
         pytest.fail("this test needs Chromium: apt-get install chromium")
     graph = write_graph(

@@ -18,7 +18,7 @@ from typing import Any
 
 import websocket
 
-__all__ = ["Browser", "chromium_path"]
+__all__ = ["FLAGS", "Browser", "chromium_path", "dump_dom"]
 
 FLAGS = [
     "--headless",
@@ -35,6 +35,22 @@ FLAGS = [
 def chromium_path() -> str | None:
     exe = shutil.which("chromium") or "/usr/bin/chromium"
     return exe if Path(exe).exists() else None
+
+
+def dump_dom(exe: str, url: str, profile: Path, *args: str, timeout: float = 60) -> str:
+    """The page's DOM after its scripts ran, from a fresh profile; the browser's whole
+    process group is killed afterwards so nothing outlives the call."""
+    cmd = [exe, *FLAGS, f"--user-data-dir={profile}", *args, "--dump-dom", url]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return out.decode()
 
 
 class Browser:

@@ -33,7 +33,7 @@ from stages.infer.rknn_export.verify import (
     onnx_outputs,
 )
 from stages.infer.sim_outputs import split_to_stock
-from stages.yolov8_decode.decode import decode_yolov8_stock
+from stages.yolov8_decode.decode import decode_yolov8
 
 __all__ = ["SCORE_SLACK", "CutCheck", "SimCheck", "check_cut", "check_sim", "uncapped_agreement"]
 
@@ -91,7 +91,7 @@ def check_cut(original: Any, cut: Any, images: Sequence[np.ndarray], conf: float
         and np.all(np.abs(c[4:] - r[4:]) <= SCORE_ATOL + SCORE_RTOL * np.abs(r[4:]))
         for r, c in zip(refs, cands, strict=True)
     )
-    ref_dets = [decode_yolov8_stock(r[None], conf=conf) for r in refs]
+    ref_dets = [decode_yolov8([r[None]], conf=conf) for r in refs]
     boxes = agreement(ref_dets, decode_all(cut_outs, conf))
     result = CutCheck(tensors, boxes, conf, exact)
     if not result.passed:
