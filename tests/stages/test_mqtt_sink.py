@@ -91,10 +91,14 @@ def test_every_event_arrives_valid_on_its_topic_with_retained_status(
         VALIDATOR.validate(ev)
         where = ev.get("line", ev.get("zone", ""))
         assert topic == f"site/{ev['stream']}/{ev['type']}" + (f"/{where}" if where else "")
-    # per stream, plain strings: online while frames come, offline once it ended
+    # per stream, plain strings: online while frames come, offline once it ended (values are
+    # sent again after a reconnect, which a loaded machine can cause: count the changes)
+    def changes(values: list[bytes]) -> list[bytes]:
+        return [v for i, v in enumerate(values) if i == 0 or values[i - 1] != v]
+
     for cam in ("cam0", "cam1"):
-        assert sub.on(f"rkpipe/{cam}/status") == [b"online", b"offline"]
-    assert sub.on("rkpipe/status") == [b"online", b"offline"]
+        assert changes(sub.on(f"rkpipe/{cam}/status")) == [b"online", b"offline"]
+    assert changes(sub.on("rkpipe/status")) == [b"online", b"offline"]
     retained = {t: p for t, p, r in late.messages if r}
     assert retained["rkpipe/status"] == retained["rkpipe/cam0/status"] == b"offline"
 
