@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .cpus import format_cpus, parse_cpus
+from .cpus import Topology, format_cpus, topology_for
 from .errors import EXIT_INTERRUPTED, GraphError, RkpipeError
 from .graph.load import load_graph
 from .graph.plan import make_plan
@@ -25,9 +25,9 @@ from .stats.summary import final_lines
 __all__ = ["main"]
 
 
-def _cpu_set(text: str) -> set[int]:
+def _machine(text: str) -> Topology:
     try:
-        return parse_cpus(text)
+        return topology_for(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -82,9 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("graph", type=Path)
     val.add_argument(
         "--cpus",
-        type=_cpu_set,
-        metavar="LIST",
-        help="validate for a machine with these CPUs, e.g. 0-7",
+        type=_machine,
+        metavar="LIST|BOARD",
+        help="validate for a machine with these CPUs, e.g. 0-7, or a board: rk3588",
     )
     show = sub.add_parser(
         "graph",
@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Show the processes a graph becomes, their CPUs and sockets.",
     )
     show.add_argument("graph", type=Path)
-    show.add_argument("--cpus", type=_cpu_set, metavar="LIST", help="as for validate")
+    show.add_argument("--cpus", type=_machine, metavar="LIST|BOARD", help="as for validate")
     for name in sorted(commands()):  # registered subcommands; each parses its own arguments
         main_fn = command(name)
         doc = (main_fn.__doc__ or "").strip().splitlines() if main_fn else []
@@ -111,10 +111,12 @@ def cmd_graph(args: argparse.Namespace) -> int:
     graph = load_graph(args.graph, cpus=args.cpus)
     plan = make_plan(graph, "RUN", "/tmp/rkpipe-RUN")
     print(f"pipeline {graph.settings.name!r} from {args.graph}: {len(plan.instances)} processes")
+    print(f"CPUs {graph.topology.describe()}")
     for name in plan.order():
+        named = graph.stages[name].common.cpus
         for inst in plan.by_stage(name):
-            cpus = format_cpus(inst.cpus)
-            row = f"{inst.instance:<16} {inst.uses:<18} cpus {cpus:<8} slots {inst.pool_slots:<4}"
+            cpus = format_cpus(inst.cpus) + (f" ({named})" if isinstance(named, str) else "")
+            row = f"{inst.instance:<16} {inst.uses:<18} cpus {cpus:<14} slots {inst.pool_slots:<4}"
             print(f"  {row} {inst.endpoint}")
             if inst.inputs:
                 print(

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterable
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from .context import Context
 from .messages import Message
+
+if TYPE_CHECKING:
+    from .doctor.check import Check, DoctorContext
 
 __all__ = ["Context", "Outputs", "Source", "Stage", "StageConfig"]
 
@@ -72,6 +75,18 @@ class Stage(Generic[C]):
         """Per-replica option overrides, for stages that decide their own replica count
         (inference: one process per entry of ``npu_cores``). None means use ``replicas``."""
         return None
+
+    @classmethod
+    def doctor(cls, config: StageConfig, ctx: DoctorContext) -> list[Check]:
+        """What ``rkpipe doctor GRAPH`` checks for this stage on this machine, beyond its
+        options (a model loads, a camera or broker answers); nothing by default."""
+        return []
+
+    @classmethod
+    def frame_bytes(cls, config: StageConfig) -> int:
+        """About how many bytes one message's arrays take in this stage's shared-memory
+        pool, to size /dev/shm (``rkpipe doctor``); 0 for stages that write none."""
+        return 0
 
     def setup(self, ctx: Context) -> None:
         """Open resources (models, devices, files). Runs in the stage's own process."""

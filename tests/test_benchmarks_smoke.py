@@ -38,6 +38,30 @@ def test_sim_pipeline_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
     assert {"fps", "fraction", "latency_p50_ms", "latency_p99_ms", "profile"} <= set(case)
 
 
+def test_capture_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
+    out = tmp_path / "capture.json"
+    proc = run_bench("bench_capture.py", "--quick", "--json", str(out), timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "vs OpenCV" in proc.stdout
+    cases = json.loads(out.read_text())["cases"]
+    assert {"opencv/1080p", "ffmpeg/1080p", "opencv/640x360", "ffmpeg/640x360"} <= set(cases)
+    assert all(c["cpu_ms_per_frame"] > 0 and c["fps"] > 0 for c in cases.values())
+
+
+def test_board_check_runs_on_the_sim_and_writes_its_reports(tmp_path: Path, no_leaks: None) -> None:
+    args = ["--quick", "--backend", "sim", "--out", str(tmp_path)]
+    proc = run_bench("board_check.py", *args, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "board_report.json").read_text())
+    assert report["backend"] == "sim" and [r["core"] for r in report["inference"]] == [0, 1, 2]
+    assert {c["name"] for c in report["doctor"]} >= {"SoC", "CPU topology", "/dev/shm"}
+    rows = {r["measurement"]: r for r in report["comparison"]}
+    assert rows["NPU inference only, core 0"]["reference"] == 48.5
+    assert "2 live 640x360 streams at 30 FPS, slowest stream" in rows
+    table = (tmp_path / "board_report.md").read_text()
+    assert "| measurement | this machine | reference | ratio |" in table
+
+
 def test_onnx_pipeline_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
     out = tmp_path / "onnx.json"
     args = ["--quick", "--configs", "2x1", "--threads", "2", "--duration", "4"]

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 from zmq.auth import load_certificate
 
-from ..cpus import format_cpus
+from ..cpus import Topology, format_cpus, read_topology
 from ..errors import GraphError
 from ..outputs import output_problems
 from ..secrets import is_secret_name, mask, remember
@@ -36,7 +36,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["Graph", "StageDef", "available_cpus", "load_graph"]
+__all__ = ["Graph", "StageDef", "load_graph"]
 
 
 @dataclass
@@ -61,15 +61,11 @@ class Graph:
     path: Path
     settings: PipelineSettings
     stages: dict[str, StageDef]
+    topology: Topology  # the machine's CPUs, which resolve names such as "big:2"
 
     @property
     def graph_dir(self) -> Path:
         return self.path.parent
-
-
-def available_cpus() -> set[int]:
-    """CPU ids this process may run on."""
-    return set(os.sched_getaffinity(0))
 
 
 class _Problems:
@@ -86,9 +82,10 @@ class _Problems:
         self.items.append(f"{where} {dotted}: {text}" if dotted else f"{where}: {text}")
 
 
-def load_graph(path: str | Path, cpus: set[int] | None = None) -> Graph:
+def load_graph(path: str | Path, cpus: set[int] | Topology | None = None) -> Graph:
     """Parse and validate ``path``; raise GraphError listing every problem found.
-    ``cpus`` is the set of CPU ids to validate against (default: this machine's)."""
+    ``cpus`` is the machine to validate against: CPU ids (all alike) or a topology with
+    big and little cores (default: this machine's, from sysfs)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -129,12 +126,16 @@ def load_graph(path: str | Path, cpus: set[int] | None = None) -> Graph:
             stages[name] = sdef
     _check_links(raw_stages, stages, disabled, problems)
     _check_curve(stages, path.parent, problems)
-    _check_cpus(stages, available_cpus() if cpus is None else cpus, problems)
+    if isinstance(cpus, Topology):
+        topology = cpus
+    else:
+        topology = read_topology() if cpus is None else Topology.uniform(cpus, "given")
+    _check_cpus(stages, topology, problems)
     if not problems.items:
         _check_cycles(stages, problems)
     if problems.items:
         raise GraphError(problems.items)
-    return Graph(path, settings, stages)
+    return Graph(path, settings, stages, topology)
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a TOML key that needs no quotes
@@ -274,10 +275,15 @@ def _check_links(
         problems.add(("stages",), "no source stage; add a capture or synthetic stage")
 
 
-def _check_cpus(stages: dict[str, StageDef], cpus: set[int], problems: _Problems) -> None:
+def _check_cpus(stages: dict[str, StageDef], topology: Topology, problems: _Problems) -> None:
+    cpus = set(topology.cpus)
     have = format_cpus(cpus, empty="none")
     for name, sdef in stages.items():
         cpu_sets = sdef.common.cpus
+        if isinstance(cpu_sets, str):  # a name: placed from the topology
+            if why := topology.check(cpu_sets):
+                problems.add(("stages", name, "cpus"), why)
+            continue
         flat = [c for s in cpu_sets for c in (s if isinstance(s, list) else [s])]
         missing = sorted(set(flat) - cpus)
         if missing:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..cpus import CpuPlacer
 from .load import Graph, StageDef
 
 __all__ = ["InstanceSpec", "Plan", "make_plan"]
@@ -109,6 +110,7 @@ def make_plan(graph: Graph, run_id: str, ipc_dir: str) -> Plan:
         for inp in sdef.common.inputs:
             consumers[inp].append(name)
     slots = {n: _pool_slots(n, stages, consumers, counts, graph.settings.window) for n in stages}
+    placer = CpuPlacer(graph.topology)
     instances = []
     for name, sdef in stages.items():
         n = counts[name]
@@ -130,7 +132,7 @@ def make_plan(graph: Graph, run_id: str, ipc_dir: str) -> Plan:
                     replicas=n,
                     uses=sdef.common.uses,
                     options=options,
-                    cpus=_cpus(sdef, r),
+                    cpus=placer.place(sdef.common.cpus, r),
                     endpoint=_endpoint(sdef, name, r, n, ipc_dir),
                     inputs=inputs,
                     outputs=outputs,
@@ -164,13 +166,6 @@ def _key_file(sdef: StageDef, graph: Graph) -> str | None:
 def _replica_options(sdef: StageDef) -> list[dict[str, Any]]:
     per = sdef.cls.replica_options(sdef.config)
     return per if per else [{} for _ in range(sdef.common.replicas)]
-
-
-def _cpus(sdef: StageDef, replica: int) -> list[int]:
-    cpus = sdef.common.cpus
-    if cpus and isinstance(cpus[0], list):
-        return list(cpus[replica])
-    return list(cpus)  # type: ignore[arg-type]
 
 
 def _endpoint(sdef: StageDef, name: str, replica: int, n: int, ipc_dir: str) -> str:

@@ -8,8 +8,9 @@ import typing
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..cpus import CPU_NAME
 from ..secrets import mask_value
 
 __all__ = ["COMMON_KEYS", "PipelineSettings", "StageCommon", "format_validation_error"]
@@ -52,6 +53,9 @@ class PipelineSettings(BaseModel):
     )
 
 
+CpuSpec = list[int] | list[list[int]] | str
+
+
 class StageCommon(BaseModel):
     """Keys every ``[stages.NAME]`` table may have besides the stage's own options."""
 
@@ -60,7 +64,9 @@ class StageCommon(BaseModel):
     uses: str
     enabled: bool = Field(True, description="false: the stage is left out of the run")
     inputs: list[str] = Field(default_factory=list)
-    cpus: list[int] | list[list[int]] = Field(default_factory=list)
+    cpus: CpuSpec = Field(
+        default_factory=list, description='ids, one list per replica, or "big", "little:2", ...'
+    )
     replicas: int = Field(1, ge=1, le=64)
     partition: Literal["free", "stream"] = "free"
     pool_slots: int | None = Field(None, ge=2, le=512)
@@ -76,6 +82,14 @@ class StageCommon(BaseModel):
         "restart_limit), disable (the same, but past the limit the stage is left out and the "
         'run goes on), stop (end the run). Default: "disable" for sinks, else "restart"',
     )
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpu_name(cls, value: CpuSpec) -> CpuSpec:
+        if isinstance(value, str) and CPU_NAME.match(value) is None:
+            msg = 'CPU ids, one list per replica, or a name: "big", "little", "any", "big:2"'
+            raise ValueError(msg)
+        return value
 
 
 COMMON_KEYS = frozenset(StageCommon.model_fields)

@@ -95,6 +95,7 @@ class StageWorker:
         self._ended: set[str] = set()  # streams ended here; a second END is ignored
         self.run_dir = job.run_dir
         self._gone = gone_dir(self.run_dir)
+        self._control_lock = threading.Lock()  # a live source reports health from its reader
         self._next_gone_check = 0.0
         self.control = configure(zmq_context().socket(zmq.PUSH))
         self.control.connect(job.control)
@@ -184,7 +185,9 @@ class StageWorker:
 
     def notify(self, event: dict[str, Any]) -> None:
         msg = {"instance": self.spec.instance, "pid": os.getpid(), "token": self.token, **event}
-        self.control.send(packb(msg))
+        data = packb(msg)
+        with self._control_lock:  # a ZeroMQ socket is not for two threads at once
+            self.control.send(data)
 
     def report(self, force: bool = False) -> None:
         now = time.monotonic()

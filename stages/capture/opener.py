@@ -8,10 +8,13 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 
+from pipeline.netcheck import tcp_answer as host_answer
 from pipeline.secrets import mask, mask_url
+from pipeline.video_tools import opencv_backends
 from stages.synthetic.scene import is_scene_uri, parse_scene_uri
 
 __all__ = [
@@ -23,6 +26,7 @@ __all__ = [
     "has_gstreamer",
     "open_capture",
     "parse_source",
+    "tcp_answer",
 ]
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "srt", "udp", "tcp")
@@ -94,10 +98,23 @@ def parse_source(source: str | int) -> SourceSpec:
     return SourceSpec(Kind.FILE, text)
 
 
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "http": 80, "https": 443}
+
+
+def tcp_answer(url: str, timeout: float = 1.0) -> str:
+    """Whether the host of a stream URL answers on its port: ``""`` when it accepts a TCP
+    connection (or the scheme is not over TCP), else why not, as one line. A camera that
+    answers but is slow to send its first frame is still connecting, not down."""
+    parts = urlsplit(url)
+    port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    if parts.hostname is None or port is None:
+        return ""
+    return host_answer(parts.hostname, port, timeout)
+
+
 def has_gstreamer() -> bool:
     """Whether this OpenCV was built with the GStreamer video backend."""
-    found = re.search(r"^\s*GStreamer:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
-    return found is not None and found.group(1).upper().startswith("YES")
+    return opencv_backends()["GStreamer"]
 
 
 def gstreamer_missing(where: str) -> str:

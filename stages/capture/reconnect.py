@@ -1,17 +1,35 @@
 """Reconnecting a live source: exponential backoff with jitter, one warning per outage, an
-outage counter, and an optional limit after which the stream ends."""
+outage counter, an optional limit after which the stream ends, and the source's health as
+a person sees it (``connecting``, ``live``, ``reconnecting``, ``down``) with one readable
+reason.
+
+A camera that never answers is ``down`` from the first failed try, or within about a
+second when the first try hangs and ``answers`` finds that it does not answer (one that
+answers but is slow to send a first frame is still ``connecting``), and is retried all the
+while; one that was live and dropped is ``reconnecting``, and ``down`` once the outage
+passes ``down_after_s`` or the retries are given up.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Protocol
 
-__all__ = ["Backoff", "Reconnector"]
+__all__ = ["Backoff", "Reconnector", "Stream"]
 
-T = TypeVar("T")
+FIRST_ANSWER_S = 0.5  # a first open still pending this long asks whether the camera answers
+
+
+class Stream(Protocol):
+    """What a reconnector reopens: ``open`` returns whether it worked, ``error`` why not."""
+
+    error: str
+
+    def open(self) -> bool: ...
 
 
 class Backoff:
@@ -33,27 +51,76 @@ class Backoff:
         self.attempts = 0
 
 
-class Reconnector(Generic[T]):
-    """Reopens a source after it drops: logs the outage once, counts it, then retries with
-    backoff until ``open_fn`` returns something or ``max_attempts`` failures in a row."""
+class Reconnector:
+    """Opens a stream and reopens it after it drops: logs each outage once, counts it
+    (``count("reconnect")``), retries with backoff until it opens or ``max_attempts``
+    failures in a row, and reports every change of health through ``report(state, why)``."""
 
     def __init__(
         self,
-        open_fn: Callable[[], T | None],
+        stream: Stream,
         name: str,
         log: logging.Logger,
         count: Callable[[str], None],
+        report: Callable[[str, str], None],
         backoff: Backoff,
         max_attempts: int | None = None,
+        down_after_s: float = 30.0,
+        answers: Callable[[], str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.open_fn, self.name, self.log, self.count = open_fn, name, log, count
+        self.stream, self.name, self.log, self.count = stream, name, log, count
         self.backoff, self.max_attempts, self.sleep = backoff, max_attempts, sleep
+        self.down_after_s = down_after_s
+        self.answers = answers  # "" when the camera answers at all, else why not
+        self._report = report
         self.outages = 0
+        self.state = ""
+        self._detail = ""
+        self._was_live = False
         self._since: float | None = None
+        self._lock = threading.Lock()
+
+    def report(self, state: str, detail: str = "") -> None:
+        """Pass on a change of health (a repeat of the last report is not sent again)."""
+        with self._lock:
+            if (state, detail) == (self.state, self._detail):
+                return
+            self.state, self._detail = state, detail
+            self._report(state, detail)
+
+    def connect(self) -> bool:
+        """The first open; the source is ``down`` if it fails, or if it is still pending
+        after FIRST_ANSWER_S and ``answers`` says the camera does not answer (the open
+        itself may take ``open_timeout_s`` to fail)."""
+        self.report("connecting")
+        watchdog = threading.Timer(FIRST_ANSWER_S, self._no_answer)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            opened = self.stream.open()
+        finally:
+            watchdog.cancel()
+        if not opened:
+            self.lost(self.stream.error)
+        return opened
+
+    def _no_answer(self) -> None:
+        with self._lock:
+            pending = self.state == "connecting"
+        why = (self.answers() if self.answers else "") if pending else ""
+        if why and self.state == "connecting":
+            self.report("down", why)
+
+    def live(self) -> None:
+        """A frame arrived."""
+        self._was_live = True
+        if self.state != "live":
+            self.report("live")
 
     def lost(self, reason: str) -> None:
         """The source dropped (or never opened): warn and count once per outage."""
+        self.report("reconnecting" if self._was_live else "down", reason)
         if self._since is not None:
             return
         self._since = time.monotonic()
@@ -69,23 +136,30 @@ class Reconnector(Generic[T]):
             limit,
         )
 
-    def reopen(self) -> T | None:
-        """Retry until the source opens (returned) or the attempt limit is reached (None,
-        after logging an error)."""
+    def reopen(self) -> bool:
+        """Retry until the stream opens (True) or the attempt limit is reached (False,
+        after logging an error and reporting ``down``)."""
         while self.max_attempts is None or self.backoff.attempts < self.max_attempts:
             self.sleep(self.backoff.next_delay())
-            opened = self.open_fn()
-            if opened is not None:
+            if self.stream.open():
                 down = time.monotonic() - (self._since or time.monotonic())
                 self.log.info(
                     "%s: back after %.1fs (%d tries)", self.name, down, self.backoff.attempts
                 )
                 self.backoff.reset()
                 self._since = None
-                return opened
+                return True
+            self._failed(self.stream.error)
         self.log.error(
             "%s: giving up after %d failed reconnects; ending the stream",
             self.name,
             self.backoff.attempts,
         )
-        return None
+        self.report("down", f"gave up after {self.backoff.attempts} tries: {self._detail}")
+        return False
+
+    def _failed(self, reason: str) -> None:
+        """One more try failed: keep the reason current, and a long outage is ``down``."""
+        outage = time.monotonic() - (self._since or time.monotonic())
+        long = self.state == "down" or outage >= self.down_after_s
+        self.report("down" if long else "reconnecting", reason or self._detail)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from pipeline.doctor import Check, DoctorContext
 from pipeline.errors import StageSetupError
 from pipeline.keys import META_INFER_MS, META_QUANT, TENSOR, output_key
 from pipeline.messages import Message
@@ -115,6 +116,20 @@ class Infer(Stage[InferConfig]):
         if config.resolved_backend not in NPU_BACKENDS:
             return None
         return [{"npu_core": core} for core in config.npu_cores]
+
+    @classmethod
+    def frame_bytes(cls, config: StageConfig) -> int:
+        """About YOLOv8's outputs at 640: 84 x 8400 float32."""
+        return 84 * 8400 * 4
+
+    @classmethod
+    def doctor(cls, config: StageConfig, ctx: DoctorContext) -> list[Check]:
+        """The model loads here (on the board: on the NPU, and the runtime can read it)."""
+        assert isinstance(config, InferConfig)
+        from stages.infer.doctor import model_checks
+
+        path = (ctx.graph_dir / Path(config.model).expanduser()).resolve()
+        return model_checks(config.model, config.resolved_backend, path, ctx)
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config

@@ -33,6 +33,12 @@ class Letterbox(Stage[LetterboxConfig]):
     (RKNN: RGB uint8, 1xHxWx3; the NPU does the normalisation).
     """
 
+    @classmethod
+    def frame_bytes(cls, config: StageConfig) -> int:
+        assert isinstance(config, LetterboxConfig)
+        w, h = config.size
+        return w * h * 3 * (4 if config.layout == "nchw_float" else 1)
+
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx
         self._geom: dict[tuple[int, int], object] = {}

@@ -38,6 +38,11 @@ class SyntheticSource(Source[SyntheticSourceConfig]):
     """Frames of coloured boxes moving over a grey background; frame i is a pure function
     of (seed, i), so a restarted source continues exactly where it stopped."""
 
+    @classmethod
+    def frame_bytes(cls, config: StageConfig) -> int:
+        assert isinstance(config, SyntheticSourceConfig)
+        return config.width * config.height * 3
+
     def setup(self, ctx: Context) -> None:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)

@@ -20,6 +20,10 @@ from pydantic import ValidationError
 from pipeline.context import Context, InlineRuntime
 from pipeline.errors import SourceError, StageSetupError
 from stages.capture import Capture
+from stages.capture.decoder_errors import explain
+from stages.capture.decoder_ffmpeg import ffmpeg_size
+from stages.capture.decoder_gstreamer import gst_size
+from stages.capture.opencv_stream import FFMPEG_HINT
 from stages.capture.opener import Kind, has_gstreamer, parse_source
 from stages.capture.reconnect import Backoff
 from stages.synthetic import Scene
@@ -142,12 +146,12 @@ def test_a_file_that_is_not_a_video_is_a_setup_error(tmp_path: Path) -> None:
 
 def test_frames_are_decoded_straight_into_shared_memory(tmp_path: Path, monkeypatch) -> None:
     """OpenCV writes each frame into the pool slot itself: no copy on the way in or out."""
-    import stages.capture.stage as capture_stage
+    import stages.capture.opencv_stream as opencv_stream
     from pipeline.transport.framepool import FramePool
 
     copies = []
-    as_bgr = capture_stage._as_bgr
-    monkeypatch.setattr(capture_stage, "_as_bgr", lambda img: copies.append(1) or as_bgr(img))
+    as_bgr = opencv_stream.as_bgr
+    monkeypatch.setattr(opencv_stream, "as_bgr", lambda img: copies.append(1) or as_bgr(img))
     write_clip(tmp_path / "clip.mp4", 5)
     pool = FramePool(f"rkpipe-capturetest-{os.getpid()}", 8)
     cap = Capture(source="clip.mp4")
@@ -282,6 +286,14 @@ def test_source_kinds_and_their_live_default(source: str | int, kind: Kind, live
         ({"source": "rtsp://cam/1", "loop": True}, "loop", "replays a video file"),
         ({"source": "a.mp4", "resize": [4, 4]}, "resize", "between"),
         ({"source": "a.mp4", "fsp": 3}, "fsp", "Extra inputs"),
+        ({"source": "a.mp4", "decoder": "ffmpeg"}, "decoder", "reads network streams"),
+        ({"source": "rtsp://cam/1", "hwaccel": "rkmpp"}, "hwaccel", 'set decoder = "ffmpeg"'),
+        (
+            {"source": "rtsp://cam/1", "decoder": "gstreamer", "hwaccel": "cuda"},
+            "hwaccel",
+            'is for decoder = "ffmpeg"',
+        ),
+        ({"source": "a.mp4", "fps": 5}, "fps", "camera hint"),
     ],
 )
 def test_bad_options_are_rejected_before_anything_runs(options: dict, key: str, words: str) -> None:
@@ -289,6 +301,54 @@ def test_bad_options_are_rejected_before_anything_runs(options: dict, key: str, 
         Capture.Config(**options)
     (e,) = err.value.errors()
     assert e["loc"] == (key,) and words in e["msg"]
+
+
+@pytest.mark.parametrize(
+    ("output", "line"),
+    [  # what ffmpeg 5.1 and gst-launch 1.22 print (captured from real runs)
+        (
+            "[rtsp @ 0x5] method DESCRIBE failed: 401 Unauthorized\n"
+            "rtsp://u:s3cret@127.0.0.1:8612/cam: Server returned 401 Unauthorized",
+            "401 Unauthorized: wrong user or password",
+        ),
+        (
+            "ERROR: from element /GstPipeline:pipeline0/GstRTSPSrc:rtspsrc0: Not found\n"
+            "Not Found (404)",
+            "404 Not Found: no such stream path on the camera",
+        ),
+        (
+            "[tcp @ 0x5] Connection to tcp://127.0.0.1:8699?timeout=0 failed: Connection refused",
+            "connection refused: camera off or wrong port",
+        ),
+        (
+            "[tcp @ 0x5] Failed to resolve hostname nosuchhost.invalid: Name or service not known",
+            "host not found: check the camera's address",
+        ),
+        (
+            "no suitable plugins found:\nMissing decoder: H.265 (Main Profile) (video/x-h265)",
+            "codec not supported: no decoder for H.265 (Main Profile)",
+        ),
+        (
+            "Device creation failed: -1.\nDevice setup failed for decoder on input stream #0:0",
+            "hardware decoding is not available here (the hwaccel's device failed to open)",
+        ),
+        ("rtsp://admin:s3cret@cam/1: weird failure", "rtsp://admin:***@cam/1: weird failure"),
+        ("Stream #0:0: Video: h264", ""),
+    ],
+)
+def test_decoder_output_becomes_one_readable_line(output: str, line: str) -> None:
+    assert explain(output.splitlines()) == line
+
+
+def test_decoder_frame_sizes_are_read_from_their_output() -> None:
+    ff = "  Stream #0:0: Video: rawvideo (BGR[24] / 0x18524742), bgr24(pc, gbr), 640x360 [SAR 1:1"
+    assert ffmpeg_size(ff) == (640, 360)
+    assert ffmpeg_size("  Stream #0:0: Video: h264 (High), yuv420p(progressive), 1920x1080") is None
+    gst = "/GstPipeline:pipeline0/GstFdSink:fdsink0.GstPad:sink: caps = video/x-raw, "
+    assert gst_size(gst + "width=(int)320, height=(int)180, format=(string)BGR") == (320, 180)
+    assert (
+        gst_size("/GstPipeline:pipeline0/GstRTSPSrc:src: caps = video/x-raw, width=(int)3") is None
+    )
 
 
 def test_rtsp_password_is_masked_in_what_is_logged() -> None:
@@ -362,6 +422,36 @@ def test_live_source_gives_up_after_max_reconnects(tmp_path: Path, caplog) -> No
     assert msgs == [] and drops["reconnect"] == 1 and time.monotonic() - t0 < 5
     assert "cannot open it" in caplog.text and "reconnecting" in caplog.text
     assert "giving up after 2 failed reconnects; ending the stream" in caplog.text
+
+
+@pytest.mark.integration
+def test_an_opencv_stream_reports_its_health_as_the_camera_comes_and_goes(
+    tmp_path: Path,
+) -> None:
+    """Down while the camera never answered, live once frames flow, reconnecting (with why)
+    after it drops, live again when it is back."""
+    port = free_port()
+    runtime = InlineRuntime()
+    url = f"http://127.0.0.1:{port}/stream.mjpg"
+    cap = Capture(source=url, decoder="opencv", backoff_s=0.1, max_backoff_s=0.2)
+    cap.stream_id = "cam0"
+    cap.setup(Context(stage="cam0", graph_dir=tmp_path, runtime=runtime))
+    servers = [MjpegServer(port, level=60)]
+    try:
+        assert all(cap.read() is not None for _ in range(5))
+        servers[0].stop()
+        threading.Timer(1.0, lambda: servers.append(MjpegServer(port, level=200))).start()
+        levels = [read_stamp(cap.read().frame)["level"] for _ in range(10)]
+    finally:
+        cap.close()
+        for server in servers:
+            server.stop()
+    assert levels[-1] > 150  # the second camera's frames
+    states = [
+        s for i, (s, _) in enumerate(runtime.health) if i == 0 or runtime.health[i - 1][0] != s
+    ]
+    assert states == ["connecting", "down", "live", "reconnecting", "live"], runtime.health
+    assert runtime.health[1] == ("down", f"cannot open it{FFMPEG_HINT}")
 
 
 @pytest.mark.integration

@@ -33,8 +33,10 @@ __all__ = [
 
 
 def rkpipe_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a test runs rkpipe in: the repo and the test stages importable."""
-    return {**os.environ, **(extra or {}), "PYTHONPATH": f"{ROOT}:{TEST_STAGES}"}
+    """The environment a test runs rkpipe in: the repo, the test helpers (``support``) and
+    the test stages importable."""
+    path = f"{ROOT}:{ROOT / 'tests'}:{TEST_STAGES}"
+    return {**os.environ, **(extra or {}), "PYTHONPATH": path}
 
 
 def run_rkpipe(

@@ -22,9 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.doctor import Check, DoctorContext
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
-from pipeline.stage import Context, Stage
+from pipeline.netcheck import tcp_answer
+from pipeline.stage import Context, Stage, StageConfig
 from stages.sinks.mqtt.config import MqttSinkConfig
 from stages.sinks.mqtt.connection import Connection
 from stages.sinks.mqtt.discovery import Discovery
@@ -47,6 +49,17 @@ class MqttSink(Stage[MqttSinkConfig]):
     replicable = False
 
     # -- setup ---------------------------------------------------------------------------------
+    @classmethod
+    def doctor(cls, config: StageConfig, ctx: DoctorContext) -> list[Check]:
+        """The broker answers on its port."""
+        assert isinstance(config, MqttSinkConfig)
+        port = config.port or (8883 if config.tls else 1883)
+        why = tcp_answer(config.host, port, 2.0)
+        if why:
+            fix = "start the broker, or set host/port (RKPIPE_MQTT_HOST) to where it runs"
+            return [Check("broker", "fail", why, fix)]
+        return [Check("broker", "ok", f"{config.host}:{port} answers")]
+
     def setup(self, ctx: Context) -> None:
         cfg = self.config
         self.ctx, self.log, self.pipeline = ctx, ctx.log, ctx.pipeline
