@@ -16,7 +16,9 @@ dropping the oldest frame when behind.) Each case runs with one inference proces
 RK3588 pools do so a core never waits while its process copies outputs). Every run gets its
 own simulated cores (``RKPIPE_SIM_LOCK_DIR``), so nothing else on the machine shares them.
 
-Targets (printed, never asserted): >= 95% of ideal for 1 and 2 cores, >= 90% for 3 cores.
+Targets (printed, never asserted): file-like sources, >= 95% of ideal for 1 and 2 cores,
+>= 90% for 3 cores; live sources below capacity (``--live-fps``), frames that never queue:
+capture-to-sink p50 at most 12 ms beyond the inference itself, at 1, 2 and 6 streams.
 
     python benchmarks/bench_pipeline_sim.py [--quick] [--json OUT] [--cases 1,2,3]
         [--per-core 1,2] [--duration S] [--sim-ms MS] [--live-fps F]
@@ -39,6 +41,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import _graphs  # noqa: E402
 
 CASES = {1: (1, 0.95), 2: (2, 0.95), 3: (6, 0.90)}  # cores -> (streams, target fraction)
+LIVE_OVERHEAD_MS = 12.0  # live sources below capacity: p50 latency beyond inference
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,13 @@ def report(rows: list[tuple[Case, dict]], args: argparse.Namespace, elapsed: flo
         f"{'target':>8}{'lat p50':>9}{'p99 ms':>8}{'infer ms':>10}{'CPU ms/fr':>11}"
         f"{'CPU share':>11}{'per stream fps':>16}"
     )
+    live = bool(args.live_fps)
     for case, f in rows:
-        met = "ok" if f["fraction"] >= case.target else "MISSED"
+        if live:  # below capacity: the target is fresh frames, not throughput
+            overhead = f["latency_p50_ms"] - f["infer_ms_mean"]
+            met = "ok" if overhead <= LIVE_OVERHEAD_MS else "MISSED"
+        else:
+            met = "ok" if f["fraction"] >= case.target else "MISSED"
         per_stream = f["stream_fps"].values()
         spread = f"{min(per_stream):.1f}-{max(per_stream):.1f}"
         drops = f"  drops {f['source_drops']}" if f["source_drops"] else ""
@@ -105,6 +113,14 @@ def report(rows: list[tuple[Case, dict]], args: argparse.Namespace, elapsed: flo
             f"{f['ideal_fps']:>8.1f}{f['fraction']:>10.1%}{case.target:>7.0%} {met:<6}"
             f"{f['latency_p50_ms']:>6.0f}{f['latency_p99_ms']:>8.0f}{f['infer_ms_mean']:>10.2f}"
             f"{f['cpu_ms_per_frame']:>11.2f}{f['cpu_share']:>11.0%}{spread:>16}{drops}"
+        )
+    if live:
+        print(
+            f"target (live): capture-to-sink p50 at most {LIVE_OVERHEAD_MS:g} ms beyond infer ms; "
+            + ", ".join(
+                f"{c.cores}c{c.streams}s {f['latency_p50_ms'] - f['infer_ms_mean']:.1f} ms"
+                for c, f in rows
+            )
         )
     print(
         "infer ms: mean time of the backend call per frame, with any wait for a shared core; "

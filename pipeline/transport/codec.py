@@ -57,22 +57,32 @@ _LIMITS = {
 }
 
 
+_DTYPES: dict[str, np.dtype] = {}  # dtypes checked already (a handful in practice)
+
+
 def check_dtype(text: Any) -> np.dtype:
     """The dtype named by ``text`` if it is a plain number type (bool, int, uint, float of up
     to 8 bytes); TransportError for anything else (objects, records, strings)."""
+    dt = _DTYPES.get(text) if isinstance(text, str) else None
+    if dt is not None:
+        return dt
     try:
         dt = np.dtype(text) if isinstance(text, str) and len(text) <= 8 else None
     except TypeError:
         dt = None
     if dt is None or dt.kind not in "biuf" or dt.fields is not None or dt.itemsize > 8:
         raise TransportError(f"array dtype {str(text)[:20]!r} is not a plain number type")
+    if len(_DTYPES) < 64:
+        _DTYPES[text] = dt
     return dt
 
 
 def _check_shape(shape: Any) -> tuple[int, ...]:
-    ok = isinstance(shape, (list, tuple)) and len(shape) <= _MAX_DIMS
-    if not ok or not all(type(n) is int and 0 <= n < 1 << 40 for n in shape):
+    if not isinstance(shape, (list, tuple)) or len(shape) > _MAX_DIMS:
         raise TransportError(f"array shape {str(shape)[:40]} is not a list of sizes")
+    for n in shape:
+        if type(n) is not int or not 0 <= n < 1 << 40:
+            raise TransportError(f"array shape {str(shape)[:40]} is not a list of sizes")
     return tuple(shape)
 
 
@@ -210,8 +220,11 @@ class Decoded:
         self.skip = skip
 
 
+_LO, _HI = -(2**63), 2**63 - 1
+
+
 def _int(value: Any, what: str) -> int:
-    if type(value) is not int or not _INT64[0] <= value <= _INT64[1]:
+    if type(value) is not int or not _LO <= value <= _HI:
         raise TransportError(f"{what} is not an integer")
     return value
 
@@ -222,13 +235,18 @@ def _header(parts: list) -> list:
     header = unpackb(parts[0])
     if not isinstance(header, list) or len(header) != 10:
         raise TransportError("envelope header is not a 10-field list")
-    kind, stream, _, _, t_cap, _, more, meta, descs, acct = header
-    if kind not in (MSG, SKIP, END, EOS) or type(kind) is not int:
+    kind, stream, seq, prev, t_cap, t_mono, more, meta, descs, acct = header
+    if type(kind) is not int or kind not in (MSG, SKIP, END, EOS):
         raise TransportError(f"unknown envelope kind {str(kind)[:10]!r}")
     if kind != EOS and not (isinstance(stream, str) and STREAM_NAME.fullmatch(stream)):
         raise TransportError("stream name is not [A-Za-z0-9_-]{1,64}")
-    header[2], header[3] = _int(header[2], "seq"), _int(header[3], "prev")
-    header[5] = _int(header[5], "t_mono_ns")
+    if (
+        type(seq) is not int
+        or type(prev) is not int
+        or type(t_mono) is not int
+        or not (_LO <= seq <= _HI and _LO <= prev <= _HI and _LO <= t_mono <= _HI)
+    ):
+        raise TransportError("seq, prev or t_mono_ns is not an integer")
     if not isinstance(t_cap, (int, float)) or not isinstance(more, bool):
         raise TransportError("t_capture or more has the wrong type")
     if not isinstance(meta, dict) or not isinstance(descs, list):
@@ -298,8 +316,8 @@ def _slot_ref(wire: Any) -> SlotRef:
     if not ok:
         raise TransportError("shared-memory reference is not [segment, slot, gen, dtype, shape]")
     slot, gen = _int(wire[1], "slot"), _int(wire[2], "generation")
-    dt, shape = check_dtype(wire[3]), _check_shape(wire[4])
-    return SlotRef(wire[0], slot, gen, dt.str, shape)
+    check_dtype(wire[3])
+    return SlotRef(wire[0], slot, gen, wire[3], _check_shape(wire[4]))
 
 
 __all__ += ["STREAM_NAME", "FrameLost"]

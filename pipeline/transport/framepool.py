@@ -105,7 +105,7 @@ class _Segment:
         fresh = int(header[0]) != _MAGIC or (int(header[1]), int(header[2])) != (stride, slots)
         if create and fresh:
             header[_FIELDS:] = 0
-            header[:4] = (_MAGIC, stride, slots, 0)
+            header[:3] = (_MAGIC, stride, slots)
         elif not create:
             _check_layout(name, header, self.mm.size())
         self.stride, self.slots, self.slot_bytes = int(header[1]), int(header[2]), slot_bytes
@@ -168,12 +168,12 @@ class FramePool:
         if seg is None:
             seg = _Segment(f"{self.prefix}-{nbytes}", self.slots, nbytes, create=True)
             self._segments[nbytes] = seg
-            start = int(seg.header[3]) % self.slots  # a restart goes on round the ring
+            # a restart goes on round the ring after the slot written last (highest generation)
+            start = (int(np.argmax(seg.gens[: self.slots])) + 1) % self.slots
             self._order[nbytes] = deque([*range(start, self.slots), *range(start)])
         order = self._order[nbytes]
         slot = order.popleft()
         order.append(slot)
-        seg.header[3] = (slot + 1) % self.slots
         gen = int(seg.gens[slot])
         gen = gen + 1 if gen % 2 == 0 else gen + 2  # odd: being written
         seg.gens[slot] = gen
@@ -267,13 +267,13 @@ class PoolReader:
         """A read-only array over the slot; raises FrameLost if it was overwritten, or if the
         reference does not fit the segment (a slot past its end, an array larger than a slot)."""
         seg = self._segment(ref.segment)
-        nbytes = math.prod(ref.shape) * np.dtype(ref.dtype).itemsize
-        if not 0 <= ref.slot < seg.slots or nbytes > seg.stride:
+        dt = np.dtype(ref.dtype)
+        if not 0 <= ref.slot < seg.slots or math.prod(ref.shape) * dt.itemsize > seg.stride:
             msg = f"{ref.segment} slot {ref.slot} does not hold a {list(ref.shape)} array"
             raise TransportError(msg)
         if int(seg.gens[ref.slot]) != ref.gen:
             raise FrameLost(f"{ref.segment} slot {ref.slot} was overwritten")
-        arr = seg.view(ref.slot, np.dtype(ref.dtype), ref.shape)
+        arr = seg.view(ref.slot, dt, ref.shape)
         arr.flags.writeable = False
         key = id(arr)
 
