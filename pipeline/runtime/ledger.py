@@ -55,6 +55,10 @@ class Ledger:
             raise ValueError(msg)
         self._count = head[1:2]
         self._table = np.frombuffer(mm, _ENTRY, count=LEDGER_ENTRIES, offset=_HEADER)
+        # the columns, as views made once (a field lookup per write would cost more)
+        self._values = self._table["value"]
+        self._undo = self._table["undo"]
+        self._stamps = self._table["stamp"]
         self._index: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -113,7 +117,7 @@ class Ledger:
         ``stamp``: the number of the commit this write belongs to (see ``rollback``)."""
         with self._lock:
             i = self._slot(key)
-            value = int(self._table["value"][i]) + n
+            value = int(self._values[i]) + n
             self._write(i, value, stamp)
             return value
 
@@ -123,9 +127,9 @@ class Ledger:
 
     def _write(self, i: int, value: int, stamp: int) -> None:
         if stamp >= 0:  # keep what is replaced until the commit is done
-            self._table["undo"][i] = self._table["value"][i]
-            self._table["stamp"][i] = stamp
-        self._table["value"][i] = value
+            self._undo[i] = self._values[i]
+            self._stamps[i] = stamp
+        self._values[i] = value
 
     def rollback(self, prefix: str, committed: int) -> int:
         """Undo the writes of keys starting with ``prefix`` stamped after commit
@@ -134,9 +138,9 @@ class Ledger:
             self._refresh()
             undone = 0
             for key, i in self._index.items():
-                if key.startswith(prefix) and self._table["stamp"][i] > committed:
-                    self._table["value"][i] = self._table["undo"][i]
-                    self._table["stamp"][i] = committed
+                if key.startswith(prefix) and self._stamps[i] > committed:
+                    self._values[i] = self._undo[i]
+                    self._stamps[i] = committed
                     undone += 1
             return undone
 
@@ -147,7 +151,7 @@ class Ledger:
             if idx is None:
                 self._refresh()
                 idx = self._index.get(key)
-            return default if idx is None else int(self._table["value"][idx])
+            return default if idx is None else int(self._values[idx])
 
     # -- reading (anyone) -----------------------------------------------------------------------
     def snapshot(self) -> dict[str, int]:
@@ -162,5 +166,6 @@ class Ledger:
 
     def close(self) -> None:
         self._count = self._table = None  # type: ignore[assignment]
+        self._values = self._undo = self._stamps = None  # type: ignore[assignment]
         with contextlib.suppress(BufferError):  # a view is still alive: it goes with it
             self._mm.close()
