@@ -296,9 +296,9 @@ def test_sigkill_during_the_final_flush_loses_nothing(
     try:
         assert poll_for(lambda: len(sub.ids()) >= 12, timeout=20)
         broker.stop()
-        ev_done = re.compile(r"stats ev .*state=done")
-        assert poll_for(lambda: any(ev_done.search(line) for line in lines), timeout=30)
-        time.sleep(0.5)  # the sink takes the last frames and begins its flush
+        # the sink has taken every frame (each one's events are in the spool) and flushes
+        taken = re.compile(rf"stats mqtt .*frames={2 * frames}\b")
+        assert poll_for(lambda: any(taken.search(line) for line in lines), timeout=30)
         _kill_sink(proc)
         proc.wait(60)
         reader.join(10)
