@@ -8,12 +8,21 @@ event the first left on the message, so a message carries at most one snapshot p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.context import Context
 from pipeline.detections import DETECTIONS_PREFIX, Detections
@@ -31,6 +40,8 @@ __all__ = [
     "Anchor",
     "FrameSizeNeeded",
     "PerStreamAnalytics",
+    "PerStreamShapes",
+    "ShapeSpec",
     "Snapshots",
     "check_unique",
     "final_message",
@@ -40,7 +51,6 @@ __all__ = [
     "relative_points",
     "to_pixels",
     "tracked",
-    "unique_names",
 ]
 
 ALL_STREAMS = "*"
@@ -102,16 +112,6 @@ def _true_or_folder_schema(schema: dict[str, Any]) -> None:
     schema["anyOf"] = [*schema["anyOf"], {"type": "boolean"}, {"type": "string"}]
 
 
-def unique_names(what: str) -> Callable[[Any], Any]:
-    """A field validator: entries given, and names unique per stream (see check_unique)."""
-
-    def check(table: Any) -> Any:
-        check_unique(table, what)
-        return table
-
-    return check
-
-
 def check_unique(table: Mapping[str, Sequence[Any]], what: str) -> None:
     """Raise ValueError if no entry is given, or two entries a stream would see share a name."""
     if not any(table.values()):
@@ -124,6 +124,49 @@ def check_unique(table: Mapping[str, Sequence[Any]], what: str) -> None:
             where = "all streams" if stream == ALL_STREAMS else f"stream {stream!r}"
             msg = f"{what} names must be unique per stream; {where} has {dup} more than once"
             raise ValueError(msg)
+
+
+class ShapeSpec(BaseModel):
+    """A named line or zone of a stream, in frame pixels or, with ``relative``, in fractions
+    0-1 of the frame's width and height (placed at the stream's first frame)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str]  # "line" / "zone", in messages
+
+    name: str = Field(min_length=1)
+    relative: bool = Field(False, description="the coordinates are fractions 0-1 of the frame")
+
+    def points(self) -> list[Point]:
+        """The coordinates as given."""
+        raise NotImplementedError
+
+    def check_shape(self) -> None:
+        """Raise ValueError for a shape that cannot count anything (no length, no area)."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> ShapeSpec:
+        self.check_shape()
+        relative_points(self.points(), self.relative, f"{self.kind} {self.name!r}")
+        return self
+
+    def in_pixels(self, size: tuple[int, int] | None) -> list[Point]:
+        """The points in pixels of a frame of ``size`` (width, height)."""
+        return to_pixels(self.points(), self.relative, size, f"{self.kind} {self.name!r}")
+
+
+def _unique_per_stream(table: dict[str, list[ShapeSpec]], info: ValidationInfo) -> Any:
+    check_unique(table, (info.field_name or "shape").removesuffix("s"))
+    return table
+
+
+S = TypeVar("S", bound=ShapeSpec)
+# a config's table of shapes per stream name ("*": every stream); one shape may stand alone
+PerStreamShapes = Annotated[
+    dict[str, list[S]],
+    BeforeValidator(one_or_many),
+    AfterValidator(_unique_per_stream),
+    Field(json_schema_extra=one_or_many_schema),
+]
 
 
 class AnalyticsConfig(StageConfig):
@@ -246,11 +289,16 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
 
     replicable: ClassVar[bool] = False
     overlay_key: ClassVar[str]  # META_LINES / META_ZONES
-    counts_key: ClassVar[str]  # "lines" / "zones" in a counts event
+    shapes_key: ClassVar[str]  # the config's PerStreamShapes, and its part of a counts event
 
     def make(self, stream: str, size: tuple[int, int] | None) -> W | None:
         """The analyser for ``stream`` (``size``: its frames' width and height, for relative
         coordinates; None without a frame), or None when the stream has nothing to watch."""
+        shapes: list[ShapeSpec] = for_stream(getattr(self.config, self.shapes_key), stream)
+        return self.build({s.name: s.in_pixels(size) for s in shapes}) if shapes else None
+
+    def build(self, shapes: dict[str, list[Point]]) -> W:
+        """An analyser of ``shapes`` (name -> points in pixels)."""
         raise NotImplementedError
 
     def observe(self, msg: Message, analyser: W, det: Detections) -> list[dict[str, Any]]:
@@ -299,7 +347,7 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         return self.analysers[msg.stream]
 
     def _snapshot(self, msg: Message, analyser: W) -> None:
-        merge_counts(msg, **{self.counts_key: self.counts(analyser)}, run=self.ctx.run_id)
+        merge_counts(msg, **{self.shapes_key: self.counts(analyser)}, run=self.ctx.run_id)
 
     def process(self, msg: Message) -> Message:
         analyser = self._analyser(msg)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field
 
 from pipeline.detections import Detections
 from pipeline.keys import META_LINES
@@ -23,13 +23,9 @@ from pipeline.messages import Message
 from stages.analytics.base import (
     AnalyticsConfig,
     PerStreamAnalytics,
+    PerStreamShapes,
     Point,
-    for_stream,
-    one_or_many,
-    one_or_many_schema,
-    relative_points,
-    to_pixels,
-    unique_names,
+    ShapeSpec,
 )
 from stages.events import line_crossing_event
 from stages.line_crossing.counter import CrossingEvent, LineCounter
@@ -37,35 +33,26 @@ from stages.line_crossing.counter import CrossingEvent, LineCounter
 __all__ = ["LineCrossing", "LineCrossingConfig", "LineSpec"]
 
 
-class LineSpec(BaseModel):
-    """One counting segment from ``a`` to ``b`` in frame pixels, or with ``relative`` in
-    fractions 0-1 of the frame's width and height (placed at a stream's first frame)."""
+class LineSpec(ShapeSpec):
+    """One counting segment from ``a`` to ``b``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str] = "line"
 
-    name: str = Field(min_length=1)
     a: tuple[float, float]
     b: tuple[float, float]
-    relative: bool = Field(False, description="a and b are fractions 0-1 of the frame")
 
-    @model_validator(mode="after")
-    def _has_length(self) -> LineSpec:
+    def points(self) -> list[Point]:
+        return [self.a, self.b]
+
+    def check_shape(self) -> None:
         if self.a == self.b:
             msg = f"line {self.name!r} has zero length: a == b == {list(self.a)}"
             raise ValueError(msg)
-        relative_points((self.a, self.b), self.relative, f"line {self.name!r}")
-        return self
-
-    def in_pixels(self, size: tuple[int, int] | None) -> tuple[Point, Point]:
-        """(a, b) in pixels of a frame of ``size`` (width, height)."""
-        a, b = to_pixels((self.a, self.b), self.relative, size, f"line {self.name!r}")
-        return a, b
 
 
 class LineCrossingConfig(AnalyticsConfig):
-    lines: dict[str, list[LineSpec]] = Field(
-        json_schema_extra=one_or_many_schema,
-        description='stream name (or "*" for all) -> [{name, a = [x, y], b = [x, y]}]',
+    lines: PerStreamShapes[LineSpec] = Field(
+        description='stream name (or "*" for all) -> [{name, a = [x, y], b = [x, y]}]'
     )
     margin: float = Field(3.0, ge=0, description="hysteresis band either side of a line, px")
     tolerance: float = Field(4.0, ge=0, description="px past a segment's ends still counted")
@@ -73,9 +60,6 @@ class LineCrossingConfig(AnalyticsConfig):
     settle_after: int = Field(
         2, ge=1, description="sightings past a line, in the band, that count if it vanishes"
     )
-
-    _one_or_many = field_validator("lines", mode="before")(one_or_many)
-    _unique = field_validator("lines")(unique_names("line"))
 
 
 class LineCrossing(PerStreamAnalytics[LineCrossingConfig, LineCounter]):
@@ -86,15 +70,12 @@ class LineCrossing(PerStreamAnalytics[LineCrossingConfig, LineCounter]):
     """
 
     overlay_key: ClassVar[str] = META_LINES
-    counts_key: ClassVar[str] = "lines"
+    shapes_key: ClassVar[str] = "lines"
 
-    def make(self, stream: str, size: tuple[int, int] | None) -> LineCounter | None:
-        specs = for_stream(self.config.lines, stream)
-        if not specs:
-            return None
+    def build(self, shapes: dict[str, list[Point]]) -> LineCounter:
         c = self.config
         return LineCounter(
-            {s.name: s.in_pixels(size) for s in specs},
+            {name: (a, b) for name, (a, b) in shapes.items()},
             anchor=c.anchor,
             margin=c.margin,
             tolerance=c.tolerance,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field
 
 from pipeline.detections import Detections
 from pipeline.keys import META_ZONES
@@ -24,13 +24,9 @@ from pipeline.messages import Message
 from stages.analytics.base import (
     AnalyticsConfig,
     PerStreamAnalytics,
+    PerStreamShapes,
     Point,
-    for_stream,
-    one_or_many,
-    one_or_many_schema,
-    relative_points,
-    to_pixels,
-    unique_names,
+    ShapeSpec,
 )
 from stages.events import zone_enter_event, zone_exit_event
 from stages.zones.monitor import ZoneEvent, ZoneMonitor
@@ -38,42 +34,31 @@ from stages.zones.monitor import ZoneEvent, ZoneMonitor
 __all__ = ["ZoneSpec", "Zones", "ZonesConfig"]
 
 
-class ZoneSpec(BaseModel):
-    """One named polygon (at least 3 points, non-zero area) in frame pixels, or with
-    ``relative`` in fractions 0-1 of the frame's width and height."""
+class ZoneSpec(ShapeSpec):
+    """One named polygon (at least 3 points, non-zero area)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: ClassVar[str] = "zone"
 
-    name: str = Field(min_length=1)
     polygon: list[tuple[float, float]] = Field(min_length=3)
-    relative: bool = Field(False, description="the points are fractions 0-1 of the frame")
 
-    @model_validator(mode="after")
-    def _has_area(self) -> ZoneSpec:
+    def points(self) -> list[Point]:
+        return list(self.polygon)
+
+    def check_shape(self) -> None:
         p = self.polygon
         area = sum(p[i - 1][0] * p[i][1] - p[i][0] * p[i - 1][1] for i in range(len(p))) / 2
         if area == 0:
             msg = f"zone {self.name!r} has zero area: its points lie on one line"
             raise ValueError(msg)
-        relative_points(p, self.relative, f"zone {self.name!r}")
-        return self
-
-    def in_pixels(self, size: tuple[int, int] | None) -> list[Point]:
-        """The polygon in pixels of a frame of ``size`` (width, height)."""
-        return to_pixels(self.polygon, self.relative, size, f"zone {self.name!r}")
 
 
 class ZonesConfig(AnalyticsConfig):
-    zones: dict[str, list[ZoneSpec]] = Field(
-        json_schema_extra=one_or_many_schema,
-        description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]',
+    zones: PerStreamShapes[ZoneSpec] = Field(
+        description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]'
     )
     enter_frames: int = Field(2, ge=1, description="frames inside in a row to enter")
     exit_frames: int = Field(2, ge=1, description="frames outside in a row to leave")
     forget_after_s: float = Field(2.0, gt=0, description="unseen this long: the track left")
-
-    _one_or_many = field_validator("zones", mode="before")(one_or_many)
-    _unique = field_validator("zones")(unique_names("zone"))
 
 
 class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):
@@ -84,15 +69,12 @@ class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):
     """
 
     overlay_key: ClassVar[str] = META_ZONES
-    counts_key: ClassVar[str] = "zones"
+    shapes_key: ClassVar[str] = "zones"
 
-    def make(self, stream: str, size: tuple[int, int] | None) -> ZoneMonitor | None:
-        specs = for_stream(self.config.zones, stream)
-        if not specs:
-            return None
+    def build(self, shapes: dict[str, list[Point]]) -> ZoneMonitor:
         c = self.config
         return ZoneMonitor(
-            {s.name: s.in_pixels(size) for s in specs},
+            shapes,
             anchor=c.anchor,
             enter_frames=c.enter_frames,
             exit_frames=c.exit_frames,
