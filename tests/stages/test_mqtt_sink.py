@@ -6,6 +6,7 @@ and no secret is ever printed."""
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 from pipeline import Context, StageSetupError
 from stages.events import load_schema
 from stages.sinks.mqtt import MqttSink
+from stages.sinks.mqtt.connection import Connection
 from stages.sinks.mqtt.topics import render_topic
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
 from support.mqtt_graph import all_ids, graph_text, start_run
@@ -180,15 +182,44 @@ def test_broker_restart_mid_run_loses_no_event(
         proc.kill()
     assert proc.returncode == 0, err
     want = all_ids(frames, every)
-    assert poll_for(lambda: set(sub.ids()) >= want, timeout=10), sorted(want - set(sub.ids()))
+    assert poll_for(lambda: set(sub.ids()) >= want, timeout=10), (
+        sorted(want - set(sub.ids())),
+        err[-4000:],
+    )
     sub.close()
     assert set(sub.ids()) == want  # QoS 1 is at least once: a resend may repeat an id
-    assert json.loads(stats.read_text())["stages"]["mqtt"]["drops"] == 0
+    mqtt = json.loads(stats.read_text())["stages"]["mqtt"]
+    assert mqtt["drops"] == 0 and mqtt["restarts"] == 0, err[-4000:]
     assert f"mqtt broker {broker.address} not reachable" in err
     assert f"reconnected to {broker.address}" in err
     if bound == "spool":
         assert "outbox full" not in err
         assert not (tmp_path / "spool" / "mqtt.jsonl").exists()  # delivered, nothing kept
+
+
+@pytest.mark.integration
+def test_a_message_published_as_the_connection_drops_is_sent_after_the_reconnect(
+    broker: Broker,
+) -> None:
+    """The client cannot write a QoS 1 message while the broker is away, but keeps it and
+    sends it after reconnecting: its receipt says "waiting" (it must not raise, which killed
+    the sender thread and restarted the sink) and later "acknowledged"; the message arrives."""
+    sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="drop-sub", persistent=True)
+    cfg = MqttSink.Config(host=broker.host, port=broker.port, reconnect_min_s=0.1)
+    conn = Connection(cfg, "drop-test", "rkpipe/status", Path, logging.getLogger("test"))
+    conn.open()
+    try:
+        assert conn.connected.is_set()
+        broker.stop()
+        assert poll_for(lambda: not conn.connected.is_set(), timeout=10)
+        receipt = conn.publish("rkpipe/cam0/events/x", '{"id": "late"}', 1, False)
+        assert receipt.rc == 0 and receipt.is_published() is False  # waiting, not failed
+        broker.start()
+        assert poll_for(receipt.is_published, timeout=15)
+        assert poll_for(lambda: b'{"id": "late"}' in sub.on("rkpipe/cam0/events/x"), timeout=10)
+    finally:
+        conn.close(0.0)
+        sub.close()
 
 
 @pytest.mark.integration

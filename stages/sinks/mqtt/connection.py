@@ -119,7 +119,18 @@ class Connection:
             self._unreachable("no answer")
 
     def publish(self, topic: str, payload: str | bytes, qos: int, retain: bool) -> Any:
-        return self.client.publish(topic, payload, qos=qos, retain=retain)
+        """Hand a message to the client; its receipt (``rc`` 0: queued by the client).
+
+        A QoS 1/2 message published in the instant the connection drops cannot be written,
+        yet the client keeps it and sends it after the reconnect. paho marks its receipt
+        ``MQTT_ERR_NO_CONN``, which makes ``is_published`` raise for good even once the broker
+        acknowledged it; it is waiting, not failed, so the receipt is made to say so."""
+        import paho.mqtt.client as mqtt
+
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN:
+            info.rc = mqtt.MQTT_ERR_SUCCESS
+        return info
 
     def close(self, wait_s: float, leave: bool = False) -> None:
         """Say offline on the availability topic (waiting up to ``wait_s``), disconnect;

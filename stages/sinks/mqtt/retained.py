@@ -58,6 +58,12 @@ class Retained:
                     del self.values[topic]
             return out
 
+    def again(self, topic: str, payload: Payload) -> None:
+        """``topic`` could not be handed to the client: send it again (its newest value)."""
+        with self.lock:
+            self.values.setdefault(topic, payload)
+            self.dirty[topic] = None
+
     def sent(self, receipt: Receipt) -> None:
         with self.lock:
             self.receipts.append(receipt)

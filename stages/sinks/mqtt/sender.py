@@ -76,7 +76,7 @@ class Sender:
             if info is None:
                 self.outbox.give_up(item)
                 continue
-            if self.qos == 0 and info.rc != 0:  # QoS 0 is not queued by the client: again
+            if info.rc != 0:  # not queued by the client (QoS 0 while away, its queue full)
                 self.outbox.retry(item)
                 self.outbox.wait(0.05)
                 continue
@@ -85,7 +85,9 @@ class Sender:
     def _send_retained(self) -> None:
         for topic, payload in self.retained.take():
             info = self._publish(topic, payload, 1, True)
-            if info is not None:
+            if info is not None and info.rc != 0:  # not queued by the client: again later
+                self.retained.again(topic, payload)
+            elif info is not None:
                 self.retained.sent(info)
 
     def _publish(self, topic: str, payload: str | bytes, qos: int, retain: bool) -> Any:
