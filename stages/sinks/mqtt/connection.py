@@ -137,7 +137,7 @@ class Connection:
         ``leave``: the process is ending, do not wait for the network thread."""
         self.closing.set()
         if self.connected.is_set():
-            info = self.client.publish(self.will_topic, "offline", qos=1, retain=True)
+            info = self.publish(self.will_topic, "offline", 1, True)
             deadline = time.monotonic() + wait_s
             while not info.is_published() and self.connected.is_set():
                 if time.monotonic() > deadline:
