@@ -61,6 +61,7 @@ class Connection:
     def _make_client(self, resolve: Callable[[str], os.PathLike]) -> Any:
         import paho.mqtt.client as mqtt
 
+        self._no_conn, self._queued = mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_SUCCESS
         cfg = self.cfg
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -125,11 +126,9 @@ class Connection:
         yet the client keeps it and sends it after the reconnect. paho marks its receipt
         ``MQTT_ERR_NO_CONN``, which makes ``is_published`` raise for good even once the broker
         acknowledged it; it is waiting, not failed, so the receipt is made to say so."""
-        import paho.mqtt.client as mqtt
-
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
-        if qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN:
-            info.rc = mqtt.MQTT_ERR_SUCCESS
+        if qos > 0 and info.rc == self._no_conn:
+            info.rc = self._queued
         return info
 
     def close(self, wait_s: float, leave: bool = False) -> None:
