@@ -49,9 +49,16 @@ import logging
 from ..transport.codec import END, SKIP, Decoded
 from .ledger import Ledger
 
-__all__ = ["Chain", "SourceBook", "Tally", "crashed_at", "tallies"]
+__all__ = ["Chain", "SourceBook", "Tally", "crashed_at", "died_since", "tallies"]
 
 log = logging.getLogger("rkpipe.integrity")
+
+
+def died_since(last_death_ns: int, t_mono_ns: int) -> bool:
+    """Whether a process of the run died after a frame made at ``t_mono_ns`` (the supervisor
+    records the last death's time; 0: none yet). ``t_mono_ns`` 0 means before the stream's
+    first frame, so any death counts, but a run in which nothing died never loses a frame."""
+    return last_death_ns > 0 and last_death_ns >= t_mono_ns
 
 
 def crashed_at(stage: str) -> str:

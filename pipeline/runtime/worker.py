@@ -32,7 +32,7 @@ from ..transport.framepool import FramePool, PoolReader
 from ..transport.idle import SpinThenPark
 from ..transport.links import configure, gone_dir, zmq_context
 from .inputs import Inputs, Link, RateLimitedLog
-from .integrity import Chain, Tally, crashed_at
+from .integrity import Chain, Tally, crashed_at, died_since
 from .job import Job, run_token
 from .ledger import Ledger
 from .outputs import Accounting, Outputs
@@ -126,7 +126,7 @@ class StageWorker:
 
     def _may_give_up(self, t_mono_ns: int) -> bool:
         """A frame made after ``t_mono_ns`` may have died: a process of the run died since."""
-        return self.run_ledger.get("last_death_ns", 0) >= t_mono_ns
+        return died_since(self.run_ledger.get("last_death_ns", 0), t_mono_ns)
 
     def is_gone(self, instance: str) -> bool:
         """True if the supervisor marked ``instance`` as ended for good without finishing."""

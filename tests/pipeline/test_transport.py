@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.errors import TransportError
 from pipeline.messages import Message
+from pipeline.runtime.integrity import died_since
 from pipeline.transport.codec import INLINE_MAX, MSG, decode, encode
 from pipeline.transport.framepool import FrameLost, FramePool, PoolReader
 from pipeline.transport.reorder import ReorderBuffer
@@ -100,6 +101,28 @@ def test_reorder_waits_for_a_slow_frame_until_a_process_died() -> None:
     assert buf.gaps == 1
     assert buf.push("a", 1, 0, 1) == []  # too late: would break order (counted with its gap)
     assert buf.late == 1
+
+
+def test_reorder_at_a_stream_start_waits_until_a_process_died() -> None:
+    """Before the first frame is released (a replica far slower on its first frame than its
+    sibling), the missing first frames are waited for in a run where nothing died, and given
+    up once anything died, which may have taken them."""
+    now, deaths = [0.0], [0]
+    buf: ReorderBuffer[int] = ReorderBuffer(
+        timeout_s=1.0, may_give_up=lambda t: died_since(deaths[0], t), clock=lambda: now[0]
+    )
+    assert buf.push("a", 2, 1, 2, t_mono_ns=300) == []  # 0 and 1 are on the slow replica
+    now[0] = 60.0
+    assert buf.expire() == []  # nothing died: they may still come
+    assert buf.push("a", 0, -1, 0, t_mono_ns=100) == [0]
+    assert buf.push("a", 1, 0, 1, t_mono_ns=200) == [1, 2]
+    assert buf.gaps == 0
+    buf.start("b", -1)  # a restarted consumer: what it waits for may have died with it
+    assert buf.push("b", 5, 4, 5, t_mono_ns=900) == []
+    deaths[0] = 50
+    now[0] = 120.0
+    assert buf.expire() == [5]
+    assert buf.gaps == 1
 
 
 def test_reorder_keeps_multi_part_messages_together() -> None:
