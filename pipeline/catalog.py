@@ -1,5 +1,6 @@
 """``rkpipe stages``: the built-in stages and their options, read from each stage's config
-class, as text for people or as a JSON Schema of graph files for editors.
+class, as text for people, as Markdown for ``docs/stages.md`` or as a JSON Schema of graph
+files for editors.
 
 The schema covers ``[pipeline]``, the keys every stage has, and each built-in's options (the
 ``uses`` value picks which apply). A top-level option may also be a ``${VAR}`` string, since
@@ -23,7 +24,7 @@ from .graph.schema import PipelineSettings, StageCommon
 from .registry import stage_targets
 from .stage import Source, Stage
 
-__all__ = ["graph_schema", "main"]
+__all__ = ["graph_schema", "main", "markdown"]
 
 _ENV = {"type": "string", "pattern": r"\$\{[^}]+\}", "description": "from the environment"}
 
@@ -32,11 +33,15 @@ def _builtins() -> dict[str, type[Stage]]:
     return {name: resolve_stage(name, Path.cwd()) for name in sorted(stage_targets())}
 
 
+def _paragraph(cls: type) -> str:
+    """The first paragraph of a class's docstring on one line, without reStructuredText marks."""
+    para = (cls.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(para.split()).replace("``", "").removesuffix("::")
+
+
 def _summary(cls: type) -> str:
     """The first sentence of a class's docstring, without reStructuredText marks."""
-    para = (cls.__doc__ or "").strip().split("\n\n")[0]
-    text = " ".join(para.split()).replace("``", "").removesuffix("::")
-    head, dot, _ = text.partition(". ")
+    head, dot, _ = _paragraph(cls).partition(". ")
     return head + ("." if dot else "")
 
 
@@ -86,6 +91,59 @@ def describe(name: str, cls: type[Stage]) -> list[str]:
         if doc:
             lines.append(f"  {'':<18} {doc}")
     return lines
+
+
+MARKDOWN_COMMAND = "rkpipe stages --markdown > docs/stages.md"
+
+_MD_HEAD = f"""\
+<!-- Generated from each stage's options by `{MARKDOWN_COMMAND}`: edit the stages. -->
+
+# Built-in stages
+
+Every built-in stage a graph can name in `uses`, and each of its options with its type, default
+and meaning, as the stage's own config class declares them (`rkpipe stages NAME` prints the
+same on a terminal). The keys every stage table has (`inputs`, `cpus`, `replicas`,
+`on_failure`, ...) are in [graphs.md](graphs.md#stage-tables); any string value may be a
+`${{VAR}}` from the environment."""
+
+
+def _md(text: str) -> str:
+    """``text`` safe inside a Markdown table cell: no column breaks, tags or emphasis."""
+    for a, b in (("|", "\\|"), ("<", "&lt;"), (">", "&gt;"), ("*", "\\*")):
+        text = text.replace(a, b)
+    return text
+
+
+def _md_code(text: str) -> str:
+    return "`" + text.replace("|", "\\|") + "`"
+
+
+def _md_stage(name: str, cls: type[Stage]) -> list[str]:
+    """One stage as a Markdown section: what it does, then a table of its options."""
+    lines = [f"## {name}", "", _md(_paragraph(cls)), ""]
+    rows = _options(cls.Config)
+    if not rows:
+        return [*lines, "No options of its own."]
+    lines += ["| option | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for key, kind, default, doc in rows:
+        value = default.removeprefix("default ")
+        plain = value in ("required", "set by the stage")
+        shown = value if plain else _md_code(value)
+        lines.append(f"| `{key}` | {_md_code(kind)} | {shown} | {_md(doc)} |")
+    return lines
+
+
+def markdown() -> str:
+    """The reference of every built-in stage as Markdown (``docs/stages.md``), a table of
+    contents first."""
+    stages = _builtins()
+    toc = ["| `uses` | role | what it does |", "| --- | --- | --- |"]
+    for name, cls in stages.items():
+        role = "source" if issubclass(cls, Source) else "stage"
+        toc.append(f"| [`{name}`](#{name}) | {role} | {_md(_summary(cls))} |")
+    parts = [_MD_HEAD, "\n".join(toc)]
+    parts += ["\n".join(_md_stage(name, cls)) for name, cls in stages.items()]
+    return "\n\n".join(parts) + "\n"
 
 
 def graph_schema() -> dict[str, Any]:
@@ -152,7 +210,7 @@ def _hoist(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> dict[st
 
 
 def main(argv: list[str]) -> int:
-    """list the built-in stages and their options (--json-schema: for editors)"""
+    """list the built-in stages and their options (--json-schema: for editors, --markdown: docs)"""
     p = argparse.ArgumentParser(
         prog="rkpipe stages",
         description="List the built-in stages and their options, or one stage in full.",
@@ -163,6 +221,11 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="print a JSON Schema of graph files (for an editor's TOML support)",
     )
+    p.add_argument(
+        "--markdown",
+        action="store_true",
+        help=f"print every built-in's options as Markdown (docs/stages.md: {MARKDOWN_COMMAND})",
+    )
     args = p.parse_args(argv)
     try:
         stages = _builtins()
@@ -171,6 +234,9 @@ def main(argv: list[str]) -> int:
         return 1
     if args.json_schema:
         print(json.dumps(graph_schema(), indent=2))
+        return 0
+    if args.markdown:
+        print(markdown(), end="")
         return 0
     if args.name is not None and args.name not in stages:
         known = ", ".join(stages)
