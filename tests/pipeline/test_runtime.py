@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from support.graph import Graph
 from support.rkpipe import (
     child_pid,
     poll_for,
@@ -20,7 +21,6 @@ from support.rkpipe import (
     run_rkpipe,
     stage_pids,
     start_rkpipe,
-    write_graph,
 )
 
 pytestmark = pytest.mark.integration
@@ -34,26 +34,13 @@ def per_stream(rows: list[dict]) -> dict[str, list[int]]:
 
 
 def test_two_streams_every_frame_exactly_once_in_order(tmp_path: Path, no_leaks) -> None:
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-name = "two"
-[stages.cam0]
-uses = "synthetic"
-frames = 150
-[stages.cam1]
-uses = "synthetic"
-frames = 120
-seed = 1
-[stages.pass]
-uses = "passthrough"
-inputs = ["cam0", "cam1"]
-[stages.out]
-uses = "jsonl"
-inputs = ["pass"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph("two")
+        .source("cam0", uses="synthetic", frames=150)
+        .source("cam1", uses="synthetic", frames=120, seed=1)
+        .stage("pass", uses="passthrough", inputs=["cam0", "cam1"])
+        .sink("out", uses="jsonl", inputs=["pass"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
     assert res.returncode == 0, res.stderr
@@ -75,31 +62,19 @@ path = "{tmp_path}/out.jsonl"
 
 
 def test_fan_in_from_three_replicas_rejoins_each_stream_in_order(tmp_path: Path, no_leaks) -> None:
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-name = "fan"
-[stages.cam0]
-uses = "synthetic"
-width = 64
-height = 48
-frames = 90
-[stages.cam1]
-uses = "synthetic"
-width = 64
-height = 48
-frames = 90
-[stages.work]
-uses = "rk_test_stages:RandomDelay"
-inputs = ["cam0", "cam1"]
-replicas = 3
-max_ms = 15
-[stages.out]
-uses = "jsonl"
-inputs = ["work"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph("fan")
+        .source("cam0", uses="synthetic", width=64, height=48, frames=90)
+        .source("cam1", uses="synthetic", width=64, height=48, frames=90)
+        .stage(
+            "work",
+            uses="rk_test_stages:RandomDelay",
+            inputs=["cam0", "cam1"],
+            replicas=3,
+            max_ms=15,
+        )
+        .sink("out", uses="jsonl", inputs=["work"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
     assert res.returncode == 0, res.stderr
@@ -112,25 +87,12 @@ path = "{tmp_path}/out.jsonl"
 def test_slow_consumer_never_sees_an_overwritten_frame(tmp_path: Path, no_leaks) -> None:
     """A live source outruns a slow stage: frames are dropped oldest-first and counted;
     every frame that does arrive is intact."""
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-name = "slow"
-[stages.cam0]
-uses = "synthetic"
-live = true
-fps = 200
-frames = 300
-[stages.check]
-uses = "rk_test_stages:FrameChecker"
-inputs = ["cam0"]
-hold_ms = 15
-[stages.out]
-uses = "jsonl"
-inputs = ["check"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph("slow")
+        .source("cam0", uses="synthetic", live=True, fps=200, frames=300)
+        .stage("check", uses="rk_test_stages:FrameChecker", inputs=["cam0"], hold_ms=15)
+        .sink("out", uses="jsonl", inputs=["check"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
     assert res.returncode == 0, res.stderr
@@ -145,25 +107,12 @@ path = "{tmp_path}/out.jsonl"
 def test_undersized_pool_detects_overwrites_and_counts_them(tmp_path: Path, no_leaks) -> None:
     """With a pool forced smaller than what is in flight, a slot can be rewritten while a
     consumer holds it: that frame is dropped and counted, never passed on corrupted."""
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-name = "tiny"
-window = 4
-[stages.cam0]
-uses = "synthetic"
-frames = 60
-pool_slots = 2
-[stages.check]
-uses = "rk_test_stages:FrameChecker"
-inputs = ["cam0"]
-hold_ms = 5
-[stages.out]
-uses = "jsonl"
-inputs = ["check"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph("tiny", window=4)
+        .source("cam0", uses="synthetic", frames=60, pool_slots=2)
+        .stage("check", uses="rk_test_stages:FrameChecker", inputs=["cam0"], hold_ms=5)
+        .sink("out", uses="jsonl", inputs=["check"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
     assert res.returncode == 0, res.stderr
@@ -179,27 +128,12 @@ path = "{tmp_path}/out.jsonl"
 
 
 def test_killed_stage_is_restarted_and_the_run_completes(tmp_path: Path, no_leaks) -> None:
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-name = "restart"
-reorder_timeout_ms = 300
-[stages.cam0]
-uses = "synthetic"
-width = 64
-height = 48
-fps = 50
-realtime = true
-frames = 200
-[stages.work]
-uses = "passthrough"
-inputs = ["cam0"]
-[stages.out]
-uses = "jsonl"
-inputs = ["work"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph("restart", reorder_timeout_ms=300)
+        .source("cam0", uses="synthetic", width=64, height=48, fps=50, realtime=True, frames=200)
+        .stage("work", uses="passthrough", inputs=["cam0"])
+        .sink("out", uses="jsonl", inputs=["work"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     run = start_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
     try:
@@ -224,28 +158,13 @@ path = "{tmp_path}/out.jsonl"
 
 
 def test_ctrl_c_drains_and_leaves_nothing_behind(tmp_path: Path, no_leaks) -> None:
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-name = "endless"
-[stages.cam0]
-uses = "synthetic"
-live = true
-fps = 30
-[stages.cam1]
-uses = "synthetic"
-realtime = true
-fps = 30
-[stages.work]
-uses = "passthrough"
-inputs = ["cam0", "cam1"]
-replicas = 2
-[stages.out]
-uses = "jsonl"
-inputs = ["work"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph("endless")
+        .source("cam0", uses="synthetic", live=True, fps=30)
+        .source("cam1", uses="synthetic", realtime=True, fps=30)
+        .stage("work", uses="passthrough", inputs=["cam0", "cam1"], replicas=2)
+        .sink("out", uses="jsonl", inputs=["work"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     run = start_rkpipe("run", str(graph))
     try:
@@ -286,17 +205,11 @@ def test_stale_segments_of_a_killed_run_are_swept(tmp_path: Path, no_leaks) -> N
     )
     stale = Path(f"/dev/shm/rkpipe-{dead.stdout.strip()}xdead00-cam0-1-4096")
     stale.write_bytes(b"\0" * 4096)
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-frames = 3
-[stages.out]
-uses = "jsonl"
-inputs = ["cam0"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", frames=3)
+        .sink("out", uses="jsonl", inputs=["cam0"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
@@ -304,25 +217,12 @@ path = "{tmp_path}/out.jsonl"
 
 
 def test_crashing_stage_is_restarted_with_backoff(tmp_path: Path, no_leaks) -> None:
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-reorder_timeout_ms = 200
-[stages.cam0]
-uses = "synthetic"
-width = 32
-height = 32
-frames = 30
-[stages.bad]
-uses = "rk_test_stages:CrashOnSeq"
-inputs = ["cam0"]
-seq = 10
-[stages.out]
-uses = "jsonl"
-inputs = ["bad"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph(reorder_timeout_ms=200)
+        .source("cam0", uses="synthetic", width=32, height=32, frames=30)
+        .stage("bad", uses="rk_test_stages:CrashOnSeq", inputs=["cam0"], seq=10)
+        .sink("out", uses="jsonl", inputs=["bad"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
     assert res.returncode == 0, res.stderr
@@ -336,20 +236,11 @@ path = "{tmp_path}/out.jsonl"
 def test_live_reader_failure_is_not_swallowed(tmp_path: Path, no_leaks, fatal: bool) -> None:
     """A live source reads in its own thread; what kills that thread must reach the supervisor
     (a bug: restart, then give up past the limit; a setup-type error: one clear line)."""
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-restart_limit = 1
-[stages.cam0]
-uses = "rk_test_live_crash:FailingCamera"
-after = 5
-fatal = {str(fatal).lower()}
-[stages.out]
-uses = "jsonl"
-inputs = ["cam0"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph(restart_limit=1)
+        .source("cam0", uses="rk_test_live_crash:FailingCamera", after=5, fatal=fatal)
+        .sink("out", uses="jsonl", inputs=["cam0"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     t0 = time.monotonic()
     res = run_rkpipe("run", str(graph), timeout=90)
@@ -368,35 +259,14 @@ def test_restart_beside_replicas_neither_hangs_nor_hides_losses(tmp_path: Path, 
     """A stage fed by two replicas crashes: messages that arrive after their place was given
     up must still return their credit (or the replica waits forever), and what died inside
     the crashed process shows up as counted losses."""
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-reorder_timeout_ms = 200
-shutdown_grace_s = 20
-[stages.cam0]
-uses = "synthetic"
-width = 32
-height = 32
-frames = 60
-[stages.cam1]
-uses = "synthetic"
-width = 32
-height = 32
-frames = 60
-[stages.work]
-uses = "passthrough"
-inputs = ["cam0", "cam1"]
-replicas = 2
-[stages.bad]
-uses = "rk_test_stages:CrashOnSeq"
-inputs = ["work"]
-seq = 20
-[stages.out]
-uses = "jsonl"
-inputs = ["bad"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph(reorder_timeout_ms=200, shutdown_grace_s=20)
+        .source("cam0", uses="synthetic", width=32, height=32, frames=60)
+        .source("cam1", uses="synthetic", width=32, height=32, frames=60)
+        .stage("work", uses="passthrough", inputs=["cam0", "cam1"], replicas=2)
+        .stage("bad", uses="rk_test_stages:CrashOnSeq", inputs=["work"], seq=20)
+        .sink("out", uses="jsonl", inputs=["bad"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     for _ in range(3):  # the hang came about one run in five
         (tmp_path / "out.jsonl").unlink(missing_ok=True)
@@ -422,15 +292,11 @@ def test_stage_failing_setup_stops_the_run_with_one_clear_line(tmp_path: Path, n
         "    def setup(self, ctx):\n"
         "        raise ModelError('model file models/missing.onnx not found (stages.det.model)')\n"
     )
-    graph = write_graph(
-        tmp_path,
-        """
-[stages.cam0]
-uses = "synthetic"
-[stages.det]
-uses = "needs_model.py:NeedsModel"
-inputs = ["cam0"]
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic")
+        .sink("det", uses="needs_model.py:NeedsModel", inputs=["cam0"])
+        .write(tmp_path)
     )
     t0 = time.monotonic()
     res = run_rkpipe("run", str(graph), timeout=60)
@@ -447,21 +313,12 @@ def test_tcp_link_carries_frames_inline(tmp_path: Path, no_leaks) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-frames = 40
-endpoint = "tcp://127.0.0.1:{port}"
-[stages.check]
-uses = "rk_test_stages:FrameChecker"
-inputs = ["cam0"]
-[stages.out]
-uses = "jsonl"
-inputs = ["check"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", frames=40, endpoint=f"tcp://127.0.0.1:{port}")
+        .stage("check", uses="rk_test_stages:FrameChecker", inputs=["cam0"])
+        .sink("out", uses="jsonl", inputs=["check"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
@@ -472,26 +329,13 @@ path = "{tmp_path}/out.jsonl"
 
 def test_replicas_do_not_count_their_share_of_a_stream_as_lost(tmp_path: Path, no_leaks) -> None:
     """Each replica sees only part of a stream; only real breaks in the chain are losses."""
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-width = 32
-height = 32
-frames = 60
-[stages.work]
-uses = "passthrough"
-inputs = ["cam0"]
-replicas = 2
-[stages.next]
-uses = "passthrough"
-inputs = ["work"]
-[stages.out]
-uses = "jsonl"
-inputs = ["next"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", width=32, height=32, frames=60)
+        .stage("work", uses="passthrough", inputs=["cam0"], replicas=2)
+        .stage("next", uses="passthrough", inputs=["work"])
+        .sink("out", uses="jsonl", inputs=["next"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "s.json"))
     assert res.returncode == 0, res.stderr
@@ -504,30 +348,19 @@ def test_overlapped_stage_keeps_order_and_loses_nothing(tmp_path: Path, no_leaks
     """A stage that runs ``process`` in its own thread (overlap, as inference does) still
     delivers each stream in order, exactly once, with its drops marked, and a fault in that
     thread restarts the stage like any crash."""
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-width = 32
-height = 32
-frames = 200
-[stages.cam1]
-uses = "synthetic"
-width = 32
-height = 32
-frames = 200
-seed = 1
-[stages.dev]
-uses = "rk_test_stages:DeviceWait"
-inputs = ["cam0", "cam1"]
-drop_every = 10
-crash_seq = 45
-[stages.out]
-uses = "jsonl"
-inputs = ["dev"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", width=32, height=32, frames=200)
+        .source("cam1", uses="synthetic", width=32, height=32, frames=200, seed=1)
+        .stage(
+            "dev",
+            uses="rk_test_stages:DeviceWait",
+            inputs=["cam0", "cam1"],
+            drop_every=10,
+            crash_seq=45,
+        )
+        .sink("out", uses="jsonl", inputs=["dev"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
@@ -548,37 +381,28 @@ def test_a_stream_end_that_dies_in_a_crash_still_reaches_downstream(
     last frame with END queued behind it): the restarted stage ends that stream, so downstream
     still flushes it, once, and a frame that died with the stage is counted. With streams
     pinned to replicas, the stream's own replica is the one that ends it."""
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-reorder_timeout_ms = 200
-[stages.cam_a]
-uses = "synthetic"
-width = 32
-height = 32
-frames = 20
-[stages.cam_b]
-uses = "synthetic"
-width = 32
-height = 32
-fps = 100
-realtime = true
-frames = 100
-[stages.fragile]
-uses = "rk_test_stages:DieAtStreamEnd"
-inputs = ["cam_a", "cam_b"]
-stream = "cam_a"
-marker = "{tmp_path}/died"
-at = "{at}"
-seq = 19
-replicas = {replicas}
-partition = "stream"
-[stages.rec]
-uses = "rk_test_stages:EndRecorder"
-inputs = ["fragile"]
-path = "{tmp_path}/ended.txt"
-""",
+    graph = (
+        Graph(reorder_timeout_ms=200)
+        .source("cam_a", uses="synthetic", width=32, height=32, frames=20)
+        .source("cam_b", uses="synthetic", width=32, height=32, fps=100, realtime=True, frames=100)
+        .stage(
+            "fragile",
+            uses="rk_test_stages:DieAtStreamEnd",
+            inputs=["cam_a", "cam_b"],
+            stream="cam_a",
+            marker=tmp_path / "died",
+            at=at,
+            seq=19,
+            replicas=replicas,
+            partition="stream",
+        )
+        .sink(
+            "rec",
+            uses="rk_test_stages:EndRecorder",
+            inputs=["fragile"],
+            path=tmp_path / "ended.txt",
+        )
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "s.json"), timeout=90)
     assert res.returncode == 0, res.stderr
@@ -601,28 +425,19 @@ path = "{tmp_path}/ended.txt"
 def test_streams_pinned_to_replicas_stay_on_their_replica(tmp_path: Path, no_leaks) -> None:
     """With ``partition = "stream"`` (per-stream state, as a tracker keeps) every frame of a
     stream goes to the same replica, even while a replica is still starting up."""
-    cams = "".join(
-        f'[stages.cam{i}]\nuses = "synthetic"\nwidth = 32\nheight = 32\nframes = 30\nseed = {i}\n'
-        for i in range(3)
-    )
-    graph = write_graph(
-        tmp_path,
-        f"""
-{cams}
-[stages.pinned]
-uses = "rk_test_stages:WhichReplica"
-inputs = ["cam0", "cam1", "cam2"]
-replicas = 2
-partition = "stream"
-slow_replica = 0
-delay_s = 1.5
-[stages.out]
-uses = "jsonl"
-inputs = ["pinned"]
-path = "{tmp_path}/out.jsonl"
-""",
-    )
-    res = run_rkpipe("run", str(graph))
+    graph = Graph()
+    for i in range(3):
+        graph.source(f"cam{i}", uses="synthetic", width=32, height=32, frames=30, seed=i)
+    graph.stage(
+        "pinned",
+        uses="rk_test_stages:WhichReplica",
+        inputs=["cam0", "cam1", "cam2"],
+        replicas=2,
+        partition="stream",
+        slow_replica=0,
+        delay_s=1.5,
+    ).sink("out", uses="jsonl", inputs=["pinned"], path=tmp_path / "out.jsonl")
+    res = run_rkpipe("run", str(graph.write(tmp_path)))
     assert res.returncode == 0, res.stderr
     replicas: dict[str, set[int]] = defaultdict(set)
     rows = read_jsonl(tmp_path / "out.jsonl")
@@ -640,21 +455,12 @@ path = "{tmp_path}/out.jsonl"
 def test_source_health_reaches_every_stage(tmp_path: Path, no_leaks) -> None:
     """A source's reported health (connecting, live, reconnecting) is shared with the other
     stages of the run, with when it changed and how many reconnects there were."""
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "rk_test_stages:FlakyCamera"
-frames = 40
-outage_at = 10
-[stages.tag]
-uses = "rk_test_stages:HealthTag"
-inputs = ["cam0"]
-[stages.out]
-uses = "jsonl"
-inputs = ["tag"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="rk_test_stages:FlakyCamera", frames=40, outage_at=10)
+        .stage("tag", uses="rk_test_stages:HealthTag", inputs=["cam0"])
+        .sink("out", uses="jsonl", inputs=["tag"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
@@ -667,26 +473,12 @@ path = "{tmp_path}/out.jsonl"
 def test_a_slow_first_frame_behind_replicas_loses_nothing(tmp_path: Path, no_leaks) -> None:
     """A replica far slower on its first frame than the reorder timeout (a model warming
     up on a loaded machine): nothing died, so the frames behind it wait and none is lost."""
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-reorder_timeout_ms = 100
-[stages.cam0]
-uses = "synthetic"
-width = 64
-height = 48
-frames = 60
-[stages.warm]
-uses = "rk_test_stages:SlowFirst"
-inputs = ["cam0"]
-replicas = 2
-first_s = 1.5
-[stages.out]
-uses = "jsonl"
-inputs = ["warm"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph(reorder_timeout_ms=100)
+        .source("cam0", uses="synthetic", width=64, height=48, frames=60)
+        .stage("warm", uses="rk_test_stages:SlowFirst", inputs=["cam0"], replicas=2, first_s=1.5)
+        .sink("out", uses="jsonl", inputs=["warm"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "s.json"))
     assert res.returncode == 0, res.stderr
