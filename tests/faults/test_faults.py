@@ -26,7 +26,8 @@ from support.faults import (
     run_pids,
     run_with_faults,
 )
-from support.rkpipe import poll_for, read_jsonl, run_rkpipe, start_rkpipe, write_graph
+from support.graph import Graph
+from support.rkpipe import poll_for, read_jsonl, run_rkpipe, start_rkpipe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,6 +36,17 @@ def _sinks(folder: Path) -> dict[str, Path | None]:
     """The graph's sinks, with the file that holds a line per frame (the events sink's
     file holds events, checked by its account only)."""
     return {"out": folder / "frames.jsonl", "events": None}
+
+
+def _restarting(supervisor: int, instance: str, killed: int | None) -> bool:
+    """The supervisor has started a new process for ``instance`` in place of ``killed``."""
+    return instance_pid(supervisor, instance) not in (None, killed)
+
+
+def _wait_for_frames_through(sink_file: Path, timeout: float = 30) -> None:
+    """Wait until the sink's file grows: frames flow through the whole graph again."""
+    size = sink_file.stat().st_size
+    assert poll_for(lambda: sink_file.stat().st_size > size, timeout), "no frame came through"
 
 
 @pytest.mark.parametrize("kind", sorted(STAGE_KINDS))
@@ -88,8 +100,9 @@ def test_a_supervisor_killed_mid_restart_leaves_no_process(tmp_path: Path) -> No
     run = start_rkpipe("run", str(detection_graph(tmp_path)), "--no-live")
     try:
         assert poll_for(lambda: instance_pid(run.pid, "post") is not None, 60)
-        os.kill(instance_pid(run.pid, "post"), signal.SIGKILL)  # type: ignore[arg-type]
-        time.sleep(0.3)  # the supervisor is restarting it (backoff 0.25 s)
+        killed = instance_pid(run.pid, "post")
+        os.kill(killed, signal.SIGKILL)  # type: ignore[arg-type]
+        assert poll_for(lambda: _restarting(run.pid, "post", killed), 30)
         run.kill()
         run.wait(10)
         assert poll_for(lambda: not run_pids(run.pid), 15), run_pids(run.pid)
@@ -135,8 +148,10 @@ def test_restarts_reuse_the_frame_pool(tmp_path: Path, no_leaks) -> None:
         before = pools()
         for _ in range(5):
             assert poll_for(lambda: instance_pid(run.pid, "pre") is not None, 30)
-            os.kill(instance_pid(run.pid, "pre"), signal.SIGKILL)  # type: ignore[arg-type]
-            time.sleep(1.0)
+            killed = instance_pid(run.pid, "pre")
+            os.kill(killed, signal.SIGKILL)  # type: ignore[arg-type]
+            assert poll_for(lambda k=killed: _restarting(run.pid, "pre", k), 30)
+            _wait_for_frames_through(tmp_path / "frames.jsonl")  # the new one is at work
         assert poll_for(lambda: instance_pid(run.pid, "pre") is not None, 30)
         assert pools() == before
         run.send_signal(signal.SIGINT)
@@ -151,23 +166,12 @@ def test_a_sink_on_a_full_disk_loses_its_frames_counted_and_stalls_nothing(
     """One sink writes to a full disk (/dev/full: every write fails with ENOSPC), another to a
     good one: the good one gets every frame, the full one counts each as sink_error, and the
     run goes on to its end."""
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-width = 64
-height = 48
-frames = 150
-[stages.full]
-uses = "jsonl"
-inputs = ["cam0"]
-path = "/dev/full"
-[stages.good]
-uses = "jsonl"
-inputs = ["cam0"]
-path = "{tmp_path}/good.jsonl"
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", width=64, height=48, frames=150)
+        .sink("full", uses="jsonl", inputs=["cam0"], path="/dev/full")
+        .sink("good", uses="jsonl", inputs=["cam0"], path=tmp_path / "good.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
     assert res.returncode == 0, res.stderr

@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.stats.live_view import plain_lines, table_lines
 from pipeline.stats.prometheus import SnapshotCollector
 from pipeline.stats.report import Snapshot
-from support.rkpipe import run_rkpipe, write_graph
+from support.graph import Graph
+from support.rkpipe import run_rkpipe
 
 
 def snapshot_with(sources: dict) -> Snapshot:
@@ -53,20 +54,13 @@ def test_metrics_say_which_sources_are_up_and_how_often_they_reconnected() -> No
 
 @pytest.mark.integration
 def test_a_lost_camera_is_counted_in_the_summary_and_the_stats(tmp_path: Path, no_leaks) -> None:
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "rk_test_stages:FlakyCamera"
-frames = 60
-outage_at = 20
-outage_s = 1.0
-fps = 30
-[stages.out]
-uses = "jsonl"
-inputs = ["cam0"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph()
+        .source(
+            "cam0", uses="rk_test_stages:FlakyCamera", frames=60, outage_at=20, outage_s=1.0, fps=30
+        )
+        .sink("out", uses="jsonl", inputs=["cam0"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
     assert res.returncode == 0, res.stderr
@@ -80,19 +74,11 @@ path = "{tmp_path}/out.jsonl"
 def test_a_camera_down_past_fail_on_source_down_s_ends_the_run_with_an_error(
     tmp_path: Path, no_leaks
 ) -> None:
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-fail_on_source_down_s = 2
-[stages.cam0]
-uses = "rk_test_stages:DownCamera"
-seconds = 120
-[stages.out]
-uses = "jsonl"
-inputs = ["cam0"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph(fail_on_source_down_s=2)
+        .source("cam0", uses="rk_test_stages:DownCamera", seconds=120)
+        .sink("out", uses="jsonl", inputs=["cam0"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     t0 = time.monotonic()
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"), timeout=120)

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -31,7 +32,8 @@ from pipeline.cpus import format_cpus, parse_cpus
 from pipeline.stats.live_view import LiveView, fit, plain_lines, table_lines
 from pipeline.stats.prometheus import SnapshotCollector
 from pipeline.stats.report import InstanceRow, Snapshot, StatsBook
-from support.rkpipe import poll_for, rkpipe_env, run_rkpipe, start_rkpipe, write_graph
+from support.graph import Graph
+from support.rkpipe import poll_for, rkpipe_env, run_rkpipe, start_rkpipe
 
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -286,43 +288,19 @@ def key(name: str, **labels: str) -> tuple:
 
 
 # -- real runs -------------------------------------------------------------------------------
-def live_graph(tmp_path: Path, frames: int = 75, extra: str = "") -> Path:
+def live_graph(tmp_path: Path, frames: int = 75, **pipeline: Any) -> Path:
     """Two paced sources: cam0 through a stage that crashes once, cam1 through two replicas;
-    each into its own sink."""
-    cam = 'uses = "synthetic"\nwidth = 64\nheight = 48\nrealtime = true'
-    return write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-name = "livetest"
-stats_interval_s = 0.5
-{extra}
-[stages.cam0]
-{cam}
-fps = 50
-frames = {frames}
-[stages.bad]
-uses = "rk_test_stages:CrashOnSeq"
-inputs = ["cam0"]
-seq = 20
-[stages.out0]
-uses = "jsonl"
-inputs = ["bad"]
-path = "{tmp_path}/out0.jsonl"
-[stages.cam1]
-{cam}
-fps = 25
-frames = {frames // 2}
-seed = 1
-[stages.work]
-uses = "passthrough"
-inputs = ["cam1"]
-replicas = 2
-[stages.out1]
-uses = "jsonl"
-inputs = ["work"]
-path = "{tmp_path}/out1.jsonl"
-""",
+    each into its own sink (``pipeline``: more ``[pipeline]`` settings)."""
+    cam = {"uses": "synthetic", "width": 64, "height": 48, "realtime": True}
+    return (
+        Graph("livetest", stats_interval_s=0.5, **pipeline)
+        .source("cam0", **cam, fps=50, frames=frames)
+        .stage("bad", uses="rk_test_stages:CrashOnSeq", inputs=["cam0"], seq=20)
+        .sink("out0", uses="jsonl", inputs=["bad"], path=tmp_path / "out0.jsonl")
+        .source("cam1", **cam, fps=25, frames=frames // 2, seed=1)
+        .stage("work", uses="passthrough", inputs=["cam1"], replicas=2)
+        .sink("out1", uses="jsonl", inputs=["work"], path=tmp_path / "out1.jsonl")
+        .write(tmp_path)
     )
 
 
@@ -448,7 +426,7 @@ def test_no_live_on_a_terminal_and_a_pipe_give_plain_lines(tmp_path: Path, no_le
 @pytest.mark.integration
 @pytest.mark.slow
 def test_prometheus_endpoint_serves_live_figures(tmp_path: Path, no_leaks) -> None:
-    graph = live_graph(tmp_path, frames=100_000, extra="prometheus_port = 0")
+    graph = live_graph(tmp_path, frames=100_000, prometheus_port=0)
     run = start_rkpipe("run", str(graph))
     try:
         first = run.stderr.readline()  # type: ignore[union-attr]

@@ -25,7 +25,8 @@ from pipeline.runtime.inputs import Inputs
 from pipeline.runtime.ledger import Ledger
 from pipeline.transport.codec import MSG, decode, encode, packb
 from pipeline.transport.framepool import SHM_DIR, FrameLost, FramePool, PoolReader
-from support.rkpipe import poll_for, read_jsonl, start_rkpipe, write_graph
+from support.graph import Graph
+from support.rkpipe import poll_for, read_jsonl, start_rkpipe
 
 HOSTILE_HELLOS = [
     b"\xc1garbage",  # not msgpack
@@ -96,27 +97,12 @@ def test_hostile_peers_on_every_socket_change_nothing_but_counters(
     tmp_path: Path, no_leaks
 ) -> None:
     port = free_port()
-    graph = write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-name = "hostile"
-[stages.cam0]
-uses = "synthetic"
-width = 64
-height = 48
-fps = 40
-realtime = true
-frames = 200
-[stages.work]
-uses = "passthrough"
-inputs = ["cam0"]
-endpoint = "tcp://127.0.0.1:{port}"
-[stages.out]
-uses = "jsonl"
-inputs = ["work"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph("hostile")
+        .source("cam0", uses="synthetic", width=64, height=48, fps=40, realtime=True, frames=200)
+        .stage("work", uses="passthrough", inputs=["cam0"], endpoint=f"tcp://127.0.0.1:{port}")
+        .sink("out", uses="jsonl", inputs=["work"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     stats = tmp_path / "stats.json"
     run = start_rkpipe("run", str(graph), "--no-live", "--stats-out", str(stats))
@@ -252,21 +238,11 @@ def test_the_decoder_survives_ten_thousand_mutated_envelopes() -> None:
 def test_a_run_under_umask_000_keeps_its_folder_sockets_and_memory_private(
     tmp_path: Path, no_leaks
 ) -> None:
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-width = 64
-height = 48
-fps = 20
-realtime = true
-frames = 100000
-[stages.out]
-uses = "jsonl"
-inputs = ["cam0"]
-path = "{tmp_path}/out.jsonl"
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", width=64, height=48, fps=20, realtime=True, frames=100000)
+        .sink("out", uses="jsonl", inputs=["cam0"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
     run = start_rkpipe("run", str(graph), "--no-live", preexec_fn=lambda: os.umask(0))
     try:

@@ -18,7 +18,8 @@ import pytest
 
 from stages.events import validate_event
 from stages.synthetic import Scene
-from support.rkpipe import ROOT, read_jsonl, run_rkpipe, write_graph
+from support.graph import Graph
+from support.rkpipe import ROOT, read_jsonl, run_rkpipe
 
 SEED, FRAMES, W, H = 77, 240, 640, 360
 MODEL = ROOT / "models" / "rkpipe-yolov8n.onnx"
@@ -35,49 +36,18 @@ def scene_lines() -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
     }
 
 
-def graph_text(out: Path) -> str:
-    lines = ", ".join(
-        f'{{ name = "{n}", a = [{a[0]}, {a[1]}], b = [{b[0]}, {b[1]}] }}'
-        for n, (a, b) in scene_lines().items()
+def detection_graph(out: Path) -> Graph:
+    lines = [{"name": n, "a": list(a), "b": list(b)} for n, (a, b) in scene_lines().items()]
+    return (
+        Graph("counts_e2e")
+        .source("cam0", uses="synthetic", scene="easy", seed=SEED, frames=FRAMES, live=False)
+        .stage("pre", uses="letterbox", inputs=["cam0"])
+        .stage("det", uses="infer", inputs=["pre"], model=MODEL)
+        .stage("post", uses="yolov8_decode", inputs=["det"])
+        .stage("track", uses="bytetrack", inputs=["post"])
+        .stage("lines", uses="line_crossing", inputs=["track"], lines={"cam0": lines})
+        .sink("out", uses="jsonl", inputs=["lines"], path=out)
     )
-    return f"""
-[pipeline]
-name = "counts_e2e"
-
-[stages.cam0]
-uses = "synthetic"
-scene = "easy"
-seed = {SEED}
-frames = {FRAMES}
-live = false
-
-[stages.pre]
-uses = "letterbox"
-inputs = ["cam0"]
-
-[stages.det]
-uses = "infer"
-inputs = ["pre"]
-model = "{MODEL}"
-
-[stages.post]
-uses = "yolov8_decode"
-inputs = ["det"]
-
-[stages.track]
-uses = "bytetrack"
-inputs = ["post"]
-
-[stages.lines]
-uses = "line_crossing"
-inputs = ["track"]
-lines.cam0 = [{lines}]
-
-[stages.out]
-uses = "jsonl"
-inputs = ["lines"]
-path = "{out}"
-"""
 
 
 def truth_counts(scene: Scene) -> Counter:
@@ -103,7 +73,7 @@ def test_every_crossing_in_the_clip_is_visible() -> None:
 @pytest.mark.slow
 def test_pipeline_counts_equal_ground_truth(tmp_path: Path, no_leaks: None) -> None:
     out = tmp_path / "events.jsonl"
-    graph = write_graph(tmp_path, graph_text(out))
+    graph = detection_graph(out).write(tmp_path)
     res = run_rkpipe("run", "--no-live", str(graph), cwd=tmp_path, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     records = read_jsonl(out)

@@ -1,2 +1,2 @@
-"""What the tests share: running the real ``rkpipe`` CLI, graph files, a mosquitto broker,
-a reference decoder and stages written for tests (``support/stages``)."""
+"""What the tests share: running the real ``rkpipe`` CLI, graphs built in code (``graph``),
+a mosquitto broker, a reference decoder and stages written for tests (``support/stages``)."""

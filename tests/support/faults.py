@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support.graph import Graph
 from support.rkpipe import TEST_STAGES, read_jsonl, start_rkpipe
 
 __all__ = [
@@ -47,63 +48,34 @@ def detection_graph(folder: Path, frames: int = 240, fps: int = 60) -> Path:
     """The whole detection pipeline on two streams (a file-like and a live source), light
     enough for a loaded 2-core machine: letterbox, two simulated NPU processes (the NPU is the
     one thing that cannot exist here), decode, ByteTrack, a counting line, two JSONL sinks."""
-    cam = f'uses = "synthetic"\nwidth = 160\nheight = 120\nfps = {fps}\nframes = {frames}\n'
-    text = f"""
-[pipeline]
-name = "faults"
-heartbeat_timeout_s = 3
-restart_limit = 20
-restart_window_s = 60
-shutdown_grace_s = 30
-stats_interval_s = 0.5
-
-[stages.cam0]
-{cam}realtime = true
-seed = 1
-
-[stages.cam1]
-{cam}live = true
-seed = 2
-
-[stages.pre]
-uses = "letterbox"
-inputs = ["cam0", "cam1"]
-size = [160, 160]
-
-[stages.npu]
-uses = "infer"
-inputs = ["pre"]
-model = "sim:yolov8n"
-sim_ms = 4
-npu_cores = [0, 1]
-
-[stages.post]
-uses = "yolov8_decode"
-inputs = ["npu"]
-
-[stages.track]
-uses = "bytetrack"
-inputs = ["post"]
-
-[stages.lines]
-uses = "line_crossing"
-inputs = ["track"]
-lines."*" = {{ name = "mid", a = [0, 60], b = [160, 60] }}
-
-[stages.out]
-uses = "jsonl"
-inputs = ["lines"]
-path = "{folder}/frames.jsonl"
-
-[stages.events]
-uses = "jsonl"
-inputs = ["lines"]
-path = "{folder}/events.jsonl"
-events_only = true
-"""
-    path = folder / "faults.toml"
-    path.write_text(text)
-    return path
+    cam = {"uses": "synthetic", "width": 160, "height": 120, "fps": fps, "frames": frames}
+    return (
+        Graph(
+            "faults",
+            heartbeat_timeout_s=3,
+            restart_limit=20,
+            restart_window_s=60,
+            shutdown_grace_s=30,
+            stats_interval_s=0.5,
+        )
+        .source("cam0", **cam, realtime=True, seed=1)
+        .source("cam1", **cam, live=True, seed=2)
+        .stage("pre", uses="letterbox", inputs=["cam0", "cam1"], size=[160, 160])
+        .stage("npu", uses="infer", inputs=["pre"], model="sim:yolov8n", sim_ms=4, npu_cores=[0, 1])
+        .stage("post", uses="yolov8_decode", inputs=["npu"])
+        .stage("track", uses="bytetrack", inputs=["post"])
+        .stage(
+            "lines",
+            uses="line_crossing",
+            inputs=["track"],
+            lines={"*": {"name": "mid", "a": [0, 60], "b": [160, 60]}},
+        )
+        .sink("out", uses="jsonl", inputs=["lines"], path=folder / "frames.jsonl")
+        .sink(
+            "events", uses="jsonl", inputs=["lines"], path=folder / "events.jsonl", events_only=True
+        )
+        .write(folder, "faults.toml")
+    )
 
 
 @dataclass
