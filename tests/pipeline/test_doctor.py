@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.doctor.check import Check
 from pipeline.doctor.cli import run_checks
 from pipeline.doctor.npu import required_driver
+from support.graph import Graph
 from support.machines import rk3588_board, x86_box
 from support.mosquitto import Broker, broker_fixture  # noqa: F401  (the broker fixture)
-from support.rkpipe import ROOT, run_rkpipe, write_graph
+from support.rkpipe import ROOT, run_rkpipe
 
 RKNN_MODEL = ROOT / "models" / "rkpipe-yolov8n.rknn"  # built by rknn-toolkit2 2.5.0
 ONNX_MODEL = ROOT / "models" / "rkpipe-yolov8n.onnx"
@@ -101,36 +103,35 @@ def test_required_driver_follows_rockchip_release_notes() -> None:
 
 
 # -- a graph's needs ---------------------------------------------------------------------------
-def graph_text(cpus: str = "[0]", infer: str = "", mqtt: str = "") -> str:
-    text = f"""
-[stages.cam0]
-uses = "capture"
-source = "synthetic:street?width=640&height=360"
-cpus = {cpus}
-[stages.out]
-uses = "jsonl"
-inputs = ["cam0"]
-path = "out.jsonl"
-"""
-    if infer:
-        text += f'[stages.pre]\nuses = "letterbox"\ninputs = ["cam0"]\n{infer}'
-    if mqtt:
-        text += f'[stages.mqtt]\nuses = "mqtt"\ninputs = ["cam0"]\n{mqtt}'
-    return text
+def doctor_graph(
+    cpus: Any = (0,), pre: dict[str, Any] | None = None, mqtt: dict[str, Any] | None = None
+) -> Graph:
+    """A capture on ``cpus`` into JSONL; with ``pre``, a letterbox with those options; with
+    ``mqtt``, an mqtt sink with those."""
+    graph = (
+        Graph()
+        .source("cam0", uses="capture", source="synthetic:street?width=640&height=360", cpus=cpus)
+        .sink("out", uses="jsonl", inputs=["cam0"], path="out.jsonl")
+    )
+    if pre is not None:
+        graph.stage("pre", uses="letterbox", inputs=["cam0"], **pre)
+    if mqtt is not None:
+        graph.sink("mqtt", uses="mqtt", inputs=["cam0"], **mqtt)
+    return graph
 
 
 def test_a_graph_that_wants_cores_the_machine_lacks_fails(tmp_path: Path) -> None:
-    graph = write_graph(tmp_path, graph_text(cpus="[6]"))
+    graph = doctor_graph(cpus=[6]).write(tmp_path)
     res = run_rkpipe("doctor", "--root", str(x86_box(tmp_path / "box", cpus=4)), str(graph))
     assert res.returncode == 1
     assert "FAIL  graph" in res.stdout and "stages.cam0.cpus: CPU [6] not present" in res.stdout
-    named = write_graph(tmp_path, graph_text(cpus='"big:2"'), "named.toml")
+    named = doctor_graph(cpus="big:2").write(tmp_path, "named.toml")
     ok = run_rkpipe("doctor", "--root", str(rk3588_board(tmp_path / "board")), str(named))
     assert "ok    graph" in ok.stdout, ok.stdout
 
 
 def test_the_graphs_frame_pools_are_checked_against_dev_shm(tmp_path: Path) -> None:
-    graph = write_graph(tmp_path, graph_text(infer='layout = "nchw_float"\n'))
+    graph = doctor_graph(pre={"layout": "nchw_float"}).write(tmp_path)
     checks = by_name(run_checks(x86_box(tmp_path / "small", shm_size="16m"), graph))
     shm = checks["/dev/shm for the graph"]
     assert shm.status == "fail" and shm.detail.endswith("of 16 MB") and "--shm-size" in shm.fix
@@ -139,8 +140,8 @@ def test_the_graphs_frame_pools_are_checked_against_dev_shm(tmp_path: Path) -> N
 
 
 def model_graph(tmp_path: Path, model: Path) -> Path:
-    infer = f'[stages.npu]\nuses = "infer"\ninputs = ["pre"]\nmodel = "{model}"\n'
-    return write_graph(tmp_path, graph_text(infer='layout = "nhwc_uint8"\n') + infer)
+    graph = doctor_graph(pre={"layout": "nhwc_uint8"})
+    return graph.stage("npu", uses="infer", inputs=["pre"], model=model).write(tmp_path)
 
 
 def test_the_model_is_loaded_and_a_broken_one_fails(tmp_path: Path) -> None:
@@ -175,7 +176,7 @@ def test_an_rknn_model_newer_than_the_boards_runtime_fails(tmp_path: Path) -> No
 
 @pytest.mark.integration
 def test_the_graphs_broker_must_answer(tmp_path: Path, broker: Broker) -> None:
-    graph = write_graph(tmp_path, graph_text(mqtt=f'host = "127.0.0.1"\nport = {broker.port}\n'))
+    graph = doctor_graph(mqtt={"host": "127.0.0.1", "port": broker.port}).write(tmp_path)
     checks = by_name(run_checks(x86_box(tmp_path / "box"), graph))
     assert checks["mqtt: broker"] == Check("mqtt: broker", "ok", f"127.0.0.1:{broker.port} answers")
     broker.stop()

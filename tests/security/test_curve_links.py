@@ -11,7 +11,8 @@ import pytest
 import zmq
 import zmq.auth
 
-from support.rkpipe import poll_for, read_jsonl, run_rkpipe, start_rkpipe, write_graph
+from support.graph import Graph
+from support.rkpipe import poll_for, read_jsonl, run_rkpipe, start_rkpipe
 
 
 def free_port() -> int:
@@ -20,25 +21,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def graph_text(tmp_path: Path, port: int, key: str, frames: int = 60) -> str:
-    return f"""
-[stages.cam0]
-uses = "synthetic"
-width = 64
-height = 48
-fps = 30
-realtime = true
-frames = {frames}
-[stages.work]
-uses = "passthrough"
-inputs = ["cam0"]
-endpoint = "tcp://127.0.0.1:{port}"
-curve_key_file = "{key}"
-[stages.out]
-uses = "jsonl"
-inputs = ["work"]
-path = "{tmp_path}/out.jsonl"
-"""
+def curve_graph(tmp_path: Path, port: int | None, key: str, frames: int = 60) -> Graph:
+    """A paced source -> a stage whose output is a CurveZMQ link on ``port`` (none: no
+    endpoint) with the secret key file ``key`` -> JSONL."""
+    link = {"endpoint": f"tcp://127.0.0.1:{port}"} if port is not None else {}
+    return (
+        Graph()
+        .source("cam0", uses="synthetic", width=64, height=48, fps=30, realtime=True, frames=frames)
+        .stage("work", uses="passthrough", inputs=["cam0"], **link, curve_key_file=key)
+        .sink("out", uses="jsonl", inputs=["work"], path=tmp_path / "out.jsonl")
+    )
 
 
 @pytest.mark.integration
@@ -47,7 +39,7 @@ def test_a_curve_link_carries_every_frame_and_a_plain_peer_gets_nothing(
 ) -> None:
     _, secret = zmq.auth.create_certificates(str(tmp_path), "link")
     port = free_port()
-    graph = write_graph(tmp_path, graph_text(tmp_path, port, Path(secret).name, frames=90))
+    graph = curve_graph(tmp_path, port, Path(secret).name, frames=90).write(tmp_path)
     stats = tmp_path / "stats.json"
     run = start_rkpipe("run", str(graph), "--no-live", "--stats-out", str(stats))
     try:
@@ -84,9 +76,7 @@ def test_a_curve_key_mistake_is_a_graph_error(
     tmp_path: Path, endpoint: str | None, key: str, says: str
 ) -> None:
     zmq.auth.create_certificates(str(tmp_path), "link")
-    text = graph_text(tmp_path, 5999, key)
-    if endpoint is None:
-        text = text.replace('endpoint = "tcp://127.0.0.1:5999"\n', "")
-    res = run_rkpipe("validate", str(write_graph(tmp_path, text)))
+    graph = curve_graph(tmp_path, None if endpoint is None else 5999, key)
+    res = run_rkpipe("validate", str(graph.write(tmp_path)))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "stages.work.curve_key_file" in res.stderr and says in res.stderr

@@ -3,6 +3,7 @@ served here that drops and comes back, synthetic scenes, and real `rkpipe run` g
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -11,6 +12,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,7 +29,8 @@ from stages.capture.opencv_stream import FFMPEG_HINT
 from stages.capture.opener import Kind, has_gstreamer, parse_source
 from stages.capture.reconnect import Backoff
 from stages.synthetic import Scene
-from support.rkpipe import poll_for, read_jsonl, run_rkpipe, start_rkpipe, write_graph
+from support.graph import Graph
+from support.rkpipe import poll_for, read_jsonl, run_rkpipe, start_rkpipe
 
 W, H, FPS = 160, 120, 25.0
 BITS = 8  # frame index stamped as 8 bars of 20 px in the top half; level in the bottom half
@@ -88,29 +91,22 @@ def read_all(cap: Capture, tmp_path: Path, limit: int = 1000, resume_seq: int = 
     return out, runtime.drops + runtime.events
 
 
-def graph_text(tmp_path: Path, source_options: str) -> str:
+def capture_graph(tmp_path: Path, **source: Any) -> Graph:
+    """capture (with ``source`` options) -> a stage reading each frame's stamp -> JSONL."""
     (tmp_path / "stamp.py").write_text(STAMP_STAGE)
-    return f"""
-[pipeline]
-name = "capture"
-[stages.cam0]
-uses = "capture"
-{source_options}
-[stages.stamp]
-uses = "stamp.py:ReadStamp"
-inputs = ["cam0"]
-[stages.out]
-uses = "jsonl"
-inputs = ["stamp"]
-path = "{tmp_path}/out.jsonl"
-"""
+    return (
+        Graph("capture")
+        .source("cam0", uses="capture", **source)
+        .stage("stamp", uses="stamp.py:ReadStamp", inputs=["cam0"])
+        .sink("out", uses="jsonl", inputs=["stamp"], path=tmp_path / "out.jsonl")
+    )
 
 
 # -- video files ---------------------------------------------------------------------------
 @pytest.mark.integration
 def test_file_frames_arrive_once_in_order_with_their_content(tmp_path: Path, no_leaks) -> None:
     write_clip(tmp_path / "clip.mp4", 60)
-    graph = write_graph(tmp_path, graph_text(tmp_path, 'source = "clip.mp4"'))
+    graph = capture_graph(tmp_path, source="clip.mp4").write(tmp_path)
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
     assert res.returncode == 0, res.stderr
     rows = read_jsonl(tmp_path / "out.jsonl")
@@ -123,7 +119,7 @@ def test_file_frames_arrive_once_in_order_with_their_content(tmp_path: Path, no_
 
 @pytest.mark.integration
 def test_missing_file_is_a_graph_error_before_anything_starts(tmp_path: Path, no_leaks) -> None:
-    graph = write_graph(tmp_path, graph_text(tmp_path, 'source = "videos/nope.mp4"'))
+    graph = capture_graph(tmp_path, source="videos/nope.mp4").write(tmp_path)
     for command in ("validate", "run"):
         res = run_rkpipe(command, str(graph), timeout=60)
         assert res.returncode == 2, res.stderr
@@ -375,6 +371,8 @@ class MjpegServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                with outer.lock:
+                    outer.viewers += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
@@ -388,11 +386,18 @@ class MjpegServer:
                         time.sleep(1 / fps)
                 except OSError:
                     pass
+                finally:
+                    with contextlib.suppress(OSError):  # the viewer sees the camera go
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    with outer.lock:
+                        outer.viewers -= 1
 
             def log_message(self, *args: object) -> None:
                 pass
 
         self.stopped = False
+        self.viewers = 0  # connections being served
+        self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
@@ -405,7 +410,8 @@ class MjpegServer:
         self.stopped = True
         self.httpd.shutdown()
         self.httpd.server_close()
-        time.sleep(0.1)  # handlers see the flag and close their connections
+        # the handlers see the flag and close their connections
+        assert poll_for(lambda: self.viewers == 0, 10), f"{self.viewers} viewers still served"
 
 
 def free_port() -> int:
@@ -463,8 +469,7 @@ def test_live_stream_that_drops_is_reconnected_and_numbering_goes_on(
     port: the capture waits, logs each outage once, reconnects, and the run ends cleanly."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/stream.mjpg"
-    options = f'source = "{url}"\nbackoff_s = 0.2\nmax_backoff_s = 0.4'
-    graph = write_graph(tmp_path, graph_text(tmp_path, options))
+    graph = capture_graph(tmp_path, source=url, backoff_s=0.2, max_backoff_s=0.4).write(tmp_path)
     out = tmp_path / "out.jsonl"
     args = ["run", str(graph), "--frames", "80", "--stats-out", str(tmp_path / "stats.json")]
     run = start_rkpipe(*args)

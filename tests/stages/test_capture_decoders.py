@@ -24,7 +24,8 @@ from stages.capture.decoder_ffmpeg import FfmpegOptions, ffmpeg_argv
 from stages.capture.decoders import Choice, choose_decoder
 from stages.capture.opener import tcp_answer
 from support.cameras import RtspCamera, clip_frames, h264_clip, match_frame, rtsp_ready
-from support.rkpipe import child_pid, poll_for, read_jsonl, start_rkpipe, write_graph
+from support.graph import Graph
+from support.rkpipe import child_pid, poll_for, read_jsonl, start_rkpipe
 
 pytestmark = pytest.mark.skipif(bool(rtsp_ready()), reason=rtsp_ready() or "ready")
 
@@ -278,35 +279,27 @@ def test_auto_falls_back_to_opencv_without_a_hardware_decoder(tmp_path: Path) ->
 
 # -- a run with two cameras ------------------------------------------------------------------
 def camera_graph(tmp_path: Path, cams: list[RtspCamera], clips: list[Path]) -> Path:
-    stages = ""
+    graph = Graph("cameras")
     for i, cam in enumerate(cams):
-        stages += f"""
-[stages.cam{i}]
-uses = "capture"
-source = "{cam.url}"
-decoder = "ffmpeg"
-resize = [160, 90]
-backoff_s = 0.2
-max_backoff_s = 0.5
-read_timeout_s = 3
-"""
-    refs = ", ".join(f'cam{i} = "{c}"' for i, c in enumerate(clips))
-    return write_graph(
-        tmp_path,
-        f"""
-[pipeline]
-name = "cameras"
-{stages}
-[stages.match]
-uses = "rk_test_cameras:ClipMatch"
-inputs = [{", ".join(f'"cam{i}"' for i in range(len(cams)))}]
-clips = {{ {refs} }}
-
-[stages.out]
-uses = "jsonl"
-inputs = ["match"]
-path = "{tmp_path}/out.jsonl"
-""",
+        graph.source(
+            f"cam{i}",
+            uses="capture",
+            source=cam.url,
+            decoder="ffmpeg",
+            resize=[160, 90],
+            backoff_s=0.2,
+            max_backoff_s=0.5,
+            read_timeout_s=3,
+        )
+    return (
+        graph.stage(
+            "match",
+            uses="rk_test_cameras:ClipMatch",
+            inputs=[f"cam{i}" for i in range(len(cams))],
+            clips={f"cam{i}": c for i, c in enumerate(clips)},
+        )
+        .sink("out", uses="jsonl", inputs=["match"], path=tmp_path / "out.jsonl")
+        .write(tmp_path)
     )
 
 

@@ -26,7 +26,8 @@ from stages.events import validate_event
 from stages.line_crossing.stage import LineCrossing
 from stages.synthetic import Scene
 from stages.zones.stage import Zones
-from support.rkpipe import read_jsonl, run_rkpipe, write_graph
+from support.graph import Graph
+from support.rkpipe import read_jsonl, run_rkpipe
 
 T0 = 1_700_000_000.0
 LINE_Y = 270  # people on the easy scene's crosswalk cross it (track 62465 near frame 230)
@@ -198,28 +199,25 @@ def poll(cond, timeout: float = 10.0) -> bool:
 
 @pytest.mark.integration
 def test_a_real_run_writes_the_snapshots_its_events_name(tmp_path: Path, no_leaks) -> None:
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-scene = "easy"
-frames = 260
-[stages.truth]
-uses = "rk_test_overlay:Overlay"
-inputs = ["cam0"]
-overlays = false
-[stages.lines]
-uses = "line_crossing"
-inputs = ["truth"]
-lines."*" = {{ name = "door", a = [0, {LINE_Y}], b = [640, {LINE_Y}] }}
-snapshot = {{ dir = "{tmp_path}/snaps", keep = 50 }}
-[stages.out]
-uses = "jsonl"
-inputs = ["lines"]
-path = "{tmp_path}/{{stream}}.events.jsonl"
-events_only = true
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", scene="easy", frames=260)
+        .stage("truth", uses="rk_test_overlay:Overlay", inputs=["cam0"], overlays=False)
+        .stage(
+            "lines",
+            uses="line_crossing",
+            inputs=["truth"],
+            lines={"*": {"name": "door", "a": [0, LINE_Y], "b": [640, LINE_Y]}},
+            snapshot={"dir": tmp_path / "snaps", "keep": 50},
+        )
+        .sink(
+            "out",
+            uses="jsonl",
+            inputs=["lines"],
+            path=f"{tmp_path}/{{stream}}.events.jsonl",
+            events_only=True,
+        )
+        .write(tmp_path)
     )
     ids = []
     for run in range(2):

@@ -13,7 +13,8 @@ from pipeline.messages import Message
 from pipeline.testing import run_stage
 from stages.events import line_crossing_event, validate_event, zone_enter_event
 from stages.sinks.jsonl import JsonlSink
-from support.rkpipe import read_jsonl, run_rkpipe, write_graph
+from support.graph import Graph
+from support.rkpipe import read_jsonl, run_rkpipe
 
 
 def messages(n: int, stream: str = "cam0", pad: int = 200) -> list[Message]:
@@ -100,31 +101,25 @@ def test_events_only_writes_each_event_as_one_line(tmp_path: Path) -> None:
 def test_events_only_file_holds_exactly_the_events_of_a_real_graph(tmp_path: Path) -> None:
     """Tracked objects of the street scene cross a counting line; an events_only sink and a
     per-message sink side by side see the same events, the first one per line."""
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-scene = "easy"
-frames = 120
-[stages.truth]
-uses = "rk_test_overlay:Overlay"
-inputs = ["cam0"]
-overlays = false
-[stages.lines]
-uses = "line_crossing"
-inputs = ["truth"]
-lines.cam0 = {{ a = [320, 0], b = [320, 360], name = "door" }}
-[stages.events]
-uses = "jsonl"
-inputs = ["lines"]
-path = "{tmp_path}/events.jsonl"
-events_only = true
-[stages.all]
-uses = "jsonl"
-inputs = ["lines"]
-path = "{tmp_path}/all.jsonl"
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", scene="easy", frames=120)
+        .stage("truth", uses="rk_test_overlay:Overlay", inputs=["cam0"], overlays=False)
+        .stage(
+            "lines",
+            uses="line_crossing",
+            inputs=["truth"],
+            lines={"cam0": {"a": [320, 0], "b": [320, 360], "name": "door"}},
+        )
+        .sink(
+            "events",
+            uses="jsonl",
+            inputs=["lines"],
+            path=tmp_path / "events.jsonl",
+            events_only=True,
+        )
+        .sink("all", uses="jsonl", inputs=["lines"], path=tmp_path / "all.jsonl")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr

@@ -28,6 +28,7 @@ from pipeline.stage import Context
 from stages.sinks.preview.server import BOUNDARY
 from stages.sinks.preview.stage import PreviewSink
 from support.browser import FLAGS, Browser, chromium_path
+from support.graph import Graph
 from support.rkpipe import poll_for, start_rkpipe, write_graph
 
 
@@ -131,31 +132,19 @@ def _get(url: str) -> bytes:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_live_graph_in_a_real_browser(tmp_path: Path, chromium, no_leaks) -> None:
-    graph = write_graph(
-        tmp_path,
-        """
-[stages.cam0]
-uses = "synthetic"
-scene = "easy"
-live = true
-fps = 15
-[stages.cam1]
-uses = "synthetic"
-scene = "easy"
-seed = 1
-live = true
-fps = 15
-[stages.overlay]
-uses = "rk_test_overlay:Overlay"
-inputs = ["cam0", "cam1"]
-seeds = { cam1 = 1 }
-fps = 15
-[stages.view]
-uses = "preview"
-inputs = ["overlay"]
-port = 0
-max_fps = 8
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", scene="easy", live=True, fps=15)
+        .source("cam1", uses="synthetic", scene="easy", seed=1, live=True, fps=15)
+        .stage(
+            "overlay",
+            uses="rk_test_overlay:Overlay",
+            inputs=["cam0", "cam1"],
+            seeds={"cam1": 1},
+            fps=15,
+        )
+        .sink("view", uses="preview", inputs=["overlay"], port=0, max_fps=8)
+        .write(tmp_path)
     )
     run, log = _start(graph)
     try:
@@ -452,33 +441,28 @@ def test_health_events_and_the_editor_in_a_real_browser(
     """A camera that never connected has a card saying so; events are listed with their
     snapshots; lines and zones drawn by clicking give TOML that the graph accepts as is."""
     token = "pv-token-2718"
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-scene = "easy"
-live = true
-fps = 15
-[stages.cam9]
-uses = "rk_test_stages:DownCamera"
-[stages.overlay]
-uses = "rk_test_overlay:Overlay"
-inputs = ["cam0"]
-fps = 15
-[stages.ev]
-uses = "rk_test_events:EmitEvents"
-inputs = ["overlay"]
-every = 10
-types = ["line_crossing", "zone_enter"]
-snapshot_dir = "{tmp_path}/snaps"
-[stages.view]
-uses = "preview"
-inputs = ["ev", "cam9"]
-port = 0
-token = "${{RKPIPE_T_TOKEN}}"
-snapshot_dir = "{tmp_path}/snaps"
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", scene="easy", live=True, fps=15)
+        .source("cam9", uses="rk_test_stages:DownCamera")
+        .stage("overlay", uses="rk_test_overlay:Overlay", inputs=["cam0"], fps=15)
+        .stage(
+            "ev",
+            uses="rk_test_events:EmitEvents",
+            inputs=["overlay"],
+            every=10,
+            types=["line_crossing", "zone_enter"],
+            snapshot_dir=tmp_path / "snaps",
+        )
+        .sink(
+            "view",
+            uses="preview",
+            inputs=["ev", "cam9"],
+            port=0,
+            token="${RKPIPE_T_TOKEN}",
+            snapshot_dir=tmp_path / "snaps",
+        )
+        .write(tmp_path)
     )
     run = start_rkpipe("run", str(graph), "--log-level", "DEBUG", stdout=subprocess.DEVNULL,
                        env={"RKPIPE_T_TOKEN": token})  # fmt: skip

@@ -18,7 +18,8 @@ from pipeline.stage import Context
 from stages.sinks.video import VideoSink
 from stages.synthetic import Scene
 from support.browser import chromium_path, dump_dom
-from support.rkpipe import read_jsonl, run_rkpipe, write_graph
+from support.graph import Graph
+from support.rkpipe import read_jsonl, run_rkpipe
 
 BOX = (60, 150, 200, 250)  # the fixed box rk_test_overlay adds (track 999)
 
@@ -48,32 +49,20 @@ def box_border(img: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 @pytest.mark.integration
 def test_two_streams_give_two_annotated_videos_with_every_frame(tmp_path: Path, no_leaks) -> None:
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-scene = "easy"
-frames = 40
-[stages.cam1]
-uses = "synthetic"
-scene = "easy"
-seed = 1
-frames = 25
-[stages.overlay]
-uses = "rk_test_overlay:Overlay"
-inputs = ["cam0", "cam1"]
-box = {list(BOX)}
-[stages.video]
-uses = "video"
-inputs = ["overlay"]
-path = "{tmp_path}/annotated/{{stream}}.mp4"
-[stages.raw]
-uses = "video"
-inputs = ["overlay"]
-path = "{tmp_path}/raw/{{stream}}.mp4"
-annotate = false
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", scene="easy", frames=40)
+        .source("cam1", uses="synthetic", scene="easy", seed=1, frames=25)
+        .stage("overlay", uses="rk_test_overlay:Overlay", inputs=["cam0", "cam1"], box=list(BOX))
+        .sink("video", uses="video", inputs=["overlay"], path=tmp_path / "annotated/{stream}.mp4")
+        .sink(
+            "raw",
+            uses="video",
+            inputs=["overlay"],
+            path=tmp_path / "raw/{stream}.mp4",
+            annotate=False,
+        )
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
@@ -101,31 +90,22 @@ annotate = false
 @pytest.mark.integration
 def test_fill_gaps_repeats_the_last_frame_over_dropped_ones(tmp_path: Path, no_leaks) -> None:
     dropped = [5, 6, 7, 20]
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-scene = "easy"
-width = 320
-height = 180
-frames = 30
-[stages.overlay]
-uses = "rk_test_overlay:Overlay"
-inputs = ["cam0"]
-width = 320
-height = 180
-drop = {dropped}
-[stages.filled]
-uses = "video"
-inputs = ["overlay"]
-path = "{tmp_path}/filled.mp4"
-fill_gaps = true
-[stages.plain]
-uses = "video"
-inputs = ["overlay"]
-path = "{tmp_path}/plain.mp4"
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", scene="easy", width=320, height=180, frames=30)
+        .stage(
+            "overlay",
+            uses="rk_test_overlay:Overlay",
+            inputs=["cam0"],
+            width=320,
+            height=180,
+            drop=dropped,
+        )
+        .sink(
+            "filled", uses="video", inputs=["overlay"], path=tmp_path / "filled.mp4", fill_gaps=True
+        )
+        .sink("plain", uses="video", inputs=["overlay"], path=tmp_path / "plain.mp4")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
@@ -194,19 +174,11 @@ def test_a_recording_plays_in_headless_chromium(tmp_path: Path, no_leaks) -> Non
     exe = chromium_path()
     if exe is None:
         pytest.fail("this test needs Chromium: apt-get install chromium")
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-scene = "easy"
-frames = 60
-[stages.video]
-uses = "video"
-inputs = ["cam0"]
-path = "{tmp_path}/{{stream}}.mp4"
-fps = 20
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", scene="easy", frames=60)
+        .sink("video", uses="video", inputs=["cam0"], path=tmp_path / "{stream}.mp4", fps=20)
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
@@ -240,17 +212,11 @@ v.play().catch((e) => { out.textContent = "play failed: " + e; });
 @pytest.mark.integration
 def test_a_bad_video_path_is_one_clear_line_from_the_cli(tmp_path: Path, no_leaks) -> None:
     (tmp_path / "file").write_text("")
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-frames = 5
-[stages.video]
-uses = "video"
-inputs = ["cam0"]
-path = "{tmp_path}/file/{{stream}}.mp4"
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", frames=5)
+        .sink("video", uses="video", inputs=["cam0"], path=tmp_path / "file/{stream}.mp4")
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph), timeout=60)
     assert res.returncode == 2  # found when the graph is validated, before any process starts
@@ -288,33 +254,32 @@ def decode(path: Path) -> list[np.ndarray]:
 
 @pytest.mark.integration
 def test_an_event_clip_holds_the_seconds_around_the_event(tmp_path: Path, no_leaks) -> None:
-    graph = write_graph(
-        tmp_path,
-        f"""
-[stages.cam0]
-uses = "synthetic"
-scene = "easy"
-frames = 260
-[stages.truth]
-uses = "rk_test_overlay:Overlay"
-inputs = ["cam0"]
-overlays = false
-[stages.lines]
-uses = "line_crossing"
-inputs = ["truth"]
-lines."*" = {{ name = "door", a = [0, 270], b = [640, 270] }}
-[stages.video]
-uses = "video"
-inputs = ["lines"]
-path = "{tmp_path}/{{stream}}.mp4"
-annotate = false
-clips = {{ dir = "{tmp_path}/clips", before_s = 1, after_s = 1 }}
-[stages.events]
-uses = "jsonl"
-inputs = ["lines"]
-path = "{tmp_path}/events.jsonl"
-events_only = true
-""",
+    graph = (
+        Graph()
+        .source("cam0", uses="synthetic", scene="easy", frames=260)
+        .stage("truth", uses="rk_test_overlay:Overlay", inputs=["cam0"], overlays=False)
+        .stage(
+            "lines",
+            uses="line_crossing",
+            inputs=["truth"],
+            lines={"*": {"name": "door", "a": [0, 270], "b": [640, 270]}},
+        )
+        .sink(
+            "video",
+            uses="video",
+            inputs=["lines"],
+            path=tmp_path / "{stream}.mp4",
+            annotate=False,
+            clips={"dir": tmp_path / "clips", "before_s": 1, "after_s": 1},
+        )
+        .sink(
+            "events",
+            uses="jsonl",
+            inputs=["lines"],
+            path=tmp_path / "events.jsonl",
+            events_only=True,
+        )
+        .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
