@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -238,6 +237,18 @@ def _kill_sink(proc: subprocess.Popen) -> None:
     assert poll_for(lambda: child_pid(proc, "mqtt") not in (None, pid), timeout=20)
 
 
+def _unsent(folder: Path, instance: str = "mqtt") -> int:
+    """How many events a sink's spool holds that the broker has not acknowledged: lines
+    numbered at or above the watermark in ``.acked``."""
+    try:
+        acked = int((folder / f"{instance}.acked").read_text().strip() or 0)
+        lines = (folder / f"{instance}.jsonl").read_text().splitlines()
+    except (OSError, ValueError):
+        return 0
+    events = [json.loads(line) for line in lines if line.endswith("}") and "/events/" in line]
+    return sum(e["n"] >= acked for e in events)
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_sigkill_during_an_outage_loses_no_spooled_event(
@@ -253,7 +264,7 @@ def test_sigkill_during_an_outage_loses_no_spooled_event(
     try:
         assert poll_for(lambda: len(sub.ids()) >= 30, timeout=20)
         broker.stop()
-        time.sleep(1.0)  # ~80 frames, ~240 events wait
+        assert poll_for(lambda: _unsent(tmp_path / "spool") >= 200, timeout=30)  # ~80 frames
         _kill_sink(proc)
         broker.start()
         _, err = proc.communicate(timeout=60)

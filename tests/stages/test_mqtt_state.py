@@ -25,6 +25,7 @@ from stages.events import (
 )
 from stages.sinks.mqtt import MqttSink
 from stages.sinks.mqtt.state_topics import StreamState
+from support.graph import Graph
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
 from support.mqtt_graph import graph_text, start_run
 from support.rkpipe import poll_for, write_graph
@@ -395,22 +396,19 @@ def test_camera_status_follows_the_source_health(tmp_path: Path, broker: Broker,
     """A camera that is live, lost for 2.5 s, live again and then ends: its retained status
     goes online, offline, online, offline (plain strings)."""
     sub = Subscriber(broker, ["rkpipe/cam0/status"])
-    text = f"""
-[pipeline]
-name = "health"
-[stages.cam0]
-uses = "rk_test_stages:FlakyCamera"
-frames = 100
-fps = 20
-outage_at = 20
-outage_s = 2.5
-[stages.mqtt]
-uses = "mqtt"
-inputs = ["cam0"]
-host = "{broker.host}"
-port = {broker.port}
-"""
-    proc = start_run(write_graph(tmp_path, text))
+    graph = (
+        Graph("health")
+        .source(
+            "cam0",
+            uses="rk_test_stages:FlakyCamera",
+            frames=100,
+            fps=20,
+            outage_at=20,
+            outage_s=2.5,
+        )
+        .sink("mqtt", uses="mqtt", inputs=["cam0"], host=broker.host, port=broker.port)
+    )
+    proc = start_run(graph.write(tmp_path))
     try:
         _, err = proc.communicate(timeout=60)
     finally:

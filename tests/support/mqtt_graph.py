@@ -3,12 +3,12 @@ event ids such a run gives, so a test knows exactly what must arrive."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from support.graph import Graph
 from support.mosquitto import Broker
 from support.rkpipe import start_rkpipe
 
@@ -25,24 +25,17 @@ def graph_text(
 ) -> str:
     """cam0 and cam1 -> rk_test_events:EmitEvents -> mqtt; ``fps`` > 0 paces the (non-live)
     sources; ``pipeline`` adds ``[pipeline]`` settings."""
-    pace = f"realtime = true\nfps = {fps}" if fps else ""
+    pace = {"realtime": True, "fps": fps} if fps else {}
     opts = {"host": b.host, "port": b.port, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5}
     opts.update(mqtt_opts)
-    settings = {"name": "mqtt_test", **(pipeline or {})}
-    cams = "".join(
-        f'[stages.{c}]\nuses = "synthetic"\nwidth = 64\nheight = 48\nframes = {frames}\n{pace}\n'
-        for c in ("cam0", "cam1")
+    graph = Graph("mqtt_test", **(pipeline or {}))
+    for cam in ("cam0", "cam1"):
+        graph.source(cam, uses="synthetic", width=64, height=48, frames=frames, **pace)
+    types = ["line_crossing", "zone_enter", "counts"]
+    graph.stage(
+        "ev", uses="rk_test_events:EmitEvents", inputs=["cam0", "cam1"], every=every, types=types
     )
-    return (
-        f"[pipeline]\n{_table(settings)}\n{cams}"
-        f'[stages.ev]\nuses = "rk_test_events:EmitEvents"\ninputs = ["cam0", "cam1"]\n'
-        f'every = {every}\ntypes = ["line_crossing", "zone_enter", "counts"]\n'
-        f'[stages.mqtt]\nuses = "mqtt"\ninputs = ["ev"]\n{_table(opts)}\n'
-    )
-
-
-def _table(values: dict[str, Any]) -> str:
-    return "\n".join(f"{k} = {json.dumps(v)}" for k, v in values.items())
+    return graph.sink("mqtt", uses="mqtt", inputs=["ev"], **opts).text()
 
 
 def all_ids(frames: int, every: int) -> set[str]:
