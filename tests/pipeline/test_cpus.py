@@ -11,8 +11,9 @@ from pipeline.cpus import PRESETS, CpuPlacer, Topology, read_topology
 from pipeline.errors import GraphError
 from pipeline.graph.load import load_graph
 from pipeline.graph.plan import make_plan
+from support.graph import Graph
 from support.machines import rk3588_board, x86_box
-from support.rkpipe import run_rkpipe, write_graph
+from support.rkpipe import run_rkpipe
 
 
 def test_an_rk3588_has_four_big_and_four_little_cores(tmp_path: Path) -> None:
@@ -51,25 +52,19 @@ def test_names_are_placed_per_process_with_a_cursor_per_kind() -> None:
     assert placer.place([[1], [2]], 1) == [2] and placer.place([3], 1) == [3]
 
 
-GRAPH = """
-[stages.cam]
-uses = "synthetic"
-frames = 1
-cpus = "{cam}"
-[stages.work]
-uses = "passthrough"
-inputs = ["cam"]
-replicas = 2
-cpus = "{work}"
-[stages.out]
-uses = "jsonl"
-inputs = ["work"]
-path = "out.jsonl"
-"""
+def named_cpus_graph(tmp_path: Path, cam: str, work: str) -> Path:
+    """A source on CPUs ``cam``, two replicas on ``work`` each, and a sink; CPUs by name."""
+    return (
+        Graph()
+        .source("cam", uses="synthetic", frames=1, cpus=cam)
+        .stage("work", uses="passthrough", inputs=["cam"], replicas=2, cpus=work)
+        .sink("out", uses="jsonl", inputs=["work"], path="out.jsonl")
+        .write(tmp_path)
+    )
 
 
 def test_a_graph_with_names_is_planned_from_the_topology(tmp_path: Path) -> None:
-    path = write_graph(tmp_path, GRAPH.format(cam="little", work="big:2"))
+    path = named_cpus_graph(tmp_path, cam="little", work="big:2")
     plan = make_plan(load_graph(path, cpus=PRESETS["rk3588"]), "x", "/tmp/x")
     assert {i.instance: i.cpus for i in plan.instances} == {
         "cam": [0, 1, 2, 3],
@@ -94,14 +89,14 @@ def test_a_graph_with_names_is_planned_from_the_topology(tmp_path: Path) -> None
 def test_a_name_the_machine_cannot_place_is_a_graph_error(
     tmp_path: Path, cam: str, words: str
 ) -> None:
-    path = write_graph(tmp_path, GRAPH.format(cam=cam, work="any"))
+    path = named_cpus_graph(tmp_path, cam=cam, work="any")
     with pytest.raises(GraphError) as err:
         load_graph(path, cpus=PRESETS["rk3588"])
     assert words in str(err.value)
 
 
 def test_rkpipe_graph_shows_where_names_land_on_a_board(tmp_path: Path) -> None:
-    path = write_graph(tmp_path, GRAPH.format(cam="little", work="big:1"))
+    path = named_cpus_graph(tmp_path, cam="little", work="big:1")
     res = run_rkpipe("graph", "--cpus", "rk3588", str(path))
     assert res.returncode == 0, res.stderr
     assert "CPUs 0-7: big 4-7, little 0-3 (preset rk3588)" in res.stdout

@@ -15,6 +15,7 @@ import zmq
 from pipeline.errors import GraphError
 from pipeline.graph.load import load_graph
 from pipeline.transport.idle import SpinThenPark
+from support.graph import Graph
 
 
 @pytest.fixture
@@ -88,10 +89,11 @@ def test_a_zero_timeout_never_spins(pair) -> None:
 
 
 def test_spin_us_is_a_validated_pipeline_setting(tmp_path) -> None:
-    graph = tmp_path / "g.toml"
-    graph.write_text(
-        '[pipeline]\nspin_us = -5\n\n[stages.src]\nuses = "synthetic"\n\n'
-        '[stages.out]\nuses = "jsonl"\ninputs = ["src"]\npath = "out.jsonl"\n'
+    graph = (
+        Graph(spin_us=-5)
+        .source("src", uses="synthetic")
+        .sink("out", uses="jsonl", inputs=["src"], path="out.jsonl")
+        .write(tmp_path, "g.toml")
     )
     with pytest.raises(GraphError) as err:
         load_graph(graph)
