@@ -93,8 +93,8 @@ def test_a_run_with_every_name_at_its_limit_writes_every_output(
         # mqtt: the events on the topic the names make, each once
         topic = f"rkpipe/{PIPELINE}/{CAM}/{LINE}/line_crossing"
         ids = {ev["id"] for ev in crossings}
-        assert poll_for(lambda: {json.loads(p)["id"] for p in sub.on(topic)} == ids, 10), (
-            sorted({t for t, _, _ in sub.messages})
+        assert poll_for(lambda: {json.loads(p)["id"] for p in sub.on(topic)} == ids, 10), sorted(
+            {t for t, _, _ in sub.messages}
         )
         # the retained totals, one topic level per name
         total = f"rkpipe/{CAM}/{LINE}/{crossings[-1]['direction']}/{PERSON}"
@@ -119,6 +119,6 @@ def test_a_run_with_every_name_at_its_limit_writes_every_output(
         jpeg = sub.latest().get(f"rkpipe/{CAM}/snapshot/line_crossing")
         sink = json.loads((tmp_path / "s").read_text())["stages"][STAGES["M"]]
         unreadable = sink["drops_by_reason"].get("mqtt_snapshot_unreadable", 0)
-        assert (jpeg is not None and jpeg[:2] == b"\xff\xd8") or unreadable, stats
+        assert (jpeg is not None and jpeg[:2] == b"\xff\xd8") or unreadable, sink
     finally:
         sub.close()
