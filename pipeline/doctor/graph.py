@@ -70,7 +70,7 @@ def check_shm_room(graph: Graph, folder: Path = SHM_DIR) -> None:
     msg = (
         f"{graph.path}: the frame pools need about {need / MB:.0f} MB of {folder}, which has "
         f"{free / MB:.0f} MB free of {total / MB:.0f} MB (biggest: {parts}); {SHM_FIX} "
-        f"(e.g. pool_slots = 8 in [stages.{top}])"
+        f"(the biggest: pool_slots in [stages.{top}], now {biggest[0][1][0]})"
     )
     raise ShmError(msg)
 
