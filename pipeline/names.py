@@ -119,14 +119,22 @@ def label_problem(value: str, what: str, kind: str = "") -> str | None:
                 f"{what} {value!r} holds {ch!r}, {_TOPIC_CHARS[ch]}: it would not be one MQTT "
                 "topic level; use another character (a space, _ or -)"
             )
-        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-            return f"{what} {value!r} holds the control character {ch!r}; remove it"
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") or _noncharacter(ch):
+            return f"{what} {value!r} holds {ch!r}, a control or invisible character; remove it"
     if value != value.strip():
         return f"{what} {value!r} starts or ends with a space; remove it"
+    if value.startswith("$"):
+        return f"{what} {value!r} starts with $, which begins the broker's own topics; remove it"
     reserved = RESERVED_LABELS.get(kind, {})
     if fold(value) in reserved:
         return f"{what} {value!r} would share {reserved[fold(value)]}; rename it"
     return None
+
+
+def _noncharacter(ch: str) -> bool:
+    """U+FDD0-U+FDEF and U+xFFFE/U+xFFFF, which MQTT topics should not hold."""
+    code = ord(ch)
+    return 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE
 
 
 def fold(value: str) -> str:

@@ -96,12 +96,27 @@ REFUSED: dict[str, tuple[dict | None, dict[str, dict], list[str]]] = {
     "line name with NUL": (
         None,
         {"cam0": CAM, "l": lines_stage({"cam0": line("a\x00b")})},
-        ["holds the control character '\\x00'"],
+        ["holds '\\x00', a control or invisible character"],
     ),
     "line name with a newline": (
         None,
         {"cam0": CAM, "l": lines_stage({"cam0": line("a\nb")})},
-        ["holds the control character '\\n'"],
+        ["holds '\\n', a control or invisible character"],
+    ),
+    "line name with a noncharacter": (
+        None,
+        {"cam0": CAM, "l": lines_stage({"cam0": line("a\ufffeb")})},
+        ["holds '\\ufffe', a control or invisible character"],
+    ),
+    "line name with a zero-width joiner": (
+        None,
+        {"cam0": CAM, "l": lines_stage({"cam0": line("a\u200db")})},
+        ["holds '\\u200d', a control or invisible character"],
+    ),
+    "line name starting with $": (
+        None,
+        {"cam0": CAM, "l": lines_stage({"cam0": line("$SYS")})},
+        ["starts with $, which begins the broker's own topics"],
     ),
     "line name with a space at its end": (
         None,
