@@ -140,7 +140,7 @@ def _noncharacter(ch: str) -> bool:
 def fold(value: str) -> str:
     """What a label becomes where only ``[a-z0-9_-]`` survive (Home Assistant ids, file names
     on a case-blind card): two labels with one fold would share a sensor or a file."""
-    return re.sub(r"[^a-z0-9-]+", "_", value.casefold())
+    return re.sub(r"[^A-Za-z0-9-]+", "_", value).lower()  # ASCII only: "ß" is "_", not "ss"
 
 
 def label_clashes(values: Iterable[str]) -> list[tuple[str, str]]:

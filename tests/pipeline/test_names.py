@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from pipeline.errors import GraphError
 from pipeline.graph.load import load_graph
@@ -21,6 +24,9 @@ from pipeline.names import (
     longest_uses,
 )
 from pipeline.supervise.runs import RUN_DIR_ROOT
+from stages.event_files import event_file
+from stages.line_crossing.stage import LineCrossing
+from stages.sinks.mqtt.topics import clean_id, level
 from support.graph_builder import graph_file
 from support.rkpipe import run_rkpipe
 
@@ -228,6 +234,7 @@ def test_the_limits_fit_every_use_of_a_name() -> None:
 def test_fold_is_what_ids_and_file_names_keep() -> None:
     assert fold("A b") == fold("a_b") == fold("a.b") == fold("a  b") == "a_b"
     assert fold("a-b") != fold("a_b")
+    assert fold("ß") == fold("é") == "_"  # both "_" in an HA id, though "ß" casefolds to "ss"
 
 
 def test_a_stage_named_control_is_refused_before_the_run_starts(tmp_path: Path) -> None:
@@ -248,3 +255,28 @@ def test_a_socket_path_past_its_limit_says_so(tmp_path: Path) -> None:
     assert res.returncode == 2, res.stderr
     assert "past the 107 a Unix socket path allows" in res.stderr
     assert "shorter TMPDIR" in res.stderr
+
+
+# -- the invariant, over many names ------------------------------------------------------------
+# characters the rules allow, with those the mappings turn into "_" (or fold) among them
+_ALPHABET = st.sampled_from(list("aAbB01_-. ()éÉßİ"))
+_NAMES = st.lists(st.text(_ALPHABET, min_size=1, max_size=4), min_size=2, max_size=4, unique=True)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_NAMES)
+def test_names_a_stream_accepts_have_a_topic_level_an_id_and_a_file_each(names: list[str]) -> None:
+    """Whatever a stream's line names are, once the graph accepts them each is one topic level
+    as it is, and no two share a Home Assistant id or a snapshot file (also on a case-blind
+    file system), through the real functions the sinks and the snapshot writer use."""
+    table = {"cam0": [line(n) for n in names]}
+    try:
+        LineCrossing.Config(lines=table)
+    except ValidationError:
+        return
+    for name in names:
+        assert level(name) == name and "/" not in name
+    ids = {clean_id(f"cam0_{n}_in_person") for n in names}
+    event = {"t_capture": 1.7e9, "type": "line_crossing", "stream": "cam0", "track_id": 7}
+    files = {event_file({**event, "line": n}, ".jpg").lower() for n in names}
+    assert len(ids) == len(files) == len(set(names))
