@@ -5,6 +5,7 @@ broker answers), through ``Stage.doctor``."""
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,11 +13,12 @@ from ..cpus import read_topology
 from ..errors import GraphError, ShmError
 from ..graph.load import Graph, load_graph
 from ..graph.plan import Plan, make_plan
+from ..runtime.ledger import Ledger
 from ..transport.framepool import SHM_DIR, SHM_FIX, segment_bytes
 from .check import Check, DoctorContext
 from .machine import MB, shm_bytes
 
-__all__ = ["check_shm_room", "graph_checks", "shm_need", "shm_pools"]
+__all__ = ["check_shm_room", "graph_checks", "ledger_bytes", "shm_need", "shm_pools"]
 
 
 def graph_checks(path: Path, ctx: DoctorContext) -> list[Check]:
@@ -59,20 +61,32 @@ def check_shm_room(graph: Graph, folder: Path = SHM_DIR) -> None:
     rather than meeting a SIGBUS (signal 7) at a pool's first write past the free space."""
     plan = make_plan(graph, "check", "/tmp/rkpipe-check")
     pools = shm_pools(plan)
-    need = sum(size for _, size in pools.values())
+    ledgers = (len(plan.instances) + 1) * ledger_bytes()  # one per process, and the run's
+    need = sum(size for _, size in pools.values()) + ledgers
     st = os.statvfs(folder)
     free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
     if need <= free:
         return
     biggest = sorted(pools.items(), key=lambda kv: -kv[1][1])[:3]
     parts = ", ".join(f"{name} {n} slots {size / MB:.1f} MB" for name, (n, size) in biggest)
-    top = next(i.stage for i in plan.instances if i.instance == biggest[0][0])
     msg = (
-        f"{graph.path}: the frame pools need about {need / MB:.0f} MB of {folder}, which has "
-        f"{free / MB:.0f} MB free of {total / MB:.0f} MB (biggest: {parts}); {SHM_FIX} "
-        f"(the biggest: pool_slots in [stages.{top}], now {biggest[0][1][0]})"
+        f"{graph.path}: the frame pools and ledgers need about {need / MB:.0f} MB of {folder}, "
+        f"which has {free / MB:.0f} MB free of {total / MB:.0f} MB (biggest: {parts or 'none'}); "
+        f"{SHM_FIX}"
     )
+    if biggest:
+        top = next(i.stage for i in plan.instances if i.instance == biggest[0][0])
+        msg += f" (the biggest: pool_slots in [stages.{top}], now {biggest[0][1][0]})"
     raise ShmError(msg)
+
+
+def ledger_bytes() -> int:
+    """The size of one ledger segment, as the supervisor makes them (measured on a scratch
+    file, so it follows the ledger's layout)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "ledger"
+        Ledger.create(path).close()
+        return path.stat().st_size
 
 
 def _shm(plan: Plan, ctx: DoctorContext) -> Check:
