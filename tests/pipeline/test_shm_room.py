@@ -7,6 +7,7 @@ namespace with its own small /dev/shm (``unshare -m``, as root)."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -50,9 +51,8 @@ def test_a_graph_whose_pools_do_not_fit_is_refused_before_any_stage_starts() -> 
     assert res.returncode == 2, res.stderr
     err = res.stderr
     assert "Traceback" not in err and "signal 7" not in err and "processes running" not in err
-    assert (
-        "graphs/two_streams.toml: the frame pools and ledgers need about 218 MB of /dev/shm" in err
-    )
+    need = re.search(r"two_streams.toml: the frame pools and ledgers need about (\d+) MB of", err)
+    assert need and int(need.group(1)) >= 215, err  # 215 MB of pools, and the ledgers
     assert "which has 64 MB free of 64 MB (biggest: pre 25 slots 117.2 MB" in err
     assert "--shm-size" in err and "smaller model input" in err
     assert "(the biggest: pool_slots in [stages.pre], now 25)" in err
