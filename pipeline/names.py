@@ -186,5 +186,10 @@ def longest_uses(run_folder: str, host: str = "h" * 63) -> dict[str, tuple[str, 
         "ledger": (f"rkpipe-4194304xffffffff-ledger-{instance}", 255),
         "mqtt state folder": (pipeline, 255),
         "mqtt client id": (f"rkpipe-{pipeline}-{instance}-{host}", 65535),
+        "mqtt topic": (
+            f"homeassistant/sensor/rkpipe-{pipeline}-{instance}-{host}/"
+            f"{stage}_{label}_out_{label}/config",
+            65535,
+        ),
         "HA entity id": (f"sensor.rkpipe_{pipeline}_{stage}_{label}_out_{label}", 255),
     }
