@@ -130,11 +130,15 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .doctor.graph import check_shm_room
+    from .supervise.runs import sweep_stale
     from .supervise.supervisor import Supervisor
 
     graph = load_graph(args.graph)
     if args.stats_out and (why := unwritable(args.stats_out.resolve())):
         raise GraphError(f"--stats-out: cannot write {args.stats_out}: {why}")  # not at the end
+    sweep_stale()  # a killed run's segments are not this run's shortage
+    check_shm_room(graph)
     sup = Supervisor(
         graph,
         duration=args.duration,

@@ -13,6 +13,7 @@ __all__ = [
     "GraphError",
     "ModelError",
     "RkpipeError",
+    "ShmError",
     "SourceError",
     "StageSetupError",
     "TransportError",
@@ -55,6 +56,14 @@ class ModelError(StageSetupError):
 
 class SourceError(StageSetupError):
     """A video source cannot be opened (missing file, camera absent, bad URL)."""
+
+
+class ShmError(StageSetupError):
+    """/dev/shm has no room for the run's frame pools. Before the run it is exit status 2, as
+    for an invalid graph: the graph or the machine must change first; in a stage process it is
+    a setup error, never retried (a restart finds no more room)."""
+
+    exit_code = EXIT_INVALID
 
 
 class TransportError(RkpipeError):

@@ -24,9 +24,11 @@ from zmq.auth import load_certificate
 
 from ..cpus import Topology, format_cpus, read_topology
 from ..errors import GraphError
-from ..outputs import output_problems
+from ..names import path_problem, stage_name_problem
+from ..outputs import declared_outputs, output_problems
 from ..secrets import is_secret_name, mask, remember
 from ..stage import Source, Stage, StageConfig
+from ..supervise.runs import RUN_DIR_ROOT
 from .locate import KeyLocator
 from .resolve import resolve_stage
 from .schema import COMMON_KEYS, PipelineSettings, StageCommon, format_validation_error
@@ -111,21 +113,20 @@ def load_graph(path: str | Path, cpus: set[int] | Topology | None = None) -> Gra
         raise GraphError(problems.items)
     stages = {}
     disabled = set()
+    folder = _run_folder()
     for name, table in raw_stages.items():
-        if not _STAGE_NAME.fullmatch(name):
-            problems.add(
-                ("stages", name),
-                f"stage name {name!r} is not allowed: use 1-64 letters, digits, _ or - "
-                "(it names the stage's processes, sockets and stream)",
-            )
+        if why := stage_name_problem(name, folder):
+            problems.add(("stages", name), why)
             continue
         sdef = _stage(name, table, path.parent, problems)
         if sdef is not None and not sdef.common.enabled:
             disabled.add(name)
         elif sdef is not None:
             stages[name] = sdef
+    _check_case(raw_stages, problems)
     _check_links(raw_stages, stages, disabled, problems)
     _check_curve(stages, path.parent, problems)
+    _check_stream_paths(stages, path.parent, problems)
     if isinstance(cpus, Topology):
         topology = cpus
     else:
@@ -139,8 +140,27 @@ def load_graph(path: str | Path, cpus: set[int] | Topology | None = None) -> Gra
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a TOML key that needs no quotes
-_STAGE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _run_folder() -> str:
+    """The longest run folder this machine makes (``/tmp/rkpipe-<pid>x<hex>``), for the
+    socket path limit."""
+    return f"{RUN_DIR_ROOT}/rkpipe-4194304x00000000"
+
+
+def _check_case(raw: dict, problems: _Problems) -> None:
+    """Stage names that differ only in case would share their stream's files on a case-blind
+    file system (an SD card) and a Home Assistant entity id."""
+    seen: dict[str, str] = {}
+    for name in raw:
+        first = seen.setdefault(name.lower(), name)
+        if first != name:
+            problems.add(
+                ("stages", name),
+                f'stage names "{first}" and "{name}" differ only in case: their streams would '
+                "share files and Home Assistant ids; rename one",
+            )
 
 
 def _interpolate(value: Any, keys: tuple[str, ...], problems: _Problems) -> Any:
@@ -226,6 +246,23 @@ def _stage(name: str, table: Any, graph_dir: Path, problems: _Problems) -> Stage
             "remove replicas",
         )
     return sdef
+
+
+def _check_stream_paths(stages: dict[str, StageDef], graph_dir: Path, problems: _Problems) -> None:
+    """An output path with ``{stream}`` must be a path the file system takes for each of the
+    graph's streams (a long stream name in a long template makes a file name past 255)."""
+    streams = [name for name, sdef in stages.items() if sdef.is_source]
+    for name, sdef in stages.items():
+        for key, template in declared_outputs(sdef.config, graph_dir):
+            if "{stream}" not in str(template):
+                continue
+            for stream in streams:
+                if why := path_problem(str(template).replace("{stream}", stream)):
+                    problems.add(
+                        ("stages", name, key),
+                        f"for stream {stream!r}: {why}; use a shorter path or stream name",
+                    )
+                    break
 
 
 def _check_curve(stages: dict[str, StageDef], graph_dir: Path, problems: _Problems) -> None:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..cpus import CPU_NAME
+from ..names import MAX_PIPELINE_NAME, ident_problem
 from ..secrets import mask_value
 
 __all__ = ["COMMON_KEYS", "PipelineSettings", "StageCommon", "format_validation_error"]
@@ -21,7 +22,11 @@ class PipelineSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "pipeline"
+    name: str = Field(
+        "pipeline",
+        description=f"1-{MAX_PIPELINE_NAME} letters, digits, _ or -: in MQTT client ids, "
+        "topics, Home Assistant ids and the mqtt sink's state folder",
+    )
     window: int = Field(2, ge=1, le=64, description="messages in flight per link (credits)")
     reorder_timeout_ms: float = Field(
         1000, gt=0, description="wait for a lost frame before skipping it"
@@ -51,6 +56,13 @@ class PipelineSettings(BaseModel):
         description="a camera not live this long ends the run with an error (exit 1), e.g. "
         "for systemd to restart it; default: wait for it forever",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if why := ident_problem(value, "pipeline name", MAX_PIPELINE_NAME):
+            raise ValueError(why)
+        return value
 
 
 CpuSpec = list[int] | list[list[int]] | str

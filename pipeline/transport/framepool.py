@@ -10,6 +10,7 @@ dropped and counted, never used.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import mmap
 import os
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TransportError
+from ..errors import ShmError, TransportError
 
 __all__ = [
     "SHM_DIR",
@@ -32,6 +33,7 @@ __all__ = [
     "FramePool",
     "PoolReader",
     "SlotRef",
+    "segment_bytes",
 ]
 
 SHM_DIR = Path("/dev/shm")
@@ -40,6 +42,36 @@ ALIGN = 4096
 _FIELDS = 8
 MAX_SLOTS = HEADER_BYTES // 8 - _FIELDS
 _MAGIC = 0x726B70697065  # "rkpipe"
+
+
+SHM_FIX = (
+    "make /dev/shm bigger (docker run --shm-size=1g, or: sudo mount -o remount,size=1G "
+    "/dev/shm), give the stages fewer pool_slots, or use smaller frames or a smaller model input"
+)
+
+
+def segment_bytes(slots: int, slot_bytes: int) -> int:
+    """The size of a pool segment of ``slots`` slots for arrays of ``slot_bytes``."""
+    return HEADER_BYTES + -(-slot_bytes // ALIGN) * ALIGN * slots
+
+
+def _reserve(fd: int, path: Path, size: int) -> None:
+    """Give the segment its memory now: a tmpfs file is sparse, so a /dev/shm too small for it
+    would otherwise be found by a SIGBUS at the first write past the free space, mid-run."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+            return  # a file system without fallocate: pages come as they are written
+        path.unlink(missing_ok=True)
+        st = os.statvfs(path.parent)
+        free, total = st.f_bavail * st.f_frsize / 2**20, st.f_blocks * st.f_frsize / 2**20
+        msg = (
+            f"{path.parent} has no room for frame pool {path.name} ({size / 2**20:.1f} MB; "
+            f"{free:.0f} MB free of {total:.0f} MB, another process may have filled it): "
+            f"{SHM_FIX}"
+        )
+        raise ShmError(msg) from None
 
 
 _SEGMENT_NAME = re.compile(r"rkpipe-[A-Za-z0-9._-]{1,200}")
@@ -83,7 +115,7 @@ class _Segment:
         self.name = name
         self.path = SHM_DIR / name
         stride = -(-slot_bytes // ALIGN) * ALIGN
-        size = HEADER_BYTES + stride * slots
+        size = segment_bytes(slots, slot_bytes)
         if create:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         else:
@@ -95,6 +127,7 @@ class _Segment:
                 if st.st_size != size:
                     os.ftruncate(fd, 0)  # a different layout: start over, zeroed
                     os.ftruncate(fd, size)
+                _reserve(fd, self.path, size)
                 self.mm = mmap.mmap(fd, size)
             else:
                 _check_foreign(name, st)

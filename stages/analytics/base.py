@@ -29,6 +29,7 @@ from pipeline.detections import DETECTIONS_PREFIX, Detections
 from pipeline.errors import StageSetupError
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
+from pipeline.names import MAX_STAGE_NAME, ident_problem, label_clashes, label_problem
 from pipeline.stage import Outputs, Stage, StageConfig
 from stages.analytics.event_snapshots import SnapshotOptions, SnapshotWriter
 from stages.classes import COCO_NAMES, check_class_names, class_ids, class_name
@@ -113,16 +114,27 @@ def _true_or_folder_schema(schema: dict[str, Any]) -> None:
 
 
 def check_unique(table: Mapping[str, Sequence[Any]], what: str) -> None:
-    """Raise ValueError if no entry is given, or two entries a stream would see share a name."""
+    """Raise ValueError if no entry is given, a key is not a stream name, or two entries a
+    stream would see share a name (also once case, spaces and punctuation are set aside:
+    they would share a Home Assistant sensor and a snapshot's file name)."""
     if not any(table.values()):
         msg = f'no {what}s given; e.g. {what}s.cam0 = [{{ name = "door", ... }}]'
         raise ValueError(msg)
     for stream in table:
+        if stream != ALL_STREAMS and (why := ident_problem(stream, "stream", MAX_STAGE_NAME)):
+            raise ValueError(f'{why}; name a source stage, or "*" for every stream')
         names = [item.name for item in for_stream(table, stream)]
         dup = sorted({n for n in names if names.count(n) > 1})
+        where = "all streams" if stream == ALL_STREAMS else f"stream {stream!r}"
         if dup:
-            where = "all streams" if stream == ALL_STREAMS else f"stream {stream!r}"
             msg = f"{what} names must be unique per stream; {where} has {dup} more than once"
+            raise ValueError(msg)
+        for a, b in label_clashes(names):
+            msg = (
+                f"{what} names {a!r} and {b!r} of {where} differ only in case, spaces or "
+                "punctuation: they would share a Home Assistant sensor and snapshot file "
+                "names; rename one"
+            )
             raise ValueError(msg)
 
 
@@ -142,6 +154,13 @@ class ShapeSpec(BaseModel):
 
     def check_shape(self) -> None:
         """Raise ValueError for a shape that cannot count anything (no length, no area)."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if why := label_problem(value, f"{cls.kind} name", cls.kind):
+            raise ValueError(why)
+        return value
 
     @model_validator(mode="after")
     def _valid(self) -> ShapeSpec:
@@ -190,6 +209,21 @@ class AnalyticsConfig(StageConfig):
         if isinstance(v, bool):
             return {} if v else None
         return {"dir": v} if isinstance(v, str) else v
+
+    @field_validator("names")
+    @classmethod
+    def _class_names(cls, names: list[str]) -> list[str]:
+        """Class names are topic levels and parts of HA ids, as line names are."""
+        for i, name in enumerate(names):
+            if why := label_problem(name, f"class name {i}"):
+                raise ValueError(why)
+        for a, b in label_clashes(names):
+            msg = (
+                f"class names {a!r} and {b!r} differ only in case, spaces or punctuation: "
+                "they would share Home Assistant sensors; rename one"
+            )
+            raise ValueError(msg)
+        return names
 
     @model_validator(mode="after")
     def _known_classes(self) -> AnalyticsConfig:

@@ -71,6 +71,18 @@ CASES = {
         "stage name '../../x' is not allowed: use 1-64 letters, digits, _ or -",
     ],
     "long_stage_name.toml": ["long_stage_name.toml:4", "is not allowed: use 1-64 letters"],
+    "reserved_stage_name.toml": [
+        "reserved_stage_name.toml:5 stages.control:",
+        "is taken by the supervisor's control socket <run folder>/control.sock; rename",
+    ],
+    "line_name_two_levels.toml": [
+        "line_name_two_levels.toml:8 stages.lines.lines.cam0.0.name:",
+        "line name 'gate/north' holds '/', the topic level separator",
+    ],
+    "names_that_collide.toml": [
+        "names_that_collide.toml:8 stages.lines.lines:",
+        "line names 'front door' and 'Front_Door' of stream 'cam0' differ only in case",
+    ],
     "unwritable_output.toml": [
         "unwritable_output.toml:8",
         "stages.out.path: cannot write '/proc/rkpipe-nowhere/events.jsonl'",
@@ -116,6 +128,8 @@ def test_missing_graph_file_names_it(tmp_path: Path) -> None:
     [
         ("unknown_option.toml", 'stages.cam0.fsp: unknown option; did you mean "fps"?'),
         ("bad_stage_name.toml", "stage name '../../x' is not allowed"),
+        ("reserved_stage_name.toml", 'stage name "control" is taken'),
+        ("line_name_two_levels.toml", "holds '/', the topic level separator"),
         ("unwritable_output.toml", "stages.out.path: cannot write"),
     ],
 )
