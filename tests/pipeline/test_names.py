@@ -27,7 +27,7 @@ from pipeline.supervise.runs import RUN_DIR_ROOT
 from stages.event_files import event_file
 from stages.line_crossing.stage import LineCrossing
 from stages.sinks.mqtt.topics import clean_id, level
-from support.graph_builder import graph_file
+from support.graph import graph_file
 from support.rkpipe import run_rkpipe
 
 CAM = {"uses": "synthetic", "frames": 3}

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.names import MAX_LABEL_BYTES, MAX_PIPELINE_NAME, MAX_STAGE_NAME
 from stages.classes import COCO_NAMES
-from support.graph_builder import graph_file
+from support.graph import graph_file
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
 from support.rkpipe import poll_for, read_jsonl, run_rkpipe
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support.graph_builder import graph_file
+from support.graph import graph_file
 from support.rkpipe import ROOT, rkpipe_env
 
 pytestmark = [

@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Graph", "toml_value"]
+__all__ = ["Graph", "graph_file", "toml_value"]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -51,7 +51,9 @@ class Graph:
     """A graph under construction: ``[pipeline]`` settings, then stage tables in order."""
 
     def __init__(self, name: str | None = None, **pipeline: Any) -> None:
-        self.pipeline: dict[str, Any] = {"name": name, **pipeline} if name else dict(pipeline)
+        self.pipeline: dict[str, Any] = (
+            {"name": name, **pipeline} if name is not None else dict(pipeline)
+        )
         self.stages: dict[str, dict[str, Any]] = {}
 
     def source(self, name: str, *, uses: str, **options: Any) -> Graph:
@@ -89,3 +91,17 @@ class Graph:
 def _table(header: str, values: dict[str, Any]) -> str:
     lines = [f"[{header}]", *(f"{_key(k)} = {toml_value(v)}" for k, v in values.items())]
     return "\n".join(lines) + "\n"
+
+
+def graph_file(
+    folder: Path,
+    stages: dict[str, dict[str, Any]],
+    pipeline: dict[str, Any] | None = None,
+    name: str = "graph.toml",
+) -> Path:
+    """Write the graph of ``stages`` (tables in order) and ``pipeline`` settings to
+    ``folder/name``: for tests that state a graph as plain dicts."""
+    graph = Graph(**(pipeline or {}))
+    for stage, table in stages.items():
+        graph._add(stage, dict(table))
+    return graph.write(folder, name)
