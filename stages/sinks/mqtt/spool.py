@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.errors import StageSetupError
-from pipeline.output_files import PRIVATE, make_folder, open_file, replacing
+from pipeline.output_files import PRIVATE, UnsafeOutput, make_folder, open_file, replacing
 
 __all__ = ["Item", "Spool"]
 
@@ -57,8 +57,11 @@ class Spool:
         self.path = path
         self.mark_path = path.with_suffix(".acked")
         self.max_bytes = max_bytes
-        make_folder(path.parent, PRIVATE)
-        self.mark_fd = open_file(self.mark_path, PRIVATE, read=True)
+        try:
+            make_folder(path.parent, PRIVATE)
+            self.mark_fd = open_file(self.mark_path, PRIVATE, read=True)
+        except UnsafeOutput as exc:
+            raise StageSetupError(f"mqtt: spool: {exc}") from None
         try:  # one sink per spool: held until close, or until the process dies
             fcntl.flock(self.mark_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

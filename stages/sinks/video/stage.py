@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from pipeline.errors import StageSetupError
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
-from pipeline.output_files import FileMode, Modes, file_mode_field, make_folder
+from pipeline.output_files import FileMode, Modes, UnsafeOutput, file_mode_field, make_folder
 from pipeline.outputs import OutputFile
 from pipeline.stage import Context, Stage, StageConfig
 from stages.sinks.annotate import RateMeter, annotate
@@ -142,6 +142,8 @@ class VideoSink(Stage[VideoSinkConfig]):
             if self.codec == H264:
                 return H264File(path, size, c.fps, c.crf, c.preset, c.keyframe_s, modes=self.modes)
             return OpenCvFile(path, size, c.fps, self.codec, self.modes)
+        except UnsafeOutput as exc:  # a link or a FIFO at the name: not the codec's fault
+            raise StageSetupError(f"{self._where()}.path: {exc}") from None
         except Exception as exc:  # PyAV and OpenCV raise their own kinds
             msg = (
                 f"{self._where()}: cannot open a video writer for {path} with codec "
