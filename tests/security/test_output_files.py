@@ -38,6 +38,7 @@ from stages.line_crossing.stage import LineCrossing
 from stages.sinks.jsonl import JsonlSink, RotatingFile
 from stages.sinks.mqtt import MqttSink
 from stages.sinks.mqtt.spool import Spool
+from stages.sinks.mqtt.state_topics import StreamState
 from stages.sinks.mqtt.totals_file import TotalsFile
 from stages.sinks.video import VideoSink
 from support.rkpipe import read_jsonl, run_rkpipe, start_rkpipe, write_graph
@@ -173,6 +174,26 @@ def test_a_folder_others_may_write_is_refused_unless_sticky_above(tmp_path: Path
     group.mkdir()
     group.chmod(0o770)  # shared with a group on purpose: allowed
     assert folder_problem(group) is None
+
+
+def test_file_mode_is_kept_by_every_writer_whatever_the_umask(tmp_path: Path) -> None:
+    with umask(0o077):
+        run_stage(
+            VideoSink(path=str(tmp_path / "rec" / "{stream}.mp4"), file_mode="0644"), frame_msgs(2)
+        )
+        door = {"cam0": [{"name": "door", "a": [0, 30], "b": [160, 30]}]}
+        snaps = tmp_path / "snaps"
+        lines = LineCrossing(lines=door, snapshot=str(snaps), snapshot_every_s=0, file_mode="0644")
+        run_stage(lines, crossing_frames())
+        state = StreamState(tmp_path / "state" / "cam0.json", "r", Modes.of("0644"))
+        state.file.write({"run_id": "r"})
+        state.file.note("door", "in", "person", 1)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) == 4  # a recording, a snapshot, its crop, the totals
+    assert {str(p.relative_to(tmp_path)): oct(mode(p)) for p in files} == {
+        str(p.relative_to(tmp_path)): oct(0o644) for p in files
+    }
+    assert all(mode(p) == 0o755 for p in tmp_path.rglob("*") if p.is_dir())
 
 
 # -- each writer, links planted at its names ----------------------------------------------
@@ -358,6 +379,9 @@ def test_snapshots_and_mqtt_state_in_an_open_folder_fail_at_setup(tmp_path: Path
         StageSetupError, match=r"stages\.lines\.snapshot\.dir: folder .* other users"
     ):
         stage.setup(Context(stage="lines"))
+    video = VideoSink(path=str(tmp_path / "v.mp4"), clips={"dir": str(folder / "clips")})
+    with pytest.raises(StageSetupError, match=r"stages\.video\.clips\.dir: folder .* other"):
+        video.setup(Context(stage="video"))
     sink = MqttSink(host="127.0.0.1", port=1, state_dir=str(folder))
     with pytest.raises(StageSetupError, match=r"stages\.mqtt\.state_dir: folder .* other users"):
         sink.setup(Context(stage="mqtt"))

@@ -20,7 +20,14 @@ from pydantic import Field, field_validator
 from pipeline.errors import StageSetupError
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
-from pipeline.output_files import FileMode, Modes, UnsafeOutput, file_mode_field, make_folder
+from pipeline.output_files import (
+    FileMode,
+    Modes,
+    UnsafeOutput,
+    file_mode_field,
+    folder_problem,
+    make_folder,
+)
 from pipeline.outputs import OutputFile
 from pipeline.stage import Context, Stage, StageConfig
 from stages.sinks.annotate import RateMeter, annotate
@@ -105,6 +112,9 @@ class VideoSink(Stage[VideoSinkConfig]):
             msg = f"{self._where()}.clips: event clips are cut from H.264; "
             msg += 'set codec = "h264" (needs PyAV: pip install av)'
             raise StageSetupError(msg)
+        clips = self.config.clips
+        if clips is not None and (why := folder_problem(Path(clips.dir))) is not None:
+            raise StageSetupError(f"{self._where()}.clips.dir: {why}")
         try:
             self.config.path.format(stream="x")
         except (KeyError, IndexError, ValueError) as exc:
@@ -121,12 +131,13 @@ class VideoSink(Stage[VideoSinkConfig]):
     def _probe(self, folder: Path) -> None:
         """Open a tiny writer in ``folder`` so a bad folder or codec fails before frames flow."""
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_folder(folder, self.modes)
             suffix = Path(self.config.path).suffix
             fd, name = tempfile.mkstemp(prefix=".probe-", suffix=suffix, dir=folder)
             os.close(fd)
         except OSError as exc:
-            msg = f"{self._where()}.path: cannot write to folder {folder}: {exc.strerror}"
+            why = exc.strerror or exc
+            msg = f"{self._where()}.path: cannot write to folder {folder}: {why}"
             raise StageSetupError(msg) from None
         try:
             writer = self._open(Path(name), (64, 64))
