@@ -6,10 +6,11 @@ kept to the user and its group whatever the umask, and never written through a l
   folder getting ``x`` wherever its files have ``r``. The mode is set with ``fchmod`` on the
   open file, so the umask neither widens nor narrows it.
 - **Links.** A file is opened with ``O_NOFOLLOW`` (a link at its name is refused) and must be
-  a regular file with no other hard link (a FIFO or a device is refused, never waited on). A
-  file replaced in one step is written to a new temporary file made exclusively
-  (``O_EXCL | O_NOFOLLOW``) in the same folder, then renamed over the name: a rename replaces
-  a link planted there, it never writes through it.
+  a regular file with no other hard link, or a character device such as ``/dev/null`` (only
+  root makes those); a FIFO or a socket is refused, never waited on. A file replaced in one
+  step is written to a new temporary file made exclusively (``O_EXCL | O_NOFOLLOW``) in the
+  same folder, then renamed over the name: a rename replaces a link planted there, it never
+  writes through it.
 - **Folders.** An output folder that other users may write (``o+w``) is refused: anyone could
   plant a link or swap a file in it. A sticky folder above it (``/tmp``) is fine, since only
   a file's owner may rename it there; as the output folder itself only where a caller says so
@@ -180,11 +181,14 @@ def _refuse(path: Path, exc: OSError) -> OSError:
     return exc
 
 
-def _checked(fd: int, path: Path, modes: Modes) -> int:
-    """``fd`` if it is a regular file of one link, set blocking and to ``modes.file``."""
+def _checked(fd: int, path: Path, modes: Modes) -> os.stat_result:
+    """``fd``'s status if it is a regular file of one link (set to ``modes.file``) or a
+    character device (/dev/null, /dev/full: only root can make one), set blocking."""
     st = os.fstat(fd)
     why = None
-    if not stat.S_ISREG(st.st_mode):
+    if stat.S_ISCHR(st.st_mode):
+        pass
+    elif not stat.S_ISREG(st.st_mode):
         why = "is not a regular file; remove it"
     elif st.st_nlink > 1:
         why = "has other hard links (writing it would change them too); remove it"
@@ -192,9 +196,10 @@ def _checked(fd: int, path: Path, modes: Modes) -> int:
         os.close(fd)
         raise UnsafeOutput(f"{path} {why}")
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != modes.file:
+    mine = stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+    if mine and stat.S_IMODE(st.st_mode) != modes.file:
         os.fchmod(fd, modes.file)
-    return fd
+    return st
 
 
 def open_file(
@@ -214,8 +219,8 @@ def open_file(
         fd = os.open(path, flags, modes.file)
     except OSError as exc:
         raise _refuse(path, exc) from None
-    fd = _checked(fd, path, modes)
-    if truncate:
+    st = _checked(fd, path, modes)
+    if truncate and stat.S_ISREG(st.st_mode):
         os.ftruncate(fd, 0)
     return fd
 

@@ -146,6 +146,8 @@ def test_open_refuses_a_link_a_fifo_and_a_hard_link(tmp_path: Path) -> None:
     with pytest.raises(UnsafeOutput, match="not a regular file"):
         open_file(tmp_path / "d" / "fifo.jpg", read=True)  # O_RDWR opens a FIFO at once
     assert time.monotonic() - t0 < 30
+    os.close(open_file(Path("/dev/null"), append=True, truncate=True))  # a device: only root
+    assert mode(Path("/dev/null")) == 0o666  # makes one; written to, never changed
     os.link(target, tmp_path / "d" / "hard")
     with pytest.raises(UnsafeOutput, match="other hard links"):
         open_file(tmp_path / "d" / "hard", truncate=True)
