@@ -175,9 +175,9 @@ def _refuse(path: Path, exc: OSError) -> OSError:
     """The error for an open of ``path`` that failed with ``exc``: clear for a link."""
     if exc.errno == errno.ELOOP:
         why = "is a symbolic link; rkpipe does not write through links (remove it)"
-        return UnsafeOutput(errno.ELOOP, f"{path} {why}")
+        return UnsafeOutput(f"{path} {why}")
     if exc.errno == errno.ENXIO:  # a FIFO with no reader, or a socket
-        return UnsafeOutput(errno.ENXIO, f"{path} is not a regular file; remove it")
+        return UnsafeOutput(f"{path} is not a regular file; remove it")
     return exc
 
 
