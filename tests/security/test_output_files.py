@@ -495,3 +495,13 @@ file_mode = "0644"
     assert all(mode(p) == 0o640 for p in out.rglob("*") if p.is_file())
     shared = tmp_path / "shared"
     assert mode(shared) == 0o755 and mode(shared / "cam0.jsonl") == 0o644
+
+
+def test_doctor_json_replaces_a_link_and_never_writes_through_it(tmp_path: Path) -> None:
+    report = tmp_path / "doctor.json"
+    target = plant(report)
+    (tmp_path / "box").mkdir()
+    res = run_rkpipe("doctor", "--root", str(tmp_path / "box"), "--json", str(report))
+    assert "Traceback" not in res.stderr
+    assert target.read_bytes() == PRECIOUS
+    assert regular(report) and mode(report) == 0o640 and json.loads(report.read_text())
