@@ -41,6 +41,8 @@ from stages.sinks.mqtt.spool import Spool
 from stages.sinks.mqtt.state_topics import StreamState
 from stages.sinks.mqtt.totals_file import TotalsFile
 from stages.sinks.video import VideoSink
+from support.mosquitto import Broker, broker_fixture  # noqa: F401  (the fixture)
+from support.mqtt_graph import graph_text
 from support.rkpipe import read_jsonl, run_rkpipe, start_rkpipe, write_graph
 
 PRECIOUS = b"someone else's file\n"
@@ -505,3 +507,43 @@ def test_doctor_json_replaces_a_link_and_never_writes_through_it(tmp_path: Path)
     assert "Traceback" not in res.stderr
     assert target.read_bytes() == PRECIOUS
     assert regular(report) and mode(report) == 0o640 and json.loads(report.read_text())
+
+
+@pytest.mark.parametrize("mask", [0o000, 0o022])
+def test_mqtt_totals_and_spool_keep_their_modes_whatever_the_umask(
+    tmp_path: Path, mask: int
+) -> None:
+    with umask(mask):
+        totals = TotalsFile(tmp_path / "state" / "p" / "cam0.json")
+        totals.write({"run_id": "r"})
+        totals.note("door", "in", "person", 1)
+        totals.close()
+        spool = Spool(tmp_path / "spool" / "mqtt.jsonl", 1 << 20)
+        spool.close(1)
+    assert [mode(tmp_path / p) for p in ("state", "state/p", "state/p/cam0.json")] == [
+        0o750,
+        0o750,
+        0o640,
+    ]
+    assert [mode(tmp_path / p) for p in ("spool", "spool/mqtt.jsonl", "spool/mqtt.acked")] == [
+        0o700,
+        0o600,
+        0o600,
+    ]
+
+
+@pytest.mark.integration
+def test_a_real_mqtt_run_under_umask_000_keeps_its_state_private(
+    tmp_path: Path, broker: Broker, no_leaks
+) -> None:
+    text = graph_text(broker, 6, spool_dir="spool", state_dir="state", file_mode="0640")
+    run = start_rkpipe(
+        "run", str(write_graph(tmp_path, text)), cwd=tmp_path, preexec_fn=lambda: os.umask(0)
+    )
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    made = [tmp_path / p for p in ("spool", "state", "state/mqtt_test")]
+    assert [mode(p) for p in made] == [0o750] * 3
+    totals = sorted((tmp_path / "state" / "mqtt_test").glob("*.json"))
+    assert [p.name for p in totals] == ["cam0.json", "cam1.json"]
+    assert all(mode(p) == 0o640 for p in totals)
