@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .cpus import Topology, format_cpus, topology_for
-from .errors import EXIT_INTERRUPTED, GraphError, RkpipeError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, GraphError, RkpipeError
 from .graph.load import load_graph
 from .graph.plan import make_plan
+from .output_files import folder_problem, make_folder, write_replacing
 from .outputs import unwritable
 from .registry import command, commands
 from .secrets import mask, mask_options
@@ -135,8 +138,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .supervise.supervisor import Supervisor
 
     graph = load_graph(args.graph)
-    if args.stats_out and (why := unwritable(args.stats_out.resolve())):
-        raise GraphError(f"--stats-out: cannot write {args.stats_out}: {why}")  # not at the end
+    if args.stats_out:  # checked now, not at the end
+        folder = Path(os.path.abspath(args.stats_out)).parent
+        why = unwritable(args.stats_out.resolve()) or folder_problem(folder, sticky_ok=True)
+        if why:
+            raise GraphError(f"--stats-out: cannot write {args.stats_out}: {why}")
     sweep_stale()  # a killed run's segments are not this run's shortage
     check_shm_room(graph)
     sup = Supervisor(
@@ -155,15 +161,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = sup.run()
         for err in result.errors:
             print(f"rkpipe: error: {mask(err)}", file=sys.stderr)
-        if args.stats_out:
-            args.stats_out.parent.mkdir(parents=True, exist_ok=True)
-            args.stats_out.write_text(json.dumps(result.stats, indent=2))
+        if args.stats_out and not _write_stats(args.stats_out, result.stats):
+            return result.exit_code or EXIT_FAILED
         if any(s["frames_in"] or s["frames_out"] for s in result.stats["stages"].values()):
             print("\n".join(final_lines(result.stats)), file=sys.stderr)
         return result.exit_code
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _write_stats(path: Path, stats: dict[str, Any]) -> bool:
+    """Write ``--stats-out`` in one step, never through a link at its name (a sticky
+    folder such as /tmp is fine: only a file's owner may replace it there)."""
+    try:
+        make_folder(path.parent, sticky_ok=True)
+        write_replacing(path, json.dumps(stats, indent=2).encode())
+    except OSError as exc:
+        print(f"rkpipe: error: --stats-out: cannot write {path}: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

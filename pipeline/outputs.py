@@ -3,8 +3,10 @@
 A config field typed :data:`OutputFile` or :data:`OutputDir` (or :class:`OutputPath` with
 its own base) is checked when the graph is validated (its folder exists or can be made, and a
 file can be created there) and again in the stage's process before ``setup`` (the folder is
-made). A path that cannot be written is one clear error before any frame flows, never a crash
-an hour into a run or a final event lost at its end. ``{stream}`` in a path is allowed.
+made, with the stage's ``file_mode``: see :mod:`pipeline.output_files`). A path that cannot be
+written, or whose folder other users may write, is one clear error before any frame flows,
+never a crash an hour into a run or a final event lost at its end. ``{stream}`` in a path is
+allowed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel
 
 from .errors import StageSetupError
+from .output_files import DEFAULT_FILE_MODE, Modes, UnsafeOutput, folder_problem, make_folder
 
 __all__ = [
     "OutputDir",
@@ -98,20 +101,27 @@ def _problems(config: BaseModel, graph_dir: Path, make: bool) -> list[tuple[str,
         except (KeyError, IndexError, ValueError):
             out.append((name, f"{value!r}: only {{stream}} may be used in a path"))
             continue
-        reason = _make_folder(template, mark.kind) if make else None
+        modes = Modes.of(getattr(config, "file_mode", DEFAULT_FILE_MODE))
+        reason = _make_folder(template, mark.kind, modes) if make else None
         reason = reason or unwritable(template, mark.kind)  # "{stream}" stays in the name
+        reason = reason or folder_problem(_fixed_folder(template, mark.kind))
         if reason is not None:
             out.append((name, f"cannot write {value!r}: {reason}"))
     return out
 
 
-def _make_folder(template: Path, kind: str) -> str | None:
-    """Make the folders of ``template`` up to the first that depends on ``{stream}``."""
+def _fixed_folder(template: Path, kind: str) -> Path:
+    """The folder of ``template`` up to the first that depends on ``{stream}``."""
     folder = template if kind == "dir" else template.parent
-    fixed = next(p for p in (folder, *folder.parents) if "{" not in str(p))
+    return next(p for p in (folder, *folder.parents) if "{" not in str(p))
+
+
+def _make_folder(template: Path, kind: str, modes: Modes) -> str | None:
+    """Make the folders of ``template`` up to the first that depends on ``{stream}``."""
+    fixed = _fixed_folder(template, kind)
     try:
-        fixed.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a file stands there: ``unwritable`` says so
+        make_folder(fixed, modes)
+    except (FileExistsError, NotADirectoryError, UnsafeOutput):  # said below
         return None
     except OSError as exc:
         return f"cannot make folder {fixed}: {exc.strerror or exc}"

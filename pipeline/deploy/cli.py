@@ -4,19 +4,32 @@
 machine's paths: the ``rkpipe`` executable of the current environment, the graph and the
 working folder, and writes an example environment file for camera URLs and passwords.
 ``docker`` writes the Dockerfile (and its ``.dockerignore``) that builds an image from a
-checkout of the repository; both print the steps that install or build them.
+checkout of the repository; both print the steps that install or build them. Files are
+written in one step, never through a link at their name, in a folder others cannot write.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from importlib import resources
 from pathlib import Path
 from string import Template
 
+from pipeline.output_files import (
+    PRIVATE,
+    Modes,
+    create_new,
+    folder_problem,
+    make_folder,
+    write_replacing,
+)
+
 __all__ = ["main", "template", "unit_text"]
+
+SHARED = Modes(0o644)  # a unit file and a Dockerfile hold no secret; the .env file is 0600
 
 SYSTEMD_STEPS = """\
 next, as root:
@@ -58,15 +71,17 @@ def _systemd(args: argparse.Namespace) -> int:
         print(f"rkpipe deploy: graph {args.graph} not found", file=sys.stderr)
         return 2
     name = args.name.removesuffix(".service")
-    args.out.mkdir(parents=True, exist_ok=True)
+    if not _folder_ok(args.out):
+        return 2
     unit = args.out / f"{name}.service"
     text = unit_text(graph, args.user, args.workdir.resolve(), args.env_file, _rkpipe_exe())
-    unit.write_text(text)
+    write_replacing(unit, text.encode(), SHARED)
     env = args.out / f"{name}.env"
     wrote = [unit]
-    if not env.exists():  # never overwrite one that may hold real passwords
-        env.write_text(template("rkpipe.env"))
-        env.chmod(0o600)
+    fd = create_new(env, PRIVATE)  # never overwrites one that may hold real passwords
+    if fd is not None:
+        with os.fdopen(fd, "w") as f:
+            f.write(template("rkpipe.env"))
         wrote.append(env)
     print(f"wrote {' and '.join(str(p) for p in wrote)}")
     print(
@@ -75,10 +90,24 @@ def _systemd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _folder_ok(out: Path) -> bool:
+    """Make ``out`` (0755) unless other users may write it: say so and return False."""
+    try:
+        why = folder_problem(out)
+        if why is None:
+            make_folder(out, SHARED)
+    except OSError as exc:
+        why = f"cannot make folder {out}: {exc.strerror or exc}"
+    if why is not None:
+        print(f"rkpipe deploy: --out: {why}", file=sys.stderr)
+    return why is None
+
+
 def _docker(args: argparse.Namespace) -> int:
-    args.out.mkdir(parents=True, exist_ok=True)
+    if not _folder_ok(args.out):
+        return 2
     for name in ("Dockerfile", "Dockerfile.dockerignore"):
-        (args.out / name).write_text(template(name))
+        write_replacing(args.out / name, template(name).encode(), SHARED)
     dockerfile = args.out / "Dockerfile"
     print(f"wrote {dockerfile} and {dockerfile}.dockerignore")
     print(DOCKER_STEPS.format(dockerfile=dockerfile))

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..output_files import write_replacing
 from .check import Check, DoctorContext
 from .graph import graph_checks
 from .machine import machine_checks
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     checks = run_checks(args.root, args.graph)
     _print(checks, args.root)
     if args.json:
-        args.json.write_text(json.dumps([c.to_json() for c in checks], indent=2))
+        data = json.dumps([c.to_json() for c in checks], indent=2).encode()
+        write_replacing(args.json, data)  # in one step, never through a link at its name
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 

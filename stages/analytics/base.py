@@ -30,6 +30,7 @@ from pipeline.errors import StageSetupError
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
 from pipeline.names import MAX_STAGE_NAME, ident_problem, label_clashes, label_problem
+from pipeline.output_files import FileMode, Modes, file_mode_field
 from pipeline.stage import Outputs, Stage, StageConfig
 from stages.analytics.event_snapshots import SnapshotOptions, SnapshotWriter
 from stages.classes import COCO_NAMES, check_class_names, class_ids, class_name
@@ -201,6 +202,7 @@ class AnalyticsConfig(StageConfig):
         description="a JPEG per event: true, a folder, or {dir, crop, keep, max_age_h, ...}",
         json_schema_extra=_true_or_folder_schema,
     )
+    file_mode: FileMode = file_mode_field()
 
     @field_validator("snapshot", mode="before")
     @classmethod
@@ -364,7 +366,8 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         self.snapshots = Snapshots(self.config.snapshot_every_s)
         options = self.config.snapshot
         where = f"stages.{ctx.stage}"
-        self.pictures = SnapshotWriter(options, where, ctx.log) if options else None
+        modes = Modes.of(self.config.file_mode)
+        self.pictures = SnapshotWriter(options, where, ctx.log, modes) if options else None
 
     def _analyser(self, msg: Message) -> W | None:
         """The stream's analyser, made at its first message (with a frame, where relative

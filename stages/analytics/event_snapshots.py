@@ -7,7 +7,9 @@ snapshots folder, ``{stream}/{YYYY-MM-DD}/{HHMMSS.mmm}_{type}_{line or zone}_{tr
 Encoding is kept off the stage's path: at an event the frame is copied (its shared-memory
 slot is reused once the message moves on) and handed to one background thread through a
 bounded queue. When the queue is full the event goes without a snapshot, counted as
-``snapshots_dropped``; files appear atomically (written aside, then renamed). Retention keeps
+``snapshots_dropped``; files appear atomically (written to a new file beside, then renamed:
+``pipeline.output_files``, so a link planted at a name is replaced, never written through),
+with the stage's ``file_mode`` (0640, folders 0750, by default). Retention keeps
 the newest ``keep`` snapshots in the folder and deletes those older than ``max_age_h``, at the
 start, every few seconds while writing, and at the end.
 """
@@ -32,6 +34,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.detections import Detections
 from pipeline.errors import StageSetupError
 from pipeline.messages import Message
+from pipeline.output_files import (
+    DEFAULT_MODES,
+    Modes,
+    folder_problem,
+    make_folder,
+    write_replacing,
+)
 from stages.event_files import event_file, prune
 from stages.sinks.annotate import annotate_event
 
@@ -91,11 +100,18 @@ class SnapshotWriter:
 
     prune_every_s = 5.0
 
-    def __init__(self, options: SnapshotOptions, where: str, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        options: SnapshotOptions,
+        where: str,
+        log: logging.Logger,
+        modes: Modes = DEFAULT_MODES,
+    ) -> None:
         self.options = options
         self.root = Path(options.dir)
         self.log = log
-        _check_writable(self.root, where)
+        self.modes = modes
+        _check_writable(self.root, where, modes)
         self.queue: queue.Queue[tuple[np.ndarray, list[_Shot]] | None] = queue.Queue(
             options.pending
         )
@@ -183,10 +199,8 @@ class SnapshotWriter:
         if not ok:
             raise OSError(f"JPEG encoding failed for a {img.shape} image")
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.part")
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
+        make_folder(path.parent, self.modes)
+        write_replacing(path, data.tobytes(), self.modes)
 
     def _prune(self) -> None:
         self._next_prune = time.monotonic() + self.prune_every_s
@@ -206,9 +220,12 @@ def _crop(frame: np.ndarray, box: list[float]) -> np.ndarray:
     return frame[top : max(bottom, top + 1), left : max(right, left + 1)]
 
 
-def _check_writable(folder: Path, where: str) -> None:
+def _check_writable(folder: Path, where: str, modes: Modes) -> None:
+    why = folder_problem(folder)
+    if why is not None:
+        raise StageSetupError(f"{where}.snapshot.dir: {why}")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder, modes)
         fd, name = tempfile.mkstemp(prefix=".probe-", dir=folder)
         os.close(fd)
         os.unlink(name)

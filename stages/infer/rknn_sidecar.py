@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pipeline.output_files import Modes, write_replacing
+
 __all__ = [
     "SCHEMA",
     "read_sidecar",
@@ -35,7 +37,8 @@ def sidecar_path(model: Path) -> Path:
 
 def write_sidecar(model: Path, info: dict[str, Any]) -> Path:
     path = sidecar_path(model)
-    path.write_text(json.dumps({"schema": SCHEMA, "rknn": model.name, **info}, indent=2) + "\n")
+    text = json.dumps({"schema": SCHEMA, "rknn": model.name, **info}, indent=2) + "\n"
+    write_replacing(path, text.encode(), Modes(0o644))  # a model's facts: no secret in them
     return path
 
 

@@ -73,9 +73,9 @@ class SimBackend:
         path = lock_path(core)
         self.booking = True  # write bookings to the core's timeline (else only read it)
         try:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except PermissionError:  # made by another user: reading is enough to flock it
-            self.fd = os.open(path, os.O_RDONLY)
+            self.fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
             self.booking = False
         self.outputs = {(640, 640): sim_outputs(layout)}
 

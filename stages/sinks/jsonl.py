@@ -16,6 +16,14 @@ from pydantic import Field
 
 from pipeline.detections import DETECTIONS_PREFIX, Detections
 from pipeline.messages import Message
+from pipeline.output_files import (
+    DEFAULT_MODES,
+    FileMode,
+    Modes,
+    file_mode_field,
+    make_folder,
+    open_file,
+)
 from pipeline.outputs import OutputFile
 from pipeline.stage import Context, Stage, StageConfig
 from stages.classes import class_name
@@ -26,7 +34,8 @@ __all__ = ["JsonlSink", "RotatingFile"]
 class RotatingFile:
     """An append-only file of lines that moves aside to ``name.1`` (older ones to ``.2`` ...)
     when the next write would pass ``max_bytes`` or it has been open ``max_age_s``; ``keep``
-    old files are kept, older ones deleted. Without limits it is a plain appended file.
+    old files are kept, older ones deleted. Without limits it is a plain appended file. Files
+    are ``modes.file`` and never written through a link at their name (``output_files``).
 
     Each ``write`` is one unbuffered append of whole lines: once it returns they are in the
     file (a process killed right after loses none of them), and a write the disk cannot take
@@ -38,16 +47,18 @@ class RotatingFile:
         max_bytes: int | None = None,
         max_age_s: float | None = None,
         keep: int = 5,
+        modes: Modes = DEFAULT_MODES,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.keep = keep
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.modes = modes
+        make_folder(path.parent, modes)
         self._open()
 
     def _open(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.fd = open_file(self.path, self.modes, append=True)
         self.size = os.fstat(self.fd).st_size
         self.opened = time.monotonic()
 
@@ -98,6 +109,7 @@ class JsonlSinkConfig(StageConfig):
     rotate_mb: float | None = Field(None, gt=0, description="start a new file past this")
     rotate_every_s: float | None = Field(None, gt=0, description="new file this often")
     keep: int = Field(5, ge=0, description="rotated files kept: path.1 (newest) .. path.N")
+    file_mode: FileMode = file_mode_field()
 
 
 class JsonlSink(Stage[JsonlSinkConfig]):
@@ -114,13 +126,15 @@ class JsonlSink(Stage[JsonlSinkConfig]):
         self.files: dict[Path, RotatingFile] = {}
         mb = self.config.rotate_mb
         self.max_bytes = None if mb is None else max(1, int(mb * 1024 * 1024))
+        self.modes = Modes.of(self.config.file_mode)
 
     def _file(self, stream: str) -> RotatingFile:
         path = Path(self.config.path.format(stream=stream))
         f = self.files.get(path)
         if f is None:
             cfg = self.config
-            f = self.files[path] = RotatingFile(path, self.max_bytes, cfg.rotate_every_s, cfg.keep)
+            f = RotatingFile(path, self.max_bytes, cfg.rotate_every_s, cfg.keep, self.modes)
+            self.files[path] = f
             if f.size:  # say so: a reader counting lines would otherwise mix two runs
                 self.ctx.log.warning(
                     "appending to %s (%s already there from an earlier run)", path, _size(f.size)

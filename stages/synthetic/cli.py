@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import cv2
 
+from pipeline.output_files import make_folder, named, open_file, write_replacing
 from stages.synthetic.actors import PRESETS
 from stages.synthetic.scene import Scene
 
@@ -80,10 +82,14 @@ def _frame_record(scene: Scene, i: int) -> dict[str, Any]:
 def write_clip(scene: Scene, video: Path, truth: Path, frames: int, lines: dict[str, Line]) -> int:
     """Render ``frames`` frames to ``video`` (mp4v) and their truth to ``truth``; returns the
     number of crossings."""
-    video.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(
-        str(video), cv2.VideoWriter.fourcc(*"mp4v"), scene.fps, (scene.width, scene.height)
-    )
+    make_folder(video.parent, sticky_ok=True)  # never through a link at its name
+    fd = open_file(video, truncate=True)
+    try:
+        with named(fd, video.suffix) as name:
+            code, size = cv2.VideoWriter.fourcc(*"mp4v"), (scene.width, scene.height)
+            writer = cv2.VideoWriter(name, code, scene.fps, size)
+    finally:
+        os.close(fd)
     if not writer.isOpened():
         msg = f"OpenCV cannot write {video} (mp4v)"
         raise OSError(msg)
@@ -109,7 +115,7 @@ def write_clip(scene: Scene, video: Path, truth: Path, frames: int, lines: dict[
         "frames": records,
         "crossings": [c.__dict__ for c in crossings],
     }
-    truth.write_text(json.dumps(doc, separators=(",", ":")))
+    write_replacing(truth, json.dumps(doc, separators=(",", ":")).encode())
     return len(crossings)
 
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pipeline.output_files import FileMode, file_mode_field
 from pipeline.outputs import OutputDir
 from pipeline.stage import StageConfig
 from stages.analytics.event_snapshots import SNAPSHOT_DIR
@@ -55,6 +56,7 @@ class MqttSinkConfig(StageConfig):
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     flush_timeout_s: float = Field(5.0, ge=0, description="time to deliver what is left")
+    file_mode: FileMode = file_mode_field()
 
     @field_validator("topic", "status_topic", "availability_topic", "state_prefix")
     @classmethod

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.errors import StageSetupError
+from pipeline.output_files import PRIVATE, UnsafeOutput, make_folder, open_file, replacing
 
 __all__ = ["Item", "Spool"]
 
@@ -56,8 +57,11 @@ class Spool:
         self.path = path
         self.mark_path = path.with_suffix(".acked")
         self.max_bytes = max_bytes
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.mark_fd = os.open(self.mark_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            make_folder(path.parent, PRIVATE)
+            self.mark_fd = open_file(self.mark_path, PRIVATE, read=True)
+        except UnsafeOutput as exc:
+            raise StageSetupError(f"mqtt: spool: {exc}") from None
         try:  # one sink per spool: held until close, or until the process dies
             fcntl.flock(self.mark_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -92,12 +96,10 @@ class Spool:
                         continue
                     if item.n < 0 or item.n >= self.acked:  # no number: an older format
                         live.append(item)
-        tmp = self.path.with_suffix(".tmp")
-        with _open(tmp, truncate=True) as f:
+        with replacing(self.path, PRIVATE) as f:
             for i, item in enumerate(live):
                 item.n = self.acked + i
                 f.write(item.to_line())
-        os.replace(tmp, self.path)
         return live
 
     # -- the outbox's side ---------------------------------------------------------------
@@ -154,11 +156,9 @@ class Spool:
         self.file.flush()
         self.file.seek(offset - self.start)
         rest = self.file.read()
-        tmp = self.path.with_suffix(".tmp")
-        with _open(tmp, truncate=True) as f:
+        with replacing(self.path, PRIVATE) as f:
             f.write(rest)
         self.file.close()
-        os.replace(tmp, self.path)
         self.file = _open(self.path)
         self.start = offset
 
@@ -178,7 +178,7 @@ class Spool:
         return self.unloaded
 
 
-def _open(path: Path, truncate: bool = False) -> BinaryIO:
-    """Open for appending and reading, owner-only (events may say who was where)."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
-    return os.fdopen(os.open(path, flags, 0o600), "a+b")
+def _open(path: Path) -> BinaryIO:
+    """Open for appending and reading, owner-only (events may say who was where), never
+    through a link (``pipeline.output_files``; rewritten files are made new and renamed)."""
+    return os.fdopen(open_file(path, PRIVATE, append=True, read=True), "a+b")

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.doctor import Check, DoctorContext
+from pipeline.errors import StageSetupError
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
 from pipeline.netcheck import tcp_answer
+from pipeline.output_files import Modes, folder_problem
 from pipeline.stage import Context, Stage, StageConfig
 from stages.sinks.mqtt.config import MqttSinkConfig
 from stages.sinks.mqtt.connection import Connection
@@ -74,7 +76,10 @@ class MqttSink(Stage[MqttSinkConfig]):
         self.states = None
         if cfg.state_prefix:
             folder = Path(cfg.state_dir) / clean_id(self.pipeline)
-            self.states = StateTopics(folder, ctx.run_id, self.retained, discovery, self.log)
+            if (why := folder_problem(folder)) is not None:
+                raise StageSetupError(f"stages.{ctx.stage}.state_dir: {why}")
+            modes = Modes.of(cfg.file_mode)
+            self.states = StateTopics(folder, ctx.run_id, self.retained, discovery, self.log, modes)
         self.cameras = CameraStatus(
             self.retained, self._status_topic, self._fps_topic, ctx.source_health, discovery
         )

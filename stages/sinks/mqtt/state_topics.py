@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.output_files import DEFAULT_MODES, Modes
 from stages.sinks.mqtt.discovery import Discovery
 from stages.sinks.mqtt.retained import Retained
 from stages.sinks.mqtt.topics import clean_id, level
@@ -36,9 +37,9 @@ class StreamState:
     """One stream's numbers, folded from its events: line totals (earlier runs in ``base``,
     this run in ``run``) and zone occupancy, with what changed since the last ``take``."""
 
-    def __init__(self, path: Path, run_id: str) -> None:
+    def __init__(self, path: Path, run_id: str, modes: Modes = DEFAULT_MODES) -> None:
         self.run_id = run_id
-        self.file = TotalsFile(path)
+        self.file = TotalsFile(path, modes)
         doc = self.file.load()
         base, run = _totals(doc.get("base")), _totals(doc.get("run"))
         self.full = doc.get("run_id") != run_id  # a new run: write the merged snapshot first
@@ -153,8 +154,9 @@ class StateTopics:
         retained: Retained,
         discovery: Discovery | None,
         log: logging.Logger,
+        modes: Modes = DEFAULT_MODES,
     ) -> None:
-        self.folder, self.run_id = folder, run_id
+        self.folder, self.run_id, self.modes = folder, run_id, modes
         self.retained, self.discovery, self.log = retained, discovery, log
         self.streams: dict[str, StreamState] = {}
         self.warned: set[str] = set()
@@ -165,7 +167,7 @@ class StateTopics:
         state = self.streams.get(stream)
         if state is None:
             path = self.folder / f"{clean_id(stream)}.json"
-            state = self.streams[stream] = StreamState(path, self.run_id)
+            state = self.streams[stream] = StreamState(path, self.run_id, self.modes)
         for ev in events:
             state.fold(ev)
         self._save(state)  # on disk before it is published

@@ -2,7 +2,8 @@
 (``{"run_id", "base", "run", "zones"}``) followed by one line per changed total of the run
 (``{"l": line, "d": direction, "c": class, "n": total}``). A change costs one appended line,
 written before the total is published, so a killed process never published a total the next
-run does not know; the file is rewritten in one step (snapshot only) now and then."""
+run does not know; the file is rewritten in one step (snapshot only) now and then, never
+through a link (``pipeline.output_files``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from pipeline.output_files import DEFAULT_MODES, Modes, make_folder, open_file, write_replacing
 
 __all__ = ["TotalsFile"]
 
@@ -19,8 +22,9 @@ MAX_NOTES = 1000  # changes appended before the snapshot is rewritten
 class TotalsFile:
     """Load, rewrite and append to one stream's totals file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, modes: Modes = DEFAULT_MODES) -> None:
         self.path = path
+        self.modes = modes
         self.notes = 0
         self.file: BinaryIO | None = None
 
@@ -53,16 +57,14 @@ class TotalsFile:
     def write(self, doc: dict[str, Any]) -> None:
         """Replace the file by the snapshot ``doc``, in one step."""
         self.close()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        make_folder(self.path.parent, self.modes)
+        write_replacing(self.path, (json.dumps(doc, sort_keys=True) + "\n").encode(), self.modes)
         self.notes = 0
 
     def note(self, line: str, direction: str, cls: str, n: int) -> None:
         """Append one changed total of this run (after a snapshot was written)."""
         if self.file is None:
-            self.file = self.path.open("ab")
+            self.file = os.fdopen(open_file(self.path, self.modes, append=True), "ab")
         rec = {"l": line, "d": direction, "c": cls, "n": n}
         self.file.write((json.dumps(rec, separators=(",", ":")) + "\n").encode())
         self.file.flush()

@@ -9,6 +9,7 @@ named after their first event (``stages/event_files.py``) and pruned by count an
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.output_files import DEFAULT_MODES, Modes, make_folder
 from stages.event_files import event_file, prune
 
 __all__ = ["ClipOptions", "ClipRecorder"]
@@ -49,15 +51,22 @@ class ClipRecorder:
     """One stream's clips, fed every packet its recording's encoder makes (``packet``) and
     the events of each frame written (``events``)."""
 
-    def __init__(self, options: ClipOptions, template: Any, rate: Fraction) -> None:
+    def __init__(
+        self,
+        options: ClipOptions,
+        template: Any,
+        rate: Fraction,
+        modes: Modes = DEFAULT_MODES,
+    ) -> None:
         self.options = options
+        self.modes = modes
         self.template = template  # the recording's stream: codec and its parameters
         self.rate = rate
         self.before = round(options.before_s * rate)
         self.after = round(options.after_s * rate)
         self.ring: deque[_Packet] = deque()
         self.span = self.before + round(2 * rate)  # + a keyframe interval's worth, at least
-        self.clip: Any = None  # (container, stream) while a clip is open
+        self.clip: Any = None  # (container, stream, descriptor) while a clip is open
         self.start = self.end = 0
         self.keyed = False  # the open clip has its first keyframe
         self.written: list[Path] = []
@@ -85,14 +94,14 @@ class ClipRecorder:
                 self.close()
 
     def _open(self, event: Mapping[str, Any], frame: int) -> None:
-        import av
+        from stages.sinks.video.encoders import open_av
 
         path = Path(self.options.dir) / event_file(event, ".mp4")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent, self.modes)
         keys = [p for p in self.ring if p.key and p.pts <= frame - self.before]
         first = keys[-1] if keys else next((p for p in self.ring if p.key), None)
-        container = av.open(str(path), "w", options={"movflags": "+faststart"})
-        self.clip = (container, container.add_stream_from_template(self.template))
+        container, fd = open_av(path, self.modes, {"movflags": "+faststart"})
+        self.clip = (container, container.add_stream_from_template(self.template), fd)
         self.start = first.pts if first is not None else frame
         self.end = frame + self.after
         self.keyed = False
@@ -106,7 +115,7 @@ class ClipRecorder:
         if item.pts < self.start or not (self.keyed or item.key):
             return  # a clip starts at a keyframe, or it cannot be decoded
         self.keyed = True
-        container, stream = self.clip
+        container, stream, _ = self.clip
         packet = av.Packet(item.data)
         packet.pts = packet.dts = item.pts - self.start  # no B-frames: decode order is time
         packet.time_base = 1 / self.rate
@@ -118,5 +127,6 @@ class ClipRecorder:
         """Finish the open clip, if any (the end of the stream cuts it short)."""
         if self.clip is not None:
             self.clip[0].close()
+            os.close(self.clip[2])
             self.clip = None
         prune(Path(self.options.dir), self.options.keep, self.options.max_age_h * 3600, ".mp4")

@@ -6,6 +6,9 @@ H.264 files have their index at the front (``movflags +faststart``: a browser st
 before the whole file has arrived), ``yuv420p`` pixels (what browsers decode), and a keyframe
 every ``keyframe_s`` seconds with no B-frames, so a clip can be cut at any keyframe by copying
 packets (see ``clips``).
+
+Files are opened by rkpipe, never through a link at their name, with the stage's file mode
+(``pipeline.output_files``); the library writes them through that descriptor.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-__all__ = ["H264", "Encoder", "H264File", "OpenCvFile", "h264_available"]
+from pipeline.output_files import DEFAULT_MODES, Modes, fd_path, named, open_file
+
+__all__ = ["H264", "Encoder", "H264File", "OpenCvFile", "h264_available", "open_av"]
 
 H264 = "h264"
 _LIBX264 = "libx264"
+_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
 
 
 class Encoder(Protocol):
@@ -46,6 +52,22 @@ def h264_available() -> str | None:
     return None
 
 
+def open_av(path: Path, modes: Modes, options: dict[str, str]) -> tuple[Any, int]:
+    """A PyAV output container for ``path`` and the descriptor it writes through (close it
+    after the container: FFmpeg may open it again by name to move the index to the front)."""
+    import av
+
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"no video container is known for {path.suffix!r}")
+    fd = open_file(path, modes, read=True, truncate=True)
+    try:
+        return av.open(fd_path(fd), "w", format=fmt, options=options), fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class H264File:
     """An H.264 MP4 (or MKV, MOV) through PyAV. ``on_packet`` sees every encoded packet (its
     bytes, pts in frames, and whether it is a keyframe), for event clips."""
@@ -59,12 +81,11 @@ class H264File:
         preset: str = "veryfast",
         keyframe_s: float = 1.0,
         on_packet: Callable[[Any], None] | None = None,
+        modes: Modes = DEFAULT_MODES,
     ) -> None:
-        import av
-
         self.size = (size[0] & ~1, size[1] & ~1)  # 4:2:0 needs even sides
         self.rate = Fraction(fps).limit_denominator(1001)
-        self.container = av.open(str(path), "w", options={"movflags": "+faststart"})
+        self.container, self.fd = open_av(path, modes, {"movflags": "+faststart"})
         self.stream = add_h264_stream(self.container, self.size, self.rate, crf, preset, keyframe_s)
         self.on_packet = on_packet
         self.frames = 0
@@ -88,6 +109,7 @@ class H264File:
     def close(self) -> None:
         self._mux(self.stream.encode(None))  # flush what the encoder holds
         self.container.close()
+        os.close(self.fd)
 
 
 def add_h264_stream(
@@ -110,9 +132,21 @@ def add_h264_stream(
 class OpenCvFile:
     """Any fourcc OpenCV's FFmpeg backend writes (``mp4v`` in MP4, ``MJPG`` in AVI, ...)."""
 
-    def __init__(self, path: Path, size: tuple[int, int], fps: float, fourcc: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        size: tuple[int, int],
+        fps: float,
+        fourcc: str,
+        modes: Modes = DEFAULT_MODES,
+    ) -> None:
         code = cv2.VideoWriter.fourcc(*fourcc)
-        self.writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, code, fps, size)
+        fd = open_file(path, modes, read=True, truncate=True)
+        try:  # OpenCV picks the container by the name's ending: a private name of the fd
+            with named(fd, path.suffix) as name:
+                self.writer = cv2.VideoWriter(name, cv2.CAP_FFMPEG, code, fps, size)
+        finally:
+            os.close(fd)  # OpenCV holds its own
         if not self.writer.isOpened():
             msg = f"OpenCV cannot write {path} with fourcc {fourcc!r}"
             raise ValueError(msg)

@@ -20,6 +20,14 @@ from pydantic import Field, field_validator
 from pipeline.errors import StageSetupError
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
+from pipeline.output_files import (
+    FileMode,
+    Modes,
+    UnsafeOutput,
+    file_mode_field,
+    folder_problem,
+    make_folder,
+)
 from pipeline.outputs import OutputFile
 from pipeline.stage import Context, Stage, StageConfig
 from stages.sinks.annotate import RateMeter, annotate
@@ -57,6 +65,7 @@ class VideoSinkConfig(StageConfig):
     annotate: bool = Field(True, description="draw detections, lines, zones and a header")
     fill_gaps: bool = Field(False, description="repeat the last frame over dropped frames")
     max_fill: int = Field(300, ge=0, description="most frames repeated for one gap")
+    file_mode: FileMode = file_mode_field()
 
     clips: ClipOptions | None = Field(
         None, description="event clips: true, or {dir, before_s, after_s, types, keep, ...}"
@@ -92,6 +101,7 @@ class VideoSink(Stage[VideoSinkConfig]):
         self.ctx = ctx
         self.tracks: dict[str, _Track] = {}
         self.codec = self.config.codec
+        self.modes = Modes.of(self.config.file_mode)
         why = h264_available() if self.codec == H264 else None
         if why is not None:
             ctx.log.warning(
@@ -102,6 +112,9 @@ class VideoSink(Stage[VideoSinkConfig]):
             msg = f"{self._where()}.clips: event clips are cut from H.264; "
             msg += 'set codec = "h264" (needs PyAV: pip install av)'
             raise StageSetupError(msg)
+        clips = self.config.clips
+        if clips is not None and (why := folder_problem(Path(clips.dir))) is not None:
+            raise StageSetupError(f"{self._where()}.clips.dir: {why}")
         try:
             self.config.path.format(stream="x")
         except (KeyError, IndexError, ValueError) as exc:
@@ -118,12 +131,13 @@ class VideoSink(Stage[VideoSinkConfig]):
     def _probe(self, folder: Path) -> None:
         """Open a tiny writer in ``folder`` so a bad folder or codec fails before frames flow."""
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_folder(folder, self.modes)
             suffix = Path(self.config.path).suffix
             fd, name = tempfile.mkstemp(prefix=".probe-", suffix=suffix, dir=folder)
             os.close(fd)
         except OSError as exc:
-            msg = f"{self._where()}.path: cannot write to folder {folder}: {exc.strerror}"
+            why = exc.strerror or exc
+            msg = f"{self._where()}.path: cannot write to folder {folder}: {why}"
             raise StageSetupError(msg) from None
         try:
             writer = self._open(Path(name), (64, 64))
@@ -137,8 +151,10 @@ class VideoSink(Stage[VideoSinkConfig]):
         c = self.config
         try:
             if self.codec == H264:
-                return H264File(path, size, c.fps, c.crf, c.preset, c.keyframe_s)
-            return OpenCvFile(path, size, c.fps, self.codec)
+                return H264File(path, size, c.fps, c.crf, c.preset, c.keyframe_s, modes=self.modes)
+            return OpenCvFile(path, size, c.fps, self.codec, self.modes)
+        except UnsafeOutput as exc:  # a link or a FIFO at the name: not the codec's fault
+            raise StageSetupError(f"{self._where()}.path: {exc}") from None
         except Exception as exc:  # PyAV and OpenCV raise their own kinds
             msg = (
                 f"{self._where()}: cannot open a video writer for {path} with codec "
@@ -160,7 +176,7 @@ class VideoSink(Stage[VideoSinkConfig]):
                 )
                 raise StageSetupError(msg)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(path.parent, self.modes)
         except OSError as exc:
             msg = f"{self._where()}.path: cannot create folder {path.parent}: {exc.strerror}"
             raise StageSetupError(msg) from None
@@ -173,7 +189,7 @@ class VideoSink(Stage[VideoSinkConfig]):
         writer = self._open(path, size)
         clips = None
         if self.config.clips is not None and isinstance(writer, H264File):
-            clips = ClipRecorder(self.config.clips, writer.stream, writer.rate)
+            clips = ClipRecorder(self.config.clips, writer.stream, writer.rate, self.modes)
             writer.on_packet = clips.packet
         track = self.tracks[stream] = _Track(path, writer, size, clips)
         fps = self.config.fps
