@@ -2,14 +2,18 @@
 wheel), which browsers play, or any fourcc through OpenCV's FFmpeg backend (``mp4v``, the
 fallback, plays in VLC but not in browsers).
 
-H.264 files have their index at the front (``movflags +faststart``: a browser starts playing
-before the whole file has arrived), ``yuv420p`` pixels (what browsers decode), and a keyframe
-every ``keyframe_s`` seconds with no B-frames, so a clip can be cut at any keyframe by copying
-packets (see ``clips``).
+H.264 files are fragmented MP4 with the header first and a fragment per frame (``fmp4``): a
+browser starts playing before the whole file has arrived, and a killed process leaves a file
+that plays up to its last frame. ``yuv420p`` pixels (what browsers decode), a keyframe every
+``keyframe_s`` seconds, and a zero-latency encoder (no B-frames, no lookahead: each frame's
+packet comes out as it goes in), so a clip can be cut at any keyframe by copying packets
+(see ``clips``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Callable
 from fractions import Fraction
@@ -19,10 +23,13 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from stages.sinks.video.fmp4 import FragmentFile, InitSegment, init_segment, length_prefixed
+
 __all__ = ["H264", "Encoder", "H264File", "OpenCvFile", "h264_available"]
 
 H264 = "h264"
 _LIBX264 = "libx264"
+MP4_SUFFIXES = (".mp4", ".m4v", ".mov")
 
 
 class Encoder(Protocol):
@@ -47,8 +54,10 @@ def h264_available() -> str | None:
 
 
 class H264File:
-    """An H.264 MP4 (or MKV, MOV) through PyAV. ``on_packet`` sees every encoded packet (its
-    bytes, pts in frames, and whether it is a keyframe), for event clips."""
+    """An H.264 MP4 through PyAV, written as fragmented MP4 a frame at a time (``fmp4``):
+    each frame is in the file when ``write`` returns, so a killed process leaves a file that
+    plays up to its last frame. ``on_packet`` sees every sample (pts in frames, whether it is a
+    keyframe, its bytes as MP4 holds them), for event clips, after it is in the file."""
 
     def __init__(
         self,
@@ -58,36 +67,58 @@ class H264File:
         crf: int = 23,
         preset: str = "veryfast",
         keyframe_s: float = 1.0,
-        on_packet: Callable[[Any], None] | None = None,
+        on_packet: Callable[[int, bool, bytes], None] | None = None,
     ) -> None:
         import av
 
+        if path.suffix.lower() not in MP4_SUFFIXES:
+            msg = f"H.264 is written as MP4 here, not {path.suffix or 'a file without suffix'}"
+            raise ValueError(msg)
         self.size = (size[0] & ~1, size[1] & ~1)  # 4:2:0 needs even sides
         self.rate = Fraction(fps).limit_denominator(1001)
-        self.container = av.open(str(path), "w", options={"movflags": "+faststart"})
+        # the encoder lives in an MP4 container in memory, which gives the file's header
+        self.container = av.open(io.BytesIO(), "w", format="mp4")
         self.stream = add_h264_stream(self.container, self.size, self.rate, crf, preset, keyframe_s)
+        self.file = FragmentFile(path, self.rate)
+        self.init: InitSegment | None = None
         self.on_packet = on_packet
         self.frames = 0
 
+    def header(self) -> InitSegment | None:
+        """The file's MP4 header, once the first frame is encoded (for clips)."""
+        return self.init
+
     def write(self, img: np.ndarray) -> None:
+        """Encode and write one frame; an OSError (a full disk) leaves it out of the file,
+        and the next frame is a keyframe so the file goes on decodable."""
         import av
 
         w, h = self.size
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:h, :w]), format="bgr24")
         frame.pts = self.frames
         frame.time_base = 1 / self.rate
+        if self.file.need_key:
+            frame.pict_type = av.video.frame.PictureType.I
         self.frames += 1
-        self._mux(self.stream.encode(frame))
+        self._write(self.stream.encode(frame))
 
-    def _mux(self, packets: list[Any]) -> None:
+    def _write(self, packets: list[Any]) -> None:
         for packet in packets:
+            if self.init is None:
+                self.init = init_segment(self.stream, self.rate)
+            pts = round(packet.pts * packet.time_base * self.rate)
+            sample, key = length_prefixed(bytes(packet)), bool(packet.is_keyframe)
+            self.file.append(self.init, pts, sample, key)
             if self.on_packet is not None:
-                self.on_packet(packet)
-            self.container.mux(packet)
+                self.on_packet(pts, key, sample)
 
     def close(self) -> None:
-        self._mux(self.stream.encode(None))  # flush what the encoder holds
-        self.container.close()
+        try:
+            self._write(self.stream.encode(None))  # nothing is held back; flushed all the same
+        finally:
+            self.file.finish()
+            with contextlib.suppress(Exception):  # an encoder in memory: nothing to lose
+                self.container.close()
 
 
 def add_h264_stream(
@@ -101,6 +132,8 @@ def add_h264_stream(
     stream.options = {
         "crf": str(crf),
         "preset": preset,
+        "tune": "zerolatency",  # a packet out for each frame in: no lookahead, no B-frames
+        "forced-idr": "1",  # a frame forced to be I (after a lost one) is a keyframe
         "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0",
     }
     stream.codec_context.thread_count = len(os.sched_getaffinity(0))  # the stage's CPUs

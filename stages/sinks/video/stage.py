@@ -1,13 +1,19 @@
 """A sink that writes each stream to a video file with detections, lines and zones drawn on.
 
-By default H.264 in MP4 through PyAV (browser-playable, index first); another ``codec`` is a
-fourcc for OpenCV's writer. A file opens at a stream's first frame (its size is needed) and
-is closed at the end of the stream or of the run, so it is complete and playable.
+By default H.264 in fragmented MP4 through PyAV (browser-playable, index first, a fragment
+per frame): a frame is in the file when ``process`` returns, which is when the runtime
+counts it delivered, so a killed sink leaves a file that plays every frame it counted. A
+frame that cannot be written (a full disk, in the recording or in its event clip) raises
+OSError, which the runtime counts ``sink_error``; writing goes on at a keyframe when space
+returns. Another ``codec`` is a fourcc for OpenCV's writer (its files play only once
+closed). A file opens at a stream's first frame (its size is needed) and is closed at the
+end of the stream or of the run, when its duration is written in its header.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -116,22 +122,34 @@ class VideoSink(Stage[VideoSinkConfig]):
         return f"stages.{self.ctx.stage}"
 
     def _probe(self, folder: Path) -> None:
-        """Open a tiny writer in ``folder`` so a bad folder or codec fails before frames flow."""
+        """Open a tiny writer in ``folder`` so a bad folder or codec fails before frames flow.
+        A full disk is not a setup error: it may clear, and until then each frame that
+        cannot be written is counted ``sink_error`` while the run goes on."""
+        name = ""
         try:
             folder.mkdir(parents=True, exist_ok=True)
             suffix = Path(self.config.path).suffix
             fd, name = tempfile.mkstemp(prefix=".probe-", suffix=suffix, dir=folder)
             os.close(fd)
-        except OSError as exc:
-            msg = f"{self._where()}.path: cannot write to folder {folder}: {exc.strerror}"
-            raise StageSetupError(msg) from None
-        try:
             writer = self._open(Path(name), (64, 64))
-            writer.write(np.zeros((64, 64, 3), np.uint8))
-            writer.close()
+            try:
+                writer.write(np.zeros((64, 64, 3), np.uint8))
+            finally:
+                writer.close()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                msg = f"{self._where()}.path: cannot write to folder {folder}: {exc.strerror}"
+                raise StageSetupError(msg) from None
+            self.ctx.log.warning(
+                "%s.path: %s is full (%s); frames are counted sink_error until there is space",
+                self._where(),
+                folder,
+                exc.strerror,
+            )
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
+            if name:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
 
     def _open(self, path: Path, size: tuple[int, int]) -> Encoder:
         c = self.config
@@ -142,7 +160,7 @@ class VideoSink(Stage[VideoSinkConfig]):
         except Exception as exc:  # PyAV and OpenCV raise their own kinds
             msg = (
                 f"{self._where()}: cannot open a video writer for {path} with codec "
-                f"{self.codec!r} ({exc}); use a .mp4, .mkv or .mov path, or with OpenCV "
+                f"{self.codec!r} ({exc}); use a .mp4 or .mov path, or with OpenCV "
                 f'codec = "mp4v" and .mp4, or "MJPG" and .avi'
             )
             raise StageSetupError(msg) from None
@@ -173,7 +191,7 @@ class VideoSink(Stage[VideoSinkConfig]):
         writer = self._open(path, size)
         clips = None
         if self.config.clips is not None and isinstance(writer, H264File):
-            clips = ClipRecorder(self.config.clips, writer.stream, writer.rate)
+            clips = ClipRecorder(self.config.clips, writer.header, writer.rate)
             writer.on_packet = clips.packet
         track = self.tracks[stream] = _Track(path, writer, size, clips)
         fps = self.config.fps
@@ -189,26 +207,45 @@ class VideoSink(Stage[VideoSinkConfig]):
         img = annotate(frame, msg, track.meter.rate()) if self.config.annotate else frame
         if (img.shape[1], img.shape[0]) != track.size:
             img = cv2.resize(img, track.size, interpolation=cv2.INTER_AREA)
-        if self.config.fill_gaps and track.last is not None and msg.seq > track.last_seq + 1:
-            for _ in range(min(msg.seq - track.last_seq - 1, self.config.max_fill)):
-                track.writer.write(track.last)
-                track.frames += 1
-        track.writer.write(img)
-        track.frames += 1
-        if track.clips is not None and msg.meta.get(META_EVENTS):
-            track.clips.events(track.frames - 1, msg.meta[META_EVENTS])
-        track.last_seq = msg.seq
-        if self.config.fill_gaps:
-            track.last = img if img is not frame else img.copy()
+        last, repeats = track.last, 0
+        if self.config.fill_gaps and last is not None and msg.seq > track.last_seq + 1:
+            repeats = min(msg.seq - track.last_seq - 1, self.config.max_fill)
+        try:
+            while last is not None and repeats > 0:
+                self._write(track, last)
+                repeats -= 1
+            self._write(track, img)
+        finally:  # a frame that could not be written still carries its events to the clips
+            if track.clips is not None and msg.meta.get(META_EVENTS):
+                track.clips.events(track.frames - 1, msg.meta[META_EVENTS])
+            error = track.clips.take_error() if track.clips is not None else None
+            track.last_seq = msg.seq
+            if self.config.fill_gaps:
+                track.last = img if img is not frame else img.copy()
+        if error is not None:  # not in its clip: the frame is not delivered (sink_error)
+            raise error
         return msg
+
+    @staticmethod
+    def _write(track: _Track, img: np.ndarray) -> None:
+        """One frame into the recording; it is in the file when this returns (H.264)."""
+        track.frames += 1  # its place in the recording, written or not
+        track.writer.write(img)
 
     def end_stream(self, stream: str) -> None:
         track = self.tracks.pop(stream, None)
-        if track is not None:
+        if track is None:
+            return
+        try:
             track.writer.close()
-            if track.clips is not None:
-                track.clips.close()
-            self.ctx.log.info("wrote %d frames to %s", track.frames, track.path)
+        except OSError as exc:  # every frame is in the file already; only its duration is not
+            self.ctx.log.warning("%s: cannot finish %s: %s", self._where(), track.path, exc)
+        if track.clips is not None:
+            track.clips.close()
+            error = track.clips.take_error()
+            if error is not None:
+                self.ctx.log.warning("%s: cannot finish a clip: %s", self._where(), error)
+        self.ctx.log.info("wrote %d frames to %s", track.frames, track.path)
 
     def close(self) -> None:
         for stream in list(self.tracks):
