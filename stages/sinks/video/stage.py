@@ -48,6 +48,7 @@ class _Track:
         self.last_seq = -1
         self.last: np.ndarray | None = None
         self.frames = 0
+        self.unwritten = 0  # frames not written since the last one that was (a full disk)
         self.meter = RateMeter()
 
 
@@ -215,6 +216,9 @@ class VideoSink(Stage[VideoSinkConfig]):
                 self._write(track, last)
                 repeats -= 1
             self._write(track, img)
+        except OSError:
+            track.unwritten += 1
+            raise
         finally:  # a frame that could not be written still carries its events to the clips
             if track.clips is not None and msg.meta.get(META_EVENTS):
                 track.clips.events(track.frames - 1, msg.meta[META_EVENTS])
@@ -223,7 +227,16 @@ class VideoSink(Stage[VideoSinkConfig]):
             if self.config.fill_gaps:
                 track.last = img if img is not frame else img.copy()
         if error is not None:  # not in its clip: the frame is not delivered (sink_error)
+            track.unwritten += 1
             raise error
+        if track.unwritten:  # the runtime said the first failure; this says it is over
+            self.ctx.log.warning(
+                "%s: writing %s again (%d frames could not be written)",
+                self._where(),
+                track.path,
+                track.unwritten,
+            )
+            track.unwritten = 0
         return msg
 
     @staticmethod
