@@ -3,7 +3,8 @@ clips folder are on a small tmpfs (mounted in a private mount namespace, so noth
 the test sees it), full when the run starts, freed, filled again mid-run and freed again.
 Every frame that cannot be written is counted ``sink_error`` (said once), the sink never
 crashes or restarts, the source and the other sink go on untouched, and writing resumes when
-space returns: the recording and the clips written then play."""
+space returns: the recording and the clips written then play. And, frame for frame, what a
+refused write leaves: the file whole, and a keyframe next."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ import sys
 import threading
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 
+from stages.sinks.video.encoders import H264File
 from support.rkpipe import TEST_STAGES, poll_for, read_jsonl, rkpipe_env
 from support.video_kills import playable_frames, video_parts
-
-pytestmark = [pytest.mark.integration]
 
 FRAMES = 300
 
@@ -43,6 +45,7 @@ def fill(folder: Path) -> None:
             pass
 
 
+@pytest.mark.integration
 def test_clips_on_a_full_disk_are_counted_and_recover_when_space_returns(
     tmp_path: Path, no_leaks
 ) -> None:
@@ -135,3 +138,40 @@ path = "{tmp_path}/frames.jsonl"
     clips_played = [n for p, n in playable.items() if "clips" in p.parts]
     assert clips_played and max(clips_played) > 0, playable
     assert not video_parts(disk / "rec", "cam0")  # the tmpfs went with the run
+
+
+def test_a_frame_the_disk_refuses_is_left_out_and_the_recording_goes_on_at_a_keyframe(
+    tmp_path: Path,
+) -> None:
+    """Writes the kernel refuses (the file's descriptor pointed at /dev/full for a while:
+    every write fails with ENOSPC) raise, leave the file whole, and the next frame written
+    is a keyframe, so everything after it decodes."""
+    writer = H264File(tmp_path / "v.mp4", (64, 48), 10)  # a keyframe every 10 frames
+    grey = [np.full((48, 64, 3), 20 * i, np.uint8) for i in range(13)]
+    for i in range(5):
+        writer.write(grey[i])
+    kept, full = os.dup(writer.file.fd), os.open("/dev/full", os.O_WRONLY)
+    os.dup2(full, writer.file.fd)
+    for i in range(5, 8):
+        with pytest.raises(OSError) as failed:
+            writer.write(grey[i])
+        assert failed.value.errno == errno.ENOSPC
+    os.dup2(kept, writer.file.fd)
+    os.close(kept)
+    os.close(full)
+    for i in range(8, 13):
+        writer.write(grey[i])
+    writer.close()
+    with av.open(str(tmp_path / "v.mp4")) as container:
+        stream = container.streams.video[0]
+        packets = [
+            (round(p.pts * stream.time_base * 10), p.is_keyframe)
+            for p in container.demux(stream)
+            if p.size
+        ]
+    assert packets == [(i, i in (0, 8)) for i in [*range(5), *range(8, 13)]]
+    with av.open(str(tmp_path / "v.mp4")) as container:
+        pictures = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    assert len(pictures) == 10
+    for picture, i in zip(pictures, [*range(5), *range(8, 13)], strict=True):
+        assert abs(float(picture.mean()) - 20 * i) < 4
