@@ -34,6 +34,8 @@ from stages.sinks.video.encoders import H264, Encoder, H264File, OpenCvFile, h26
 
 __all__ = ["VideoSink"]
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk: frames are counted lost until it clears
+
 
 class _Track:
     """One open video file and what is needed to keep it in real time."""
@@ -138,7 +140,7 @@ class VideoSink(Stage[VideoSinkConfig]):
             finally:
                 writer.close()
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if exc.errno not in _FULL:
                 msg = f"{self._where()}.path: cannot write to folder {folder}: {exc.strerror}"
                 raise StageSetupError(msg) from None
             self.ctx.log.warning(
@@ -153,11 +155,15 @@ class VideoSink(Stage[VideoSinkConfig]):
                     os.unlink(name)
 
     def _open(self, path: Path, size: tuple[int, int]) -> Encoder:
+        """A writer for ``path``; a codec or container it cannot write is a setup error, an
+        OSError (the file itself) is the caller's to judge."""
         c = self.config
         try:
             if self.codec == H264:
                 return H264File(path, size, c.fps, c.crf, c.preset, c.keyframe_s)
             return OpenCvFile(path, size, c.fps, self.codec)
+        except OSError:
+            raise
         except Exception as exc:  # PyAV and OpenCV raise their own kinds
             msg = (
                 f"{self._where()}: cannot open a video writer for {path} with codec "
@@ -181,6 +187,8 @@ class VideoSink(Stage[VideoSinkConfig]):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if exc.errno in _FULL:  # counted sink_error; tried again at the next frame
+                raise
             msg = f"{self._where()}.path: cannot create folder {path.parent}: {exc.strerror}"
             raise StageSetupError(msg) from None
         if self.ctx.restarted:  # keep what the crashed process wrote: continue in a new part
@@ -189,7 +197,13 @@ class VideoSink(Stage[VideoSinkConfig]):
                 part += 1
             path = alt if path.exists() else path
         size = (frame.shape[1], frame.shape[0])
-        writer = self._open(path, size)
+        try:
+            writer = self._open(path, size)
+        except OSError as exc:
+            if exc.errno in _FULL:
+                raise
+            msg = f"{self._where()}.path: cannot write {path}: {exc.strerror}"
+            raise StageSetupError(msg) from None
         clips = None
         if self.config.clips is not None and isinstance(writer, H264File):
             clips = ClipRecorder(self.config.clips, writer.header, writer.rate)
