@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from support.browser import chromium_path, dump_dom
-from support.video_kills import kill_run
+from support.video_kills import kill_run, playable_frames
 
 pytestmark = [pytest.mark.integration]
 
@@ -31,6 +31,16 @@ def test_a_killed_video_sink_leaves_every_frame_it_counted_playable(
     assert run.delivered <= run.playable <= run.delivered + run.kills, run.parts
     for name, size, frames in run.parts:
         assert size == 0 or frames > 0, f"{name}: {size} bytes that do not play"
+
+
+def test_a_killed_video_sink_leaves_its_clips_playable(tmp_path: Path, no_leaks) -> None:
+    run = kill_run(tmp_path, random.Random("video-kill:clips"), kills=2, clips=True)
+    assert run.returncode == 0 and run.kills >= 1, run.stderr[-3000:]
+    assert run.exact and run.adds_up and run.delivered <= run.playable, run.parts
+    clips = sorted((tmp_path / "clips").rglob("*.mp4"))
+    assert len(clips) >= 3, clips  # an event every 50 frames of 240, but while it was down
+    for clip in clips:  # the one open at a kill too, up to its last frame
+        assert clip.stat().st_size == 0 or playable_frames(clip) > 0, clip
 
 
 PLAYER = """<!doctype html><html><body>

@@ -47,10 +47,23 @@ class KillRun:
     stderr: str
 
 
-def kill_run(folder: Path, rng: random.Random, kills: int, frames: int = 240) -> KillRun:
+def kill_run(
+    folder: Path, rng: random.Random, kills: int, frames: int = 240, clips: bool = False
+) -> KillRun:
     """One run of a live-paced source (60 fps) into a ``video`` sink and a ``jsonl`` sink,
-    the video sink SIGKILLed ``kills`` times at random moments in its first seconds."""
+    the video sink SIGKILLed ``kills`` times at random moments in its first seconds; with
+    ``clips`` an event every 50 frames makes the sink cut clips into ``folder/clips``."""
     folder.mkdir(parents=True, exist_ok=True)
+    source = "cam0"
+    more = ""
+    if clips:
+        source = "events"
+        more = f"""clips = {{ dir = "{folder}/clips", before_s = 0.25, after_s = 0.25 }}
+[stages.events]
+uses = "rk_test_events:EmitEvents"
+inputs = ["cam0"]
+every = 50
+"""
     graph = folder / "video_kills.toml"
     graph.write_text(
         f"""
@@ -64,12 +77,12 @@ realtime = true
 frames = {frames}
 [stages.video]
 uses = "video"
-inputs = ["cam0"]
+inputs = ["{source}"]
 path = "{folder}/{{stream}}.mp4"
 fps = 60
-[stages.out]
+{more}[stages.out]
 uses = "jsonl"
-inputs = ["cam0"]
+inputs = ["{source}"]
 path = "{folder}/frames.jsonl"
 """
     )
