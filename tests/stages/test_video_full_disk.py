@@ -21,6 +21,11 @@ import av
 import numpy as np
 import pytest
 
+from pipeline.keys import META_EVENTS
+from pipeline.messages import Message
+from pipeline.stage import Context
+from stages import events
+from stages.sinks.video import VideoSink
 from stages.sinks.video.encoders import H264File
 from support.rkpipe import TEST_STAGES, poll_for, read_jsonl, rkpipe_env
 from support.video_kills import playable_frames, video_parts
@@ -175,3 +180,46 @@ def test_a_frame_the_disk_refuses_is_left_out_and_the_recording_goes_on_at_a_key
     assert len(pictures) == 10
     for picture, i in zip(pictures, [*range(5), *range(8, 13)], strict=True):
         assert abs(float(picture.mean()) - 20 * i) < 4
+
+
+def test_a_clip_write_the_disk_refuses_is_counted_and_the_clip_goes_on_at_the_next_frame(
+    tmp_path: Path,
+) -> None:
+    """A refused write to an open clip raises from ``process`` (the runtime counts the frame
+    ``sink_error``: it is not in its clip) while the recording keeps it; the next frame is
+    made a keyframe, so the clip goes on at once when the disk takes writes again."""
+    clips = {"dir": str(tmp_path / "clips"), "before_s": 5, "after_s": 2}
+    sink = VideoSink(path=str(tmp_path / "{stream}.mp4"), annotate=False, fps=10, clips=clips)
+    sink.setup(Context(stage="video"))
+    grey = [np.full((48, 64, 3), 8 * i, np.uint8) for i in range(30)]
+    refused, kept, full = range(8, 11), -1, os.open("/dev/full", os.O_WRONLY)
+    for i in range(30):
+        msg = Message("cam0", i, i - 1, arrays={"frame": grey[i]})
+        if i == 5:
+            event = events.line_crossing_event(msg, "door", "in", 7, 0, (1, 2), {"in": 1, "out": 0})
+            msg.meta[META_EVENTS] = [event]
+        clip = sink.tracks["cam0"].clips.clip if "cam0" in sink.tracks else None
+        if i == refused.start:
+            kept = os.dup(clip.fd)
+            os.dup2(full, clip.fd)
+        if i == refused.stop:
+            os.dup2(kept, clip.fd)
+            os.close(kept)
+        if i in refused:
+            with pytest.raises(OSError) as failed:
+                sink.process(msg)
+            assert failed.value.errno == errno.ENOSPC
+        else:
+            sink.process(msg)
+    sink.close()
+    os.close(full)
+    [path] = list((tmp_path / "clips").rglob("*.mp4"))
+    with av.open(str(tmp_path / "cam0.mp4")) as container:
+        recording = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    with av.open(str(path)) as container:
+        clip_pictures = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    assert len(recording) == 30  # every frame is in the recording
+    in_clip = [*range(8), *range(11, 26)]  # from the recording's start to 2 s past frame 5
+    assert len(clip_pictures) == len(in_clip)
+    for picture, i in zip(clip_pictures, in_clip, strict=True):
+        assert np.array_equal(picture, recording[i])

@@ -12,6 +12,7 @@ named after their first event (``stages/event_files.py``) and pruned by count an
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -54,8 +55,8 @@ class ClipRecorder:
     """One stream's clips, fed every sample its recording writes (``packet``) and the events
     of each frame written (``events``). A clip is written as the recording is, a fragment
     per frame (``fmp4``), so a killed process leaves it playable too. A write that fails (a
-    full disk) is kept in ``error`` for the sink to count; the clip goes on at the next
-    keyframe once there is space again."""
+    full disk) is kept in ``error`` for the sink to count (it then asks the encoder for a
+    keyframe); the clip goes on at the next keyframe once there is space again."""
 
     def __init__(
         self, options: ClipOptions, header: Callable[[], InitSegment | None], rate: Fraction
@@ -136,7 +137,8 @@ class ClipRecorder:
                 return
             self.start = item.pts
         try:
-            self.clip.append(init, item.pts - self.start, item.data, item.key)
+            if not self.clip.append(init, item.pts - self.start, item.data, item.key):
+                self.error = OSError(errno.EAGAIN, "the clip waits for a keyframe after a lost one")
         except OSError as exc:  # cut off again: the clip goes on at the next keyframe
             self.error = exc
 

@@ -13,6 +13,7 @@ packet comes out as it goes in), so a clip can be cut at any keyframe by copying
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 from collections.abc import Callable
@@ -83,6 +84,7 @@ class H264File:
         self.init: InitSegment | None = None
         self.on_packet = on_packet
         self.frames = 0
+        self.force_key = False  # make the next frame a keyframe (a clip lost one)
 
     def header(self) -> InitSegment | None:
         """The file's MP4 header, once the first frame is encoded (for clips)."""
@@ -97,8 +99,9 @@ class H264File:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:h, :w]), format="bgr24")
         frame.pts = self.frames
         frame.time_base = 1 / self.rate
-        if self.file.need_key:
+        if self.file.need_key or self.force_key:
             frame.pict_type = av.video.frame.PictureType.I
+            self.force_key = False
         self.frames += 1
         self._write(self.stream.encode(frame))
 
@@ -108,7 +111,8 @@ class H264File:
                 self.init = init_segment(self.stream, self.rate)
             pts = round(packet.pts * packet.time_base * self.rate)
             sample, key = length_prefixed(bytes(packet)), bool(packet.is_keyframe)
-            self.file.append(self.init, pts, sample, key)
+            if not self.file.append(self.init, pts, sample, key):
+                raise OSError(errno.EAGAIN, "the recording waits for a keyframe after a lost one")
             if self.on_packet is not None:
                 self.on_packet(pts, key, sample)
 

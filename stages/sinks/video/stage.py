@@ -242,6 +242,8 @@ class VideoSink(Stage[VideoSinkConfig]):
                 track.last = img if img is not frame else img.copy()
         if error is not None:  # not in its clip: the frame is not delivered (sink_error)
             track.unwritten += 1
+            if isinstance(track.writer, H264File):
+                track.writer.force_key = True  # so the clip can go on at the next frame
             raise error
         if track.unwritten:  # the runtime said the first failure; this says it is over
             self.ctx.log.warning(
