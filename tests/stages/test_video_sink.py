@@ -152,13 +152,17 @@ def test_recordings_are_h264_with_the_index_first_and_a_keyframe_a_second(tmp_pa
     path = tmp_path / "v.mp4"
     write_frames(path, 75, (321, 181), fps=25)  # odd sides: 4:2:0 wants them even
     data = path.read_bytes()
-    assert 0 < data.find(b"moov") < data.find(b"mdat")  # faststart: playable while loading
+    # the header first, then a fragment per frame: playable while loading, and up to its
+    # last frame if the writer dies
+    assert 0 < data.find(b"moov") < data.find(b"moof") < data.find(b"mdat")
+    assert data.count(b"moof") == 75
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264" and stream.format.name == "yuv420p"
         assert (stream.width, stream.height) == (320, 180)
         keys = [p.pts for p in container.demux(stream) if p.is_keyframe]
         assert [round(float(pts * stream.time_base), 3) for pts in keys] == [0.0, 1.0, 2.0]
+        assert container.duration / 1e6 == pytest.approx(3.0)  # in the header, once closed
 
 
 def test_without_pyav_it_writes_mp4v_and_says_why(tmp_path, monkeypatch, caplog) -> None:

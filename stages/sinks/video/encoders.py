@@ -2,17 +2,19 @@
 wheel), which browsers play, or any fourcc through OpenCV's FFmpeg backend (``mp4v``, the
 fallback, plays in VLC but not in browsers).
 
-H.264 files have their index at the front (``movflags +faststart``: a browser starts playing
-before the whole file has arrived), ``yuv420p`` pixels (what browsers decode), and a keyframe
-every ``keyframe_s`` seconds with no B-frames, so a clip can be cut at any keyframe by copying
-packets (see ``clips``).
-
-Files are opened by rkpipe, never through a link at their name, with the stage's file mode
-(``pipeline.output_files``); the library writes them through that descriptor.
+H.264 files are fragmented MP4 with the header first and a fragment per frame (``fmp4``): a
+browser starts playing before the whole file has arrived, and a killed process leaves a file
+that plays up to its last frame. ``yuv420p`` pixels (what browsers decode), a keyframe every
+``keyframe_s`` seconds, and a zero-latency encoder (no B-frames, no lookahead: each frame's
+packet comes out as it goes in), so a clip can be cut at any keyframe by copying packets
+(see ``clips``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import os
 from collections.abc import Callable
 from fractions import Fraction
@@ -22,13 +24,14 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from pipeline.output_files import DEFAULT_MODES, Modes, fd_path, named, open_file
+from pipeline.output_files import DEFAULT_MODES, Modes, named, open_file
+from stages.sinks.video.fmp4 import FragmentFile, InitSegment, init_segment, length_prefixed
 
-__all__ = ["H264", "Encoder", "H264File", "OpenCvFile", "h264_available", "open_av"]
+__all__ = ["H264", "Encoder", "H264File", "OpenCvFile", "h264_available"]
 
 H264 = "h264"
 _LIBX264 = "libx264"
-_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts"}
+MP4_SUFFIXES = (".mp4", ".m4v", ".mov")
 
 
 class Encoder(Protocol):
@@ -52,25 +55,11 @@ def h264_available() -> str | None:
     return None
 
 
-def open_av(path: Path, modes: Modes, options: dict[str, str]) -> tuple[Any, int]:
-    """A PyAV output container for ``path`` and the descriptor it writes through (close it
-    after the container: FFmpeg may open it again by name to move the index to the front)."""
-    import av
-
-    fmt = _FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"no video container is known for {path.suffix!r}")
-    fd = open_file(path, modes, read=True, truncate=True)
-    try:
-        return av.open(fd_path(fd), "w", format=fmt, options=options), fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 class H264File:
-    """An H.264 MP4 (or MKV, MOV) through PyAV. ``on_packet`` sees every encoded packet (its
-    bytes, pts in frames, and whether it is a keyframe), for event clips."""
+    """An H.264 MP4 through PyAV, written as fragmented MP4 a frame at a time (``fmp4``):
+    each frame is in the file when ``write`` returns, so a killed process leaves a file that
+    plays up to its last frame. ``on_packet`` sees every sample (pts in frames, whether it is a
+    keyframe, its bytes as MP4 holds them), for event clips, after it is in the file."""
 
     def __init__(
         self,
@@ -80,36 +69,62 @@ class H264File:
         crf: int = 23,
         preset: str = "veryfast",
         keyframe_s: float = 1.0,
-        on_packet: Callable[[Any], None] | None = None,
+        on_packet: Callable[[int, bool, bytes], None] | None = None,
         modes: Modes = DEFAULT_MODES,
     ) -> None:
+        import av
+
+        if path.suffix.lower() not in MP4_SUFFIXES:
+            msg = f"H.264 is written as MP4 here, not {path.suffix or 'a file without suffix'}"
+            raise ValueError(msg)
         self.size = (size[0] & ~1, size[1] & ~1)  # 4:2:0 needs even sides
         self.rate = Fraction(fps).limit_denominator(1001)
-        self.container, self.fd = open_av(path, modes, {"movflags": "+faststart"})
+        # the encoder lives in an MP4 container in memory, which gives the file's header
+        self.container = av.open(io.BytesIO(), "w", format="mp4")
         self.stream = add_h264_stream(self.container, self.size, self.rate, crf, preset, keyframe_s)
+        self.file = FragmentFile(path, self.rate, modes)
+        self.init: InitSegment | None = None
         self.on_packet = on_packet
         self.frames = 0
+        self.force_key = False  # make the next frame a keyframe (a clip lost one)
+
+    def header(self) -> InitSegment | None:
+        """The file's MP4 header, once the first frame is encoded (for clips)."""
+        return self.init
 
     def write(self, img: np.ndarray) -> None:
+        """Encode and write one frame; an OSError (a full disk) leaves it out of the file,
+        and the next frame is a keyframe so the file goes on decodable."""
         import av
 
         w, h = self.size
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:h, :w]), format="bgr24")
         frame.pts = self.frames
         frame.time_base = 1 / self.rate
+        if self.file.need_key or self.force_key:
+            frame.pict_type = av.video.frame.PictureType.I
+            self.force_key = False
         self.frames += 1
-        self._mux(self.stream.encode(frame))
+        self._write(self.stream.encode(frame))
 
-    def _mux(self, packets: list[Any]) -> None:
+    def _write(self, packets: list[Any]) -> None:
         for packet in packets:
+            if self.init is None:
+                self.init = init_segment(self.stream, self.rate)
+            pts = round(packet.pts * packet.time_base * self.rate)
+            sample, key = length_prefixed(bytes(packet)), bool(packet.is_keyframe)
+            if not self.file.append(self.init, pts, sample, key):
+                raise OSError(errno.EAGAIN, "the recording waits for a keyframe after a lost one")
             if self.on_packet is not None:
-                self.on_packet(packet)
-            self.container.mux(packet)
+                self.on_packet(pts, key, sample)
 
     def close(self) -> None:
-        self._mux(self.stream.encode(None))  # flush what the encoder holds
-        self.container.close()
-        os.close(self.fd)
+        try:
+            self._write(self.stream.encode(None))  # nothing is held back; flushed all the same
+        finally:
+            self.file.finish()
+            with contextlib.suppress(Exception):  # an encoder in memory: nothing to lose
+                self.container.close()
 
 
 def add_h264_stream(
@@ -123,6 +138,8 @@ def add_h264_stream(
     stream.options = {
         "crf": str(crf),
         "preset": preset,
+        "tune": "zerolatency",  # a packet out for each frame in: no lookahead, no B-frames
+        "forced-idr": "1",  # a frame forced to be I (after a lost one) is a keyframe
         "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0",
     }
     stream.codec_context.thread_count = len(os.sched_getaffinity(0))  # the stage's CPUs

@@ -1,13 +1,19 @@
 """A sink that writes each stream to a video file with detections, lines and zones drawn on.
 
-By default H.264 in MP4 through PyAV (browser-playable, index first); another ``codec`` is a
-fourcc for OpenCV's writer. A file opens at a stream's first frame (its size is needed) and
-is closed at the end of the stream or of the run, so it is complete and playable.
+By default H.264 in fragmented MP4 through PyAV (browser-playable, index first, a fragment
+per frame): a frame is in the file when ``process`` returns, which is when the runtime
+counts it delivered, so a killed sink leaves a file that plays every frame it counted. A
+frame that cannot be written (a full disk, in the recording or in its event clip) raises
+OSError, which the runtime counts ``sink_error``; writing goes on at a keyframe when space
+returns. Another ``codec`` is a fourcc for OpenCV's writer (its files play only once
+closed). A file opens at a stream's first frame (its size is needed) and is closed at the
+end of the stream or of the run, when its duration is written in its header.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -36,6 +42,8 @@ from stages.sinks.video.encoders import H264, Encoder, H264File, OpenCvFile, h26
 
 __all__ = ["VideoSink"]
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk: frames are counted lost until it clears
+
 
 class _Track:
     """One open video file and what is needed to keep it in real time."""
@@ -50,6 +58,7 @@ class _Track:
         self.last_seq = -1
         self.last: np.ndarray | None = None
         self.frames = 0
+        self.unwritten = 0  # frames not written since the last one that was (a full disk)
         self.meter = RateMeter()
 
 
@@ -129,36 +138,51 @@ class VideoSink(Stage[VideoSinkConfig]):
         return f"stages.{self.ctx.stage}"
 
     def _probe(self, folder: Path) -> None:
-        """Open a tiny writer in ``folder`` so a bad folder or codec fails before frames flow."""
+        """Open a tiny writer in ``folder`` so a bad folder or codec fails before frames flow.
+        A full disk is not a setup error: it may clear, and until then each frame that
+        cannot be written is counted ``sink_error`` while the run goes on."""
+        name = ""
         try:
             make_folder(folder, self.modes)
             suffix = Path(self.config.path).suffix
             fd, name = tempfile.mkstemp(prefix=".probe-", suffix=suffix, dir=folder)
             os.close(fd)
-        except OSError as exc:
-            why = exc.strerror or exc
-            msg = f"{self._where()}.path: cannot write to folder {folder}: {why}"
-            raise StageSetupError(msg) from None
-        try:
             writer = self._open(Path(name), (64, 64))
-            writer.write(np.zeros((64, 64, 3), np.uint8))
-            writer.close()
+            try:
+                writer.write(np.zeros((64, 64, 3), np.uint8))
+            finally:
+                writer.close()
+        except UnsafeOutput as exc:  # a link or a FIFO at the name: not the disk's fault
+            raise StageSetupError(f"{self._where()}.path: {exc}") from None
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                msg = f"{self._where()}.path: cannot write to folder {folder}: {exc.strerror}"
+                raise StageSetupError(msg) from None
+            self.ctx.log.warning(
+                "%s.path: %s is full (%s); frames are counted sink_error until there is space",
+                self._where(),
+                folder,
+                exc.strerror,
+            )
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
+            if name:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
 
     def _open(self, path: Path, size: tuple[int, int]) -> Encoder:
+        """A writer for ``path``; a codec or container it cannot write is a setup error, an
+        OSError (the file itself) is the caller's to judge."""
         c = self.config
         try:
             if self.codec == H264:
                 return H264File(path, size, c.fps, c.crf, c.preset, c.keyframe_s, modes=self.modes)
             return OpenCvFile(path, size, c.fps, self.codec, self.modes)
-        except UnsafeOutput as exc:  # a link or a FIFO at the name: not the codec's fault
-            raise StageSetupError(f"{self._where()}.path: {exc}") from None
+        except OSError:
+            raise
         except Exception as exc:  # PyAV and OpenCV raise their own kinds
             msg = (
                 f"{self._where()}: cannot open a video writer for {path} with codec "
-                f"{self.codec!r} ({exc}); use a .mp4, .mkv or .mov path, or with OpenCV "
+                f"{self.codec!r} ({exc}); use a .mp4 or .mov path, or with OpenCV "
                 f'codec = "mp4v" and .mp4, or "MJPG" and .avi'
             )
             raise StageSetupError(msg) from None
@@ -178,6 +202,8 @@ class VideoSink(Stage[VideoSinkConfig]):
         try:
             make_folder(path.parent, self.modes)
         except OSError as exc:
+            if exc.errno in _FULL:  # counted sink_error; tried again at the next frame
+                raise
             msg = f"{self._where()}.path: cannot create folder {path.parent}: {exc.strerror}"
             raise StageSetupError(msg) from None
         if self.ctx.restarted:  # keep what the crashed process wrote: continue in a new part
@@ -186,10 +212,18 @@ class VideoSink(Stage[VideoSinkConfig]):
                 part += 1
             path = alt if path.exists() else path
         size = (frame.shape[1], frame.shape[0])
-        writer = self._open(path, size)
+        try:
+            writer = self._open(path, size)
+        except UnsafeOutput as exc:  # a link or a FIFO at the name: not the disk's fault
+            raise StageSetupError(f"{self._where()}.path: {exc}") from None
+        except OSError as exc:
+            if exc.errno in _FULL:
+                raise
+            msg = f"{self._where()}.path: cannot write {path}: {exc.strerror}"
+            raise StageSetupError(msg) from None
         clips = None
         if self.config.clips is not None and isinstance(writer, H264File):
-            clips = ClipRecorder(self.config.clips, writer.stream, writer.rate, self.modes)
+            clips = ClipRecorder(self.config.clips, writer.header, writer.rate, self.modes)
             writer.on_packet = clips.packet
         track = self.tracks[stream] = _Track(path, writer, size, clips)
         fps = self.config.fps
@@ -205,26 +239,59 @@ class VideoSink(Stage[VideoSinkConfig]):
         img = annotate(frame, msg, track.meter.rate()) if self.config.annotate else frame
         if (img.shape[1], img.shape[0]) != track.size:
             img = cv2.resize(img, track.size, interpolation=cv2.INTER_AREA)
-        if self.config.fill_gaps and track.last is not None and msg.seq > track.last_seq + 1:
-            for _ in range(min(msg.seq - track.last_seq - 1, self.config.max_fill)):
-                track.writer.write(track.last)
-                track.frames += 1
-        track.writer.write(img)
-        track.frames += 1
-        if track.clips is not None and msg.meta.get(META_EVENTS):
-            track.clips.events(track.frames - 1, msg.meta[META_EVENTS])
-        track.last_seq = msg.seq
-        if self.config.fill_gaps:
-            track.last = img if img is not frame else img.copy()
+        last, repeats = track.last, 0
+        if self.config.fill_gaps and last is not None and msg.seq > track.last_seq + 1:
+            repeats = min(msg.seq - track.last_seq - 1, self.config.max_fill)
+        try:
+            while last is not None and repeats > 0:
+                self._write(track, last)
+                repeats -= 1
+            self._write(track, img)
+        except OSError:
+            track.unwritten += 1
+            raise
+        finally:  # a frame that could not be written still carries its events to the clips
+            if track.clips is not None and msg.meta.get(META_EVENTS):
+                track.clips.events(track.frames - 1, msg.meta[META_EVENTS])
+            error = track.clips.take_error() if track.clips is not None else None
+            track.last_seq = msg.seq
+            if self.config.fill_gaps:
+                track.last = img if img is not frame else img.copy()
+        if error is not None:  # not in its clip: the frame is not delivered (sink_error)
+            track.unwritten += 1
+            if isinstance(track.writer, H264File):
+                track.writer.force_key = True  # so the clip can go on at the next frame
+            raise error
+        if track.unwritten:  # the runtime said the first failure; this says it is over
+            self.ctx.log.warning(
+                "%s: writing %s again (%d frames could not be written)",
+                self._where(),
+                track.path,
+                track.unwritten,
+            )
+            track.unwritten = 0
         return msg
+
+    @staticmethod
+    def _write(track: _Track, img: np.ndarray) -> None:
+        """One frame into the recording; it is in the file when this returns (H.264)."""
+        track.frames += 1  # its place in the recording, written or not
+        track.writer.write(img)
 
     def end_stream(self, stream: str) -> None:
         track = self.tracks.pop(stream, None)
-        if track is not None:
+        if track is None:
+            return
+        try:
             track.writer.close()
-            if track.clips is not None:
-                track.clips.close()
-            self.ctx.log.info("wrote %d frames to %s", track.frames, track.path)
+        except OSError as exc:  # every frame is in the file already; only its duration is not
+            self.ctx.log.warning("%s: cannot finish %s: %s", self._where(), track.path, exc)
+        if track.clips is not None:
+            track.clips.close()
+            error = track.clips.take_error()
+            if error is not None:
+                self.ctx.log.warning("%s: cannot finish a clip: %s", self._where(), error)
+        self.ctx.log.info("wrote %d frames to %s", track.frames, track.path)
 
     def close(self) -> None:
         for stream in list(self.tracks):
