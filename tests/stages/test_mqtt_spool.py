@@ -6,20 +6,25 @@ broker never acknowledged (``mqtt_unsent``). Against a real mosquitto, stopped a
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline import Context, InlineRuntime, Message, StageSetupError
 from stages.events import line_crossing_event
 from stages.sinks.mqtt import MqttSink, spool
+from stages.sinks.mqtt.acks import Done, parse_record
 from stages.sinks.mqtt.outbox import Item, Outbox
 from stages.sinks.mqtt.spool import Spool
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
@@ -28,8 +33,13 @@ from support.rkpipe import child_pid, poll_for, write_graph
 
 
 class Acked:
+    """A client's receipt: acknowledged or not; ``mid`` numbers it as the client would."""
+
+    mids = iter(range(1, 1 << 30))
+
     def __init__(self, done: bool) -> None:
         self.done = done
+        self.mid = next(self.mids)
 
     def is_published(self) -> bool:
         return self.done
@@ -139,6 +149,82 @@ def test_the_acknowledged_head_is_cut_off_and_order_kept(
     assert box.close() == 8
     rest = Outbox(4, Spool(path, 1 << 20))
     assert _drain(rest) == [f"t/{i}" for i in range(15, 23)]
+
+
+# -- acknowledgements on disk: a restart resends only what the broker never acknowledged -------
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 60)), max_size=80))
+def test_done_ranges_are_the_set_of_done_numbers_above_the_watermark(
+    steps: list[tuple[bool, int]],
+) -> None:
+    done, want, watermark = Done(), set(), 0
+    for is_add, n in steps:
+        if is_add:
+            done.add(n)
+            want.add(n)
+        else:
+            watermark = max(watermark, n)
+            done.below(watermark)
+        above = {n for n in want if n >= watermark}
+        assert {n for a, b in done.ranges() for n in range(a, b)} == above
+        assert all(b1 < a2 for (_, b1), (a2, _) in itertools.pairwise(done.ranges()))
+        mark, again = parse_record(done.record(watermark) + b"99 1-2 garbage")
+        assert mark == watermark and again.ranges() == done.ranges()
+
+
+def test_a_damaged_mark_record_sends_everything_again_rather_than_losing() -> None:
+    for bad in (b"", b"x 1-2\n", b"-\n"):
+        mark, done = parse_record(bad)
+        assert mark == 0 and not done
+    mark, done = parse_record(b"10 12-14 13-15 20-21\n")  # overlapping: keep the sound head
+    assert mark == 10 and done.ranges() == [(12, 14)]
+
+
+Step = tuple[str, int]
+STEPS = st.lists(
+    st.tuples(st.sampled_from(["put", "take", "ack", "early", "settle"]), st.integers(0, 99)),
+    max_size=120,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=STEPS, twice=st.booleans())
+def test_a_kill_at_any_moment_resends_exactly_the_unacknowledged(
+    steps: list[Step], twice: bool
+) -> None:
+    """Messages queued, handed out and acknowledged in any order (a PUBACK on the network
+    thread, also before the sender knew its receipt; or seen by ``settle``), then SIGKILL: the
+    next start holds exactly the messages the broker never acknowledged, in their order, also
+    when that start is itself killed at once (``twice``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.jsonl"
+        box, queued, acked = Outbox(4, Spool(path, 1 << 20)), [], set()
+        receipts: dict[str, Acked] = {}
+        for op, k in steps:
+            if op == "put":
+                queued.append(f"t/{len(queued)}")
+                box.put(Item(queued[-1], "{}"))
+            elif op in ("take", "early") and (item := box.next()) is not None:
+                receipt = Acked(False)
+                if op == "early":  # the PUBACK beats the client's receipt to the outbox
+                    box.acked(receipt.mid)
+                    receipt.done = True
+                    acked.add(item.topic)
+                box.sending(item, receipt)
+                receipts[item.topic] = receipt
+            elif op in ("ack", "settle") and (waiting := [t for t in receipts if t not in acked]):
+                topic = waiting[k % len(waiting)]
+                receipts[topic].done = True
+                acked.add(topic)
+                box.acked(receipts[topic].mid) if op == "ack" else box.settle()
+        _die(box)
+        if twice:
+            again = Spool(path, 1 << 20)
+            again.file.close()
+            os.close(again.mark_fd)
+        rest = Outbox(4, Spool(path, 1 << 20))
+        assert _drain(rest) == [t for t in queued if t not in acked]
+        assert rest.close() == 0
 
 
 # -- a flush longer than the heartbeat timeout --------------------------------------------------

@@ -80,6 +80,7 @@ class MqttSink(Stage[MqttSinkConfig]):
         )
         self.conn = Connection(cfg, self.client_id, availability, ctx.resolve_path, self.log)
         self.conn.queued = lambda: len(self.outbox)
+        self.conn.on_acked = self.outbox.acked  # on disk at the PUBACK: never sent again
         self.conn.on_up = self._on_up
         if discovery is not None:  # Home Assistant's birth message: announce everything again
             self.conn.subscriptions = [f"{cfg.ha_prefix}/status"]
