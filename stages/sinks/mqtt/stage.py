@@ -27,6 +27,7 @@ from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
 from pipeline.netcheck import tcp_answer
 from pipeline.stage import Context, Stage, StageConfig
+from stages.event_files import safe_name
 from stages.sinks.mqtt.config import MqttSinkConfig
 from stages.sinks.mqtt.connection import Connection
 from stages.sinks.mqtt.discovery import Discovery
@@ -73,7 +74,7 @@ class MqttSink(Stage[MqttSinkConfig]):
             discovery = Discovery(cfg.ha_prefix, self.client_id, self.pipeline, availability)
         self.states = None
         if cfg.state_prefix:
-            folder = Path(cfg.state_dir) / clean_id(self.pipeline)
+            folder = self._state_folder(Path(cfg.state_dir) / safe_name(self.pipeline, exact=True))
             self.states = StateTopics(folder, ctx.run_id, self.retained, discovery, self.log)
         self.cameras = CameraStatus(
             self.retained, self._status_topic, self._fps_topic, ctx.source_health, discovery
@@ -95,11 +96,26 @@ class MqttSink(Stage[MqttSinkConfig]):
         )
         self.sender.start()
 
+    def _state_folder(self, folder: Path) -> Path | None:
+        """Make the folder of the line totals now, or say plainly that they are not kept."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return folder
+        except OSError as exc:
+            self.log.warning(
+                "mqtt: cannot make the folder for line totals %s (%s): totals are published "
+                "but not kept, so the next run counts from 0; set state_dir to a folder "
+                "this stage can write",
+                folder,
+                exc.strerror or type(exc).__name__,
+            )
+            return None
+
     def _spool(self) -> Spool | None:
         cfg = self.config
         if not cfg.spool_dir:
             return None
-        path = Path(cfg.spool_dir) / f"{clean_id(self.ctx.instance)}.jsonl"
+        path = Path(cfg.spool_dir) / f"{safe_name(self.ctx.instance, exact=True)}.jsonl"
         spool = Spool(path, int(cfg.spool_max_mb * 2**20))
         if spool.skipped:
             self.log.warning("mqtt: %d unreadable lines in %s skipped", spool.skipped, path)

@@ -17,9 +17,10 @@ MAX_NOTES = 1000  # changes appended before the snapshot is rewritten
 
 
 class TotalsFile:
-    """Load, rewrite and append to one stream's totals file."""
+    """Load, rewrite and append to one stream's totals file; with no ``path`` (the folder
+    cannot be made) nothing is kept."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         self.notes = 0
         self.file: BinaryIO | None = None
@@ -27,6 +28,8 @@ class TotalsFile:
     def load(self) -> dict[str, Any]:
         """The snapshot with the appended changes applied ({} when there is no file); a line
         cut short by a crash is skipped."""
+        if self.path is None:
+            return {}
         try:
             lines = self.path.read_bytes().splitlines()
         except FileNotFoundError:
@@ -53,6 +56,8 @@ class TotalsFile:
     def write(self, doc: dict[str, Any]) -> None:
         """Replace the file by the snapshot ``doc``, in one step."""
         self.close()
+        if self.path is None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, sort_keys=True) + "\n")
@@ -61,6 +66,8 @@ class TotalsFile:
 
     def note(self, line: str, direction: str, cls: str, n: int) -> None:
         """Append one changed total of this run (after a snapshot was written)."""
+        if self.path is None:
+            return
         if self.file is None:
             self.file = self.path.open("ab")
         rec = {"l": line, "d": direction, "c": cls, "n": n}
