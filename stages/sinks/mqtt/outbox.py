@@ -21,7 +21,7 @@ from stages.sinks.mqtt.spool import Item, Spool
 __all__ = ["Item", "Outbox", "Receipt"]
 
 
-EARLY_S = 5.0  # how long a PUBACK that came before its receipt was known is remembered
+EARLY_S = 1.0  # how long a PUBACK that came before its receipt was known is remembered
 
 
 class Receipt(Protocol):
@@ -53,6 +53,7 @@ class Outbox:
         self.memory_bytes = 0
         self.inflight: deque[tuple[Item, Receipt]] = deque()
         self.by_mid: dict[int, Item] = {}  # in flight, by the client's message id
+        self.by_key: dict[tuple[str, str], Item] = {}  # in flight, by (topic, payload)
         self.early: OrderedDict[int, float] = OrderedDict()  # PUBACKs before their receipt
         self.cond = threading.Condition()
         self.spool = spool
@@ -105,18 +106,40 @@ class Outbox:
                 return None
             item = self._forget()
             self.inflight.append((item, _HANDING))
+            self.by_key[(item.topic, item.payload)] = item  # the witness may see it at once
             return item
 
     def sending(self, item: Item, receipt: Receipt) -> None:
         """``item`` was handed to the client; it stays counted until ``receipt`` says acked
         (or ``acked`` names its message id)."""
         with self.cond:
-            self._drop_inflight(item)
+            if not self._drop_inflight(item):  # the witness saw it taken already
+                return
             if self.early.pop(receipt.mid, None) is not None or receipt.is_published():
                 self._done(item)
                 return
             self.inflight.append((item, receipt))
             self.by_mid[receipt.mid] = item
+            self.by_key[(item.topic, item.payload)] = item
+
+    def witnessed(self, topic: str, payload: str) -> None:
+        """The broker handed on this message (the witness saw it): as good as its PUBACK."""
+        with self.cond:
+            item = self.by_key.get((topic, payload))
+            if item is None:
+                return
+            for i, (it, receipt) in enumerate(self.inflight):
+                if it is item:
+                    del self.inflight[i]
+                    self._untrack(item, receipt)
+                    self._done(item)
+                    return
+
+    def _untrack(self, item: Item, receipt: Receipt) -> None:
+        if self.by_mid.get(receipt.mid) is item:
+            del self.by_mid[receipt.mid]
+        if self.by_key.get((item.topic, item.payload)) is item:
+            del self.by_key[(item.topic, item.payload)]
 
     def acked(self, mid: int) -> None:
         """The broker acknowledged the client's message ``mid`` (the client's network
@@ -129,9 +152,10 @@ class Outbox:
                 while self.early and next(iter(self.early.values())) < now - EARLY_S:
                     self.early.popitem(last=False)
                 return
-            for i, (it, _) in enumerate(self.inflight):
+            for i, (it, receipt) in enumerate(self.inflight):
                 if it is item:
                     del self.inflight[i]
+                    self._untrack(item, receipt)
                     break
             self._done(item)
 
@@ -144,22 +168,23 @@ class Outbox:
     def retry(self, item: Item) -> None:
         """Put back at the front an ``item`` the client could not take."""
         with self.cond:
-            self._drop_inflight(item)
-            self.memory.appendleft(item)
-            self.memory_bytes += item.size
+            if self._drop_inflight(item):
+                self.memory.appendleft(item)
+                self.memory_bytes += item.size
 
     def give_up(self, item: Item) -> None:
         """``item`` cannot be sent at all (the caller counts it)."""
         with self.cond:
-            self._drop_inflight(item)
-            self._done(item)
+            if self._drop_inflight(item):
+                self._done(item)
 
-    def _drop_inflight(self, item: Item) -> None:
+    def _drop_inflight(self, item: Item) -> bool:
         for i in range(len(self.inflight) - 1, -1, -1):
             if self.inflight[i][0] is item:
-                self.by_mid.pop(self.inflight[i][1].mid, None)
+                self._untrack(item, self.inflight[i][1])
                 del self.inflight[i]
-                return
+                return True
+        return False
 
     def settle(self) -> int:
         """Forget in-flight messages the broker acknowledged; returns how many."""
@@ -171,7 +196,7 @@ class Outbox:
                     keep.append((item, receipt))
                     continue
                 done += 1
-                self.by_mid.pop(receipt.mid, None)
+                self._untrack(item, receipt)
                 if self.spool is not None:
                     self.spool.finish(item.n)
             self.inflight = keep
@@ -240,5 +265,6 @@ class Outbox:
                 self.spool.close(left)
             self.inflight.clear()
             self.by_mid.clear()
+            self.by_key.clear()
             self.memory.clear()
             return left

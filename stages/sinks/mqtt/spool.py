@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -56,7 +57,7 @@ class Spool:
     """The write-ahead file of one outbox: ``append`` before sending, ``load`` what memory had
     no room for, ``mark`` what the broker acknowledged."""
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    def __init__(self, path: Path, max_bytes: int, taken: Collection[tuple[str, str]] = ()) -> None:
         self.path = path
         self.mark_path = path.with_suffix(".acked")
         self.max_bytes = max_bytes
@@ -71,7 +72,8 @@ class Spool:
         self.acked, self.skipped = 0, 0  # watermark; unreadable lines found at the start
         self.done = Done()  # acknowledged (or given up) above the watermark
         self.record = b""  # what the mark file says now
-        live = self._recover()
+        self.taken = 0  # left out at the start: the broker had them (the witness saw them)
+        live = self._recover(taken)
         self.file = _open(path)
         self.start = 0  # logical offset of the file's first byte
         self.end = self.file.seek(0, os.SEEK_END)
@@ -80,8 +82,9 @@ class Spool:
         self.load_at = 0
 
     # -- start: what the last run left ---------------------------------------------------
-    def _recover(self) -> list[Item]:
-        """Keep the lines the broker never acknowledged, in their order, in a fresh file,
+    def _recover(self, taken: Collection[tuple[str, str]]) -> list[Item]:
+        """Keep the lines the broker never acknowledged nor was seen ``taken`` (topic,
+        payload) by the witness, in their order, in a fresh file,
         renumbered above every number the old mark can name (so it stays right at every
         moment, also if this process is killed here); then mark that new start."""
         try:
@@ -99,8 +102,12 @@ class Spool:
                         self.skipped += line.strip() != b""
                         continue
                     top = max(top, item.n + 1)
-                    if item.n < 0 or (item.n >= watermark and item.n not in done):
-                        live.append(item)  # no number: an older format
+                    if item.n >= 0 and (item.n < watermark or item.n in done):
+                        continue  # acknowledged (no number: an older format, kept)
+                    if (item.topic, item.payload) in taken:
+                        self.taken += 1
+                        continue
+                    live.append(item)
         tmp = self.path.with_suffix(".tmp")
         with _open(tmp, truncate=True) as f:
             for i, item in enumerate(live):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from stages.sinks.mqtt.snapshots import read_snapshot
 from stages.sinks.mqtt.spool import Spool
 from stages.sinks.mqtt.state_topics import StateTopics
 from stages.sinks.mqtt.status import CameraStatus
-from stages.sinks.mqtt.topics import clean_id, render_topic
+from stages.sinks.mqtt.topics import clean_id, level, render_topic
+from stages.sinks.mqtt.witness import Witness, topic_filters
 
 __all__ = ["MqttSink", "MqttSinkConfig"]
 
@@ -66,7 +68,11 @@ class MqttSink(Stage[MqttSinkConfig]):
         self.ctx, self.log, self.pipeline = ctx, ctx.log, ctx.pipeline
         host = socket.gethostname().split(".")[0]
         self.client_id = cfg.client_id or clean_id(f"rkpipe-{self.pipeline}-{ctx.instance}-{host}")
-        self.outbox = Outbox(cfg.max_queued, self._spool())
+        self.witness = self._witness()
+        taken = self.witness.catch_up(cfg.connect_timeout_s) if self.witness else None
+        self.outbox = Outbox(cfg.max_queued, self._spool(taken or ()))
+        if self.witness is not None:
+            self.witness.seen = self.outbox.witnessed
         self.retained = Retained(self.outbox.wake)
         availability = self._topic(cfg.availability_topic, "")
         discovery = None
@@ -111,14 +117,30 @@ class MqttSink(Stage[MqttSinkConfig]):
             )
             return None
 
-    def _spool(self) -> Spool | None:
+    def _witness(self) -> Witness | None:
+        """With a spool: the session that sees what the broker took (:mod:`.witness`)."""
+        cfg = self.config
+        if not (cfg.spool_dir and cfg.witness and cfg.qos > 0):
+            return None
+        template = cfg.topic.replace("{pipeline}", level(self.pipeline))
+        filters = topic_filters(template)
+        return Witness(cfg, self.client_id, filters, self.ctx.resolve_path, self.log)
+
+    def _spool(self, taken: Collection[tuple[str, str]]) -> Spool | None:
         cfg = self.config
         if not cfg.spool_dir:
             return None
         path = Path(cfg.spool_dir) / f"{safe_name(self.ctx.instance, exact=True)}.jsonl"
-        spool = Spool(path, int(cfg.spool_max_mb * 2**20))
+        spool = Spool(path, int(cfg.spool_max_mb * 2**20), taken)
         if spool.skipped:
             self.log.warning("mqtt: %d unreadable lines in %s skipped", spool.skipped, path)
+        if spool.taken:
+            self.log.warning(
+                "mqtt: %d messages left by an earlier run in %s had reached the broker (its "
+                "witness session saw them); not sending them again",
+                spool.taken,
+                path,
+            )
         if len(spool):
             self.log.warning(
                 "mqtt: %d messages left unsent by an earlier run in %s; sending them first",
@@ -175,6 +197,8 @@ class MqttSink(Stage[MqttSinkConfig]):
             )
         stopping = not self.ctx.keep_alive()  # then the process ends at once: no waiting
         self.conn.close(0.0 if stopping else min(2.0, self.config.flush_timeout_s + 0.1), stopping)
+        if self.witness is not None:
+            self.witness.close(keep=bool(left) or stopping)
 
     # -- helpers -----------------------------------------------------------------------------
     def _flush(self, timeout: float) -> bool:
