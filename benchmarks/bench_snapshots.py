@@ -71,7 +71,8 @@ def one_run(b: Broker, folder: Path, frames: int, snapshots: bool) -> dict:
     _, err = proc.communicate(timeout=300)
     if proc.returncode != 0:
         raise SystemExit(f"run failed:\n{err[-3000:]}")
-    doc = json.loads(stats.read_text())["stages"]
+    full = json.loads(stats.read_text())
+    doc = full["stages"]
     crossings = [e for e in read_jsonl(folder / "events.jsonl") if e.get("type") != "counts"]
     named = [e for e in crossings if "snapshot" in e]
     dangling = [e for e in named if not (folder / "snaps" / e["snapshot"]).is_file()]
@@ -84,6 +85,7 @@ def one_run(b: Broker, folder: Path, frames: int, snapshots: bool) -> dict:
         "counts": doc["lines"]["events"],
         "p50": service["p50"],
         "p99": service["p99"],
+        "active_s": full["active_s"],
     }
 
 
@@ -94,7 +96,7 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Broker(Path(tmp) / "broker") as b:
         print(f"{args.runs} runs of {args.frames} frames, line_crossing with snapshots -> mqtt")
-        print("run  events  named  unreadable  dangling  service p50/p99 ms  stage counts")
+        print("run  events  named  unreadable  dangling  service p50/p99 ms  run s  stage counts")
         total = {"events": 0, "named": 0, "unreadable": 0, "dangling": 0}
         for i in range(args.runs):
             r = one_run(b, Path(tmp) / f"run{i}", args.frames, True)
@@ -102,11 +104,15 @@ def main() -> None:
                 total[k] += r[k]
             print(
                 f"{i:3d}  {r['events']:6d}  {r['named']:5d}  {r['unreadable']:10d}  "
-                f"{r['dangling']:8d}  {r['p50']:8.2f} / {r['p99']:6.2f}  {r['counts']}",
+                f"{r['dangling']:8d}  {r['p50']:8.2f} / {r['p99']:6.2f}  {r['active_s']:5.1f}  "
+                f"{r['counts']}",
                 flush=True,
             )
         r = one_run(b, Path(tmp) / "bare", args.frames, False)
-        print(f"no snapshots: service p50/p99 {r['p50']:.2f} / {r['p99']:.2f} ms")
+        print(
+            f"no snapshots: service p50/p99 {r['p50']:.2f} / {r['p99']:.2f} ms, "
+            f"run {r['active_s']:.1f} s"
+        )
         print(f"all: {total}")
 
 

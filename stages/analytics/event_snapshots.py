@@ -221,7 +221,7 @@ class SnapshotWriter:
             if shot.crop is not None and shot.box is not None:
                 files.append(self._write(shot.crop, _crop(frame, shot.box)))
             files.append(self._write(shot.path, img))
-        except (OSError, cv2.error) as exc:
+        except (OSError, ValueError, cv2.error) as exc:  # the thread goes on, whatever failed
             _remove(aside for aside, _ in files)
             self._failed(shot, exc)
             return

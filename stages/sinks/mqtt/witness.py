@@ -96,7 +96,7 @@ class Witness:
         start learns from them), else unsubscribe so nothing queues between runs."""
         if not keep and self.conn.connected.is_set():
             self.conn.client.unsubscribe(self.conn.subscriptions)
-        self.conn.close(0.0 if keep else 0.5, leave=True)
+        self.conn.close(0.0, leave=keep)
 
     def _remember(self, topic: str, payload: str) -> None:
         if len(self.backlog) < MAX_BACKLOG:
