@@ -230,6 +230,22 @@ def test_a_kill_at_any_moment_resends_exactly_the_unacknowledged(
         assert rest.close() == 0
 
 
+def test_an_event_sent_again_after_a_kill_keeps_its_id(tmp_path: Path) -> None:
+    """The spool holds the payload as it was made: the next start sends the same bytes, so
+    the event's ``id`` is the same and a consumer can drop the repeat by it."""
+    path = tmp_path / "s.jsonl"
+    box = Outbox(4, Spool(path, 1 << 20))
+    event = line_crossing_event(Message("cam0", 7), "door", "in", 3, 0, (1, 2), {"in": 1, "out": 0})
+    payload = json.dumps(event, separators=(",", ":"))
+    box.put(Item("rkpipe/cam0/events/line_crossing", payload))
+    item = box.next()
+    assert item is not None
+    box.sending(item, Acked(False))  # in flight at the kill: its PUBACK never came
+    _die(box)
+    (again,) = Spool(path, 1 << 20).load(1)
+    assert again.payload == payload and json.loads(again.payload)["id"] == event["id"]
+
+
 def test_what_the_witness_saw_taken_is_done_and_never_sent_again(tmp_path: Path) -> None:
     """The witness sees a message the broker took, also before the sender handed over its
     receipt: it is done at once (a later receipt or PUBACK changes nothing); at the next
