@@ -266,7 +266,7 @@ def test_what_the_witness_saw_taken_is_done_and_never_sent_again(tmp_path: Path)
     box.sending(c, Acked(False))
     assert [it.topic for it, _ in box.inflight] == ["t/2"] and len(box) == 2
     _die(box)
-    again = Spool(path, 1 << 20, taken={("t/2", c.payload)})  # in the witness's backlog
+    again = Spool(path, 1 << 20, lambda: {("t/2", c.payload)})  # in the witness's backlog
     assert again.taken == 1
     rest = Outbox(4, again)
     assert _drain(rest) == ["t/3"]

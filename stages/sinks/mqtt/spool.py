@@ -18,7 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +28,7 @@ from stages.sinks.mqtt.acks import Done, parse_record
 
 __all__ = ["Item", "Spool"]
 
+Key = tuple[str, str]  # (topic, payload) of a message
 COMPACT_MIN_BYTES = 1 << 20  # cut the acknowledged head off once it is this large
 
 
@@ -57,7 +58,9 @@ class Spool:
     """The write-ahead file of one outbox: ``append`` before sending, ``load`` what memory had
     no room for, ``mark`` what the broker acknowledged."""
 
-    def __init__(self, path: Path, max_bytes: int, taken: Collection[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self, path: Path, max_bytes: int, taken: Callable[[], Collection[Key]] = tuple
+    ) -> None:
         self.path = path
         self.mark_path = path.with_suffix(".acked")
         self.max_bytes = max_bytes
@@ -73,7 +76,7 @@ class Spool:
         self.done = Done()  # acknowledged (or given up) above the watermark
         self.record = b""  # what the mark file says now
         self.taken = 0  # left out at the start: the broker had them (the witness saw them)
-        live = self._recover(taken)
+        live = self._recover(taken())  # what the broker took: asked once the spool is ours
         self.file = _open(path)
         self.start = 0  # logical offset of the file's first byte
         self.end = self.file.seek(0, os.SEEK_END)
@@ -82,7 +85,7 @@ class Spool:
         self.load_at = 0
 
     # -- start: what the last run left ---------------------------------------------------
-    def _recover(self, taken: Collection[tuple[str, str]]) -> list[Item]:
+    def _recover(self, taken: Collection[Key]) -> list[Item]:
         """Keep the lines the broker never acknowledged nor was seen ``taken`` (topic,
         payload) by the witness, in their order, in a fresh file,
         renumbered above every number the old mark can name (so it stays right at every

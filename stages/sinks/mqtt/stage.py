@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +68,7 @@ class MqttSink(Stage[MqttSinkConfig]):
         host = socket.gethostname().split(".")[0]
         self.client_id = cfg.client_id or clean_id(f"rkpipe-{self.pipeline}-{ctx.instance}-{host}")
         self.witness = self._witness()
-        taken = self.witness.catch_up(cfg.connect_timeout_s) if self.witness else None
-        self.outbox = Outbox(cfg.max_queued, self._spool(taken or ()))
+        self.outbox = Outbox(cfg.max_queued, self._spool())
         if self.witness is not None:
             self.witness.seen = self.outbox.witnessed
         self.retained = Retained(self.outbox.wake)
@@ -126,12 +124,17 @@ class MqttSink(Stage[MqttSinkConfig]):
         filters = topic_filters(template)
         return Witness(cfg, self.client_id, filters, self.ctx.resolve_path, self.log)
 
-    def _spool(self, taken: Collection[tuple[str, str]]) -> Spool | None:
+    def _spool(self) -> Spool | None:
         cfg = self.config
         if not cfg.spool_dir:
             return None
         path = Path(cfg.spool_dir) / f"{safe_name(self.ctx.instance, exact=True)}.jsonl"
-        spool = Spool(path, int(cfg.spool_max_mb * 2**20), taken)
+        witness = self.witness
+        spool = Spool(  # the witness catches up once the spool is ours, before it is read
+            path,
+            int(cfg.spool_max_mb * 2**20),
+            (lambda: witness.catch_up(cfg.connect_timeout_s) or ()) if witness else tuple,
+        )
         if spool.skipped:
             self.log.warning("mqtt: %d unreadable lines in %s skipped", spool.skipped, path)
         if spool.taken:
