@@ -48,6 +48,7 @@ __all__ = [
     "open_file",
     "parse_file_mode",
     "replacing",
+    "write_aside",
     "write_replacing",
 ]
 
@@ -259,6 +260,21 @@ def replacing(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_aside(path: Path, data: bytes, modes: Modes = DEFAULT_MODES) -> Path:
+    """Write ``data`` to a new file made exclusively beside ``path`` (never through a link)
+    and return its name, for a writer that renames it to ``path`` later, with others."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        os.fchmod(fd, modes.file)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return Path(tmp)
 
 
 def write_replacing(

@@ -2,13 +2,16 @@
 
 An event's file is ``{stream}/{YYYY-MM-DD}/{HHMMSS.mmm}_{type}_{line or zone}_{track}{ext}``
 under its folder (UTC capture time), so a folder sorts by day and time and a person can tell
-what each file shows. ``prune`` keeps the newest N and deletes those past an age, touching
+what each file shows. Names are made safe for any file system and bounded (``safe_name``): a
+long line or zone name keeps a readable head and a short hash of the whole, so it never makes a
+name the file system refuses. ``prune`` keeps the newest N and deletes those past an age, touching
 only files named this way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import time
 from collections.abc import Mapping
@@ -16,13 +19,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-__all__ = ["event_file", "prune"]
+__all__ = ["MAX_NAME", "event_file", "prune", "safe_name"]
 
+MAX_NAME = 120  # characters of a name made here; file systems allow 255 bytes
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def _safe(text: str) -> str:
-    return _UNSAFE.sub("_", text).strip("._") or "_"
+def safe_name(text: str, limit: int = MAX_NAME, exact: bool = False) -> str:
+    """``text`` as one file name of at most ``limit`` ASCII characters: unsafe characters
+    become ``_``; a longer one keeps its head and a hash of the whole ``text`` (two names
+    that differ only past the head stay apart). ``exact``: every name that had to change
+    gets the hash, so two names never share a file (``a/b`` and ``a_b``)."""
+    name = _UNSAFE.sub("_", text).strip("._") or "_"
+    if len(name) <= limit and (name == text or not exact):
+        return name
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return f"{name[: limit - len(digest) - 1]}~{digest}"
 
 
 def event_file(event: Mapping[str, Any], ext: str) -> str:
@@ -30,7 +42,7 @@ def event_file(event: Mapping[str, Any], ext: str) -> str:
     t = datetime.fromtimestamp(float(event["t_capture"]), timezone.utc)
     what = event.get("line") or event.get("zone") or ""
     stem = f"{t:%H%M%S}.{t.microsecond // 1000:03d}_{event['type']}_{what}_{event['track_id']}"
-    return f"{_safe(event['stream'])}/{t:%Y-%m-%d}/{_safe(stem)}{ext}"
+    return f"{safe_name(event['stream'])}/{t:%Y-%m-%d}/{safe_name(stem)}{ext}"
 
 
 def prune(root: Path, keep: int, max_age_s: float, ext: str, companion: str = "") -> int:

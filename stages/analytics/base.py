@@ -399,8 +399,9 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
             return msg
         events = self.observe(msg, analyser, det)
         overlay = msg.meta[self.overlay_key] = self.overlay(analyser)
-        if self.pictures and events:
-            self.pictures.capture(msg, det, events, self.overlay_key, overlay)
+        if self.pictures and events:  # the events name their snapshots once written
+            shots = self.pictures.capture(msg, det, events, self.overlay_key, overlay)
+            self.pictures.settle(shots)
             self._count_pictures()
         add_events(msg, events)
         if self.snapshots.is_due(msg.stream, msg.t_capture) or has_counts(msg):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from pipeline.context import Context, InlineRuntime
 from pipeline.detections import Detections
@@ -27,7 +29,8 @@ from stages.line_crossing.stage import LineCrossing
 from stages.synthetic import Scene
 from stages.zones.stage import Zones
 from support.graph import Graph
-from support.rkpipe import read_jsonl, run_rkpipe
+from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
+from support.rkpipe import read_jsonl, run_rkpipe, write_graph
 
 T0 = 1_700_000_000.0
 LINE_Y = 270  # people on the easy scene's crosswalk cross it (track 62465 near frame 230)
@@ -154,38 +157,131 @@ def test_retention_keeps_the_newest_and_deletes_old_ones_and_nothing_else(tmp_pa
     assert mine.exists()
 
 
-def test_a_writer_that_falls_behind_drops_and_counts(tmp_path: Path, monkeypatch) -> None:
-    release = threading.Event()
-    original = SnapshotWriter._write_shot
-
-    def slow_write(self, frame, shot):  # the disk is slow: hold the writer thread
-        release.wait(30)
-        original(self, frame, shot)
-
-    monkeypatch.setattr(SnapshotWriter, "_write_shot", slow_write)
-    door = {"cam0": [{"name": "door", "a": [0, 30], "b": [160, 30]}]}
-    runtime = InlineRuntime()
-    stage = LineCrossing(lines=door, snapshot={"dir": str(tmp_path), "pending": 1})
-    stage.setup(Context(stage="lines", runtime=runtime))
+def crossings(stage: LineCrossing, objects: range, line: str = "door") -> list[dict]:
+    """Each object crosses ``line`` (y = 30) on its own frame; the events, as they left."""
     evs = []
-    for tid in range(4):  # four objects, each crossing on its own frame
+    for tid in objects:
         for step, y in enumerate((20, 40)):
             seq = 2 * tid + step
             msg = Message("cam0", seq, seq - 1, t_capture=T0 + seq, arrays={"frame": grey()})
-            box = np.array([[10 + 30 * tid, y - 10, 30 + 30 * tid, y]], np.float32)
+            box = np.array([[10 + 3 * tid, y - 10, 30 + 3 * tid, y]], np.float32)
             msg.detections = Detections(box, [0.9], [0], [tid + 1])
             stage.process(msg)
-            evs += msg.meta.get("events", [])
-            if seq == 1:  # the first job is taken by the (held) thread; the queue is free
-                assert poll(lambda: stage.pictures.queue.empty())  # type: ignore[union-attr]
-    # one job held by the thread, one in the queue; the other two could not wait
-    assert ["snapshot" in e for e in evs] == [True, True, False, False]
-    release.set()
-    stage.close()
-    assert runtime.events == {"snapshots": 2, "snapshots_dropped": 2}
-    assert sorted(p.name for p in tmp_path.rglob("*.jpg") if ".crop" not in p.name) == sorted(
-        Path(e["snapshot"]).name for e in evs[:2]
+            for ev in object_events([msg]):
+                if "snapshot" in ev:  # named only once the files are there
+                    assert (stage.pictures.root / ev["snapshot"]).is_file()  # type: ignore[union-attr]
+                    assert (stage.pictures.root / ev["snapshot_crop"]).is_file()  # type: ignore[union-attr]
+                evs.append(ev)
+    return evs
+
+
+def door(name: str = "door") -> dict:
+    return {"cam0": [{"name": name, "a": [0, 30], "b": [160, 30]}]}
+
+
+def test_a_slow_disk_costs_the_stage_wait_s_once_and_leaves_no_file_unnamed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The writer hangs on its first snapshot: the stage waits ``wait_s`` for it, then that
+    event goes without; while the writer is still stuck, new events go without at once
+    (dropped, counted); once it is back, they get snapshots again. The late one's file is
+    removed, so no file lacks an event and no event names a missing file."""
+    release = threading.Event()
+    original = SnapshotWriter._write_shot
+
+    def slow_write(self, frame, shot):  # the disk hangs on the first snapshot
+        if shot.track_id == 1:
+            release.wait(30)
+        original(self, frame, shot)
+
+    monkeypatch.setattr(SnapshotWriter, "_write_shot", slow_write)
+    runtime = InlineRuntime()
+    stage = LineCrossing(
+        lines=door(), snapshot={"dir": str(tmp_path), "wait_s": 0.2}, snapshot_every_s=0
     )
+    stage.setup(Context(stage="lines", runtime=runtime))
+    started = time.monotonic()
+    evs = crossings(stage, range(3))
+    assert time.monotonic() - started < 10  # one wait of 0.2 s, not one per event
+    assert ["snapshot" in e for e in evs] == [False, False, False]
+    release.set()
+    assert poll(lambda: stage.pictures.stuck == 0)  # type: ignore[union-attr]
+    evs = crossings(stage, range(3, 5))
+    assert ["snapshot" in e for e in evs] == [True, True]
+    stage.close()
+    assert runtime.events == {"snapshots": 2, "snapshots_late": 1, "snapshots_dropped": 2}
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.jpg"))
+    named = sorted(p for e in evs for p in (e["snapshot"], e["snapshot_crop"]))
+    assert files == named and not list(tmp_path.rglob("*.part"))
+
+
+def test_a_line_name_at_its_longest_gets_its_snapshot_and_a_longer_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    runtime = InlineRuntime()
+    name = "entrée_" + "é" * 20  # 48 bytes of UTF-8: the longest a line name may be
+    assert len(name.encode()) == 48
+    stage = LineCrossing(lines=door(name), snapshot={"dir": str(tmp_path)}, snapshot_every_s=0)
+    stage.setup(Context(stage="lines", runtime=runtime))
+    evs = crossings(stage, range(2), name)
+    stage.close()
+    assert all("snapshot" in e for e in evs) and runtime.events == {"snapshots": 2}
+    assert all((tmp_path / e["snapshot"]).is_file() for e in evs)
+    with pytest.raises(ValidationError, match="48"):
+        LineCrossing(lines=door(name + "n"), snapshot={"dir": str(tmp_path)})
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 96 KiB tmpfs mounted on a folder (root only): a disk that fills up."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=96k,mode=0700", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {res.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_is_counted_said_once_and_leaves_no_dangling_snapshot_path(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Snapshots on a small tmpfs, more than fit: those that fit are written and named; the
+    rest fail (ENOSPC), counted as snapshots_failed and said once, and their events name no
+    snapshot; no half-written file stays. With room again, snapshots are written again."""
+    runtime = InlineRuntime()
+    stage = LineCrossing(lines=door(), snapshot={"dir": str(small_disk)}, snapshot_every_s=0)
+    stage.setup(Context(stage="lines", runtime=runtime))
+    noise = np.random.default_rng(0).integers(0, 255, (120, 160, 3), np.uint8)  # ~30 KiB
+    evs = []
+    for tid in range(12):
+        for step, y in enumerate((20, 40)):
+            seq = 2 * tid + step
+            msg = Message("cam0", seq, seq - 1, t_capture=T0 + seq, arrays={"frame": noise})
+            box = np.array([[10 + 3 * tid, y - 10, 30 + 3 * tid, y]], np.float32)
+            msg.detections = Detections(box, [0.9], [0], [tid + 1])
+            stage.process(msg)
+            evs += object_events([msg])
+    counted = dict(runtime.events)
+    named = [e for e in evs if "snapshot" in e]
+    assert 0 < len(named) < len(evs) == 12
+    assert counted == {"snapshots": len(named), "snapshots_failed": len(evs) - len(named)}
+    assert all((small_disk / e["snapshot"]).is_file() for e in named)
+    assert not list(small_disk.rglob("*.part"))
+    said = [r.message for r in caplog.records if "snapshots: cannot write" in r.message]
+    assert len(said) == 1 and "No space left on device" in said[0], said
+    for e in named:  # room again
+        (small_disk / e["snapshot"]).unlink()
+        (small_disk / e["snapshot_crop"]).unlink(missing_ok=True)
+    more = crossings(stage, range(20, 21))
+    stage.close()
+    assert ["snapshot" in e for e in more] == [True]
 
 
 def poll(cond, timeout: float = 10.0) -> bool:
@@ -231,3 +327,56 @@ def test_a_real_run_writes_the_snapshots_its_events_name(tmp_path: Path, no_leak
         assert written == {"snapshots": 1}
     # the second run appended its own events: same frames and tracks, other ids
     assert len(ids[0]) == 1 and len(ids[1]) == 2 and ids[0] < ids[1]
+
+
+@pytest.mark.integration
+def test_the_mqtt_sink_reads_every_snapshot_an_event_names(
+    tmp_path: Path, broker: Broker, no_leaks
+) -> None:
+    """A real run, as fast as it goes, with many crossings (19 lines over the street): every
+    event's snapshot is on disk when the mqtt sink gets the event, so none is unreadable."""
+    lines = [(f"h{y}", [0, y], [640, y]) for y in range(40, 360, 40)]
+    lines += [(f"v{x}", [x, 0], [x, 360]) for x in range(40, 640, 60)]
+    table = ", ".join(f'{{ name = "{n}", a = {a}, b = {b} }}' for n, a, b in lines)
+    graph = write_graph(
+        tmp_path,
+        f"""
+[stages.cam0]
+uses = "synthetic"
+scene = "easy"
+frames = 300
+[stages.truth]
+uses = "rk_test_overlay:Overlay"
+inputs = ["cam0"]
+overlays = false
+[stages.lines]
+uses = "line_crossing"
+inputs = ["truth"]
+snapshot_every_s = 0
+snapshot = {{ dir = "{tmp_path}/snaps" }}
+lines."*" = [{table}]
+[stages.mqtt]
+uses = "mqtt"
+inputs = ["lines"]
+host = "{broker.host}"
+port = {broker.port}
+snapshot_root = "{tmp_path}/snaps"
+state_prefix = ""
+[stages.out]
+uses = "jsonl"
+inputs = ["lines"]
+path = "{tmp_path}/events.jsonl"
+events_only = true
+""",
+    )
+    sub = Subscriber(broker, ["rkpipe/+/snapshot/#"])
+    res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
+    assert res.returncode == 0, res.stderr
+    stages = json.loads((tmp_path / "stats.json").read_text())["stages"]
+    events = [e for e in read_jsonl(tmp_path / "events.jsonl") if e["type"] == "line_crossing"]
+    assert len(events) >= 40
+    assert stages["mqtt"]["drops_by_reason"] == {}, res.stderr  # no mqtt_snapshot_unreadable
+    assert stages["lines"]["events"] == {"snapshots": len(events)}
+    assert all((tmp_path / "snaps" / e["snapshot"]).is_file() for e in events)
+    assert poll(lambda: sub.on("rkpipe/cam0/snapshot/line_crossing"))
+    sub.close()

@@ -6,29 +6,42 @@ broker never acknowledged (``mqtt_unsent``). Against a real mosquitto, stopped a
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import signal
 import subprocess
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from paho.mqtt.client import topic_matches_sub
 
 from pipeline import Context, InlineRuntime, Message, StageSetupError
 from stages.events import line_crossing_event
 from stages.sinks.mqtt import MqttSink, spool
+from stages.sinks.mqtt.acks import Done, parse_record
 from stages.sinks.mqtt.outbox import Item, Outbox
 from stages.sinks.mqtt.spool import Spool
+from stages.sinks.mqtt.witness import topic_filters
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
 from support.mqtt_graph import all_ids, graph_text, start_run
-from support.rkpipe import child_pid, poll_for, write_graph
+from support.rkpipe import ROOT, child_pid, poll_for, write_graph
 
 
 class Acked:
+    """A client's receipt: acknowledged or not; ``mid`` numbers it as the client would."""
+
+    mids = iter(range(1, 1 << 30))
+
     def __init__(self, done: bool) -> None:
         self.done = done
+        self.mid = next(self.mids)
 
     def is_published(self) -> bool:
         return self.done
@@ -138,6 +151,164 @@ def test_the_acknowledged_head_is_cut_off_and_order_kept(
     assert box.close() == 8
     rest = Outbox(4, Spool(path, 1 << 20))
     assert _drain(rest) == [f"t/{i}" for i in range(15, 23)]
+
+
+# -- acknowledgements on disk: a restart resends only what the broker never acknowledged -------
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, 60)), max_size=80))
+def test_done_ranges_are_the_set_of_done_numbers_above_the_watermark(
+    steps: list[tuple[bool, int]],
+) -> None:
+    done, want, watermark = Done(), set(), 0
+    for is_add, n in steps:
+        if is_add:
+            done.add(n)
+            want.add(n)
+        else:
+            watermark = max(watermark, n)
+            done.below(watermark)
+        above = {n for n in want if n >= watermark}
+        assert {n for a, b in done.ranges() for n in range(a, b)} == above
+        assert all(b1 < a2 for (_, b1), (a2, _) in itertools.pairwise(done.ranges()))
+        mark, again = parse_record(done.record(watermark) + b"99 1-2 garbage")
+        assert mark == watermark and again.ranges() == done.ranges()
+
+
+def test_a_damaged_mark_record_sends_everything_again_rather_than_losing() -> None:
+    for bad in (b"", b"x 1-2\n", b"-\n"):
+        mark, done = parse_record(bad)
+        assert mark == 0 and not done
+    mark, done = parse_record(b"10 12-14 13-15 20-21\n")  # overlapping: keep the sound head
+    assert mark == 10 and done.ranges() == [(12, 14)]
+
+
+Step = tuple[str, int]
+STEPS = st.lists(
+    st.tuples(st.sampled_from(["put", "take", "ack", "early", "settle"]), st.integers(0, 99)),
+    max_size=120,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=STEPS, twice=st.booleans())
+def test_a_kill_at_any_moment_resends_exactly_the_unacknowledged(
+    steps: list[Step], twice: bool
+) -> None:
+    """Messages queued, handed out and acknowledged in any order (a PUBACK on the network
+    thread, also before the sender knew its receipt; or seen by ``settle``), then SIGKILL: the
+    next start holds exactly the messages the broker never acknowledged, in their order, also
+    when that start is itself killed at once (``twice``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.jsonl"
+        box, queued, acked = Outbox(4, Spool(path, 1 << 20)), [], set()
+        receipts: dict[str, Acked] = {}
+        for op, k in steps:
+            if op == "put":
+                queued.append(f"t/{len(queued)}")
+                box.put(Item(queued[-1], "{}"))
+            elif op in ("take", "early") and (item := box.next()) is not None:
+                receipt = Acked(False)
+                if op == "early":  # the PUBACK beats the client's receipt to the outbox
+                    box.acked(receipt.mid)
+                    receipt.done = True
+                    acked.add(item.topic)
+                box.sending(item, receipt)
+                receipts[item.topic] = receipt
+            elif op in ("ack", "settle") and (waiting := [t for t in receipts if t not in acked]):
+                topic = waiting[k % len(waiting)]
+                receipts[topic].done = True
+                acked.add(topic)
+                box.acked(receipts[topic].mid) if op == "ack" else box.settle()
+        _die(box)
+        if twice:
+            again = Spool(path, 1 << 20)
+            again.file.close()
+            os.close(again.mark_fd)
+        rest = Outbox(4, Spool(path, 1 << 20))
+        assert _drain(rest) == [t for t in queued if t not in acked]
+        assert rest.close() == 0
+
+
+def test_an_event_sent_again_after_a_kill_keeps_its_id(tmp_path: Path) -> None:
+    """The spool holds the payload as it was made: the next start sends the same bytes, so
+    the event's ``id`` is the same and a consumer can drop the repeat by it."""
+    path = tmp_path / "s.jsonl"
+    box = Outbox(4, Spool(path, 1 << 20))
+    event = line_crossing_event(Message("cam0", 7), "door", "in", 3, 0, (1, 2), {"in": 1, "out": 0})
+    payload = json.dumps(event, separators=(",", ":"))
+    box.put(Item("rkpipe/cam0/events/line_crossing", payload))
+    item = box.next()
+    assert item is not None
+    box.sending(item, Acked(False))  # in flight at the kill: its PUBACK never came
+    _die(box)
+    (again,) = Spool(path, 1 << 20).load(1)
+    assert again.payload == payload and json.loads(again.payload)["id"] == event["id"]
+
+
+def test_what_the_witness_saw_taken_is_done_and_never_sent_again(tmp_path: Path) -> None:
+    """The witness sees a message the broker took, also before the sender handed over its
+    receipt: it is done at once (a later receipt or PUBACK changes nothing); at the next
+    start, messages the witness's backlog holds are left out of the spool."""
+    path = tmp_path / "s.jsonl"
+    box = Outbox(4, Spool(path, 1 << 20))
+    for it in _items(4):
+        box.put(it)
+    a, b, c = box.next(), box.next(), box.next()
+    assert a is not None and b is not None and c is not None
+    box.witnessed(a.topic, a.payload)  # the broker handed it on before ``sending``
+    late = Acked(False)
+    box.sending(a, late)
+    box.acked(late.mid)  # its PUBACK, later
+    box.sending(b, Acked(False))
+    box.witnessed(b.topic, b.payload)
+    box.witnessed("t/other", "{}")  # not ours
+    box.sending(c, Acked(False))
+    assert [it.topic for it, _ in box.inflight] == ["t/2"] and len(box) == 2
+    _die(box)
+    again = Spool(path, 1 << 20, lambda: {("t/2", c.payload)})  # in the witness's backlog
+    assert again.taken == 1
+    rest = Outbox(4, again)
+    assert _drain(rest) == ["t/3"]
+    assert rest.close() == 0
+
+
+@pytest.mark.parametrize(
+    ("template", "filters"),
+    [
+        ("rkpipe/{stream}/events/{type}", ["rkpipe/+/events/+", "rkpipe/events/+"]),
+        ("x/{stream}/ev-{type}", ["x/+/+", "x/+"]),
+        ("fixed/topic", ["fixed/topic"]),
+    ],
+)
+def test_the_witness_subscribes_to_every_topic_the_template_renders(
+    template: str, filters: list[str]
+) -> None:
+    got = topic_filters(template)
+    assert got[: len(filters)] == filters and len(got) == len(set(got))
+    for topic in ("rkpipe/cam0/events/line_crossing", "x/cam0/ev-counts", "fixed/topic"):
+        matching = [f for f in got if topic_matches_sub(f, topic)]
+        assert bool(matching) == topic.startswith(template.split("/")[0] + "/")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_kill_benchmark_smoke_no_event_twice_at_a_qos1_subscriber() -> None:
+    """benchmarks/bench_mqtt_kills.py, one run: the sink SIGKILLed 3 times with the broker up;
+    a QoS 1 subscriber gets no event twice, and only ids of events that were made (a resent
+    event keeps its id); events that miss are counted lost by the runtime."""
+    args = ["--runs", "1", "--kills", "3", "--frames", "200", "--seed", "7"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_mqtt_kills.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " 0 duplicates" in summary and " 0 runs not ok" in summary, proc.stdout
+    found = re.search(r"(\d+) missing \((\d+) counted", summary)
+    assert found and int(found[1]) <= int(found[2]), proc.stdout
 
 
 # -- a flush longer than the heartbeat timeout --------------------------------------------------

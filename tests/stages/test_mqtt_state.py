@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline import Context, InlineRuntime, Message
+from stages.event_files import safe_name
 from stages.events import (
     counts_event,
     line_crossing_event,
@@ -50,11 +51,13 @@ def counts(lines: dict, zones: dict | None = None) -> Any:
     return lambda m: counts_event(m, lines, zones or {})
 
 
-def run_sink(broker: Broker, run_id: str, msgs: list[Message], **opts: Any) -> InlineRuntime:
+def run_sink(
+    broker: Broker, run_id: str, msgs: list[Message], pipeline: str = "pipeline", **opts: Any
+) -> InlineRuntime:
     """One run of an inline sink (in the current folder): its frames, the stream's end, close."""
     runtime = InlineRuntime()
     sink = MqttSink(host=broker.host, port=broker.port, flush_timeout_s=5, **opts)
-    sink.setup(Context(stage="mqtt", run_id=run_id, runtime=runtime))
+    sink.setup(Context(stage="mqtt", pipeline=pipeline, run_id=run_id, runtime=runtime))
     for msg in msgs:
         sink.process(msg)
     sink.end_stream("cam0")
@@ -130,6 +133,44 @@ def test_totals_are_plain_numbers_with_zero_classes_and_carry_on_after_a_restart
     ]
     run_sink(broker, "run2", restarted)
     want = {"rkpipe/cam0/door/in/person": b"4", "rkpipe/cam0/door/out/car": b"1"}
+    assert want.items() <= retained(broker, want).items()
+
+
+def test_a_long_pipeline_name_keeps_its_totals_in_a_bounded_folder(
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipeline name of 300 characters (longer than a file name may be): the totals folder
+    is a readable head and a hash, and the next run carries on counting."""
+    monkeypatch.chdir(tmp_path)
+    name = "long_" + "x" * 295
+    for run in ("run1", "run2"):
+        run_sink(broker, run, [_msg(0, crossing("in", PERSON, 1))], pipeline=name)
+    (folder,) = (tmp_path / "out" / "mqtt").iterdir()
+    assert folder.name.startswith("long_xxx") and len(folder.name) <= 120
+    assert (folder / "cam0.json").is_file()
+    want = {"rkpipe/cam0/door/in/person": b"2"}
+    assert want.items() <= retained(broker, want).items()
+
+
+def test_names_that_clean_to_the_same_text_keep_apart_files() -> None:
+    names = ["a/b", "a_b", "a b", "+", "#", "x" * 300, "x" * 299 + "y"]
+    files = {safe_name(n, exact=True) for n in names}
+    assert len(files) == len(names) and safe_name("a_b", exact=True) == "a_b"
+    assert all(len(f) <= 120 and "/" not in f for f in files)
+
+
+def test_a_totals_folder_that_cannot_be_made_is_said_plainly(
+    tmp_path: Path,
+    broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "taken").write_text("a file where the folder would go")
+    run_sink(broker, "run1", [_msg(0, crossing("in", PERSON, 1))], state_dir="taken")
+    assert "mqtt: cannot make the folder for line totals taken/pipeline (" in caplog.text
+    assert "totals are published but not kept, so the next run counts from 0" in caplog.text
+    want = {"rkpipe/cam0/door/in/person": b"1"}  # the numbers still go out
     assert want.items() <= retained(broker, want).items()
 
 

@@ -52,6 +52,11 @@ class MqttSinkConfig(StageConfig):
     max_inflight: int = Field(100, ge=1, le=65535, description="published, not yet acked")
     spool_dir: OutputDir | None = Field(None, description="every message on disk first, here")
     spool_max_mb: float = Field(64.0, gt=0, description="bound of the spooled messages")
+    witness: bool = Field(
+        True,
+        description="with spool_dir: a second session sees what the broker took, so a "
+        "restarted sink never sends it again",
+    )
     connect_timeout_s: float = Field(5.0, gt=0, description="first connect, at setup")
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)

@@ -34,7 +34,9 @@ FATAL_CONNACK = {
 
 class Connection:
     """One paho client: ``open`` connects (or starts waiting for the broker), the callbacks
-    keep ``connected`` true while the session is up, ``close`` says offline and leaves."""
+    keep ``connected`` true while the session is up, ``close`` says offline and leaves.
+    Without ``will_topic`` it says nothing online/offline; ``persistent`` keeps its session
+    (and what the broker queues for it) across disconnects."""
 
     def __init__(
         self,
@@ -43,6 +45,7 @@ class Connection:
         will_topic: str,
         resolve: Callable[[str], os.PathLike],
         log: logging.Logger,
+        persistent: bool = False,
     ) -> None:
         self.cfg, self.client_id, self.will_topic, self.log = cfg, client_id, will_topic, log
         self.port = cfg.port or (8883 if cfg.tls else 1883)
@@ -54,11 +57,12 @@ class Connection:
         self.outage_since: float | None = None
         self.on_up: Callable[[], None] = lambda: None  # after each connect, paho's thread
         self.on_message: Callable[[str, bytes], None] = lambda _t, _p: None
+        self.on_acked: Callable[[int], None] = lambda _mid: None  # a PUBACK, paho's thread
         self.queued: Callable[[], int] = lambda: 0  # messages waiting, for the log
         self.subscriptions: list[str] = []
-        self.client = self._make_client(resolve)
+        self.client = self._make_client(resolve, persistent)
 
-    def _make_client(self, resolve: Callable[[str], os.PathLike]) -> Any:
+    def _make_client(self, resolve: Callable[[str], os.PathLike], persistent: bool) -> Any:
         import paho.mqtt.client as mqtt
 
         self._no_conn, self._queued = mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_SUCCESS
@@ -66,7 +70,7 @@ class Connection:
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
-            clean_session=True,
+            clean_session=not persistent,
             protocol=mqtt.MQTTv311,
         )
         password = self._password()
@@ -74,7 +78,8 @@ class Connection:
             client.username_pw_set(cfg.username, password)
         if cfg.tls:
             _set_tls(client, cfg, resolve)
-        client.will_set(self.will_topic, "offline", qos=1, retain=True)
+        if self.will_topic:
+            client.will_set(self.will_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(cfg.max_inflight)
         client.connect_timeout = cfg.connect_timeout_s
@@ -82,6 +87,7 @@ class Connection:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = lambda _c, _u, m: self.on_message(m.topic, bytes(m.payload))
+        client.on_publish = lambda _c, _u, mid, _rc, _p: self.on_acked(mid)
         return client
 
     def _password(self) -> str | None:
@@ -135,7 +141,7 @@ class Connection:
         """Say offline on the availability topic (waiting up to ``wait_s``), disconnect;
         ``leave``: the process is ending, do not wait for the network thread."""
         self.closing.set()
-        if self.connected.is_set():
+        if self.connected.is_set() and self.will_topic:
             info = self.publish(self.will_topic, "offline", 1, True)
             deadline = time.monotonic() + wait_s
             while not info.is_published() and self.connected.is_set():
@@ -156,7 +162,8 @@ class Connection:
             self.answered.set()
             return
         self.refused = None
-        client.publish(self.will_topic, "online", qos=1, retain=True)
+        if self.will_topic:
+            client.publish(self.will_topic, "online", qos=1, retain=True)
         if self.subscriptions:
             client.subscribe([(t, 1) for t in self.subscriptions])
         if self.outage_since is not None:

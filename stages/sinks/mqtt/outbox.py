@@ -1,18 +1,19 @@
 """Messages waiting for a broker's acknowledgement, oldest first, within fixed bounds.
 
 A sink puts messages in and returns at once; a sender thread takes them out, hands them to the
-client and keeps them "in flight" until the broker acknowledges them. Memory holds up to
-``max_queued`` waiting messages. With a spool (:mod:`.spool`) every message is written to disk
-first, memory holds the oldest ``max_queued`` of them, and the bound is ``spool_max_bytes`` of
-waiting messages. Past the bound the oldest waiting message is dropped, and ``put`` says how
-many were.
+client and keeps them "in flight" until the broker acknowledges them: ``acked``, called from the
+client's network thread at each PUBACK, puts the acknowledgement in the spool at once. Memory
+holds up to ``max_queued`` waiting messages. With a spool (:mod:`.spool`) every message is
+written to disk first, memory holds the oldest ``max_queued`` of them, and the bound is
+``spool_max_bytes`` of waiting messages. Past the bound the oldest waiting message is dropped,
+and ``put`` says how many were.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Protocol
 
 from stages.sinks.mqtt.spool import Item, Spool
@@ -20,14 +21,21 @@ from stages.sinks.mqtt.spool import Item, Spool
 __all__ = ["Item", "Outbox", "Receipt"]
 
 
+EARLY_S = 1.0  # how long a PUBACK that came before its receipt was known is remembered
+
+
 class Receipt(Protocol):
     """What a client hands back for a publish (paho's ``MQTTMessageInfo``)."""
+
+    mid: int
 
     def is_published(self) -> bool: ...
 
 
 class _Handing:
     """The receipt of a message taken by the sender and not yet handed to the client."""
+
+    mid = -1
 
     def is_published(self) -> bool:
         return False
@@ -44,6 +52,9 @@ class Outbox:
         self.memory: deque[Item] = deque()
         self.memory_bytes = 0
         self.inflight: deque[tuple[Item, Receipt]] = deque()
+        self.by_mid: dict[int, Item] = {}  # in flight, by the client's message id
+        self.by_key: dict[tuple[str, str], Item] = {}  # in flight, by (topic, payload)
+        self.early: OrderedDict[int, float] = OrderedDict()  # PUBACKs before their receipt
         self.cond = threading.Condition()
         self.spool = spool
 
@@ -64,10 +75,10 @@ class Outbox:
                 if in_memory:
                     self._remember(item)
                 while self.memory_bytes + self.spool.waiting_bytes > self.spool.max_bytes:
-                    if self.memory:  # the oldest waiting message goes; order is kept
-                        self._forget()
-                    else:
-                        self.spool.load(1)
+                    # the oldest waiting message goes; order is kept
+                    gone = [self._forget()] if self.memory else self.spool.load(1)
+                    for old in gone:
+                        self.spool.finish(old.n)
                     dropped += 1
                 if dropped:
                     self._mark()
@@ -95,39 +106,100 @@ class Outbox:
                 return None
             item = self._forget()
             self.inflight.append((item, _HANDING))
+            self.by_key[(item.topic, item.payload)] = item  # the witness may see it at once
             return item
 
     def sending(self, item: Item, receipt: Receipt) -> None:
-        """``item`` was handed to the client; it stays counted until ``receipt`` says acked."""
+        """``item`` was handed to the client; it stays counted until ``receipt`` says acked
+        (or ``acked`` names its message id)."""
         with self.cond:
-            self._drop_inflight(item)
+            if not self._drop_inflight(item):  # the witness saw it taken already
+                return
+            if self.early.pop(receipt.mid, None) is not None or receipt.is_published():
+                self._done(item)
+                return
             self.inflight.append((item, receipt))
+            self.by_mid[receipt.mid] = item
+            self.by_key[(item.topic, item.payload)] = item
+
+    def witnessed(self, topic: str, payload: str) -> None:
+        """The broker handed on this message (the witness saw it): as good as its PUBACK."""
+        with self.cond:
+            item = self.by_key.get((topic, payload))
+            if item is None:
+                return
+            for i, (it, receipt) in enumerate(self.inflight):
+                if it is item:
+                    del self.inflight[i]
+                    self._untrack(item, receipt)
+                    self._done(item)
+                    return
+
+    def _untrack(self, item: Item, receipt: Receipt) -> None:
+        if self.by_mid.get(receipt.mid) is item:
+            del self.by_mid[receipt.mid]
+        if self.by_key.get((item.topic, item.payload)) is item:
+            del self.by_key[(item.topic, item.payload)]
+
+    def acked(self, mid: int) -> None:
+        """The broker acknowledged the client's message ``mid`` (the client's network
+        thread): mark it on disk now, so a kill from here on never sends it again."""
+        with self.cond:
+            item = self.by_mid.pop(mid, None)
+            if item is None:  # not one of ours (a retained value), or its receipt not yet
+                now = time.monotonic()
+                self.early[mid] = now
+                while self.early and next(iter(self.early.values())) < now - EARLY_S:
+                    self.early.popitem(last=False)
+                return
+            for i, (it, receipt) in enumerate(self.inflight):
+                if it is item:
+                    del self.inflight[i]
+                    self._untrack(item, receipt)
+                    break
+            self._done(item)
+
+    def _done(self, item: Item) -> None:
+        if self.spool is not None:
+            self.spool.finish(item.n)
+            self._mark()
+        self.cond.notify_all()
 
     def retry(self, item: Item) -> None:
         """Put back at the front an ``item`` the client could not take."""
         with self.cond:
-            self._drop_inflight(item)
-            self.memory.appendleft(item)
-            self.memory_bytes += item.size
+            if self._drop_inflight(item):
+                self.memory.appendleft(item)
+                self.memory_bytes += item.size
 
     def give_up(self, item: Item) -> None:
         """``item`` cannot be sent at all (the caller counts it)."""
         with self.cond:
-            self._drop_inflight(item)
-            self._mark()
+            if self._drop_inflight(item):
+                self._done(item)
 
-    def _drop_inflight(self, item: Item) -> None:
+    def _drop_inflight(self, item: Item) -> bool:
         for i in range(len(self.inflight) - 1, -1, -1):
             if self.inflight[i][0] is item:
+                self._untrack(item, self.inflight[i][1])
                 del self.inflight[i]
-                return
+                return True
+        return False
 
     def settle(self) -> int:
         """Forget in-flight messages the broker acknowledged; returns how many."""
         with self.cond:
-            before = len(self.inflight)
-            self.inflight = deque(x for x in self.inflight if not x[1].is_published())
-            done = before - len(self.inflight)
+            keep: deque[tuple[Item, Receipt]] = deque()
+            done = 0
+            for item, receipt in self.inflight:
+                if not receipt.is_published():
+                    keep.append((item, receipt))
+                    continue
+                done += 1
+                self._untrack(item, receipt)
+                if self.spool is not None:
+                    self.spool.finish(item.n)
+            self.inflight = keep
             if done:
                 self._mark()
                 self.cond.notify_all()
@@ -192,5 +264,7 @@ class Outbox:
             if self.spool is not None:
                 self.spool.close(left)
             self.inflight.clear()
+            self.by_mid.clear()
+            self.by_key.clear()
             self.memory.clear()
             return left

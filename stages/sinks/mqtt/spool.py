@@ -1,13 +1,16 @@
-"""The outbox's write-ahead spool: every message is on disk before it is handed to the client,
-so a killed sink loses nothing and the next start sends what the broker never acknowledged.
+"""The outbox's write-ahead spool: every message is on disk before it is handed to the client, so a
+killed sink loses nothing and the next start sends what the broker never acknowledged.
 
 Two files in ``spool_dir``: ``<instance>.jsonl`` holds one JSON line per message, numbered
-(``n``) in the order messages were queued; ``<instance>.acked`` holds one number, the
-watermark: every message numbered below it was acknowledged. Lines are written with one
-``write`` each, so a killed process leaves whole lines (a line cut short by a crash of the
-machine is skipped). The file is emptied whenever everything in it was acknowledged, and its
-acknowledged head is cut off when that head outgrows the rest. Offsets here are logical: they
-keep growing across such cuts, so items keep the offsets they were given.
+(``n``) in the order messages were queued; ``<instance>.acked`` holds the watermark (every
+message numbered below it was acknowledged) and the acknowledged numbers above it
+(:mod:`.acks`), rewritten in one ``pwrite`` at each PUBACK, so a restarted sink sends again only
+what the broker never acknowledged. QoS 1 repeats one only when the kill falls between the
+PUBACK and that write. Lines are written with one ``write`` each, so a killed process leaves
+whole lines (a line cut short by a crash of the machine is skipped). The file is emptied
+whenever everything in it was acknowledged, and its acknowledged head is cut off when that head
+outgrows the rest. Offsets here are logical: they keep growing across such cuts, so items keep
+the offsets they were given.
 """
 
 from __future__ import annotations
@@ -15,15 +18,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.errors import StageSetupError
 from pipeline.output_files import PRIVATE, UnsafeOutput, make_folder, open_file, replacing
+from stages.sinks.mqtt.acks import Done, parse_record
 
 __all__ = ["Item", "Spool"]
 
+Key = tuple[str, str]  # (topic, payload) of a message
 COMPACT_MIN_BYTES = 1 << 20  # cut the acknowledged head off once it is this large
 
 
@@ -53,7 +59,9 @@ class Spool:
     """The write-ahead file of one outbox: ``append`` before sending, ``load`` what memory had
     no room for, ``mark`` what the broker acknowledged."""
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    def __init__(
+        self, path: Path, max_bytes: int, taken: Callable[[], Collection[Key]] = tuple
+    ) -> None:
         self.path = path
         self.mark_path = path.with_suffix(".acked")
         self.max_bytes = max_bytes
@@ -69,7 +77,10 @@ class Spool:
             msg = f"mqtt: the spool {path} is in use by another sink; give each its own spool_dir"
             raise StageSetupError(msg) from None
         self.acked, self.skipped = 0, 0  # watermark; unreadable lines found at the start
-        live = self._recover()
+        self.done = Done()  # acknowledged (or given up) above the watermark
+        self.record = b""  # what the mark file says now
+        self.taken = 0  # left out at the start: the broker had them (the witness saw them)
+        live = self._recover(taken())  # what the broker took: asked once the spool is ours
         self.file = _open(path)
         self.start = 0  # logical offset of the file's first byte
         self.end = self.file.seek(0, os.SEEK_END)
@@ -78,14 +89,17 @@ class Spool:
         self.load_at = 0
 
     # -- start: what the last run left ---------------------------------------------------
-    def _recover(self) -> list[Item]:
-        """Keep the unacknowledged lines, renumbered from the watermark up in their order (so
-        the watermark stays right at every moment), in a fresh file."""
+    def _recover(self, taken: Collection[Key]) -> list[Item]:
+        """Keep the lines the broker never acknowledged nor was seen ``taken`` (topic,
+        payload) by the witness, in their order, in a fresh file,
+        renumbered above every number the old mark can name (so it stays right at every
+        moment, also if this process is killed here); then mark that new start."""
         try:
-            self.acked = int(os.pread(self.mark_fd, 64, 0).strip() or 0)
-        except (OSError, ValueError):
-            self.acked = 0  # no watermark: everything is sent again (QoS 1 allows repeats)
+            watermark, done = parse_record(os.pread(self.mark_fd, 1 << 16, 0))
+        except OSError:
+            watermark, done = 0, Done()  # everything is sent again (QoS 1 allows repeats)
         live: list[Item] = []
+        top = watermark
         if self.path.exists():
             with self.path.open("rb") as f:
                 for line in f:
@@ -94,12 +108,20 @@ class Spool:
                     except (ValueError, KeyError, TypeError):
                         self.skipped += line.strip() != b""
                         continue
-                    if item.n < 0 or item.n >= self.acked:  # no number: an older format
-                        live.append(item)
+                    top = max(top, item.n + 1)
+                    if item.n >= 0 and (item.n < watermark or item.n in done):
+                        continue  # acknowledged (no number: an older format, kept)
+                    if (item.topic, item.payload) in taken:
+                        self.taken += 1
+                        continue
+                    live.append(item)
         with replacing(self.path, PRIVATE) as f:
             for i, item in enumerate(live):
-                item.n = self.acked + i
+                item.n = top + i
                 f.write(item.to_line())
+        self.acked = top
+        self.done.below(top)
+        self._write_mark()
         return live
 
     # -- the outbox's side ---------------------------------------------------------------
@@ -140,17 +162,28 @@ class Spool:
         """Bytes of the lines not yet loaded."""
         return self.end - self.load_at
 
+    def finish(self, n: int) -> None:
+        """Message ``n`` was acknowledged or given up (on disk at the next ``mark``)."""
+        self.done.add(n)
+
     def mark(self, n: int, offset: int) -> None:
-        """Every message numbered below ``n`` (the one at ``offset``) was acknowledged or given
-        up: say so on disk, then empty the file or cut its head when that pays."""
-        if n != self.acked:
-            self.acked = n
-            os.pwrite(self.mark_fd, f"{n:020d}\n".encode(), 0)
+        """Every message numbered below ``n`` (the one at ``offset``) and those ``finish``
+        named were acknowledged or given up: say so on disk, then empty the file or cut its
+        head when that pays."""
+        self.acked = n
+        self.done.below(n)
+        self._write_mark()
         if n == self.next_n and not self.unloaded and self.end > self.start:
             self.file.truncate(0)
             self.start = self.load_at = self.end
         elif offset - self.start > max(COMPACT_MIN_BYTES, self.end - offset):
             self._cut(offset)
+
+    def _write_mark(self) -> None:
+        record = self.done.record(self.acked)
+        if record != self.record:
+            self.record = record
+            os.pwrite(self.mark_fd, record, 0)  # one call: a killed process leaves it whole
 
     def _cut(self, offset: int) -> None:
         self.file.flush()

@@ -27,8 +27,9 @@ from pipeline.errors import StageSetupError
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
 from pipeline.netcheck import tcp_answer
-from pipeline.output_files import Modes, folder_problem
+from pipeline.output_files import Modes, folder_problem, make_folder
 from pipeline.stage import Context, Stage, StageConfig
+from stages.event_files import safe_name
 from stages.sinks.mqtt.config import MqttSinkConfig
 from stages.sinks.mqtt.connection import Connection
 from stages.sinks.mqtt.discovery import Discovery
@@ -39,7 +40,8 @@ from stages.sinks.mqtt.snapshots import read_snapshot
 from stages.sinks.mqtt.spool import Spool
 from stages.sinks.mqtt.state_topics import StateTopics
 from stages.sinks.mqtt.status import CameraStatus
-from stages.sinks.mqtt.topics import clean_id, render_topic
+from stages.sinks.mqtt.topics import clean_id, level, render_topic
+from stages.sinks.mqtt.witness import Witness, topic_filters
 
 __all__ = ["MqttSink", "MqttSinkConfig"]
 
@@ -67,7 +69,10 @@ class MqttSink(Stage[MqttSinkConfig]):
         self.ctx, self.log, self.pipeline = ctx, ctx.log, ctx.pipeline
         host = socket.gethostname().split(".")[0]
         self.client_id = cfg.client_id or clean_id(f"rkpipe-{self.pipeline}-{ctx.instance}-{host}")
+        self.witness = self._witness()
         self.outbox = Outbox(cfg.max_queued, self._spool())
+        if self.witness is not None:
+            self.witness.seen = self.outbox.witnessed
         self.retained = Retained(self.outbox.wake)
         availability = self._topic(cfg.availability_topic, "")
         discovery = None
@@ -75,16 +80,24 @@ class MqttSink(Stage[MqttSinkConfig]):
             discovery = Discovery(cfg.ha_prefix, self.client_id, self.pipeline, availability)
         self.states = None
         if cfg.state_prefix:
-            folder = Path(cfg.state_dir) / clean_id(self.pipeline)
+            folder = Path(cfg.state_dir) / safe_name(self.pipeline, exact=True)
             if (why := folder_problem(folder)) is not None:
                 raise StageSetupError(f"stages.{ctx.stage}.state_dir: {why}")
             modes = Modes.of(cfg.file_mode)
-            self.states = StateTopics(folder, ctx.run_id, self.retained, discovery, self.log, modes)
+            self.states = StateTopics(
+                self._state_folder(folder, modes),
+                ctx.run_id,
+                self.retained,
+                discovery,
+                self.log,
+                modes,
+            )
         self.cameras = CameraStatus(
             self.retained, self._status_topic, self._fps_topic, ctx.source_health, discovery
         )
         self.conn = Connection(cfg, self.client_id, availability, ctx.resolve_path, self.log)
         self.conn.queued = lambda: len(self.outbox)
+        self.conn.on_acked = self.outbox.acked  # on disk at the PUBACK: never sent again
         self.conn.on_up = self._on_up
         if discovery is not None:  # Home Assistant's birth message: announce everything again
             self.conn.subscriptions = [f"{cfg.ha_prefix}/status"]
@@ -99,14 +112,50 @@ class MqttSink(Stage[MqttSinkConfig]):
         )
         self.sender.start()
 
+    def _state_folder(self, folder: Path, modes: Modes) -> Path | None:
+        """Make the folder of the line totals now, or say plainly that they are not kept."""
+        try:
+            make_folder(folder, modes)
+            return folder
+        except OSError as exc:
+            self.log.warning(
+                "mqtt: cannot make the folder for line totals %s (%s): totals are published "
+                "but not kept, so the next run counts from 0; set state_dir to a folder "
+                "this stage can write",
+                folder,
+                exc.strerror or type(exc).__name__,
+            )
+            return None
+
+    def _witness(self) -> Witness | None:
+        """With a spool: the session that sees what the broker took (:mod:`.witness`)."""
+        cfg = self.config
+        if not (cfg.spool_dir and cfg.witness and cfg.qos > 0):
+            return None
+        template = cfg.topic.replace("{pipeline}", level(self.pipeline))
+        filters = topic_filters(template)
+        return Witness(cfg, self.client_id, filters, self.ctx.resolve_path, self.log)
+
     def _spool(self) -> Spool | None:
         cfg = self.config
         if not cfg.spool_dir:
             return None
-        path = Path(cfg.spool_dir) / f"{clean_id(self.ctx.instance)}.jsonl"
-        spool = Spool(path, int(cfg.spool_max_mb * 2**20))
+        path = Path(cfg.spool_dir) / f"{safe_name(self.ctx.instance, exact=True)}.jsonl"
+        witness = self.witness
+        spool = Spool(  # the witness catches up once the spool is ours, before it is read
+            path,
+            int(cfg.spool_max_mb * 2**20),
+            (lambda: witness.catch_up(cfg.connect_timeout_s) or ()) if witness else tuple,
+        )
         if spool.skipped:
             self.log.warning("mqtt: %d unreadable lines in %s skipped", spool.skipped, path)
+        if spool.taken:
+            self.log.warning(
+                "mqtt: %d messages left by an earlier run in %s had reached the broker (its "
+                "witness session saw them); not sending them again",
+                spool.taken,
+                path,
+            )
         if len(spool):
             self.log.warning(
                 "mqtt: %d messages left unsent by an earlier run in %s; sending them first",
@@ -163,6 +212,8 @@ class MqttSink(Stage[MqttSinkConfig]):
             )
         stopping = not self.ctx.keep_alive()  # then the process ends at once: no waiting
         self.conn.close(0.0 if stopping else min(2.0, self.config.flush_timeout_s + 0.1), stopping)
+        if self.witness is not None:
+            self.witness.close(keep=bool(left) or stopping)
 
     # -- helpers -----------------------------------------------------------------------------
     def _flush(self, timeout: float) -> bool:

@@ -3,13 +3,14 @@
     {state_prefix}/{line}/{direction}/{class}   crossings since the first run (an integer)
     {state_prefix}/zones/{zone}/{class}         objects inside now (an integer)
 
-Every class a line or zone counts is there, zeros included. Line totals are kept per stream
-in ``state_dir`` (``<pipeline>/<stream>.json``, :mod:`.totals_file`), written before they are
-published, so a restarted pipeline carries on counting instead of starting from zero (Home
-Assistant's ``total_increasing`` never sees a total fall); a sink restarted within the same
-run (same run id) does not add that run twice. The first ``counts`` event of a stream tells
-its lines and zones: those of an earlier run that are gone are removed from the broker (and
-from Home Assistant).
+Every class a line or zone counts is there, zeros included. Line totals are kept per stream in
+``state_dir`` (``<pipeline>/<stream>.json``, :mod:`.totals_file`; a name that is long or not
+file-safe gets a readable head and a short hash there), written before they are published, so a
+restarted pipeline carries on counting instead of starting from zero (Home Assistant's
+``total_increasing`` never sees a total fall); a sink restarted within the same run (same run
+id) does not add that run twice. The first ``counts`` event of a stream tells its lines and
+zones: those of an earlier run that are gone are removed from the broker (and from Home
+Assistant).
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.output_files import DEFAULT_MODES, Modes
+from stages.event_files import safe_name
 from stages.sinks.mqtt.discovery import Discovery
 from stages.sinks.mqtt.retained import Retained
-from stages.sinks.mqtt.topics import clean_id, level
+from stages.sinks.mqtt.topics import level
 from stages.sinks.mqtt.totals_file import MAX_NOTES, TotalsFile
 
 __all__ = ["StateTopics", "StreamState"]
@@ -37,7 +39,7 @@ class StreamState:
     """One stream's numbers, folded from its events: line totals (earlier runs in ``base``,
     this run in ``run``) and zone occupancy, with what changed since the last ``take``."""
 
-    def __init__(self, path: Path, run_id: str, modes: Modes = DEFAULT_MODES) -> None:
+    def __init__(self, path: Path | None, run_id: str, modes: Modes = DEFAULT_MODES) -> None:
         self.run_id = run_id
         self.file = TotalsFile(path, modes)
         doc = self.file.load()
@@ -149,7 +151,7 @@ class StateTopics:
 
     def __init__(
         self,
-        folder: Path,
+        folder: Path | None,
         run_id: str,
         retained: Retained,
         discovery: Discovery | None,
@@ -166,7 +168,11 @@ class StateTopics:
         the stream's rendered ``state_prefix``."""
         state = self.streams.get(stream)
         if state is None:
-            path = self.folder / f"{clean_id(stream)}.json"
+            path = (
+                None
+                if self.folder is None
+                else self.folder / f"{safe_name(stream, exact=True)}.json"
+            )
             state = self.streams[stream] = StreamState(path, self.run_id, self.modes)
         for ev in events:
             state.fold(ev)

@@ -20,9 +20,10 @@ MAX_NOTES = 1000  # changes appended before the snapshot is rewritten
 
 
 class TotalsFile:
-    """Load, rewrite and append to one stream's totals file."""
+    """Load, rewrite and append to one stream's totals file; with no ``path`` (the folder
+    cannot be made) nothing is kept."""
 
-    def __init__(self, path: Path, modes: Modes = DEFAULT_MODES) -> None:
+    def __init__(self, path: Path | None, modes: Modes = DEFAULT_MODES) -> None:
         self.path = path
         self.modes = modes
         self.notes = 0
@@ -31,6 +32,8 @@ class TotalsFile:
     def load(self) -> dict[str, Any]:
         """The snapshot with the appended changes applied ({} when there is no file); a line
         cut short by a crash is skipped."""
+        if self.path is None:
+            return {}
         try:
             lines = self.path.read_bytes().splitlines()
         except FileNotFoundError:
@@ -57,12 +60,16 @@ class TotalsFile:
     def write(self, doc: dict[str, Any]) -> None:
         """Replace the file by the snapshot ``doc``, in one step."""
         self.close()
+        if self.path is None:
+            return
         make_folder(self.path.parent, self.modes)
         write_replacing(self.path, (json.dumps(doc, sort_keys=True) + "\n").encode(), self.modes)
         self.notes = 0
 
     def note(self, line: str, direction: str, cls: str, n: int) -> None:
         """Append one changed total of this run (after a snapshot was written)."""
+        if self.path is None:
+            return
         if self.file is None:
             self.file = os.fdopen(open_file(self.path, self.modes, append=True), "ab")
         rec = {"l": line, "d": direction, "c": cls, "n": n}
