@@ -29,8 +29,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from pipeline.secrets import mask
-
 if TYPE_CHECKING:
     from stages.sinks.preview.stage import PreviewSink
 
@@ -222,7 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
     def log_message(self, format: str, *args: Any) -> None:
-        self.server.sink.ctx.log.debug(mask("http: " + format % args))
+        # masked (and cut short) by the stage's log formatter, only if the line is printed
+        self.server.sink.ctx.log.debug("http: " + format, *args)
 
 
 class PreviewServer(HTTPServer):
