@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__
 from .cpus import Topology, format_cpus, topology_for
 from .errors import EXIT_INTERRUPTED, GraphError, RkpipeError
-from .graph.load import load_graph
+from .graph.load import Graph, insecure_links, load_graph
 from .graph.plan import make_plan
 from .outputs import unwritable
 from .registry import command, commands
@@ -100,8 +100,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warn_insecure(graph: Graph) -> None:
+    """Say, on stderr, which links the graph sends in clear."""
+    for line in insecure_links(graph):
+        print(f"rkpipe: warning: {line}", file=sys.stderr)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     graph = load_graph(args.graph, cpus=args.cpus)
+    _warn_insecure(graph)
     n = len(make_plan(graph, "check", "/tmp/rkpipe-check").instances)
     print(f"{args.graph}: ok ({len(graph.stages)} stages, {n} processes)")
     return 0
@@ -133,6 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .supervise.supervisor import Supervisor
 
     graph = load_graph(args.graph)
+    _warn_insecure(graph)
     if args.stats_out and (why := unwritable(args.stats_out.resolve())):
         raise GraphError(f"--stats-out: cannot write {args.stats_out}: {why}")  # not at the end
     sup = Supervisor(

@@ -76,6 +76,11 @@ class StageCommon(BaseModel):
         description="with a tcp:// endpoint: a ZeroMQ certificate (the .key_secret file of "
         "zmq.auth.create_certificates) that encrypts the link and proves the producer",
     )
+    insecure: bool = Field(
+        False,
+        description="with a tcp:// endpoint and no curve_key_file: carry the link (frames and "
+        "the run's token) in clear; refused unless set, and warned of at validate and run",
+    )
     on_failure: Literal["restart", "disable", "stop"] | None = Field(
         None,
         description="when its process dies: restart (with backoff; the run ends past "

@@ -10,8 +10,10 @@ the shared-memory pools and makes "wait" (files) and "drop oldest" (cameras) exa
 
 Only the run's own processes may join a link: a HELLO must carry the run's token, each
 consumer process connects under an identity of its own (instance, pid and a random part), and
-frames go only to identities that said a valid HELLO. Anything else a peer sends is refused
-and reported through ``on_reject``, never raised.
+frames go only to identities that said a valid HELLO. A HELLO never evicts a live consumer:
+one that names another pid for a known identity is refused, and one for an instance whose
+process still runs (on this host) is refused too; only a dead incarnation's place is taken.
+Anything else a peer sends is refused and reported through ``on_reject``, never raised.
 """
 
 from __future__ import annotations
@@ -80,6 +82,19 @@ def secure_endpoint(sock: zmq.Socket, endpoint: str) -> None:
         path = endpoint[len("ipc://") :]
         if stat.S_ISSOCK(os.stat(path).st_mode):
             os.chmod(path, 0o600)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (a consumer's HELLO names its pid)."""
+    if pid <= 0:  # 0 and below name process groups, not a process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -181,9 +196,18 @@ class Outlet:
         known = self._peers.get(identity)
         if known and known.incarnation == info["pid"]:
             return  # a repeated HELLO from the same process grants nothing new
+        if known:  # an identity carries its process's pid: a second pid is not that process
+            self._reject(identity, "a hello naming another process for a known identity")
+            return
+        local = not self.endpoint.startswith("tcp://")  # a pid we can look at
         for old in [p for p in group.peers.values() if p.instance == instance]:
-            group.peers.pop(old.identity, None)  # an earlier incarnation of the same instance
-            self._peers.pop(old.identity, None)
+            if local and _alive(old.incarnation):
+                self._reject(identity, "a hello for an instance whose process is running")
+                return
+            if local:  # an earlier incarnation of the same instance, dead: forget it
+                group.peers.pop(old.identity, None)
+                self._peers.pop(old.identity, None)
+            # across hosts both stay: a dead peer is forgotten at the first send to it
         peer = _Peer(
             identity, instance, info["group"], info["replica"], info["window"], info["pid"]
         )

@@ -454,6 +454,7 @@ def test_tcp_link_carries_frames_inline(tmp_path: Path, no_leaks) -> None:
 uses = "synthetic"
 frames = 40
 endpoint = "tcp://127.0.0.1:{port}"
+insecure = true
 [stages.check]
 uses = "rk_test_stages:FrameChecker"
 inputs = ["cam0"]

@@ -46,6 +46,7 @@ def test_a_curve_link_carries_every_frame_and_a_plain_peer_gets_nothing(
     tmp_path: Path, no_leaks
 ) -> None:
     _, secret = zmq.auth.create_certificates(str(tmp_path), "link")
+    Path(secret).chmod(0o600)
     port = free_port()
     graph = write_graph(tmp_path, graph_text(tmp_path, port, Path(secret).name, frames=90))
     stats = tmp_path / "stats.json"

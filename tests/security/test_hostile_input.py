@@ -112,6 +112,7 @@ frames = 200
 uses = "passthrough"
 inputs = ["cam0"]
 endpoint = "tcp://127.0.0.1:{port}"
+insecure = true
 [stages.out]
 uses = "jsonl"
 inputs = ["work"]
