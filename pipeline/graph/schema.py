@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..cpus import CPU_NAME
+from ..httpguard import is_loopback
 from ..secrets import mask_value
 
 __all__ = ["COMMON_KEYS", "PipelineSettings", "StageCommon", "format_validation_error"]
+
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]{8,}")
 
 
 class PipelineSettings(BaseModel):
@@ -45,12 +56,38 @@ class PipelineSettings(BaseModel):
         None, ge=0, le=65535, description="serve Prometheus metrics on this port (0: any free)"
     )
     prometheus_host: str = Field("127.0.0.1", description="address the metrics endpoint binds")
+    prometheus_token: str | None = Field(
+        None,
+        description="required of every scrape (Authorization: Bearer); needed when "
+        "prometheus_host is not localhost",
+    )
     fail_on_source_down_s: float | None = Field(
         None,
         gt=0,
         description="a camera not live this long ends the run with an error (exit 1), e.g. "
         "for systemd to restart it; default: wait for it forever",
     )
+
+    @field_validator("prometheus_token")
+    @classmethod
+    def _usable_token(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # prometheus_token = "${RKPIPE_METRICS_TOKEN:-}" unset: none
+        if not _TOKEN.fullmatch(value):
+            msg = "a token is at least 8 letters, digits or ._~- characters"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _token_beyond_localhost(self) -> PipelineSettings:
+        if not is_loopback(self.prometheus_host) and self.prometheus_token is None:
+            msg = (
+                f"prometheus_host {self.prometheus_host!r} lets other machines read the run's "
+                "metrics (stage names, cameras, rates): set prometheus_token (from an "
+                "environment variable such as ${RKPIPE_METRICS_TOKEN}) or listen on 127.0.0.1"
+            )
+            raise ValueError(msg)
+        return self
 
 
 CpuSpec = list[int] | list[list[int]] | str
