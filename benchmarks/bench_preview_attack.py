@@ -1,6 +1,7 @@
 """What a stranger's attack on the preview costs the rest of a run: a live camera (20 fps,
 240 frames) feeds the preview and a jsonl sink; 40 slowloris sockets and a 60 kB request line
-every half second hit the preview while a legitimate client polls it twice a second.
+every half second (or the line alone) hit the preview while a legitimate client polls it
+twice a second.
 
 Writes, per run: the frames the camera dropped (``live_overflow``: lost by every sink), the
 frames the jsonl sink delivered, and the legitimate requests answered of those tried.
@@ -47,8 +48,11 @@ path = "{dir}/out.jsonl"
 """
 
 
-def one_run(tree: Path, attack: bool) -> dict:
-    """One run of the graph, attacked or not; its figures."""
+MODES = {"none": None, "slowloris+line": 40, "line only": 0}  # slowloris sockets
+
+
+def one_run(tree: Path, mode: str) -> dict:
+    """One run of the graph under attack ``mode`` (see MODES); its figures."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         (d / "g.toml").write_text(GRAPH.format(dir=d))
@@ -61,7 +65,8 @@ def one_run(tree: Path, attack: bool) -> dict:
         threading.Thread(target=lambda: lines.extend(run.stderr or ()), daemon=True).start()
         poll_for(lambda: any("preview at http" in x for x in lines), 60)
         port = int(next(x for x in lines if "preview at http" in x).split(":")[-1].split("/")[0])
-        hits = Attack(port).start() if attack else None
+        sockets = MODES[mode]
+        hits = Attack(port, sockets=sockets).start() if sockets is not None else None
         client = Poller(port).start()
         out = d / "out.jsonl"
         poll_for(lambda: out.exists() and len(out.read_bytes().splitlines()) >= 200, 120)
@@ -71,7 +76,7 @@ def one_run(tree: Path, attack: bool) -> dict:
             hits.end()
         cam = json.loads((d / "s.json").read_text())["streams"]["cam0"]
         return {
-            "attacked": attack,
+            "attack": mode,
             "live_overflow": cam["dropped_at_source"].get("live_overflow", 0),
             "jsonl_delivered": cam["sinks"]["out"]["delivered"],
             "legit_answered": client.answered,
@@ -84,8 +89,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--tree", type=Path, default=ROOT, help="the rkpipe checkout to run")
     ap.add_argument("--out", type=Path, help="write the figures here as JSON")
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     args = ap.parse_args()
-    rows = [one_run(args.tree.resolve(), attack) for _ in range(args.runs) for attack in (0, 1)]
+    rows = [one_run(args.tree.resolve(), m) for _ in range(args.runs) for m in args.modes]
     for row in rows:
         print(json.dumps(row))
     if args.out:

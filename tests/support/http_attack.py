@@ -17,7 +17,8 @@ __all__ = ["Attack", "Poller"]
 @dataclass
 class Attack:
     """Slowloris on ``sockets`` connections (reopened when the server drops one) and a
-    ``line_kb`` kB request line sent on a fresh connection every ``line_every_s``."""
+    ``line_kb`` kB request line with no spaces (a bad request, which the server logs) sent
+    on a fresh connection every ``line_every_s``."""
 
     port: int
     sockets: int = 40
@@ -28,8 +29,9 @@ class Attack:
     threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> Attack:
-        self.threads = [threading.Thread(target=self._loris, daemon=True)]
-        self.threads.append(threading.Thread(target=self._long_lines, daemon=True))
+        self.threads = [threading.Thread(target=self._long_lines, daemon=True)]
+        if self.sockets:
+            self.threads.append(threading.Thread(target=self._loris, daemon=True))
         for t in self.threads:
             t.start()
         return self
