@@ -61,13 +61,13 @@ class Attack:
                 s.close()
 
     def _long_lines(self) -> None:
-        line = b"GET /" + b"A" * (self.line_kb * 1000)
+        line = b"GET/" + b"A" * (self.line_kb * 1000) + b"\r\n\r\n"  # no spaces: a 400
         while not self.stop.wait(self.line_every_s):
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=5) as s,
             ):
-                s.sendall(line + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                s.sendall(line)
                 s.recv(1024)
 
     def end(self) -> None:
