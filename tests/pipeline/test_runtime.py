@@ -466,6 +466,7 @@ path = "{tmp_path}/out.jsonl"
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
+    assert "warning: stages.cam0: the tcp:// link" in res.stderr  # insecure = true, said at run
     rows = read_jsonl(tmp_path / "out.jsonl")
     assert [r["seq"] for r in rows] == list(range(40))
     assert all(r["meta"]["frame_ok"] for r in rows)

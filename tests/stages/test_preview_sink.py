@@ -656,3 +656,21 @@ def test_two_previews_on_one_host_keep_their_own_cookie(preview) -> None:
     both = f"{cookie_a}; {cookie_b}"  # a browser sends every cookie of the host to each port
     assert _ask(a.port, "/api/status", Cookie=both)[0] == 200
     assert _ask(b.port, "/api/status", Cookie=both)[0] == 200
+
+
+def test_request_lines_are_masked_only_when_debug_lines_are_shown(preview, monkeypatch) -> None:
+    """Masking costs time on a stranger's text: it runs for a line that is printed only."""
+    calls = []
+    real = server_mod.mask
+    monkeypatch.setattr(server_mod, "mask", lambda text: (calls.append(1), real(text))[1])
+    sink = preview()
+    sink.ctx.log.setLevel("WARNING")
+    try:
+        assert _ask(sink.port, "/api/status?token=abcd1234")[0] == 200
+        assert _ask(sink.port, "/nothing-here")[0] == 404
+        assert calls == []
+        sink.ctx.log.setLevel("DEBUG")
+        assert _ask(sink.port, "/api/status")[0] == 200
+        assert calls
+    finally:
+        sink.ctx.log.setLevel("NOTSET")
