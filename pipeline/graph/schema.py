@@ -113,6 +113,12 @@ class StageCommon(BaseModel):
         description="with a tcp:// endpoint: a ZeroMQ certificate (the .key_secret file of "
         "zmq.auth.create_certificates) that encrypts the link and proves the producer",
     )
+    best_effort: bool | None = Field(
+        None,
+        description="a sink that falls behind gets frames it has no room for counted as "
+        "dropped ('behind') instead of holding up its producer and the other sinks; default: "
+        "the stage's own choice (true for preview)",
+    )
     insecure: bool = Field(
         False,
         description="with a tcp:// endpoint and no curve_key_file: carry the link (frames and "

@@ -30,7 +30,7 @@ from stages.sinks.preview.server import BOUNDARY
 from stages.sinks.preview.stage import PreviewSink
 from support.browser import FLAGS, Browser, chromium_path
 from support.http_attack import Attack, Poller
-from support.rkpipe import poll_for, read_jsonl, start_rkpipe, write_graph
+from support.rkpipe import child_pid, poll_for, read_jsonl, start_rkpipe, write_graph
 
 
 def _group_alive(pgid: int) -> bool:
@@ -674,3 +674,44 @@ def test_request_lines_are_masked_only_when_debug_lines_are_shown(preview, monke
         assert calls
     finally:
         sink.ctx.log.setLevel("NOTSET")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_hung_preview_drops_frames_counted_and_holds_up_no_other_sink(
+    tmp_path: Path, no_leaks
+) -> None:
+    """The preview's process is stopped (SIGSTOP) for 4 s, longer than the camera's pool
+    lasts: its producer does not wait for it; the preview's frames meanwhile are counted
+    ``behind`` and the jsonl sink beside it gets every frame the camera sent."""
+    graph = write_graph(
+        tmp_path,
+        '[stages.cam0]\nuses = "synthetic"\nlive = true\nfps = 20\nframes = 200\n'
+        "width = 160\nheight = 120\n"
+        '[stages.view]\nuses = "preview"\ninputs = ["cam0"]\nport = 0\n'
+        f'[stages.out]\nuses = "jsonl"\ninputs = ["cam0"]\npath = "{tmp_path}/out.jsonl"\n',
+    )
+    stats = tmp_path / "stats.json"
+    run = start_rkpipe("run", str(graph), "--no-live", "--stats-out", str(stats))
+    out = tmp_path / "out.jsonl"
+    rows = lambda: len(out.read_bytes().splitlines()) if out.exists() else 0  # noqa: E731
+    try:
+        assert poll_for(lambda: rows() >= 30, 60)
+        view = child_pid(run, "view")
+        assert view is not None
+        os.kill(view, signal.SIGSTOP)
+        try:
+            stopped_at = rows()
+            assert poll_for(lambda: rows() >= stopped_at + 80, 30)  # 4 s of frames go on
+        finally:
+            os.kill(view, signal.SIGCONT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0, err[-3000:]
+    cam = json.loads(stats.read_text())["streams"]["cam0"]
+    overflow = cam["dropped_at_source"].get("live_overflow", 0)
+    assert overflow <= 20, json.dumps(cam)  # the machine's own noise; a stalled producer: ~80
+    assert cam["sinks"]["out"]["delivered"] == rows() == 200 - overflow
+    assert cam["sinks"]["view"]["dropped_by_reason"].get("behind", 0) >= 40, json.dumps(cam)
+    assert cam["sinks"]["view"]["exact"] and cam["sinks"]["out"]["exact"]

@@ -74,6 +74,7 @@ class PreviewSink(Stage[PreviewSinkConfig]):
     """Serve a live view of every stream at ``http://host:port/`` (port 0: a free one)."""
 
     replicable = False
+    best_effort = True  # a viewer's picture may skip frames; the other sinks may not
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config
