@@ -119,6 +119,7 @@ class _Group:
     peers: dict[bytes, _Peer] = field(default_factory=dict)
     best_effort: bool = False
     links: dict[str, tuple[int, bool]] = field(default_factory=dict)  # stream -> (seq, skipped)
+    joined: bool = False  # a replica has said HELLO (a best-effort one is waited for till then)
 
 
 class Outlet:
@@ -224,6 +225,7 @@ class Outlet:
         )
         self._peers[identity] = peer
         group.peers[identity] = peer
+        group.joined = True
 
     def ready(self, stream: str | None = None) -> bool:
         """True when every downstream stage can take a message (of ``stream``) now: one of
@@ -231,8 +233,8 @@ class Outlet:
         return all(self._has_room(g, stream) for g in self.groups.values() if g.expected)
 
     def _has_room(self, group: _Group, stream: str | None) -> bool:
-        if group.best_effort:  # never waited for once it is there (see send)
-            return self._target(group, stream or "") is not None
+        if group.best_effort:  # waited for until it first joins, never after (see send)
+            return group.joined or self._target(group, stream or "") is not None
         if group.partition and stream is not None:
             peer = self._owner(group, stream)
             return peer is not None and peer.credits > 0

@@ -325,14 +325,22 @@ class PreviewServer:
             except OSError:  # out of file descriptors, a connection reset before accept
                 return
             sock.setblocking(False)
-            mine = [p for p in self.pending.values() if p.address[0] == address[0]]
+            mine = [fd for fd, p in self.pending.items() if p.address[0] == address[0]]
             if len(mine) >= PENDING_PER_ADDRESS:
-                self._drop(mine[0].sock.fileno())  # that address's oldest unfinished head
+                self._evict(mine)  # that address's oldest unfinished head
             elif len(self.pending) >= MAX_PENDING:
-                self._drop(next(iter(self.pending)))
+                self._evict(list(self.pending))
             pending = _Pending(sock, address, time.monotonic() + HEAD_TIMEOUT_S)
             self.pending[sock.fileno()] = pending
             self.selector.register(sock, selectors.EVENT_READ)
+
+    def _evict(self, oldest_first: list[int]) -> None:
+        """Make room for one more head: drop the oldest one still unfinished, reading each
+        first (a complete request that came in the same burst is served, not dropped)."""
+        for fd in oldest_first:
+            self._read(fd)
+            if fd in self.pending:
+                return self._drop(fd)
 
     def _read(self, fd: int) -> None:
         pending = self.pending.get(fd)
