@@ -17,7 +17,7 @@ from typing import Any
 from . import __version__
 from .cpus import Topology, format_cpus, topology_for
 from .errors import EXIT_FAILED, EXIT_INTERRUPTED, GraphError, RkpipeError
-from .graph.load import load_graph
+from .graph.load import Graph, insecure_links, load_graph
 from .graph.plan import make_plan
 from .output_files import folder_problem, make_folder, write_replacing
 from .outputs import unwritable
@@ -103,8 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warn_insecure(graph: Graph) -> None:
+    """Say, on stderr, which links the graph sends in clear."""
+    for line in insecure_links(graph):
+        print(f"rkpipe: warning: {line}", file=sys.stderr)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     graph = load_graph(args.graph, cpus=args.cpus)
+    _warn_insecure(graph)
     n = len(make_plan(graph, "check", "/tmp/rkpipe-check").instances)
     print(f"{args.graph}: ok ({len(graph.stages)} stages, {n} processes)")
     return 0
@@ -138,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .supervise.supervisor import Supervisor
 
     graph = load_graph(args.graph)
+    _warn_insecure(graph)
     if args.stats_out:  # checked now, not at the end
         folder = Path(os.path.abspath(args.stats_out)).parent
         why = unwritable(args.stats_out.resolve()) or folder_problem(folder, sticky_ok=True)

@@ -16,8 +16,13 @@ Stage processes get the remembered values from the supervisor, so their text is 
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+import sys
+import threading
+import traceback
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,10 +33,12 @@ __all__ = [
     "is_secret_name",
     "known",
     "mask",
+    "mask_excepthooks",
     "mask_options",
     "mask_url",
     "mask_value",
     "remember",
+    "shorten",
 ]
 
 MASK = "***"
@@ -44,11 +51,15 @@ _SECRET_WORDS = frozenset(
     }
 )  # fmt: skip
 # ``password_env`` names a variable and ``keyfile``/``key_path`` a file: not secrets themselves
-_NOT_SECRET_LAST = frozenset({"env", "file", "path", "dir", "name", "names", "id", "host"})
+# and ``KeyError: 'abc'`` names an exception, whose argument is no secret
+_NOT_SECRET_LAST = frozenset(
+    {"env", "file", "path", "dir", "name", "names", "id", "host", "error", "exception", "warning"}
+)
 
 _known: set[str] = set()
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
     """Whether a key, variable or query parameter named ``name`` holds a secret:
     ``password``, ``MQTT_PASS``, ``api_key``, ``X-Amz-Signature``; not ``password_env``."""
@@ -67,18 +78,26 @@ def known() -> list[str]:
     return sorted(_known)
 
 
+# Every pattern below is linear in the text it reads (it is run on what strangers send: request
+# lines, names, camera errors): a match may only start where a run of its characters starts
+# (a look-behind), and each part that could run on is bounded, so no start is tried twice
+# over a long run of the same characters.
 # scheme://userinfo@ ; the userinfo is what comes before the last "@" of the authority
-_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_URL = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s'\"<>]+")
 # user:password@host written without a scheme (a mistyped URL): the password goes
-_BARE_USERINFO = re.compile(r"(?<![\w.%+-])([\w.%+-]+):([^\s/@'\"]+)@(?=[\w\[])")
+_BARE_USERINFO = re.compile(r"(?<![\w.%+-])([\w.%+-]{1,128}):([^\s/@'\":]{1,256})@(?=[\w\[])")
 # name=value in a query string (also after ";" and "&amp;")
-_QUERY = re.compile(r"([?&;])([^=&;#\s'\"]+)=([^&;#\s'\"]*)")
+_QUERY = re.compile(r"([?&;])([^=&;#?\s'\"]{1,128})=([^&;#\s'\"]*)")
 # key='value', 'key': 'value', "key": "value", key=value (a bare value only after "=": after
 # "key:" it is prose, as in "stages.m.password: expected a string")
 _PAIR = re.compile(
-    r"""(?P<q>['"]?)(?P<key>[A-Za-z_][\w.-]*)(?P=q)"""
-    r"""(?:(?P<sep>\s*[:=]\s*)(?P<vq>['"])(?P<qv>.*?)(?P=vq)|(?P<eq>\s*=\s*)(?P<bare>[^\s,;'"&)}\]]+))"""
+    r"""(?<![\w.-])(?P<q>['"]?)(?P<key>(?=[A-Za-z_])(?i:[\w.-]{0,63}?"""
+    r"""(?:pas|pw|secret|token|key|sig|auth|cookie|credential)[\w.-]{0,63}))(?P=q)"""
+    r"""(?:(?P<sep>\s{0,8}[:=]\s{0,8})(?:'(?P<sq>[^'\n]{0,512})'|"(?P<dq>[^"\n]{0,512})")"""
+    r"""|(?P<eq>\s{0,8}=\s{0,8})(?P<bare>[^\s,;'"&)}\]]+))"""
 )
+#: At most this many characters of one log record are shown (its start and its end).
+MAX_SHOWN = 16_384
 
 
 def mask_url(url: str) -> str:
@@ -108,10 +127,11 @@ def _mask_query(text: str) -> str:
 
 
 def _mask_pair(m: re.Match[str]) -> str:
-    value = m.group("qv") if m.group("vq") else m.group("bare")
+    quote = "'" if m.group("sq") is not None else '"' if m.group("dq") is not None else ""
+    value = m.group("sq") if quote == "'" else m.group("dq") if quote else m.group("bare")
     if not value or value == MASK or not is_secret_name(m.group("key")):
         return m.group(0)
-    quote, sep = m.group("vq") or "", m.group("sep") or m.group("eq")
+    sep = m.group("sep") or m.group("eq")
     return f"{m.group('q')}{m.group('key')}{m.group('q')}{sep}{quote}{MASK}{quote}"
 
 
@@ -148,8 +168,39 @@ def mask_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: mask_value(str(k), v) for k, v in options.items()}
 
 
+def shorten(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` cut to about ``limit`` characters, keeping its start and its end (where a
+    traceback says what failed): a stranger's 60 kB request line is not worth a 60 kB log line."""
+    if len(text) <= limit:
+        return text
+    head, tail = limit * 3 // 4, limit // 4
+    return f"{text[:head]} ... ({len(text) - head - tail} characters left out) ... {text[-tail:]}"
+
+
 class MaskingFormatter(logging.Formatter):
-    """A log formatter whose output (message and traceback alike) goes through :func:`mask`."""
+    """A log formatter whose output (message and traceback alike) goes through :func:`mask`,
+    cut to :data:`MAX_SHOWN` characters first. It runs only for records that are printed."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask(super().format(record))
+        return mask(shorten(super().format(record)))
+
+
+def _print_masked(
+    kind: type[BaseException], exc: BaseException | None, tb: TracebackType | None, head: str
+) -> None:
+    text = head + "".join(traceback.format_exception(kind, exc, tb))
+    print(mask(shorten(text)), file=sys.stderr, end="", flush=True)
+
+
+def _thread_hook(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:  # as Python's own hook: a thread may end itself so
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    _print_masked(args.exc_type, args.exc_value, args.exc_traceback, f"Exception in {name}:\n")
+
+
+def mask_excepthooks() -> None:
+    """Print an uncaught exception of this process, in any thread, masked: a stage's reader
+    thread that dies quoting its camera URL must not print the password."""
+    sys.excepthook = lambda kind, exc, tb: _print_masked(kind, exc, tb, "")
+    threading.excepthook = _thread_hook

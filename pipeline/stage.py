@@ -50,6 +50,9 @@ class Stage(Generic[C]):
     Config: ClassVar[type[StageConfig]] = StageConfig
     #: False for stages that must see each stream in order through one instance (trackers).
     replicable: ClassVar[bool] = True
+    #: True for a sink that may fall behind (the preview): its producer never waits for it,
+    #: a frame it has no room for reaches it as a SKIP counted ``behind`` (graph: best_effort).
+    best_effort: ClassVar[bool] = False
     #: >0 for stages that mostly wait on a device (an NPU): ``process`` then runs in a stage
     #: thread with up to this many messages queued for it, so receiving, sending and copying
     #: overlap the device's work and it never idles between messages. Results keep order.

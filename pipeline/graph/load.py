@@ -14,6 +14,8 @@ import difflib
 import json
 import os
 import re
+import shlex
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
-__all__ = ["Graph", "StageDef", "load_graph"]
+__all__ = ["Graph", "StageDef", "insecure_links", "load_graph"]
 
 
 @dataclass
@@ -265,14 +267,50 @@ def _check_stream_paths(stages: dict[str, StageDef], graph_dir: Path, problems: 
                     break
 
 
+def insecure_links(graph: Graph) -> list[str]:
+    """A warning for each tcp:// link the graph lets go in clear (``insecure = true``)."""
+    return [
+        f"stages.{name}: the tcp:// link {sdef.common.endpoint} is not encrypted (insecure = "
+        "true): anyone on the network can read its frames and the run's token; set "
+        "curve_key_file to encrypt it"
+        for name, sdef in graph.stages.items()
+        if (sdef.common.endpoint or "").startswith("tcp://") and not sdef.common.curve_key_file
+    ]
+
+
+def _key_file_problem(path: Path, key: str) -> str | None:
+    """Why a CurveZMQ secret key file is not safe to use: readable by others, or not ours."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None  # reading it says what is wrong
+    if st.st_uid != os.getuid():
+        return f"{key!r} belongs to another user (uid {st.st_uid}): a key must be your own"
+    if stat.S_IMODE(st.st_mode) not in (0o600, 0o400):
+        mode = oct(stat.S_IMODE(st.st_mode))[2:]
+        return (
+            f"{key!r} is mode {mode}: a secret key must be readable by you alone; "
+            f"run: chmod 600 {shlex.quote(str(path))}"
+        )
+    return None
+
+
 def _check_curve(stages: dict[str, StageDef], graph_dir: Path, problems: _Problems) -> None:
-    """A CurveZMQ certificate is for a tcp:// link, and must be one ZeroMQ can load."""
+    """A tcp:// link is CurveZMQ unless the graph says ``insecure``; a certificate is for a
+    tcp:// link, must be one ZeroMQ can load, and must be the user's alone (0600 or 0400)."""
     for name, sdef in stages.items():
         key = sdef.common.curve_key_file
+        tcp = (sdef.common.endpoint or "").startswith("tcp://")
         if key is None:
+            if tcp and not sdef.common.insecure:
+                problems.add(
+                    ("stages", name, "endpoint"),
+                    "a tcp:// link carries frames and the run's token: encrypt it with "
+                    "curve_key_file, or set insecure = true to send it in clear",
+                )
             continue
         keys = ("stages", name, "curve_key_file")
-        if not (sdef.common.endpoint or "").startswith("tcp://"):
+        if not tcp:
             problems.add(keys, 'encrypts a tcp:// link: set endpoint = "tcp://HOST:PORT" too')
             continue
         try:
@@ -286,6 +324,8 @@ def _check_curve(stages: dict[str, StageDef], graph_dir: Path, problems: _Proble
                 f"{key!r} has no secret key: name the .key_secret file that "
                 "zmq.auth.create_certificates() made",
             )
+        elif (why := _key_file_problem(graph_dir / key, key)) is not None:
+            problems.add(keys, why)
 
 
 def _check_links(

@@ -38,6 +38,7 @@ class InstanceSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     curve_key_file: str | None = None  # this instance's tcp link is CurveZMQ with these keys
     input_curve: dict[str, str] = field(default_factory=dict)  # producer stage -> its keys
+    best_effort: list[str] = field(default_factory=list)  # downstream stages that may lag
 
     @property
     def instance(self) -> str:
@@ -123,6 +124,7 @@ def make_plan(graph: Graph, run_id: str, ipc_dir: str) -> Plan:
             c: [instance_id(c, r, counts[c]) for r in range(counts[c])] for c in consumers[name]
         }
         partition = [c for c in consumers[name] if stages[c].common.partition == "stream"]
+        best_effort = [c for c in consumers[name] if _best_effort(stages[c])]
         for r in range(n):
             options = {**sdef.options, **per_replica[name][r]}
             instances.append(
@@ -148,6 +150,7 @@ def make_plan(graph: Graph, run_id: str, ipc_dir: str) -> Plan:
                         if (key := _key_file(stages[p], graph)) is not None
                     },
                     window=graph.settings.window,
+                    best_effort=best_effort,
                     pool_slots=sdef.common.pool_slots or slots[name],
                     graph_dir=str(graph.graph_dir.resolve()),
                     run_id=run_id,
@@ -155,6 +158,12 @@ def make_plan(graph: Graph, run_id: str, ipc_dir: str) -> Plan:
                 )
             )
     return Plan(graph, run_id, ipc_dir, instances)
+
+
+def _best_effort(sdef: StageDef) -> bool:
+    """Whether a stage's producers may leave it behind (see ``Stage.best_effort``)."""
+    chosen = sdef.common.best_effort
+    return sdef.cls.best_effort if chosen is None else chosen
 
 
 def _key_file(sdef: StageDef, graph: Graph) -> str | None:

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..cpus import CPU_NAME
+from ..httpguard import is_loopback
 from ..names import MAX_PIPELINE_NAME, ident_problem
 from ..secrets import mask_value
 
 __all__ = ["COMMON_KEYS", "PipelineSettings", "StageCommon", "format_validation_error"]
+
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]{8,}")
 
 
 class PipelineSettings(BaseModel):
@@ -50,6 +61,11 @@ class PipelineSettings(BaseModel):
         None, ge=0, le=65535, description="serve Prometheus metrics on this port (0: any free)"
     )
     prometheus_host: str = Field("127.0.0.1", description="address the metrics endpoint binds")
+    prometheus_token: str | None = Field(
+        None,
+        description="required of every scrape (Authorization: Bearer); needed when "
+        "prometheus_host is not localhost",
+    )
     fail_on_source_down_s: float | None = Field(
         None,
         gt=0,
@@ -63,6 +79,27 @@ class PipelineSettings(BaseModel):
         if why := ident_problem(value, "pipeline name", MAX_PIPELINE_NAME):
             raise ValueError(why)
         return value
+
+    @field_validator("prometheus_token")
+    @classmethod
+    def _usable_token(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # prometheus_token = "${RKPIPE_METRICS_TOKEN:-}" unset: none
+        if not _TOKEN.fullmatch(value):
+            msg = "a token is at least 8 letters, digits or ._~- characters"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _token_beyond_localhost(self) -> PipelineSettings:
+        if not is_loopback(self.prometheus_host) and self.prometheus_token is None:
+            msg = (
+                f"prometheus_host {self.prometheus_host!r} lets other machines read the run's "
+                "metrics (stage names, cameras, rates): set prometheus_token (from an "
+                "environment variable such as ${RKPIPE_METRICS_TOKEN}) or listen on 127.0.0.1"
+            )
+            raise ValueError(msg)
+        return self
 
 
 CpuSpec = list[int] | list[list[int]] | str
@@ -87,6 +124,17 @@ class StageCommon(BaseModel):
         None,
         description="with a tcp:// endpoint: a ZeroMQ certificate (the .key_secret file of "
         "zmq.auth.create_certificates) that encrypts the link and proves the producer",
+    )
+    best_effort: bool | None = Field(
+        None,
+        description="a sink that falls behind gets frames it has no room for counted as "
+        "dropped ('behind') instead of holding up its producer and the other sinks; default: "
+        "the stage's own choice (true for preview)",
+    )
+    insecure: bool = Field(
+        False,
+        description="with a tcp:// endpoint and no curve_key_file: carry the link (frames and "
+        "the run's token) in clear; refused unless set, and warned of at validate and run",
     )
     on_failure: Literal["restart", "disable", "stop"] | None = Field(
         None,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import EXIT_SETUP, GraphError, StageSetupError
 from ..outputs import prepare_outputs
-from ..secrets import MaskingFormatter, mask, remember
+from ..secrets import MaskingFormatter, mask, mask_excepthooks, remember
 from ..supervise.affinity import cap_opencv_threads, pin_to_cpus, set_process_name
 from .job import Job, run_token
 
@@ -69,6 +69,7 @@ def main() -> int:
     pin_to_cpus(spec.cpus)
     cap_opencv_threads(spec.cpus)
     remember(*job.secrets)  # values the graph took from secret-named ${VAR}s
+    mask_excepthooks()  # a traceback of any of the stage's threads is printed masked
     handler = logging.StreamHandler()
     handler.setFormatter(MaskingFormatter(f"[{spec.instance}] %(message)s"))
     logging.basicConfig(level=job.log_level, handlers=[handler])

@@ -19,7 +19,10 @@ from ..transport.codec import END, MSG, SKIP, encode, encode_control
 from ..transport.framepool import FramePool, PoolReader
 from ..transport.links import Outlet, Reject
 
-__all__ = ["Accounting", "Outputs"]
+__all__ = ["BEHIND", "Accounting", "Outputs"]
+
+#: The drop reason of a frame a best-effort sink (the preview) had no room for.
+BEHIND = "behind"
 
 Accounting = tuple[int, list[tuple[int, str]], str]  # (sd, lost, skip reason)
 
@@ -37,8 +40,9 @@ class Outputs:
     ) -> None:
         secret = load_certificate(spec.curve_key_file)[1] if spec.curve_key_file else None
         self.outlet = Outlet(
-            spec.endpoint, spec.outputs, spec.partition, token, on_reject, curve_secret=secret
-        )
+            spec.endpoint, spec.outputs, spec.partition, token, on_reject, curve_secret=secret,
+            best_effort=spec.best_effort,
+        )  # fmt: skip
         self.pool = pool
         self.reader = reader
         self.inline_all = spec.endpoint.startswith("tcp://")
@@ -74,14 +78,19 @@ class Outputs:
             parts = encode(msg, MSG, more, self.pool, self.reader, self.inline_all, list(acct))
         finally:
             msg.prev = saved
-        return self.outlet.send(parts, msg.stream)
+
+        def behind() -> list:  # what a best-effort stage without room gets in its place
+            why = [acct[0], acct[1], BEHIND]
+            return encode_control(SKIP, msg.stream, msg.seq, prev, more, why, msg.t_mono_ns)
+
+        return self.outlet.send(parts, msg.stream, behind, msg.seq)
 
     def marker(self, kind: int, msg: Message, more: bool, acct: Accounting) -> bool:
         """Send a SKIP (this frame was dropped, ``acct``'s reason says why) or END marker."""
         assert kind in (SKIP, END)
         prev = self._link_prev(msg.stream, msg.seq, msg.prev)
         parts = encode_control(kind, msg.stream, msg.seq, prev, more, list(acct), msg.t_mono_ns)
-        return self.outlet.send(parts, msg.stream)
+        return self.outlet.send(parts, msg.stream, None, msg.seq)
 
     def wait_for_room(
         self, stream: str | None, meanwhile: Callable[[], None], stop: Callable[[], bool]

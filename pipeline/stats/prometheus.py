@@ -7,17 +7,24 @@ counters end in ``_total``, latency is a histogram, and every series carries the
 ``pipeline`` name. The label for an instance is ``replica`` rather than ``instance``:
 Prometheus sets ``instance`` on every scraped series itself, and would rename ours to
 ``exported_instance``.
+
+Only requests that name this machine in their Host header are answered (no DNS rebinding),
+and, with ``prometheus_token``, only those that carry it as ``Authorization: Bearer``: a graph
+cannot listen beyond localhost without one.
 """
 
 from __future__ import annotations
 
 import platform
+import socket
 import threading
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from .. import __version__
 from ..errors import RkpipeError
+from ..httpguard import bearer, host_names, host_part, known_host, token_matches
 from .report import InstanceRow, Snapshot
 
 __all__ = ["LATENCY_BUCKETS_S", "MetricsServer", "SnapshotCollector", "start_metrics"]
@@ -162,23 +169,56 @@ class MetricsServer:
         self._server.server_close()
 
 
-def start_metrics(host: str, port: int) -> MetricsServer:
-    """Serve ``/metrics`` on ``host:port`` (0: any free port) from a background thread.
-    Raises RkpipeError, before any stage starts, if it cannot."""
+def _guarded_handler(registry: Any, token: str | None) -> type:
+    """A MetricsHandler that answers only requests naming this machine (Host) and, with a
+    ``token``, carrying it (``Authorization: Bearer``), before any work."""
+    from prometheus_client.exposition import MetricsHandler
+
+    allowed = {"localhost", *host_names()}
+
+    class Guarded(MetricsHandler):
+        timeout = 10  # a client that sends nothing for this long is dropped
+
+        def do_GET(self) -> None:
+            if not known_host(host_part(self.headers.get("Host", "")), allowed):
+                return self._refuse(403, b"unknown host name\n")
+            given = bearer(self.headers.get("Authorization", ""))
+            if token is not None and not token_matches(given, token):
+                return self._refuse(401, b"this endpoint needs its token (Bearer)\n")
+            super().do_GET()
+
+        def _refuse(self, code: int, body: bytes) -> None:
+            self.send_response(code)
+            if code == 401:
+                self.send_header("WWW-Authenticate", "Bearer")
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    Guarded.registry = registry
+    return Guarded
+
+
+def start_metrics(host: str, port: int, token: str | None = None) -> MetricsServer:
+    """Serve ``/metrics`` on ``host:port`` (0: any free port) from a background thread, to
+    requests that name this machine and carry ``token`` (where set). Raises RkpipeError,
+    before any stage starts, if it cannot."""
     try:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
     except ImportError:
         msg = f"the Prometheus endpoint needs the prometheus-client package: {INSTALL_HINT}"
         raise RkpipeError(msg) from None
     collector = SnapshotCollector()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server_cls = type("MetricsHTTPServer", (ThreadingHTTPServer,), {"address_family": family})
     try:
-        started = start_http_server(port, addr=host, registry=registry)
+        server = server_cls((host, port), _guarded_handler(registry, token))
     except OSError as exc:
         msg = f"prometheus_port {port}: cannot listen on {host}:{port}: {exc.strerror or exc}"
         raise RkpipeError(msg) from None
-    if not started:  # prometheus-client before 0.17 returns nothing we could stop
-        msg = f"prometheus-client is too old to serve metrics; {INSTALL_HINT}"
-        raise RkpipeError(msg)
-    return MetricsServer(started[0], collector, host)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return MetricsServer(server, collector, host)

@@ -10,8 +10,14 @@ the shared-memory pools and makes "wait" (files) and "drop oldest" (cameras) exa
 
 Only the run's own processes may join a link: a HELLO must carry the run's token, each
 consumer process connects under an identity of its own (instance, pid and a random part), and
-frames go only to identities that said a valid HELLO. Anything else a peer sends is refused
-and reported through ``on_reject``, never raised.
+frames go only to identities that said a valid HELLO. A best-effort stage (the preview) never
+holds its producer back: a frame it has no credit for goes to it as a SKIP marker instead
+(counted ``behind`` at that sink), so the other sinks keep every frame while it lags.
+
+A HELLO never evicts a live consumer:
+one that names another pid for a known identity is refused, and one for an instance whose
+process still runs (on this host) is refused too; only a dead incarnation's place is taken.
+Anything else a peer sends is refused and reported through ``on_reject``, never raised.
 """
 
 from __future__ import annotations
@@ -82,6 +88,19 @@ def secure_endpoint(sock: zmq.Socket, endpoint: str) -> None:
             os.chmod(path, 0o600)
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (a consumer's HELLO names its pid)."""
+    if pid <= 0:  # 0 and below name process groups, not a process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class _Peer:
     identity: bytes
@@ -98,6 +117,9 @@ class _Group:
     expected: list[str]  # instance ids
     partition: bool = False
     peers: dict[bytes, _Peer] = field(default_factory=dict)
+    best_effort: bool = False
+    links: dict[str, tuple[int, bool]] = field(default_factory=dict)  # stream -> (seq, skipped)
+    joined: bool = False  # a replica has said HELLO (a best-effort one is waited for till then)
 
 
 class Outlet:
@@ -111,6 +133,7 @@ class Outlet:
         token: str = "",
         on_reject: Reject | None = None,
         curve_secret: bytes | None = None,
+        best_effort: Iterable[str] = (),
     ) -> None:
         self.endpoint = endpoint
         self.token = token
@@ -122,8 +145,12 @@ class Outlet:
             self.sock.curve_publickey = zmq.curve_public(curve_secret)
             self.sock.curve_server = True
         secure_endpoint(self.sock, endpoint)
-        parts = set(partition)
-        self.groups = {g: _Group(g, list(ids), g in parts) for g, ids in groups.items()}
+        parts, lagging = set(partition), set(best_effort)
+        self.groups = {
+            g: _Group(g, list(ids), g in parts, best_effort=g in lagging)
+            for g, ids in groups.items()
+        }
+        self.behind = 0  # frames a best-effort stage got as a SKIP for want of room
         self._peers: dict[bytes, _Peer] = {}
 
     def poll_credits(self, timeout_ms: int = 0) -> bool:
@@ -181,14 +208,24 @@ class Outlet:
         known = self._peers.get(identity)
         if known and known.incarnation == info["pid"]:
             return  # a repeated HELLO from the same process grants nothing new
+        if known:  # an identity carries its process's pid: a second pid is not that process
+            self._reject(identity, "a hello naming another process for a known identity")
+            return
+        local = not self.endpoint.startswith("tcp://")  # a pid we can look at
         for old in [p for p in group.peers.values() if p.instance == instance]:
-            group.peers.pop(old.identity, None)  # an earlier incarnation of the same instance
-            self._peers.pop(old.identity, None)
+            if local and _alive(old.incarnation):
+                self._reject(identity, "a hello for an instance whose process is running")
+                return
+            if local:  # an earlier incarnation of the same instance, dead: forget it
+                group.peers.pop(old.identity, None)
+                self._peers.pop(old.identity, None)
+            # across hosts both stay: a dead peer is forgotten at the first send to it
         peer = _Peer(
             identity, instance, info["group"], info["replica"], info["window"], info["pid"]
         )
         self._peers[identity] = peer
         group.peers[identity] = peer
+        group.joined = True
 
     def ready(self, stream: str | None = None) -> bool:
         """True when every downstream stage can take a message (of ``stream``) now: one of
@@ -196,6 +233,8 @@ class Outlet:
         return all(self._has_room(g, stream) for g in self.groups.values() if g.expected)
 
     def _has_room(self, group: _Group, stream: str | None) -> bool:
+        if group.best_effort:  # waited for until it first joins, never after (see send)
+            return group.joined or self._target(group, stream or "") is not None
         if group.partition and stream is not None:
             peer = self._owner(group, stream)
             return peer is not None and peer.credits > 0
@@ -217,15 +256,64 @@ class Outlet:
                     group.peers.pop(peer.identity, None)
                     self._peers.pop(peer.identity, None)
 
-    def send(self, parts: list, stream: str = "") -> bool:
+    def send(
+        self,
+        parts: list,
+        stream: str = "",
+        behind: Callable[[], list] | None = None,
+        seq: int = -1,
+    ) -> bool:
         """Send to one replica of every downstream stage; False (nothing sent to the
-        stages lacking credit) if ``ready()`` was not checked first."""
+        stages lacking credit) if ``ready()`` was not checked first. A best-effort stage
+        without room gets ``behind()`` (a SKIP in this frame's place) instead, or, for a
+        marker (``behind`` None), the marker itself; every part of link ``seq`` the same."""
         ok = True
         copy = all(memoryview(p).nbytes <= _ZERO_COPY_MIN for p in parts)  # small: just copy
         for group in self.groups.values():
-            if group.expected:
+            if group.expected and group.best_effort:
+                self._send_lagging(group, parts, stream, behind, seq, copy)
+            elif group.expected:
                 ok &= self._send_group(group, parts, stream, copy)
         return ok
+
+    def _send_lagging(
+        self,
+        group: _Group,
+        parts: list,
+        stream: str,
+        behind: Callable[[], list] | None,
+        seq: int,
+        copy: bool,
+    ) -> None:
+        """To a best-effort stage: the message if it has room (or the link's first part
+        went), else a SKIP, sent past its credit; never waited for. A peer whose queue is
+        full (hung) is forgotten until it says HELLO again: its restart counts the hole."""
+        link = group.links.get(stream)
+        first = link is None or link[0] != seq  # the first part of its link
+        if link is None or first:
+            skipped = behind is not None and self._pick(group, stream) is None
+        else:
+            skipped = link[1]  # every part of a link alike
+        group.links[stream] = (seq, skipped)
+        if skipped and behind is not None:
+            self.behind += first
+            parts, copy = behind(), True
+        peer = self._pick(group, stream) or self._target(group, stream)
+        if peer is None:
+            return
+        try:
+            self.sock.send_multipart([peer.identity, *parts], copy=copy, flags=zmq.NOBLOCK)
+        except zmq.ZMQError:  # gone (EHOSTUNREACH) or its queue is full (EAGAIN)
+            group.peers.pop(peer.identity, None)
+            self._peers.pop(peer.identity, None)
+            return
+        peer.credits -= 1
+
+    def _target(self, group: _Group, stream: str) -> _Peer | None:
+        """A connected replica of ``group`` for ``stream``, with credit or not."""
+        if group.partition and stream:
+            return self._owner(group, stream)
+        return max(group.peers.values(), key=lambda p: p.credits, default=None)
 
     def _send_group(self, group: _Group, parts: list, stream: str, copy: bool) -> bool:
         while True:

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.secrets import is_secret_name
 from stages.capture.decoder_errors import explain
 
-__all__ = ["DecoderProcess", "spawn_owned"]
+__all__ = ["DecoderProcess", "decoder_env", "spawn_owned"]
 
 # Run by ``python -I -S -c``: no site, no imports beyond the standard library's core, so it
 # costs ~20 ms before the exec. argv: PARENT_PID COMMAND [ARGS...]
@@ -42,32 +43,74 @@ _F_SETPIPE_SZ = 1031
 SizeParser = Callable[[str], "tuple[int, int] | None"]
 
 
+# what a decoder keeps of the stage's environment: where programs, libraries, plugins and
+# devices are, and the locale; never the run's token, its job or a password variable
+_KEPT = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "XDG_RUNTIME_DIR")
+_KEPT_PREFIXES = ("LC_", "GST_", "LIBVA_", "VDPAU_", "CUDA_", "NVIDIA_", "MPP_", "RGA_")
+
+
+def decoder_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The minimal environment a decoder runs in (of ``environ``, default this process's)."""
+    environ = dict(os.environ if environ is None else environ)
+    return {
+        k: v
+        for k, v in environ.items()
+        if (k in _KEPT or k.startswith(_KEPT_PREFIXES)) and not is_secret_name(k)
+    }
+
+
 def spawn_owned(argv: list[str], **popen: object) -> subprocess.Popen[bytes]:
-    """Start ``argv`` so that it is SIGKILLed when this process (thread) dies."""
+    """Start ``argv`` so that it is SIGKILLed when this process (thread) dies, in the minimal
+    environment (``decoder_env``)."""
     wrapper = [sys.executable, "-I", "-S", "-c", _PDEATHSIG_EXEC, str(os.getpid())]
-    return subprocess.Popen([*wrapper, *argv], stdin=subprocess.DEVNULL, **popen)  # type: ignore[call-overload]
+    popen.setdefault("stdin", subprocess.DEVNULL)
+    popen.setdefault("env", decoder_env())
+    return subprocess.Popen([*wrapper, *argv], **popen)  # type: ignore[call-overload]
+
+
+def _fed_pipe(data: bytes) -> int:
+    """The read end of a pipe that holds ``data`` and then ends (``data`` fits its buffer)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        if len(data) > select.PIPE_BUF * 8:  # a URL and a few options: far below 64 kB
+            msg = f"{len(data)} bytes are too many for a decoder's input pipe"
+            raise OSError(msg)
+        os.write(write_fd, data)
+    except OSError:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return read_fd
 
 
 class DecoderProcess:
-    """One run of a decoder command. ``argv_for(fd)`` builds the command that writes raw
-    frames to file descriptor ``fd`` (``pipe:FD`` for ffmpeg, ``fdsink fd=FD`` for
-    GStreamer); stdout and stderr are read as text by a thread, which keeps the last lines
-    and finds the output frame size with ``parse_size``."""
+    """One run of a decoder command. ``argv_for(fd, feed_fd)`` builds the command that
+    writes raw frames to file descriptor ``fd`` (``pipe:FD`` for ffmpeg, ``fdsink fd=FD`` for
+    GStreamer) and, where ``feed`` is given, reads it from ``feed_fd`` (-1 when not): how a
+    secret reaches the decoder without being on its command line. stdout and stderr are read
+    as text by a thread, which keeps the last lines and finds the output frame size with
+    ``parse_size``."""
 
-    def __init__(self, argv_for: Callable[[int], list[str]], parse_size: SizeParser) -> None:
+    def __init__(
+        self, argv_for: Callable[[int, int], list[str]], parse_size: SizeParser, feed: bytes = b""
+    ) -> None:
         read_fd, write_fd = os.pipe()
+        feed_fd = _fed_pipe(feed) if feed else -1
         try:
             self.proc = spawn_owned(
-                argv_for(write_fd),
+                argv_for(write_fd, feed_fd),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=(write_fd,),
+                pass_fds=(write_fd,) if feed_fd < 0 else (write_fd, feed_fd),
             )
         except OSError:
             os.close(read_fd)
             raise
         finally:
             os.close(write_fd)
+            if feed_fd >= 0:
+                os.close(feed_fd)
         self.frames = os.fdopen(read_fd, "rb", buffering=0)
         self._poll = select.poll()
         self._poll.register(read_fd, select.POLLIN)

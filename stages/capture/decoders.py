@@ -11,11 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import StageSetupError
+from pipeline.secrets import mask
 from pipeline.stage import Context
 from pipeline.video_tools import ffmpeg_hwaccels, gst_has
 from stages.capture.decoder_errors import explain
-from stages.capture.decoder_ffmpeg import FfmpegOptions, ffmpeg_argv, ffmpeg_size
-from stages.capture.decoder_gstreamer import GstOptions, gst_argv, gst_size
+from stages.capture.decoder_ffmpeg import FfmpegOptions, ffmpeg_argv, ffmpeg_list, ffmpeg_size
+from stages.capture.decoder_gstreamer import (
+    GstOptions,
+    gst_argv,
+    gst_description,
+    gst_fed_argv,
+    gst_size,
+)
 from stages.capture.decoder_process import DecoderProcess
 from stages.capture.opencv_stream import Grab
 from stages.capture.opener import tcp_answer
@@ -87,13 +94,15 @@ class DecoderStream:
     def __init__(
         self,
         url: str,
-        argv_for: Callable[[int], list[str]],
+        argv_for: Callable[[int, int], list[str]],
         parse_size: Callable[[str], tuple[int, int] | None],
         ctx: Context,
         open_timeout_s: float,
         read_timeout_s: float,
+        feed: bytes = b"",
     ) -> None:
         self.url, self.argv_for, self.parse_size, self.ctx = url, argv_for, parse_size, ctx
+        self.feed = feed  # what the decoder reads from a pipe: the URL, where it is secret
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
         self.proc: DecoderProcess | None = None
         self.error = ""
@@ -102,7 +111,7 @@ class DecoderStream:
     def open(self) -> bool:
         self.close()
         try:
-            proc = DecoderProcess(self.argv_for, self.parse_size)
+            proc = DecoderProcess(self.argv_for, self.parse_size, self.feed)
         except OSError as exc:
             self.error = f"cannot start the decoder: {exc.strerror or exc}"
             return False
@@ -148,14 +157,26 @@ def decoder_stream(
     open_timeout_s: float,
     read_timeout_s: float,
 ) -> DecoderStream:
-    """The stream for an ffmpeg or GStreamer ``choice``."""
+    """The stream for an ffmpeg or GStreamer ``choice``. A URL with a secret in it goes to
+    the decoder through a pipe, never on its command line (see each decoder's module)."""
+    secret = mask(url) != url
     if choice.decoder == "ffmpeg":
         fo = FfmpegOptions(ffmpeg_path, choice.hwaccel, rtsp_transport, resize, fps)
+        if secret:
+            return DecoderStream(
+                url, lambda fd, feed_fd: ffmpeg_argv(url, fo, fd, feed_fd), ffmpeg_size, ctx,
+                open_timeout_s, read_timeout_s, ffmpeg_list(url, fo),
+            )  # fmt: skip
         return DecoderStream(
-            url, lambda fd: ffmpeg_argv(url, fo, fd), ffmpeg_size, ctx, open_timeout_s,
+            url, lambda fd, _: ffmpeg_argv(url, fo, fd), ffmpeg_size, ctx, open_timeout_s,
             read_timeout_s,
         )  # fmt: skip
     go = GstOptions(choice.hwaccel == "rkmpp", rtsp_transport, resize, fps)
+    if secret:
+        return DecoderStream(
+            url, lambda fd, feed_fd: gst_fed_argv(go, fd, feed_fd), gst_size, ctx,
+            open_timeout_s, read_timeout_s, gst_description(url, go).encode(),
+        )  # fmt: skip
     return DecoderStream(
-        url, lambda fd: gst_argv(url, go, fd), gst_size, ctx, open_timeout_s, read_timeout_s
+        url, lambda fd, _: gst_argv(url, go, fd), gst_size, ctx, open_timeout_s, read_timeout_s
     )

@@ -315,13 +315,16 @@ def test_tcp_link_carries_frames_inline(tmp_path: Path, no_leaks) -> None:
         port = s.getsockname()[1]
     graph = (
         Graph()
-        .source("cam0", uses="synthetic", frames=40, endpoint=f"tcp://127.0.0.1:{port}")
+        .source(
+            "cam0", uses="synthetic", frames=40, endpoint=f"tcp://127.0.0.1:{port}", insecure=True
+        )
         .stage("check", uses="rk_test_stages:FrameChecker", inputs=["cam0"])
         .sink("out", uses="jsonl", inputs=["check"], path=tmp_path / "out.jsonl")
         .write(tmp_path)
     )
     res = run_rkpipe("run", str(graph))
     assert res.returncode == 0, res.stderr
+    assert "warning: stages.cam0: the tcp:// link" in res.stderr  # insecure = true, said at run
     rows = read_jsonl(tmp_path / "out.jsonl")
     assert [r["seq"] for r in rows] == list(range(40))
     assert all(r["meta"]["frame_ok"] for r in rows)

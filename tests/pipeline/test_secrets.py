@@ -3,11 +3,21 @@ and tracebacks. Each case runs the real CLI and searches all of its output for t
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import pytest
 
-from pipeline.secrets import is_secret_name, mask, mask_options, mask_url, remember
+from pipeline.secrets import (
+    MAX_SHOWN,
+    MaskingFormatter,
+    is_secret_name,
+    mask,
+    mask_options,
+    mask_url,
+    remember,
+)
 from support.rkpipe import run_rkpipe, write_graph
 
 PASSWORD = "hunter2-Pass"  # what ${MQTT_PASS} holds
@@ -123,14 +133,15 @@ def test_rkpipe_graph_masks_passwords_tokens_and_secret_variables(tmp_path: Path
     assert "password='***', topic='site/***/{stream}'" in text
 
 
-def careless_graph(tmp_path: Path, crash: bool) -> Path:
+def careless_graph(tmp_path: Path, crash: bool, thread_crash: bool = False) -> Path:
     return write_graph(
         tmp_path,
         "[pipeline]\nrestart_limit = 0\n"
         '[stages.cam0]\nuses = "synthetic"\nframes = 5\n'
         '[stages.c]\nuses = "rk_test_stages:Careless"\ninputs = ["cam0"]\n'
         f'url = "https://svc:{CAM_PASSWORD}@api.example/v1?token=${{CAM_TOKEN}}"\n'
-        f'api_key = "${{RKPIPE_T_API_KEY}}"\ncrash = {str(crash).lower()}\n',
+        f'api_key = "${{RKPIPE_T_API_KEY}}"\ncrash = {str(crash).lower()}\n'
+        f"thread_crash = {str(thread_crash).lower()}\n",
     )
 
 
@@ -154,3 +165,61 @@ def test_a_crash_traceback_is_masked(tmp_path: Path, no_leaks) -> None:
     assert "c crashed: RuntimeError: lost https://svc:***@api.example/v1?token=*** holding ***" in (
         text
     )
+
+
+@pytest.mark.integration
+def test_an_exception_in_a_stage_thread_is_masked(tmp_path: Path, no_leaks) -> None:
+    """A thread of a stage dies quoting its camera URL: the stage process's excepthook
+    prints the traceback masked (Python's own hook would print the password)."""
+    graph = careless_graph(tmp_path, crash=False, thread_crash=True)
+    res = run_rkpipe("run", str(graph), env=ENV)
+    assert res.returncode == 1
+    text = shown(res)
+    assert "careless-reader" in text and "RuntimeError: lost https://svc:***@api.example" in text
+
+
+# Shapes that made the old patterns try every start over the rest of the text (quadratic):
+# a request line with no spaces, runs of keys, separators, quotes and URL-like pieces.
+HOSTILE = {
+    "no spaces": "A",
+    "dotted": "a.",
+    "colons": "a:",
+    "pairs": "a=b ",
+    "open quotes": "a='b ",
+    "secret keys": "token=x ",
+    "exception": "KeyError: 'x' ",
+    "queries": "?a",
+    "userinfo": "a:b@",
+    "schemes": "x://",
+    "quoted keys": "'a'",
+}
+
+
+def _fastest(text: str, tries: int = 3) -> float:
+    """The least time ``mask(text)`` took over a few tries (the machine is shared)."""
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        mask(text)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@pytest.mark.parametrize("unit", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_mask_is_linear_in_hostile_text(unit: str) -> None:
+    """1 MB of hostile text costs about four times what 256 kB costs (a quadratic pattern
+    would cost sixteen); the ratio, unlike a clock, holds on a loaded machine."""
+    mb = unit * (1_000_000 // len(unit))
+    small, big = _fastest(mb[: len(mb) // 4]), _fastest(mb)
+    assert big < 8 * small + 0.05, f"1 MB: {big:.3f} s, 256 kB: {small:.3f} s"
+
+
+def test_exception_names_are_not_secrets() -> None:
+    assert mask("KeyError: 'abc'") == "KeyError: 'abc'"
+    assert mask("ValueError: 'x' in token='abcd'") == "ValueError: 'x' in token='***'"
+
+
+def test_a_log_record_is_cut_to_its_start_and_end() -> None:
+    record = logging.LogRecord("t", logging.ERROR, "f", 1, "GET /" + "x" * 100_000, None, None)
+    shown = MaskingFormatter("%(message)s").format(record)
+    assert len(shown) < MAX_SHOWN + 100 and shown.startswith("GET /x") and "left out" in shown

@@ -38,6 +38,7 @@ def test_a_curve_link_carries_every_frame_and_a_plain_peer_gets_nothing(
     tmp_path: Path, no_leaks
 ) -> None:
     _, secret = zmq.auth.create_certificates(str(tmp_path), "link")
+    Path(secret).chmod(0o600)
     port = free_port()
     graph = curve_graph(tmp_path, port, Path(secret).name, frames=90).write(tmp_path)
     stats = tmp_path / "stats.json"

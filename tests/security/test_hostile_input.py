@@ -100,7 +100,13 @@ def test_hostile_peers_on_every_socket_change_nothing_but_counters(
     graph = (
         Graph("hostile")
         .source("cam0", uses="synthetic", width=64, height=48, fps=40, realtime=True, frames=200)
-        .stage("work", uses="passthrough", inputs=["cam0"], endpoint=f"tcp://127.0.0.1:{port}")
+        .stage(
+            "work",
+            uses="passthrough",
+            inputs=["cam0"],
+            endpoint=f"tcp://127.0.0.1:{port}",
+            insecure=True,
+        )
         .sink("out", uses="jsonl", inputs=["work"], path=tmp_path / "out.jsonl")
         .write(tmp_path)
     )

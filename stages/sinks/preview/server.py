@@ -10,34 +10,51 @@ HEAD works on each. A request must name this machine in its Host header (localho
 address, this host's name or one of ``allowed_hosts``), so a web page elsewhere cannot read
 the cameras by DNS rebinding; with a ``token`` it must also carry the token (``?token=``,
 ``Authorization: Bearer``, or the cookie set when the page was opened with ``?token=``).
-At most ``max_clients`` connections are served at once (each MJPEG viewer holds one); past
-that a request gets 503 at once instead of a new thread.
+
+A stranger cannot stall it: one thread reads every connection's request head without
+blocking, with a total deadline per request (``HEAD_TIMEOUT_S``, not per read) and a size
+limit (``MAX_HEAD``), and at most ``PENDING_PER_ADDRESS`` heads in reading per client address
+(a new one past that closes that address's oldest). Only a complete request takes one of the
+``max_clients`` connection threads (each MJPEG viewer holds one), whose first work is the
+Host and token check; past that a request gets 503 at once instead of a thread. Each
+connection carries one request. Request lines are logged (masked) only at debug level.
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
+import contextlib
+import io
 import json
+import logging
+import os
 import queue
 import select
+import selectors
 import socket
+import stat
 import threading
 import time
+from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from pipeline.secrets import mask
+from pipeline.httpguard import bearer, host_names, host_part, known_host, token_matches
+from pipeline.secrets import mask, shorten
 
 if TYPE_CHECKING:
     from stages.sinks.preview.stage import PreviewSink
 
-__all__ = ["BOUNDARY", "PreviewServer", "host_names"]
+__all__ = ["BOUNDARY", "PreviewServer", "host_names"]  # host_names: from pipeline.httpguard
 
 BOUNDARY = "rkpipe-frame"
-COOKIE = "rkpipe_preview"
+COOKIE = "rkpipe_preview"  # the cookie is COOKIE_<port>: cookies ignore ports, previews don't
+HEAD_TIMEOUT_S = 5.0  # a request's line and headers must all come within this
+MAX_HEAD = 16 * 1024  # bytes of request line and headers
+PENDING_PER_ADDRESS = 16  # request heads in reading per client address
+MAX_PENDING = 512  # request heads in reading in all
 _UNKNOWN_HOST = b"unknown host name; add it to allowed_hosts in the preview stage's options\n"
 _NEEDS_TOKEN = b"this preview needs its token: open it as http://HOST:PORT/?token=...\n"
 _BUSY = (
@@ -47,27 +64,32 @@ _BUSY = (
 )
 
 
-def host_names() -> set[str]:
-    """Names this machine answers to, besides localhost and IP addresses."""
-    names = {socket.gethostname().lower(), socket.getfqdn().lower()}
-    return names | {f"{n.split('.')[0]}.local" for n in names}
-
-
-def _host_part(header: str) -> str:
-    """``name:port`` / ``[v6]:port`` -> the name or address alone, lower case."""
-    host = header.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+def _plain(code: int, reason: str, text: str) -> bytes:
+    """A whole short answer, sent by the reading thread itself before closing."""
+    body = text.encode()
+    return (
+        f"HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
 
 
 class _Handler(BaseHTTPRequestHandler):
     """One connection's requests; ``server.sink`` holds the hub and settings."""
 
-    server: PreviewServer
+    server: PreviewServer  # type: ignore[assignment]
     timeout = 10  # a viewer that takes no data for this long is dropped
     protocol_version = "HTTP/1.1"
     head_only = False
+
+    def __init__(self, sock: socket.socket, address: Any, server: PreviewServer, head: bytes):
+        self.head = head  # the request line and headers, read whole by the server
+        super().__init__(sock, address, server)  # type: ignore[arg-type]
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = io.BytesIO(self.head)  # one request per connection; no body is read
+        self.close_connection = True
 
     def do_GET(self) -> None:
         self.head_only = False
@@ -84,6 +106,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if not self._allowed(url.query, path):
                 return
+            if "\x00" in path:  # no file or stream is named so; the OS would refuse it
+                return self._send(400, "text/plain; charset=utf-8", b"bad path\n")
             if path in ("/", "/index.html"):
                 self._send(200, "text/html; charset=utf-8", sink.page)
             elif path == "/api/status":
@@ -106,50 +130,38 @@ class _Handler(BaseHTTPRequestHandler):
     def _allowed(self, query: str, path: str) -> bool:
         """Host header and token checks; answers the request itself when they fail."""
         sink = self.server.sink
-        host = _host_part(self.headers.get("Host", ""))
-        if not self._known_host(host, sink.allowed_hosts):
+        if not known_host(host_part(self.headers.get("Host", "")), sink.allowed_hosts):
             self._send(403, "text/plain; charset=utf-8", _UNKNOWN_HOST)
             return False
         token = sink.config.token
         if not token:
             return True
-        given = parse_qs(query).get("token", [None])[0]
-        if given is not None and hmac.compare_digest(given.encode(), token.encode()):
+        if token_matches(parse_qs(query).get("token", [None])[0], token):
             if path in ("/", "/index.html"):  # keep it in a cookie, out of the address bar
                 self.send_response(303)
                 self.send_header("Location", "/")
-                cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+                cookie = f"{self.server.cookie}={token}; Path=/; HttpOnly; SameSite=Strict"
                 self.send_header("Set-Cookie", cookie)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return False
             return True
-        if any(hmac.compare_digest(c.encode(), token.encode()) for c in self._credentials()):
+        if any(token_matches(c, token) for c in self._credentials()):
             return True
         self._send(401, "text/plain; charset=utf-8", _NEEDS_TOKEN)
         return False
 
-    def _known_host(self, host: str, allowed: set[str]) -> bool:
-        if host in allowed or "*" in allowed or host.endswith(".localhost"):
-            return True
-        try:
-            ipaddress.ip_address(host)  # an address is not a name an attacker can rebind
-        except ValueError:
-            return False
-        return True
-
     def _credentials(self) -> list[str]:
         """Tokens offered by header or cookie."""
         found = []
-        auth = self.headers.get("Authorization", "")
-        if auth.lower().startswith("bearer "):
-            found.append(auth[7:].strip())
+        if (given := bearer(self.headers.get("Authorization", ""))) is not None:
+            found.append(given)
         try:
             jar = SimpleCookie(self.headers.get("Cookie", ""))
         except CookieError:
             return found
-        if COOKIE in jar:
-            found.append(jar[COOKIE].value)
+        if self.server.cookie in jar:
+            found.append(jar[self.server.cookie].value)
         return found
 
     # -- answers ----------------------------------------------------------------------------
@@ -180,9 +192,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = (root / relative).resolve()
         if path.suffix.lower() not in (".jpg", ".jpeg") or not path.is_relative_to(root):
             return self._not_found("/events/" + relative)
-        try:
-            data = path.read_bytes()
-        except OSError:
+        data = _read_regular(path)
+        if data is None:  # gone, unreadable, or a FIFO or device that would block a thread
             return self._not_found("/events/" + relative)
         self._send(200, "image/jpeg", data)
 
@@ -222,21 +233,63 @@ class _Handler(BaseHTTPRequestHandler):
             return True
 
     def log_message(self, format: str, *args: Any) -> None:
-        self.server.sink.ctx.log.debug(mask("http: " + format % args))
+        log = self.server.sink.ctx.log
+        if log.isEnabledFor(logging.DEBUG):  # masking costs: only for a line that is shown
+            log.debug("%s", mask(shorten("http: " + format % args)))
 
 
-class PreviewServer(HTTPServer):
-    """An HTTP server whose connections are served by ``max_clients`` threads started once;
-    a connection that finds them all busy is answered 503 by the accepting thread."""
+def _read_regular(path: Path) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file (opened without blocking: a FIFO named
+    ``*.jpg`` must not hold a thread), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            return f.read()
+        except OSError:
+            return None
 
-    request_queue_size = 64  # connections waiting to be accepted
+
+@dataclass
+class _Pending:
+    """A connection whose request head is still coming."""
+
+    sock: socket.socket
+    address: Any
+    deadline: float
+    head: bytearray = field(default_factory=bytearray)
+
+
+class PreviewServer:
+    """Reads request heads in one thread (see the module's doc), then serves each complete
+    request on one of ``max_clients`` threads started once; a complete request that finds
+    them all busy is answered 503 by the reading thread."""
 
     def __init__(self, address: tuple[str, int], sink: PreviewSink, max_clients: int) -> None:
-        self.workers: list[threading.Thread] = []  # a failed bind closes before they start
-        super().__init__(address, _Handler)
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind(address)
+            self.listener.listen(128)
+        except OSError:
+            self.listener.close()
+            raise
+        self.listener.setblocking(False)
+        self.server_address = self.listener.getsockname()
+        self.cookie = f"{COOKIE}_{self.server_address[1]}"
         self.sink = sink
-        self.jobs: queue.SimpleQueue[tuple[socket.socket, Any] | None] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[tuple[socket.socket, Any, bytes] | None] = queue.SimpleQueue()
         self.free = threading.Semaphore(max_clients)
+        self.pending: dict[int, _Pending] = {}  # by file descriptor, oldest first
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
         self.workers = [
             threading.Thread(target=self._work, name=f"preview-{i}", daemon=True)
             for i in range(max_clients)
@@ -244,32 +297,123 @@ class PreviewServer(HTTPServer):
         for w in self.workers:
             w.start()
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.free.acquire(blocking=False):
-            try:
-                request.settimeout(1.0)
-                request.sendall(_BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        self.jobs.put((request, client_address))
+    # -- the reading thread -----------------------------------------------------------------
+    def serve_forever(self, poll_interval: float = 0.2) -> None:
+        """Accept connections and read their request heads until ``shutdown``."""
+        try:
+            while not self._stop.is_set():
+                for key, _ in self.selector.select(self._wait(poll_interval)):
+                    if key.fileobj is self.listener:
+                        self._accept()
+                    else:
+                        self._read(key.fd)
+                self._expire()
+        finally:
+            self._stopped.set()
 
+    def _wait(self, poll_interval: float) -> float:
+        first = next(iter(self.pending.values()), None)  # the oldest has the first deadline
+        left = poll_interval if first is None else first.deadline - time.monotonic()
+        return max(0.0, min(poll_interval, left))
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # out of file descriptors, a connection reset before accept
+                return
+            sock.setblocking(False)
+            mine = [fd for fd, p in self.pending.items() if p.address[0] == address[0]]
+            if len(mine) >= PENDING_PER_ADDRESS:
+                self._evict(mine)  # that address's oldest unfinished head
+            elif len(self.pending) >= MAX_PENDING:
+                self._evict(list(self.pending))
+            pending = _Pending(sock, address, time.monotonic() + HEAD_TIMEOUT_S)
+            self.pending[sock.fileno()] = pending
+            self.selector.register(sock, selectors.EVENT_READ)
+
+    def _evict(self, oldest_first: list[int]) -> None:
+        """Make room for one more head: drop the oldest one still unfinished, reading each
+        first (a complete request that came in the same burst is served, not dropped)."""
+        for fd in oldest_first:
+            self._read(fd)
+            if fd in self.pending:
+                return self._drop(fd)
+
+    def _read(self, fd: int) -> None:
+        pending = self.pending.get(fd)
+        if pending is None:
+            return
+        try:
+            chunk = pending.sock.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return self._drop(fd)
+        start = max(0, len(pending.head) - 3)
+        pending.head += chunk
+        end = pending.head.find(b"\r\n\r\n", start)
+        if end < 0 and len(pending.head) > MAX_HEAD:
+            return self._drop(fd, _plain(431, "Request Header Fields Too Large", "too long\n"))
+        if end >= 0:
+            self._forget(fd)
+            self._dispatch(pending.sock, pending.address, bytes(pending.head[: end + 4]))
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        late = [fd for fd, p in self.pending.items() if p.deadline <= now]
+        for fd in late:
+            self._drop(fd, _plain(408, "Request Timeout", "the request took too long\n"))
+
+    def _forget(self, fd: int) -> None:
+        pending = self.pending.pop(fd)
+        self.selector.unregister(pending.sock)
+
+    def _drop(self, fd: int, answer: bytes = b"") -> None:
+        pending = self.pending[fd]
+        self._forget(fd)
+        with contextlib.suppress(OSError):
+            if answer:
+                pending.sock.send(answer)  # best effort: it is non-blocking
+        pending.sock.close()
+
+    def _dispatch(self, sock: socket.socket, address: Any, head: bytes) -> None:
+        if not self.free.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                sock.send(_BUSY)
+            sock.close()
+            return
+        sock.setblocking(True)
+        self.jobs.put((sock, address, head))
+
+    # -- the connection threads -------------------------------------------------------------
     def _work(self) -> None:
         while (job := self.jobs.get()) is not None:
-            request, client_address = job
+            sock, address, head = job
             try:
-                self.finish_request(request, client_address)
+                _Handler(sock, address, self, head)
             except Exception:  # a broken request must not take the thread with it
-                self.handle_error(request, client_address)
+                self.sink.ctx.log.debug("preview: request from %s failed", address, exc_info=True)
             finally:
-                self.shutdown_request(request)
-                self.free.release()
+                self.free.release()  # first: the client may ask again as soon as it sees EOF
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        self.sink.ctx.log.debug("preview: request from %s failed", client_address, exc_info=True)
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` and wait until it has."""
+        self._stop.set()
+        self._stopped.wait(5.0)
 
     def server_close(self) -> None:
-        super().server_close()
+        """Close the listener and every connection still reading; end the threads."""
+        for fd in list(self.pending):
+            self._drop(fd)
+        self.selector.close()
+        self.listener.close()
         for _ in self.workers:
             self.jobs.put(None)

@@ -6,7 +6,6 @@ to draw counting lines and zones and copy them into the graph.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import socket
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.errors import StageSetupError
+from pipeline.httpguard import is_loopback
 from pipeline.messages import Message
 from pipeline.secrets import mask, remember
 from pipeline.stage import Context, Stage, StageConfig
@@ -28,16 +28,6 @@ __all__ = ["PreviewSink", "PreviewSinkConfig", "is_loopback"]
 
 PAGE = Path(__file__).with_name("page.html")
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{8,}")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether listening on ``host`` keeps the server on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class PreviewSinkConfig(StageConfig):
@@ -84,6 +74,7 @@ class PreviewSink(Stage[PreviewSinkConfig]):
     """Serve a live view of every stream at ``http://host:port/`` (port 0: a free one)."""
 
     replicable = False
+    best_effort = True  # a viewer's picture may skip frames; the other sinks may not
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 
 import numpy as np
@@ -203,6 +204,7 @@ class CarelessConfig(StageConfig):
     url: str
     api_key: str
     crash: bool = False  # fail in process (a bug: traceback) instead of in setup
+    thread_crash: bool = False  # a thread of the stage dies quoting the url, then setup fails
 
 
 class Careless(Stage[CarelessConfig]):
@@ -212,8 +214,16 @@ class Careless(Stage[CarelessConfig]):
     def setup(self, ctx: Context) -> None:
         cfg = self.config
         ctx.log.warning("connecting to %s with api_key=%s", cfg.url, cfg.api_key)
+        if cfg.thread_crash:
+            reader = threading.Thread(target=self._lose, name="careless-reader")
+            reader.start()
+            reader.join()
+            raise StageSetupError("its reader thread died")
         if not cfg.crash:
             raise StageSetupError(f"{cfg.url} refused the key {cfg.api_key}")
+
+    def _lose(self) -> None:
+        raise RuntimeError(f"lost {self.config.url} holding {self.config.api_key}")
 
     def process(self, msg: Message) -> Message:
         raise RuntimeError(f"lost {self.config.url} holding {self.config.api_key}")
