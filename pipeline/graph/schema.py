@@ -30,7 +30,10 @@ class PipelineSettings(BaseModel):
         200, ge=0, le=10_000, description="poll this long before sleeping while messages come fast"
     )
     stats_interval_s: float = Field(
-        2.0, gt=0, description="how often stages report, and the summary prints"
+        60.0,
+        gt=0,
+        description="how often the summary line prints when the output is not a terminal "
+        "(--no-live, a service's journal); stages report at least every second",
     )
     heartbeat_timeout_s: float = Field(
         20.0, gt=0, description="a stage silent this long is restarted"

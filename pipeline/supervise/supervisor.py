@@ -99,6 +99,7 @@ class Supervisor:
         log_level: str = "WARNING",
         live: bool | None = False,
         prometheus_port: int | None = None,
+        stats_interval_s: float | None = None,
     ) -> None:
         self.graph = graph
         self.run_info: Run | None = None
@@ -106,7 +107,8 @@ class Supervisor:
         self.settings = graph.settings
         self.duration = duration
         self.frames = frames
-        self.view = LiveView(sys.stderr, live, self.settings.stats_interval_s)
+        interval = stats_interval_s or self.settings.stats_interval_s
+        self.view = LiveView(sys.stderr, live, interval)
         self.echo = echo or self.view.message
         self.log_level = log_level
         port = self.settings.prometheus_port if prometheus_port is None else prometheus_port
@@ -136,7 +138,7 @@ class Supervisor:
         run = self.run_info = new_run()
         self.run_id = run.run_id
         self.ipc_dir = run.run_dir
-        self.cameras = CameraHealth(self.ipc_dir)  # each source's latest health
+        self.cameras = CameraHealth(self.ipc_dir, self.echo)  # each source's latest health
         self.plan: Plan = make_plan(self.graph, self.run_id, str(self.ipc_dir))
         self.children = {
             s.instance: _Child(
@@ -302,6 +304,7 @@ class Supervisor:
                 return
             if now >= next_tick:
                 next_tick = now + tick
+                self.cameras.tick()
                 self._show(self._snapshot(now))
 
     # -- the control channel ---------------------------------------------------------------------
