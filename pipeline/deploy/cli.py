@@ -2,7 +2,8 @@
 
 ``systemd`` fills the unit template (``rkpipe.service`` beside this module) with this
 machine's paths: the ``rkpipe`` executable of the current environment, the graph and the
-working folder, and writes an example environment file for camera URLs and passwords.
+working folder, and writes an environment file with every variable the graph reads, at
+its defaults, for camera URLs and passwords.
 ``docker`` writes the Dockerfile (and its ``.dockerignore``) that builds an image from a
 checkout of the repository; both print the steps that install or build them.
 """
@@ -15,6 +16,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 from string import Template
+
+from .env_file import env_file_text
 
 __all__ = ["main", "template", "unit_text"]
 
@@ -65,7 +68,7 @@ def _systemd(args: argparse.Namespace) -> int:
     env = args.out / f"{name}.env"
     wrote = [unit]
     if not env.exists():  # never overwrite one that may hold real passwords
-        env.write_text(template("rkpipe.env"))
+        env.write_text(env_file_text(graph, template("rkpipe.env")))
         env.chmod(0o600)
         wrote.append(env)
     print(f"wrote {' and '.join(str(p) for p in wrote)}")

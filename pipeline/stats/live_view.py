@@ -175,14 +175,14 @@ def summary_line(snap: Snapshot) -> str:
     odd = [f"{r.instance} {r.state}" for r in snap.rows if r.state in ("restarting", "disabled")]
     if odd:
         parts.append(" ".join(odd))
-    if snap.sources:
+    if snap.sources:  # the sources that report health: cameras and streams
         live = sum(h.get("state") == "live" for h in snap.sources.values())
         down = [
             f"{s} {h.get('state')}"
             for s, h in sorted(snap.sources.items())
             if h.get("state") != "live"
         ]
-        parts.append(f"cameras {live}/{len(snap.sources)} live" + "".join(f", {d}" for d in down))
+        parts.append("cameras: " + ", ".join(([f"{live} live"] if live else []) + down))
     return "; ".join(parts)
 
 

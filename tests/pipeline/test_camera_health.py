@@ -32,7 +32,7 @@ def test_the_live_view_warns_of_a_camera_that_is_not_live() -> None:
         line.startswith("! cam0 down since") and "connection refused" in line for line in table
     )
     assert not any("cam1" in line and line.startswith("!") for line in table)
-    assert summary_line(snap).endswith("; cameras 1/2 live, cam0 down")
+    assert summary_line(snap).endswith("; cameras: 1 live, cam0 down")
 
 
 def test_metrics_say_which_sources_are_up_and_how_often_they_reconnected() -> None:

@@ -119,7 +119,7 @@ def test_deploy_systemd_writes_a_unit_systemd_accepts(tmp_path: Path) -> None:
     ):
         assert line in unit
     env = tmp_path / "rkpipe.env"
-    assert env.stat().st_mode & 0o777 == 0o600 and "RKPIPE_CAM0=rtsp://" in env.read_text()
+    assert env.stat().st_mode & 0o777 == 0o600 and "RKPIPE_MQTT_PORT=1883\n" in env.read_text()
     env.write_text("RKPIPE_CAM0=rtsp://real:secret@cam/1\n")
     assert run_rkpipe(*args).returncode == 0
     assert "secret" in env.read_text()  # a second run never overwrites the passwords

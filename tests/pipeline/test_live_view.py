@@ -74,7 +74,7 @@ def test_the_summary_is_one_greppable_line_for_the_whole_run() -> None:
     assert "; drops 12 (live_overflow=10 overwritten=2); restarts 1; " in line
     assert "; busiest a_rather_long_inference_stage.1 cpu 97%; " in line
     assert "a_rather_long_inference_stage.2 restarting" in line
-    assert line.endswith("; cameras 1/2 live, cam1 down")
+    assert line.endswith("; cameras: 1 live, cam1 down")
 
 
 def test_view_on_a_pipe_prints_one_summary_line_per_interval() -> None:
