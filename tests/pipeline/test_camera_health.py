@@ -4,6 +4,7 @@ an exit status for a camera that stays down."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -73,6 +74,9 @@ path = "{tmp_path}/out.jsonl"
     assert health["outages"] == 1 and health["reconnects"] == 1 and health["state"] == "live"
     assert 1.0 <= health["down_s"] < 30
     assert "rkpipe: cam0 was down " in res.stderr and " in 1 outage" in res.stderr
+    said = [ln for ln in res.stderr.splitlines() if re.match(r"rkpipe: cam0 (live|reconn)", ln)]
+    assert said[0] == "rkpipe: cam0 reconnecting: stream lost", res.stderr  # once each
+    assert len(said) == 2 and re.fullmatch(r"rkpipe: cam0 live again after [\d.]+ s", said[1])
 
 
 @pytest.mark.integration
