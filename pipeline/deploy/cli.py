@@ -5,7 +5,8 @@ machine's paths: the ``rkpipe`` executable of the current environment, the graph
 working folder, and writes an environment file with every variable the graph reads, at
 its defaults, for camera URLs and passwords.
 ``docker`` writes the Dockerfile (and its ``.dockerignore``) that builds an image from a
-checkout of the repository; both print the steps that install or build them.
+checkout of the repository, and the environment file of the graph the image runs; both
+print the steps that install or build them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ next, from the repository root:
   docker run --rm --ipc=host --network=host --env-file rkpipe.env -v "$PWD/out:/app/out" rkpipe
 on an RK3588 add: --device /dev/dri --device /dev/rga --device /dev/mpp_service \\
   --device /dev/rknpu --group-add video -v /usr/lib/librknnrt.so:/usr/lib/librknnrt.so:ro"""
+
+
+IMAGE_GRAPH = Path(__file__).resolve().parents[2] / "graphs" / "two_streams.toml"  # its CMD
 
 
 def template(name: str) -> str:
@@ -83,7 +87,13 @@ def _docker(args: argparse.Namespace) -> int:
     for name in ("Dockerfile", "Dockerfile.dockerignore"):
         (args.out / name).write_text(template(name))
     dockerfile = args.out / "Dockerfile"
-    print(f"wrote {dockerfile} and {dockerfile}.dockerignore")
+    wrote = [str(dockerfile), f"{dockerfile}.dockerignore"]
+    env = args.out / "rkpipe.env"
+    if IMAGE_GRAPH.is_file() and not env.exists():  # the graph the image runs, in a checkout
+        env.write_text(env_file_text(IMAGE_GRAPH, template("rkpipe.env")))
+        env.chmod(0o600)
+        wrote.append(str(env))
+    print(f"wrote {', '.join(wrote[:-1])} and {wrote[-1]}")
     print(DOCKER_STEPS.format(dockerfile=dockerfile))
     return 0
 

@@ -145,6 +145,8 @@ def test_deploy_docker_writes_the_shipped_dockerfile(tmp_path: Path) -> None:
     assert "--ipc=host" in res.stdout and "/dev/rknpu" in res.stdout
     for name in ("Dockerfile", "Dockerfile.dockerignore"):
         assert (tmp_path / name).read_text() == template(name)
+    env = (tmp_path / "rkpipe.env").read_text()  # what the image's graph reads
+    assert "\nRKPIPE_DECODER=auto\n" in env and "\nRKPIPE_MQTT_HA=false\n" in env
 
 
 def test_dockerfile_builds_from_the_repository_for_both_architectures() -> None:
