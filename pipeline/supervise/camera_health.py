@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..health import HealthFile
+from ..secrets import mask
 
 __all__ = ["BURST", "REPEAT_S", "CameraHealth", "span"]
 
@@ -99,7 +100,7 @@ class CameraHealth:
         if said.unsaid:
             line += f" ({said.unsaid} more report{'s' * (said.unsaid != 1)} not shown)"
         said.unsaid, said.last = 0, now
-        self.say(line)
+        self.say(mask(line))  # a reason may quote a URL: never its password
 
     def tick(self, now: float | None = None) -> None:
         """Where a camera whose reports went unsaid stands now, once its REPEAT_S is over."""

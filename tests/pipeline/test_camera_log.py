@@ -95,6 +95,13 @@ def test_two_cameras_are_limited_each_on_its_own(tmp_path: Path) -> None:
     assert sum(line.startswith("rkpipe: cam0 ") for line in told.text()) == BURST
 
 
+def test_a_reason_that_quotes_a_url_never_shows_its_password(tmp_path: Path) -> None:
+    told = Told(tmp_path)
+    told.report(0.0, "down", "rtsp://admin:hunter2@10.0.0.9/s: 401 Unauthorized")
+    assert told.text() == ["rkpipe: cam0 down: rtsp://admin:***@10.0.0.9/s: 401 Unauthorized; "
+                           "retrying"]  # fmt: skip
+
+
 def test_outage_lengths_read_as_a_person_writes_them() -> None:
     assert [span(s) for s in (4.21, 59.96, 190, 7500)] == ["4.2 s", "60.0 s", "3 m 10 s", "2 h 5 m"]
 
