@@ -189,7 +189,10 @@ def graph_schema() -> dict[str, Any]:
 
 
 def _or_env(prop: dict[str, Any]) -> dict[str, Any]:
-    return prop if prop.get("type") == "string" else {"anyOf": [prop, _ENV]}
+    """``prop``, or a ``${VAR}`` string where a string of its own would not match one (a
+    choice of words, ``decoder = "${RKPIPE_DECODER:-auto}"``)."""
+    free_text = prop.get("type") == "string" and not {"enum", "const", "pattern"} & set(prop)
+    return prop if free_text else {"anyOf": [prop, _ENV]}
 
 
 def _hoist(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,16 @@ def _port(text: str) -> int:
     return port
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rkpipe",
@@ -68,7 +78,14 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="live stats table redrawn in place (default: when stderr is a terminal); "
-        "--no-live prints plain stats lines",
+        "--no-live prints a summary line every --stats-interval seconds",
+    )
+    run.add_argument(
+        "--stats-interval",
+        type=_positive,
+        metavar="SECONDS",
+        help="seconds between summary lines without the live table (overrides "
+        "stats_interval_s in [pipeline]; default 60)",
     )
     run.add_argument(
         "--prometheus",
@@ -160,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_level=args.log_level.upper(),
         live=args.live,
         prometheus_port=args.prometheus,
+        stats_interval_s=args.stats_interval,
     )
     # Our handler stays until the stats are written and the summary printed: any number of
     # Ctrl-C / SIGTERM drain, then stop, and never cut the teardown short.

@@ -2,10 +2,12 @@
 
 ``systemd`` fills the unit template (``rkpipe.service`` beside this module) with this
 machine's paths: the ``rkpipe`` executable of the current environment, the graph and the
-working folder, and writes an example environment file for camera URLs and passwords.
+working folder, and writes an environment file with every variable the graph reads, at
+its defaults, for camera URLs and passwords.
 ``docker`` writes the Dockerfile (and its ``.dockerignore``) that builds an image from a
-checkout of the repository; both print the steps that install or build them. Files are
-written in one step, never through a link at their name, in a folder others cannot write.
+checkout of the repository, and the environment file of the graph the image runs; both
+print the steps that install or build them. Files are written in one step, never through a
+link at their name, in a folder others cannot write.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pipeline.output_files import (
     write_replacing,
 )
 
+from .env_file import env_file_text
+
 __all__ = ["main", "template", "unit_text"]
 
 SHARED = Modes(0o644)  # a unit file and a Dockerfile hold no secret; the .env file is 0600
@@ -45,6 +49,9 @@ next, from the repository root:
   docker run --rm --ipc=host --network=host --env-file rkpipe.env -v "$PWD/out:/app/out" rkpipe
 on an RK3588 add: --device /dev/dri --device /dev/rga --device /dev/mpp_service \\
   --device /dev/rknpu --group-add video -v /usr/lib/librknnrt.so:/usr/lib/librknnrt.so:ro"""
+
+
+IMAGE_GRAPH = Path(__file__).resolve().parents[2] / "graphs" / "two_streams.toml"  # its CMD
 
 
 def template(name: str) -> str:
@@ -78,16 +85,24 @@ def _systemd(args: argparse.Namespace) -> int:
     write_replacing(unit, text.encode(), SHARED)
     env = args.out / f"{name}.env"
     wrote = [unit]
-    fd = create_new(env, PRIVATE)  # never overwrites one that may hold real passwords
-    if fd is not None:
-        with os.fdopen(fd, "w") as f:
-            f.write(template("rkpipe.env"))
+    if _write_env(env, graph):
         wrote.append(env)
     print(f"wrote {' and '.join(str(p) for p in wrote)}")
     print(
         SYSTEMD_STEPS.format(user=args.user, env=env, env_file=args.env_file, unit=unit, name=name)
     )
     return 0
+
+
+def _write_env(env: Path, graph: Path) -> bool:
+    """Write the environment file of ``graph`` (0600) unless one is there: it may hold real
+    passwords, so it is never overwritten, nor written through a link. True if written."""
+    fd = create_new(env, PRIVATE)
+    if fd is None:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(env_file_text(graph, template("rkpipe.env")))
+    return True
 
 
 def _folder_ok(out: Path) -> bool:
@@ -109,7 +124,11 @@ def _docker(args: argparse.Namespace) -> int:
     for name in ("Dockerfile", "Dockerfile.dockerignore"):
         write_replacing(args.out / name, template(name).encode(), SHARED)
     dockerfile = args.out / "Dockerfile"
-    print(f"wrote {dockerfile} and {dockerfile}.dockerignore")
+    wrote = [str(dockerfile), f"{dockerfile}.dockerignore"]
+    env = args.out / "rkpipe.env"
+    if IMAGE_GRAPH.is_file() and _write_env(env, IMAGE_GRAPH):  # the image's graph, in a checkout
+        wrote.append(str(env))
+    print(f"wrote {', '.join(wrote[:-1])} and {wrote[-1]}")
     print(DOCKER_STEPS.format(dockerfile=dockerfile))
     return 0
 

@@ -3,8 +3,9 @@
 Every problem is collected and reported at once, each as
 ``FILE:LINE stages.NAME.KEY: what was expected, got what`` (exit status 2, no traceback).
 
-String values may name environment variables, ``${VAR}`` or ``${VAR:-default}``, so secrets
-and per-site settings (a broker's host, a camera's URL) stay out of the file. A stage with
+String values may name environment variables, ``${VAR}`` or ``${VAR:-default}`` (the
+default also for an empty variable, as in the shell), so secrets and per-site settings (a
+broker's host, a camera's URL) stay out of the file. A stage with
 ``enabled = false`` is validated but left out of the run.
 """
 
@@ -34,6 +35,7 @@ from ..supervise.runs import RUN_DIR_ROOT
 from .locate import KeyLocator
 from .resolve import resolve_stage
 from .schema import COMMON_KEYS, PipelineSettings, StageCommon, format_validation_error
+from .variables import ENV_REF, variable_value
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -142,7 +144,6 @@ def load_graph(path: str | Path, cpus: set[int] | Topology | None = None) -> Gra
 
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # a TOML key that needs no quotes
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def _run_folder() -> str:
@@ -177,7 +178,7 @@ def _interpolate(value: Any, keys: tuple[str, ...], problems: _Problems) -> Any:
 
     def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
-        got = os.environ.get(name, default)
+        got = variable_value(name, default)
         if got is None:
             problems.add(
                 keys,
@@ -189,7 +190,7 @@ def _interpolate(value: Any, keys: tuple[str, ...], problems: _Problems) -> Any:
             remember(got)
         return got
 
-    return _ENV_REF.sub(sub, value)
+    return ENV_REF.sub(sub, value)
 
 
 def _settings(raw: Any, problems: _Problems) -> PipelineSettings:

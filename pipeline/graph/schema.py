@@ -46,7 +46,10 @@ class PipelineSettings(BaseModel):
         200, ge=0, le=10_000, description="poll this long before sleeping while messages come fast"
     )
     stats_interval_s: float = Field(
-        2.0, gt=0, description="how often stages report, and the summary prints"
+        60.0,
+        gt=0,
+        description="how often the summary line prints when the output is not a terminal "
+        "(--no-live, a service's journal); stages report at least every second",
     )
     heartbeat_timeout_s: float = Field(
         20.0, gt=0, description="a stage silent this long is restarted"
@@ -167,16 +170,53 @@ def format_validation_error(
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
         kind = err["type"]
+        got = mask_value(loc[-1] if loc else "", err.get("input"))
         if kind == "extra_forbidden":
             text = "unknown option" + _did_you_mean(model, loc, more_keys)
+        elif kind == "missing" and err["loc"] and isinstance(err["loc"][-1], int):
+            loc = loc[:-1]  # an item of a fixed-size list, e.g. the y of a point
+            text = f"expected more values (item {err['loc'][-1] + 1} is missing), got {got!r}"
         elif kind == "missing":
             text = "required option is missing"
+        elif kind in ("too_long", "too_short"):
+            text = f"{_length(err)}, got {err['ctx']['actual_length']}: {got!r}"
+        elif kind in _WORDS:
+            text = f"{_WORDS[kind]}, got {got!r}"
         else:
             text = _expected(err["msg"])
-            if "input" in err and loc:  # a whole table (a check across keys) shows nothing new
-                text += f", got {mask_value(loc[-1] if loc else '', err['input'])!r}"
+            # a whole table (a check across keys), or a message that names the value already
+            if "input" in err and loc and not (kind == "value_error" and _names(text, got)):
+                text += f", got {got!r}"
         out.append((loc, text))
     return out
+
+
+# pydantic's messages that add a clause of their own ("..., unable to interpret input")
+_WORDS = {
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "int_from_float": "expected a whole number",
+    "int_parsing": "expected a valid integer",
+    "float_parsing": "expected a valid number",
+}
+
+
+def _length(err: Any) -> str:
+    """A too long or too short list or tuple, in rkpipe's words (not pydantic's)."""
+    ctx = err["ctx"]
+    if err["type"] == "too_short":
+        n = ctx["min_length"]
+        return f"expected at least {n} item{'s' * (n != 1)}"
+    n = ctx["max_length"]
+    if ctx.get("field_type") == "Tuple":
+        return f"expected {n} value{'s' * (n != 1)}"
+    return f"expected at most {n} item{'s' * (n != 1)}"
+
+
+def _names(text: str, value: Any) -> bool:
+    """Whether a check's own message already shows the value (``got ...``, a path, a name):
+    then ', got' would repeat it."""
+    return "got " in text or (isinstance(value, str) and len(value) >= 3 and value in text)
 
 
 def _did_you_mean(model: type[BaseModel] | None, loc: tuple[str, ...], more: Iterable[str]) -> str:

@@ -1,5 +1,7 @@
-"""What ``rkpipe run`` shows while it runs: a table redrawn in place on a terminal, or plain
-stats lines (one per stage instance per interval) when the output is a log or a pipe.
+"""What ``rkpipe run`` shows while it runs: a table redrawn in place on a terminal, or, when
+the output is a log or a pipe, one summary line per interval (``stats_interval_s``) and a
+line whenever a stage starts dropping frames for a reason, so a service's journal stays
+small (the per-stage figures are in the final summary and on the metrics endpoint).
 
 The table is drawn with ANSI cursor movement only (no curses): each redraw moves up over the
 previous table and rewrites just the lines that changed, so nothing flickers, and the last
@@ -19,7 +21,7 @@ from typing import TextIO
 from ..cpus import format_cpus
 from .report import InstanceRow, Snapshot
 
-__all__ = ["LiveView", "plain_lines", "table_lines"]
+__all__ = ["DropWatch", "LiveView", "summary_line", "table_lines"]
 
 MAX_WIDTH = 120  # the layout needs 79 columns; wider terminals show the drop reasons inline
 # (title, width) of the fixed columns; the rest of the line holds the drop reasons.
@@ -152,36 +154,73 @@ def camera_warnings(snap: Snapshot) -> list[str]:
     return out
 
 
-def plain_lines(snap: Snapshot) -> list[str]:
-    """One grep-able line for the run and one per instance: ``rkpipe: stats NAME key=value``."""
-    streams = " ".join(f"{s}={n}" for s, n in snap.streams.items())
-    lines = [
-        f"rkpipe: {snap.pipeline} at {snap.run_s:.1f}s: sinks {snap.sink_fps:.1f} fps"
-        + (f" streams {streams}" if streams else "")
-    ]
-    lines += [f"rkpipe: warning: {w[2:]}" for w in camera_warnings(snap)]
+def summary_line(snap: Snapshot) -> str:
+    """One grep-able line for the whole run: ``rkpipe: NAME up H:MM:SS: sinks 29.8 fps;
+    streams ...; drops N (reason=n ...); restarts N; busiest STAGE cpu%; cameras ...``."""
+    streams = " ".join(f"{s}={n}" for s, n in snap.streams.items()) or "none yet"
+    drops: dict[str, int] = {}
     for r in snap.rows:
-        drops = str(sum(r.drops.values()))
-        if r.drops:
-            drops += f" ({_reasons(r.drops)})"
-        lines.append(
-            f"rkpipe: stats {r.instance} cpus={format_cpus(r.cpus)} in={r.fps_in:.1f}/s "
-            f"out={r.fps_out:.1f}/s p50={_ms_unit(r.p50_ms)} p99={_ms_unit(r.p99_ms)} "
-            f"q={r.queue_depth} cpu={r.cpu_percent:.0f}% restarts={r.restarts} "
-            f"state={r.state} frames={r.frames_out} drops={drops}"
-        )
-    return lines
+        for reason, n in r.drops.items():
+            drops[reason] = drops.get(reason, 0) + n
+    total = sum(drops.values())
+    parts = [
+        f"rkpipe: {snap.pipeline} up {_clock(snap.run_s)}: sinks {snap.sink_fps:.1f} fps",
+        f"streams {streams}",
+        f"drops {total}" + (f" ({_reasons(drops)})" if drops else ""),
+        f"restarts {sum(r.restarts for r in snap.rows)}",
+    ]
+    if snap.rows:
+        busiest = max(snap.rows, key=lambda r: r.cpu_percent)
+        parts.append(f"busiest {busiest.instance} cpu {busiest.cpu_percent:.0f}%")
+    odd = [f"{r.instance} {r.state}" for r in snap.rows if r.state in ("restarting", "disabled")]
+    if odd:
+        parts.append(" ".join(odd))
+    if snap.sources:  # the sources that report health: cameras and streams
+        live = sum(h.get("state") == "live" for h in snap.sources.values())
+        down = [
+            f"{s} {h.get('state')}"
+            for s, h in sorted(snap.sources.items())
+            if h.get("state") != "live"
+        ]
+        parts.append("cameras: " + ", ".join(([f"{live} live"] if live else []) + down))
+    return "; ".join(parts)
+
+
+class DropWatch:
+    """The lines for stages that start dropping frames for a reason: a reason's count that
+    rises after ``quiet_s`` without rising (or for the first time) is said once, so a sink
+    that begins to fail shows in a log between two summary lines."""
+
+    def __init__(self, quiet_s: float) -> None:
+        self.quiet_s = quiet_s
+        self._seen: dict[tuple[str, str], tuple[int, float]] = {}  # count, when it last rose
+
+    def lines(self, snap: Snapshot, now: float) -> list[str]:
+        out = []
+        for r in snap.rows:
+            for reason, n in sorted(r.drops.items()):
+                count, rose = self._seen.get((r.instance, reason), (0, float("-inf")))
+                if n <= count:
+                    continue
+                if now - rose >= self.quiet_s:
+                    out.append(
+                        f"rkpipe: {r.instance} is dropping frames: {reason} "
+                        f"(+{n - count}, {n} in all)"
+                    )
+                self._seen[(r.instance, reason)] = (n, now)
+        return out
 
 
 class LiveView:
     """Shows snapshots on ``stream``: the live table when ``live`` (None: when ``stream`` is
-    a terminal), else plain lines every ``interval`` seconds. Safe to call from threads and
-    from signal handlers."""
+    a terminal), else a summary line every ``interval`` seconds and a line when a stage
+    starts dropping frames. Safe to call from threads and from signal handlers."""
 
-    def __init__(self, stream: TextIO, live: bool | None = None, interval: float = 2.0) -> None:
+    def __init__(self, stream: TextIO, live: bool | None = None, interval: float = 60.0) -> None:
         self.stream = stream
         self.live = _isatty(stream) if live is None else live
         self.interval = interval
+        self._drops = DropWatch(interval)
         self._drawn: list[str] = []
         self._last: Snapshot | None = None
         self._next_plain = 0.0
@@ -190,14 +229,19 @@ class LiveView:
         self._pending: deque[str] = deque()
 
     def update(self, snap: Snapshot) -> None:
-        """Show ``snap``: redraw the changed lines, or print plain lines if one is due."""
+        """Show ``snap``: redraw the changed lines, or print the lines that are due."""
         with self._holding():
             self._last = snap
             if self.live:
                 self._draw(self._table(snap))
-            elif snap.run_s and time.monotonic() >= self._next_plain:
-                self._next_plain = time.monotonic() + self.interval
-                self._write("".join(f"{line}\n" for line in plain_lines(snap)))
+                return
+            now = time.monotonic()
+            lines = self._drops.lines(snap, now) if snap.run_s else []
+            if snap.run_s and now >= self._next_plain:
+                self._next_plain = now + self.interval
+                lines.append(summary_line(snap))
+            if lines:
+                self._write("".join(f"{line}\n" for line in lines))
 
     def message(self, line: str) -> None:
         """Print a line of text; on a terminal it goes above the table, which is redrawn."""

@@ -39,7 +39,6 @@ from ..errors import (
 )
 from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
-from ..health import HealthFile
 from ..outputs import declared_outputs
 from ..runtime.child import PARENT_ENV
 from ..runtime.job import JOB_ENV, TOKEN_ENV, Job
@@ -53,6 +52,7 @@ from ..transport.codec import unpackb
 from ..transport.framepool import SHM_DIR
 from ..transport.links import configure, gone_dir, secure_endpoint, stream_owner, zmq_context
 from .affinity import thread_env
+from .camera_health import CameraHealth
 from .restart import RestartPolicy
 from .runs import Run, new_run, sweep_stale
 from .spawn import ProcessGroup, python_child
@@ -99,6 +99,7 @@ class Supervisor:
         log_level: str = "WARNING",
         live: bool | None = False,
         prometheus_port: int | None = None,
+        stats_interval_s: float | None = None,
     ) -> None:
         self.graph = graph
         self.run_info: Run | None = None
@@ -106,7 +107,8 @@ class Supervisor:
         self.settings = graph.settings
         self.duration = duration
         self.frames = frames
-        self.view = LiveView(sys.stderr, live, self.settings.stats_interval_s)
+        interval = stats_interval_s or self.settings.stats_interval_s
+        self.view = LiveView(sys.stderr, live, interval)
         self.echo = echo or self.view.message
         self.log_level = log_level
         port = self.settings.prometheus_port if prometheus_port is None else prometheus_port
@@ -124,7 +126,6 @@ class Supervisor:
         self.started_at = time.time()
         self.stage_ends: dict[str, set[str]] = {}  # stage -> streams it passed END on for
         self.source_ends: dict[str, list[int]] = {}  # stream -> [END seq, source drops]
-        self.health: dict[str, dict] = {}  # stream -> its source's latest health
         self.rejected = 0  # control messages refused
         self.failed_late: list[str] = []  # failures the run went on after (a disabled sink)
         self.group = ProcessGroup()
@@ -137,6 +138,7 @@ class Supervisor:
         run = self.run_info = new_run()
         self.run_id = run.run_id
         self.ipc_dir = run.run_dir
+        self.cameras = CameraHealth(self.ipc_dir, self.echo)  # each source's latest health
         self.plan: Plan = make_plan(self.graph, self.run_id, str(self.ipc_dir))
         self.children = {
             s.instance: _Child(
@@ -291,7 +293,7 @@ class Supervisor:
                     return  # a stage failed to start: nothing ran, so there is nothing to drain
                 self.begin_drain()
             self._check_heartbeats(now)
-            self._check_sources_down()
+            self.errors += self.cameras.down_too_long(self.settings.fail_on_source_down_s)
             self._restart_due(now)
             if self.duration is not None and self.t_ready and now - self.t_ready >= self.duration:
                 self.begin_drain()  # the duration counts from when every stage is set up
@@ -304,6 +306,7 @@ class Supervisor:
                 return
             if now >= next_tick:
                 next_tick = now + tick
+                self.cameras.tick()
                 self._show(self._snapshot(now))
 
     # -- the control channel ---------------------------------------------------------------------
@@ -361,7 +364,8 @@ class Supervisor:
             if child.spec.is_source:
                 self.source_ends[stream] = [int(event["end"]), int(event["sd"])]
         elif kind == "health" and child.spec.is_source:
-            self._set_health(child.spec.stage, str(event.get("state")), str(event.get("detail")))
+            state, detail = str(event.get("state")), str(event.get("detail"))
+            self.cameras.update(child.spec.stage, state, detail)
 
     def _with_counters(self, child: _Child, report: dict[str, Any]) -> dict[str, Any]:
         """A process's report of its timings, with its instance's counters from the ledger."""
@@ -371,43 +375,6 @@ class Supervisor:
             if isinstance(report.get(k), (int, float, list))
         }
         return {**timing, **counters_of(self.ledgers[child.spec.instance].snapshot())}
-
-    def _set_health(self, stream: str, state: str, detail: str) -> None:
-        """Record a source's new health and share it with every stage (health.json). Time
-        not live is summed per stream in outages (a camera never live is down throughout)."""
-        old = self.health.get(stream, {})
-        now = time.time()
-        changed = state != old.get("state")
-        entry = {
-            "state": state,
-            "detail": detail[:300],
-            "since": now if changed else old.get("since", now),
-            "reconnects": old.get("reconnects", 0) + (changed and state == "reconnecting"),
-            "down_s": old.get("down_s", 0.0),
-            "outages": old.get("outages", 0),
-        }
-        was_live = old.get("state") == "live"
-        if changed and old and not was_live:  # time not live ends (or goes on in another state)
-            entry["down_s"] += now - old["since"]
-        if changed and state != "live" and was_live:  # a live camera is lost: an outage
-            entry["outages"] += 1
-        entry["ever_live"] = old.get("ever_live", False) or state == "live"
-        self.health[stream] = entry
-        HealthFile(self.ipc_dir).write(self.health)
-
-    def _check_sources_down(self) -> None:
-        """``fail_on_source_down_s``: a camera that has not been live that long ends the run."""
-        limit = self.settings.fail_on_source_down_s
-        if limit is None:
-            return
-        now = time.time()
-        for stream, h in self.health.items():
-            if h["state"] != "live" and now - h["since"] > limit and not h.get("failed"):
-                h["failed"] = True
-                self.errors.append(
-                    f"{stream}: camera {h['state']} for {now - h['since']:.0f}s "
-                    f"(fail_on_source_down_s = {limit:g}): {h['detail'] or 'no frames'}"
-                )
 
     # -- deaths and restarts ---------------------------------------------------------------------
     def _lost_ends(self, spec: InstanceSpec) -> dict[str, list[int]]:
@@ -525,7 +492,7 @@ class Supervisor:
         snap = self.book.snapshot(
             self.settings.name, run_s, self._states(), final=final_s is not None
         )
-        snap.sources = self.health
+        snap.sources = self.cameras.streams
         return snap
 
     def _states(self) -> dict[str, str]:
@@ -562,12 +529,6 @@ class Supervisor:
         disabled = {n for n, c in self.children.items() if c.disabled}
         stopped = self.killed or self.cut_short
         graph_dir = self.graph.graph_dir
-        now = time.time()
-        for h in self.health.values():  # an outage still going at the end counts to here
-            if h["state"] != "live":
-                h["down_s"] = h.get("down_s", 0.0) + now - h["since"]
-            if not h.get("ever_live"):  # never connected: down the whole run
-                h["outages"] = max(1, h["outages"])
         delivery = delivery_report(sources, sinks, reaches, disabled, stopped)
         return {
             "schema": "rkpipe.stats/2",
@@ -578,7 +539,7 @@ class Supervisor:
             **self.book.to_json(wall, active),
             "exact": delivery["exact"],
             "streams": delivery["streams"],
-            "health": self.health,
+            "health": self.cameras.final(),
             "outputs": {
                 name: {key: str(path) for key, path in declared_outputs(sdef.config, graph_dir)}
                 for name, sdef in self.graph.stages.items()

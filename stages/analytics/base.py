@@ -1,6 +1,7 @@
 """What the line_crossing and zones stages share: the stage itself (one analyser per stream,
 events, the drawing overlay and counts snapshots), per-stream option tables with a ``"*"``
-key, class filters by name, and the tracked boxes of a message.
+key (for the streams the table does not name), class filters by name, and the tracked boxes
+of a message.
 
 Both stages may add to one ``counts`` event: whichever runs second fills its part into the
 event the first left on the message, so a message carries at most one snapshot per stream.
@@ -50,6 +51,7 @@ __all__ = [
     "for_stream",
     "has_counts",
     "merge_counts",
+    "outside_frame",
     "relative_points",
     "to_pixels",
     "tracked",
@@ -90,10 +92,36 @@ def to_pixels(
     return [(x * size[0], y * size[1]) for x, y in points]
 
 
+def outside_frame(shapes: Sequence[ShapeSpec], size: tuple[int, int], stream: str) -> list[str]:
+    """A warning for each shape with a point outside a ``size`` (width, height) frame: the
+    part beyond the edge can never see an object (a line drawn for another resolution)."""
+    w, h = size
+    out = []
+    for shape in shapes:
+        given = shape.points()
+        off = [
+            g for g, (x, y) in zip(given, shape.in_pixels(size), strict=True)
+            if not (0 <= x <= w and 0 <= y <= h)
+        ]  # fmt: skip
+        if not off:
+            continue
+        where = "lies outside" if len(off) == len(given) else "reaches outside"
+        shown = ", ".join(f"({x:g}, {y:g})" for x, y in off)
+        unit = "fractions of the frame" if shape.relative else "pixels"
+        out.append(
+            f"{shape.kind} {shape.name!r} of stream {stream!r} {where} its {w}x{h} frame "
+            f"at {shown} ({unit}); nothing is counted beyond the edge"
+        )
+    return out
+
+
 def for_stream(table: Mapping[str, Sequence[T]], stream: str) -> list[T]:
-    """Entries for ``stream``: those under ``"*"`` followed by the stream's own."""
-    own = table.get(stream, ()) if stream != ALL_STREAMS else ()
-    return [*table.get(ALL_STREAMS, ()), *own]
+    """Entries for ``stream``: its own where the table names it (they replace those under
+    ``"*"`` for that stream, as a camera's own line replaces the default one), else those
+    under ``"*"``."""
+    if stream != ALL_STREAMS and stream in table:
+        return list(table[stream])
+    return list(table.get(ALL_STREAMS, ()))
 
 
 def one_or_many(table: Any) -> Any:
@@ -330,8 +358,11 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
     def make(self, stream: str, size: tuple[int, int] | None) -> W | None:
         """The analyser for ``stream`` (``size``: its frames' width and height, for relative
         coordinates; None without a frame), or None when the stream has nothing to watch."""
-        shapes: list[ShapeSpec] = for_stream(getattr(self.config, self.shapes_key), stream)
+        shapes = self._shapes(stream)
         return self.build({s.name: s.in_pixels(size) for s in shapes}) if shapes else None
+
+    def _shapes(self, stream: str) -> list[ShapeSpec]:
+        return for_stream(getattr(self.config, self.shapes_key), stream)
 
     def build(self, shapes: dict[str, list[Point]]) -> W:
         """An analyser of ``shapes`` (name -> points in pixels)."""
@@ -381,6 +412,9 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
                 if DETECTIONS_PREFIX + "xyxy" not in msg.arrays:
                     return None  # a snapshot before any frame: nothing to place yet
                 raise StageSetupError(f"{self.ctx.stage}: {exc}") from None
+            if size is not None:
+                for text in outside_frame(self._shapes(msg.stream), size, msg.stream):
+                    self.ctx.log.warning("%s: %s", self.ctx.stage, text)
         return self.analysers[msg.stream]
 
     def _snapshot(self, msg: Message, analyser: W) -> None:

@@ -32,7 +32,8 @@ class CaptureConfig(StageConfig):
     decoder: Literal["auto", "opencv", "ffmpeg", "gstreamer"] = Field(
         "auto",
         description="network streams: a decoder process (ffmpeg, gst-launch) or OpenCV; "
-        "auto: ffmpeg with rkmpp, GStreamer with mppvideodec, else OpenCV",
+        "auto: a hardware decoder (ffmpeg rkmpp, GStreamer mppvideodec), else ffmpeg, else "
+        "GStreamer, else OpenCV",
     )
     hwaccel: Literal["auto", "rkmpp", "vaapi", "cuda", "none"] = Field(
         "auto", description="the decoder's hardware (auto: rkmpp where there is one)"

@@ -55,13 +55,11 @@ class Choice:
 
 def choose_decoder(decoder: str, hwaccel: str, ffmpeg_path: str) -> Choice:
     """Resolve ``decoder``/``hwaccel`` on this machine; StageSetupError when the one asked
-    for is not installed. ``auto`` tries ffmpeg with rkmpp, GStreamer with mpp, OpenCV."""
+    for is not installed. ``auto``: a hardware decoder first (ffmpeg with rkmpp, GStreamer
+    with mppvideodec), then ffmpeg, then GStreamer, then OpenCV: a decoder process says why
+    a camera fails, and its death never takes the stage with it."""
     if decoder == "auto":
-        if shutil.which(ffmpeg_path) and "rkmpp" in ffmpeg_hwaccels(ffmpeg_path):
-            return Choice("ffmpeg", "rkmpp", "auto: ffmpeg has the RK3588 decoder")
-        if gst_has("mppvideodec"):
-            return Choice("gstreamer", "rkmpp", "auto: GStreamer has mppvideodec")
-        return Choice("opencv", "none", "auto: no hardware decoder found")
+        return _auto(ffmpeg_path)
     if decoder == "ffmpeg":
         if shutil.which(ffmpeg_path) is None:
             msg = f"ffmpeg not found ({ffmpeg_path!r}): apt install ffmpeg, or set ffmpeg_path"
@@ -82,6 +80,19 @@ def choose_decoder(decoder: str, hwaccel: str, ffmpeg_path: str) -> Choice:
             raise StageSetupError(f"GStreamer has no mppvideodec: {GST_INSTALL}")
         return Choice("gstreamer", "rkmpp" if mpp and hwaccel != "none" else "none")
     return Choice("opencv")
+
+
+def _auto(ffmpeg_path: str) -> Choice:
+    has_ffmpeg = shutil.which(ffmpeg_path) is not None
+    if has_ffmpeg and "rkmpp" in ffmpeg_hwaccels(ffmpeg_path):
+        return Choice("ffmpeg", "rkmpp", "auto: ffmpeg has the RK3588 decoder")
+    if gst_has("mppvideodec"):
+        return Choice("gstreamer", "rkmpp", "auto: GStreamer has mppvideodec")
+    if has_ffmpeg:
+        return Choice("ffmpeg", "none", "auto: no hardware decoder; ffmpeg is installed")
+    if gst_has("decodebin"):
+        return Choice("gstreamer", "none", "auto: no hardware decoder or ffmpeg; GStreamer is")
+    return Choice("opencv", "none", "auto: neither ffmpeg nor GStreamer is installed")
 
 
 _VAGUE = "cannot connect"

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 
 from pipeline.stage import Context
-from stages.capture.opener import OpenOptions, SourceSpec, open_capture
+from stages.capture.opener import Kind, OpenOptions, SourceSpec, open_capture
+from stages.capture.probe import why_not_open
 
 __all__ = ["FFMPEG_HINT", "Grab", "OpenCVStream", "as_bgr"]
 
@@ -40,13 +41,22 @@ class OpenCVStream:
         self.close()
         self.cap = open_capture(self.spec, self.target, self.opts)
         if self.cap is None:
-            self.error = f"cannot open it{FFMPEG_HINT}"
+            self.error = self._why_not()
             return False
         w = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         h = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.shape = (h, w, 3) if w > 0 and h > 0 else None
         self._spare = None
         return True
+
+    def _why_not(self) -> str:
+        """Why the open failed, in the decoder processes' words where the camera tells."""
+        if self.spec.kind is Kind.NETWORK:
+            why = why_not_open(str(self.target), min(2.0, self.opts.open_timeout_s))
+            if why:
+                return why
+            return f"the camera answers, but OpenCV cannot open the stream{FFMPEG_HINT}"
+        return f"cannot open it{FFMPEG_HINT}"
 
     def grab(self) -> Grab | None:
         """Decode the next frame into a shared-memory slot (directly where OpenCV allows:

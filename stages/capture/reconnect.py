@@ -1,4 +1,4 @@
-"""Reconnecting a live source: exponential backoff with jitter, one warning per outage, an
+"""Reconnecting a live source: exponential backoff with jitter, one log line per outage, an
 outage counter, an optional limit after which the stream ends, and the source's health as
 a person sees it (``connecting``, ``live``, ``reconnecting``, ``down``) with one readable
 reason.
@@ -119,7 +119,8 @@ class Reconnector:
             self.report("live")
 
     def lost(self, reason: str) -> None:
-        """The source dropped (or never opened): warn and count once per outage."""
+        """The source dropped (or never opened): count and log it once per outage (at
+        info: the run's supervisor tells a person, from the health reported)."""
         self.report("reconnecting" if self._was_live else "down", reason)
         if self._since is not None:
             return
@@ -127,7 +128,7 @@ class Reconnector:
         self.outages += 1
         self.count("reconnect")
         limit = "" if self.max_attempts is None else f", at most {self.max_attempts} tries"
-        self.log.warning(
+        self.log.info(  # the run's supervisor tells a person, from the health reported
             "%s: %s; reconnecting (backoff %gs doubling to %gs%s)",
             self.name,
             reason,

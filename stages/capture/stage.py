@@ -22,6 +22,7 @@ from pipeline.errors import SourceError, StageSetupError
 from pipeline.messages import Message
 from pipeline.stage import Context, Source, StageConfig
 from stages.capture.config import CaptureConfig
+from stages.capture.decoder_errors import explain
 from stages.capture.decoders import Choice, DecoderStream, choose_decoder, decoder_stream
 from stages.capture.doctor import capture_checks, capture_frame_bytes
 from stages.capture.opencv_stream import OpenCVStream
@@ -140,8 +141,12 @@ class Capture(Source[CaptureConfig]):
         return OpenCVStream(self.spec, target, options, ctx, cfg.resize)
 
     def _answers(self) -> str:
-        """Whether the camera answers at all ("" if so), for a first open still pending."""
-        return tcp_answer(str(self.spec.target), 0.5) if self.spec.kind is Kind.NETWORK else ""
+        """Whether the camera answers at all ("" if so), for a first open still pending, in
+        the words the open's own failure would use."""
+        if self.spec.kind is not Kind.NETWORK:
+            return ""
+        why = tcp_answer(str(self.spec.target), 0.5)
+        return explain([why]) or why
 
     def _setup_scene(self, ctx: Context) -> None:
         """Delegate to the synthetic source, which renders scenes and paces itself."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ class OnnxBackend:
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # ORT raises its own types for bad protobufs, ops, etc.
-            raise ModelError(f"cannot load ONNX model {path}: {first_line(exc)}") from None
+            raise ModelError(f"cannot load ONNX model {path}: {ort_reason(exc, path)}") from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             names = ", ".join(i.name for i in inputs)
@@ -118,3 +119,24 @@ class OnnxBackend:
 
     def close(self) -> None:
         self.session = None
+
+
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : (\w+) : ")
+_ORT_HINTS = {"INVALID_PROTOBUF": "not an ONNX file, or a damaged one"}
+
+
+def ort_reason(exc: BaseException, path: Path) -> str:
+    """ONNX Runtime's reason a model did not load, in one line and without repeating the
+    path the caller names: ``Protobuf parsing failed (INVALID_PROTOBUF: not an ONNX file,
+    or a damaged one)``."""
+    text = first_line(exc)
+    found = _ORT_PREFIX.match(text)
+    code = found[1] if found else ""
+    text = text[found.end() :] if found else text
+    for shown in (str(path), path.name):
+        text = text.replace(f"Load model from {shown} failed:", "").replace(shown, "it")
+    text = text.strip().rstrip(".") or type(exc).__name__
+    hint = _ORT_HINTS.get(code)
+    if code:
+        text += f" ({code}{': ' + hint if hint else ''})"
+    return text

@@ -5,7 +5,10 @@ direction and class, and emit ``line_crossing`` and periodic ``counts`` events.
     uses = "line_crossing"
     inputs = ["track"]
     lines.cam0 = [{ name = "door", a = [0, 300], b = [640, 300] }]
-    lines."*" = [{ name = "gate", a = [0.5, 0], b = [0.5, 1], relative = true }]  # every stream
+    lines."*" = [{ name = "gate", a = [0.5, 0], b = [0.5, 1], relative = true }]  # the others
+
+A stream's own list replaces the ``"*"`` one for that stream (cam0 above counts the door
+only); every other stream gets the ``"*"`` lines.
 
 Direction "in" is a move to the clockwise side of a->b (below a left-to-right line). Each
 stream has its own LineCounter (hysteresis band ``margin`` px), so the stage is not replicable.
@@ -52,7 +55,8 @@ class LineSpec(ShapeSpec):
 
 class LineCrossingConfig(AnalyticsConfig):
     lines: PerStreamShapes[LineSpec] = Field(
-        description='stream name (or "*" for all) -> [{name, a = [x, y], b = [x, y]}]'
+        description='stream name (or "*": every stream not named; a stream\'s own list '
+        "replaces it) -> [{name, a = [x, y], b = [x, y]}]"
     )
     margin: float = Field(3.0, ge=0, description="hysteresis band either side of a line, px")
     tolerance: float = Field(4.0, ge=0, description="px past a segment's ends still counted")

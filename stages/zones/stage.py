@@ -54,7 +54,8 @@ class ZoneSpec(ShapeSpec):
 
 class ZonesConfig(AnalyticsConfig):
     zones: PerStreamShapes[ZoneSpec] = Field(
-        description='stream name (or "*" for all) -> [{name, polygon = [[x, y], ...]}]'
+        description='stream name (or "*": every stream not named; a stream\'s own list '
+        "replaces it) -> [{name, polygon = [[x, y], ...]}]"
     )
     enter_frames: int = Field(2, ge=1, description="frames inside in a row to enter")
     exit_frames: int = Field(2, ge=1, description="frames outside in a row to leave")

@@ -4,6 +4,7 @@ an exit status for a camera that stays down."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.stats.live_view import plain_lines, table_lines
+from pipeline.stats.live_view import summary_line, table_lines
 from pipeline.stats.prometheus import SnapshotCollector
 from pipeline.stats.report import Snapshot
 from support.graph import Graph
@@ -33,8 +34,7 @@ def test_the_live_view_warns_of_a_camera_that_is_not_live() -> None:
         line.startswith("! cam0 down since") and "connection refused" in line for line in table
     )
     assert not any("cam1" in line and line.startswith("!") for line in table)
-    plain = plain_lines(snap)
-    assert any(line.startswith("rkpipe: warning: cam0 down since") for line in plain)
+    assert summary_line(snap).endswith("; cameras: 1 live, cam0 down")
 
 
 def test_metrics_say_which_sources_are_up_and_how_often_they_reconnected() -> None:
@@ -68,6 +68,9 @@ def test_a_lost_camera_is_counted_in_the_summary_and_the_stats(tmp_path: Path, n
     assert health["outages"] == 1 and health["reconnects"] == 1 and health["state"] == "live"
     assert 1.0 <= health["down_s"] < 30
     assert "rkpipe: cam0 was down " in res.stderr and " in 1 outage" in res.stderr
+    said = [ln for ln in res.stderr.splitlines() if re.match(r"rkpipe: cam0 (live|reconn)", ln)]
+    assert said[0] == "rkpipe: cam0 reconnecting: stream lost", res.stderr  # once each
+    assert len(said) == 2 and re.fullmatch(r"rkpipe: cam0 live again after [\d.]+ s", said[1])
 
 
 @pytest.mark.integration

@@ -119,7 +119,7 @@ def test_deploy_systemd_writes_a_unit_systemd_accepts(tmp_path: Path) -> None:
     ):
         assert line in unit
     env = tmp_path / "rkpipe.env"
-    assert env.stat().st_mode & 0o777 == 0o600 and "RKPIPE_CAM0=rtsp://" in env.read_text()
+    assert env.stat().st_mode & 0o777 == 0o600 and "RKPIPE_MQTT_PORT=1883\n" in env.read_text()
     env.write_text("RKPIPE_CAM0=rtsp://real:secret@cam/1\n")
     assert run_rkpipe(*args).returncode == 0
     assert "secret" in env.read_text()  # a second run never overwrites the passwords
@@ -145,6 +145,8 @@ def test_deploy_docker_writes_the_shipped_dockerfile(tmp_path: Path) -> None:
     assert "--ipc=host" in res.stdout and "/dev/rknpu" in res.stdout
     for name in ("Dockerfile", "Dockerfile.dockerignore"):
         assert (tmp_path / name).read_text() == template(name)
+    env = (tmp_path / "rkpipe.env").read_text()  # what the image's graph reads
+    assert "\nRKPIPE_DECODER=auto\n" in env and "\nRKPIPE_MQTT_HA=false\n" in env
 
 
 def test_dockerfile_builds_from_the_repository_for_both_architectures() -> None:

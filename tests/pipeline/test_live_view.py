@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.cpus import format_cpus, parse_cpus
-from pipeline.stats.live_view import LiveView, fit, plain_lines, table_lines
+from pipeline.stats.live_view import DropWatch, LiveView, fit, summary_line, table_lines
 from pipeline.stats.prometheus import SnapshotCollector
 from pipeline.stats.report import InstanceRow, Snapshot, StatsBook
 from support.graph import Graph
@@ -64,20 +64,22 @@ def snapshot(final: bool = False) -> Snapshot:
 
 
 # -- rendering, no processes ------------------------------------------------------------------
-def test_plain_lines_give_one_greppable_line_per_instance() -> None:
-    lines = plain_lines(snapshot())
-    assert lines[0] == "rkpipe: demo at 75.0s: sinks 29.5 fps streams cam0=298"
-    cam = next(line for line in lines if line.startswith("rkpipe: stats cam0 "))
-    for field in ("cpus=4", "in=30.0/s", "out=29.5/s", "p50=0.21ms", "p99=0.90ms", "q=0"):
-        assert field in cam
-    assert "cpu=12%" in cam and "restarts=0" in cam and "drops=10 (live_overflow=10)" in cam
-    inf = next(line for line in lines if "stage.1 " in line)
-    assert "cpus=4-7" in inf and "restarts=1" in inf and "q=2" in inf
-    assert "state=restarting" in lines[3] and "out=0.0/s p50=- p99=- " in lines[3]
-    assert len(lines) == 1 + 4
+def test_the_summary_is_one_greppable_line_for_the_whole_run() -> None:
+    snap = snapshot()
+    snap.sources = {
+        "cam0": {"state": "live", "detail": ""},
+        "cam1": {"state": "down", "detail": "connection refused"},
+    }
+    line = summary_line(snap)
+    assert "\n" not in line
+    assert line.startswith("rkpipe: demo up 1:15: sinks 29.5 fps; streams cam0=298; ")
+    assert "; drops 12 (live_overflow=10 overwritten=2); restarts 1; " in line
+    assert "; busiest a_rather_long_inference_stage.1 cpu 97%; " in line
+    assert "a_rather_long_inference_stage.2 restarting" in line
+    assert line.endswith("; cameras: 1 live, cam1 down")
 
 
-def test_view_on_a_pipe_prints_plain_lines_once_per_interval() -> None:
+def test_view_on_a_pipe_prints_one_summary_line_per_interval() -> None:
     out = io.StringIO()
     view = LiveView(out, live=None, interval=60)  # a StringIO is no terminal
     assert not view.live
@@ -86,7 +88,26 @@ def test_view_on_a_pipe_prints_plain_lines_once_per_interval() -> None:
     view.message("rkpipe: hello")
     text = out.getvalue()
     assert "\x1b" not in text
-    assert text.count("rkpipe: stats cam0 ") == 1 and text.endswith("rkpipe: hello\n")
+    assert text.count("rkpipe: demo up ") == 1 and text.endswith("rkpipe: hello\n")
+    assert "rkpipe: stats" not in text  # no line per stage
+
+
+def test_a_stage_that_starts_dropping_is_said_once_until_it_stops_for_a_while() -> None:
+    watch = DropWatch(quiet_s=60)
+    snap = snapshot()
+    said = watch.lines(snap, now=0.0)
+    assert said == [
+        "rkpipe: cam0 is dropping frames: live_overflow (+10, 10 in all)",
+        "rkpipe: out is dropping frames: overwritten (+2, 2 in all)",
+    ]
+    assert watch.lines(snap, now=1.0) == []  # nothing new
+    snap.rows[3].drops = {"overwritten": 5}
+    assert watch.lines(snap, now=30.0) == []  # it goes on dropping: said already
+    snap.rows[3].drops = {"overwritten": 6, "mqtt_outbox_full": 1}
+    assert watch.lines(snap, now=100.0) == [  # a new reason, and one quiet for 70 s
+        "rkpipe: out is dropping frames: mqtt_outbox_full (+1, 1 in all)",
+        "rkpipe: out is dropping frames: overwritten (+1, 6 in all)",
+    ]
 
 
 @pytest.mark.parametrize("width", [79, 99, 119])
@@ -405,22 +426,24 @@ def test_ctrl_c_on_a_terminal_drains_under_the_table(tmp_path: Path, no_leaks) -
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_no_live_on_a_terminal_and_a_pipe_give_plain_lines(tmp_path: Path, no_leaks) -> None:
+def test_no_live_on_a_terminal_and_a_pipe_give_summary_lines(tmp_path: Path, no_leaks) -> None:
+    """One line per interval for the whole run, and the planted crash's restart said once."""
     graph = live_graph(tmp_path, frames=150)
     forced = run_in_terminal("run", str(graph), "--no-live")
-    res = run_rkpipe("run", str(graph))
+    res = run_rkpipe("run", str(graph), "--stats-interval", "1")
     assert res.returncode == 0, res.stderr
     for text in (forced, res.stderr):
         assert not ESC.search(text)
-        stats = [line for line in text.splitlines() if line.startswith("rkpipe: stats ")]
-        names = {line.split()[2] for line in stats}
-        assert names == {"cam0", "bad", "out0", "cam1", "work.0", "work.1", "out1"}
-        cam = [line for line in stats if line.startswith("rkpipe: stats cam0 ")]
-        assert any(re.search(r" out=(\d+\.\d)/s", line)[1] != "0.0" for line in cam)
+        assert "rkpipe: stats " not in text
+        summaries = [ln for ln in text.splitlines() if ln.startswith("rkpipe: livetest up ")]
+        assert summaries, text
         assert all(
-            re.search(r"p50=(-|\S+ms) p99=(-|\S+ms) q=\d+ cpu=\d+% restarts=\d", s) for s in stats
-        )
-        assert re.search(r"rkpipe: livetest at \d+\.\ds: sinks [\d.]+ fps streams cam0=", text)
+            re.search(r"sinks [\d.]+ fps; streams .*; drops \d+.*; restarts \d+; busiest ", ln)
+            for ln in summaries
+        ), summaries
+        assert text.count("rkpipe: bad exited with") == 1  # the restart, once
+    assert len(summaries) >= 2  # --stats-interval 1: more than one in a run of seconds
+    assert any(re.search(r"streams cam0=[1-9]\d* cam1=[1-9]", ln) for ln in summaries)
 
 
 @pytest.mark.integration

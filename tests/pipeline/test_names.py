@@ -144,10 +144,10 @@ REFUSED: dict[str, tuple[dict | None, dict[str, dict], list[str]]] = {
         {"cam0": CAM, "l": lines_stage({"cam0": [line("a b"), line("a_b")]})},
         ["line names 'a b' and 'a_b' of stream 'cam0' differ only in case, spaces or punct"],
     ),
-    "lines for all streams and one": (
+    "lines for all streams that clash": (
         None,
-        {"cam0": CAM, "l": lines_stage({"*": line("Door"), "cam0": line("door")})},
-        ["line names 'Door' and 'door' of stream 'cam0'"],
+        {"cam0": CAM, "l": lines_stage({"*": [line("Door"), line("door")], "cam0": line("x")})},
+        ["line names 'Door' and 'door' of all streams"],
     ),
     "lines a.b and a-b-b": (
         None,

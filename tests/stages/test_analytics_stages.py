@@ -22,6 +22,7 @@ from pipeline.testing import run_stage
 from stages.events import validate_event
 from stages.line_crossing.stage import LineCrossing
 from stages.zones.stage import Zones
+from support.rkpipe import ROOT
 
 DOOR = {"cam0": [{"name": "door", "a": [0, 300], "b": [640, 300]}]}  # "in" = moving down
 T0 = 1_700_000_000.0
@@ -130,14 +131,49 @@ def test_classes_filter_counts_only_the_named_classes() -> None:
     assert crossings(out) == [("in", 2, "car")]
 
 
-def test_star_lines_apply_to_every_stream_and_streams_count_apart() -> None:
+def test_star_lines_apply_to_streams_without_their_own_and_streams_count_apart() -> None:
+    """``lines.cam0`` replaces ``lines."*"`` for cam0; cam1, not named, gets the star's."""
     lines = {**DOOR, "*": [{"name": "mid", "a": [320, 0], "b": [320, 360]}]}
     msgs = [frame(i, [(1, 0, 300 + 10 * i, 280 + 10 * i)]) for i in range(4)]
     msgs += [frame(i, [(1, 0, 300 + 10 * i, 100)], stream="cam1") for i in range(4)]
     out = run_stage(lines_stage(lines=lines), msgs)
     got = sorted((e["stream"], e["line"], e["track_id"]) for e in events(out, "line_crossing"))
-    assert got == [("cam0", "door", 1), ("cam0", "mid", 1), ("cam1", "mid", 1)]
+    assert got == [("cam0", "door", 1), ("cam1", "mid", 1)]  # cam0 crossed "mid" too: not its
+    assert set(out[0].meta["lines"]) == {"door"} and out[0].stream == "cam0"
     assert set(out[-1].meta["lines"]) == {"mid"} and out[-1].stream == "cam1"
+
+
+@pytest.mark.parametrize(
+    ("shape", "said"),
+    [
+        (
+            {"lines": {"cam0": {"name": "door", "a": [1500, 900], "b": [1800, 900]}}},
+            "line 'door' of stream 'cam0' lies outside its 640x360 frame at (1500, 900), "
+            "(1800, 900) (pixels); nothing is counted beyond the edge",
+        ),
+        (
+            {"lines": {"*": {"name": "door", "a": [0, 300], "b": [1920, 300]}}},
+            "line 'door' of stream 'cam0' reaches outside its 640x360 frame at (1920, 300)",
+        ),
+        (
+            {"zones": {"cam0": {"name": "lot", "polygon": [[0, 0], [700, 0], [700, 50]]}}},
+            "zone 'lot' of stream 'cam0' reaches outside its 640x360 frame at (700, 0), (700, 50)",
+        ),
+    ],
+)
+def test_a_shape_outside_the_frame_is_a_warning_at_the_streams_first_frame(
+    shape: dict, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    stage = lines_stage(**shape) if "lines" in shape else Zones(**shape, snapshot_every_s=0)
+    run_stage(stage, with_frames(walk([280, 290, 310]), 640, 360))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and said in warned[0], warned  # once, not per frame
+
+
+def test_a_shape_inside_the_frame_or_on_its_edge_says_nothing(caplog) -> None:
+    edge = {"cam0": {"name": "door", "a": [0, 360], "b": [640, 0]}}
+    run_stage(lines_stage(lines=edge), with_frames(walk([280, 290, 310]), 640, 360))
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_a_stream_without_lines_passes_through_untouched() -> None:
@@ -262,8 +298,8 @@ def graph_problem(tmp_path: Path, body: str) -> str:
             "stages.a.lines.cam0.0: line 'door' has zero length",
         ),
         (
-            'lines.cam0 = [{ name = "d", a = [0, 1], b = [5, 1] }]\n'
-            'lines."*" = [{ name = "d", a = [0, 2], b = [5, 2] }]',
+            'lines.cam0 = [{ name = "d", a = [0, 1], b = [5, 1] }, '
+            '{ name = "d", a = [0, 2], b = [5, 2] }]',
             "line names must be unique per stream; stream 'cam0' has ['d'] more than once",
         ),
         ('lines.cam0 = [{ name = "d", a = [0, 1] }]', "stages.a.lines.cam0.0.b"),
@@ -355,3 +391,12 @@ def test_relative_coordinates_without_frames_are_a_setup_error() -> None:
 def test_a_single_line_table_is_accepted() -> None:
     stage = LineCrossing(lines={"cam0": {"name": "d", "a": [0, 1], "b": [5, 1]}})
     assert stage.config.lines["cam0"][0].name == "d"
+
+
+@pytest.mark.parametrize("graph", sorted((ROOT / "graphs").glob("*.toml")), ids=lambda p: p.stem)
+def test_the_shipped_graphs_place_their_lines_as_fractions_of_the_frame(graph: Path) -> None:
+    """A 1080p camera in place of the 640x360 scene gets the same line, not one in a corner."""
+    for sdef in load_graph(graph).stages.values():
+        table = getattr(sdef.config, "lines", None) or getattr(sdef.config, "zones", None)
+        for shapes in (table or {}).values():
+            assert all(shape.relative for shape in shapes), (graph.name, sdef.name)

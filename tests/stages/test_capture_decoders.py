@@ -11,18 +11,24 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.context import Context, InlineRuntime
+from pipeline.doctor import DoctorContext
 from pipeline.errors import StageSetupError
 from pipeline.transport.framepool import FramePool
 from stages.capture import Capture
+from stages.capture.config import CaptureConfig
 from stages.capture.decoder_ffmpeg import FfmpegOptions, ffmpeg_argv
 from stages.capture.decoders import Choice, choose_decoder
+from stages.capture.doctor import capture_checks
+from stages.capture.opencv_stream import FFMPEG_HINT
 from stages.capture.opener import tcp_answer
+from stages.capture.probe import stream_status, why_not_open
 from support.cameras import RtspCamera, clip_frames, h264_clip, match_frame, rtsp_ready
 from support.graph import Graph
 from support.rkpipe import child_pid, poll_for, read_jsonl, start_rkpipe
@@ -163,7 +169,7 @@ def locked_camera(clips: list[Path]) -> Iterator[RtspCamera]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("decoder", [*DECODERS, "opencv"])
 @pytest.mark.parametrize(
     ("url", "detail"),
     [
@@ -188,6 +194,89 @@ def test_a_failing_camera_is_down_with_one_readable_line(
     assert runtime.health[1][0] == "down" and runtime.health[1][1].startswith(detail)
     assert runtime.health[-1][0] == "down" and "gave up after 0 tries" in runtime.health[-1][1]
     assert "s3cret" not in caplog.text and "viewer:***@" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def digest_camera(clips: list[Path]) -> Iterator[RtspCamera]:
+    cam = RtspCamera(clips[0], user="viewer", password="s3cret", digest=True)
+    yield cam
+    cam.kill()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("digest", [False, True])
+def test_the_camera_is_asked_why_a_stream_does_not_open(
+    digest: bool, locked_camera: RtspCamera, digest_camera: RtspCamera
+) -> None:
+    """What the OpenCV path and ``rkpipe doctor`` say comes from the camera itself: with
+    the URL's user and password (Basic or Digest, as the camera asks), nothing is wrong."""
+    cam = digest_camera if digest else locked_camera
+    base = f"127.0.0.1:{cam.port}"
+    assert stream_status(f"rtsp://viewer:s3cret@{base}/cam") == 200
+    assert why_not_open(f"rtsp://viewer:s3cret@{base}/cam") == ""
+    assert why_not_open(f"rtsp://viewer:wrong@{base}/cam") == (
+        "401 Unauthorized: wrong user or password"
+    )
+    assert why_not_open(f"rtsp://{base}/cam").startswith("401 Unauthorized: the camera wants a")
+    assert why_not_open(f"rtsp://viewer:s3cret@{base}/nope") == (
+        "404 Not Found: no such stream path on the camera"
+    )
+
+
+@pytest.mark.integration
+def test_doctor_names_what_is_wrong_with_a_camera_url(locked_camera: RtspCamera) -> None:
+    base = f"rtsp://viewer:s3cret@127.0.0.1:{locked_camera.port}"
+    ok = {c.name: c for c in capture_checks(CaptureConfig(source=f"{base}/cam"), DoctorContext())}
+    assert ok["camera"].status == "ok"
+    bad = capture_checks(CaptureConfig(source=f"{base}/nope"), DoctorContext())
+    camera = next(c for c in bad if c.name == "camera")
+    assert camera.status == "fail" and camera.detail.endswith(
+        "404 Not Found: no such stream path on the camera"
+    )
+    assert "viewer:***@" in camera.detail and "stream's path" in camera.fix
+
+
+class _WebPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # a camera's web page, not its stream
+        body = b"<html>camera settings</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.integration
+def test_an_opencv_stream_the_camera_serves_but_opencv_cannot_open_says_so() -> None:
+    """The URL answers 200 (a web page, not a video): not a network problem, and said so."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/index.html"
+    try:
+        assert why_not_open(url) == ""
+        runtime = InlineRuntime()
+        cap = start_capture(url, runtime, decoder="opencv", max_reconnects=0)
+        cap.close()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert runtime.health[1] == (
+        "down", f"the camera answers, but OpenCV cannot open the stream{FFMPEG_HINT}"
+    )  # fmt: skip
+
+
+def test_a_closed_port_and_an_unknown_host_are_named_without_a_camera() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        for scheme in ("rtsp", "http"):
+            assert why_not_open(f"{scheme}://127.0.0.1:{port}/cam") == (
+                "connection refused: camera off or wrong port"
+            )
+    assert why_not_open("udp://127.0.0.1:5000") == ""  # not over TCP: nothing to ask
 
 
 @pytest.mark.integration
@@ -268,13 +357,36 @@ def test_auto_prefers_the_rk3588_ffmpeg(tmp_path: Path) -> None:
     assert text.endswith("-pix_fmt bgr24 -f rawvideo pipe:7")
 
 
-def test_auto_falls_back_to_opencv_without_a_hardware_decoder(tmp_path: Path) -> None:
-    choice = choose_decoder("auto", "auto", str(tmp_path / "no-ffmpeg-here"))
-    if choice.decoder == "gstreamer":
-        pytest.skip("this machine has GStreamer's mppvideodec")
-    assert choice == Choice("opencv", "none", "auto: no hardware decoder found")
+def test_auto_prefers_ffmpeg_then_gstreamer_then_opencv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a hardware decoder: ffmpeg where it is installed, else GStreamer, else
+    OpenCV (a stand-in ffmpeg script and a GStreamer without elements stand for the others)."""
+    fake = tmp_path / "ffmpeg"
+    fake.write_text('#!/bin/sh\nprintf "Hardware acceleration methods:\\n"\n')
+    fake.chmod(0o755)
+    have: set[str] = {"decodebin"}
+    monkeypatch.setattr("stages.capture.decoders.gst_has", lambda element: element in have)
+    assert choose_decoder("auto", "auto", str(fake)) == Choice(
+        "ffmpeg", "none", "auto: no hardware decoder; ffmpeg is installed"
+    )
+    missing = str(tmp_path / "no-ffmpeg-here")
+    assert choose_decoder("auto", "auto", missing) == Choice(
+        "gstreamer", "none", "auto: no hardware decoder or ffmpeg; GStreamer is"
+    )
+    have.add("mppvideodec")  # the board's GStreamer comes before a software ffmpeg
+    assert choose_decoder("auto", "auto", str(fake)).hwaccel == "rkmpp"
+    have.clear()
+    assert choose_decoder("auto", "auto", missing) == Choice(
+        "opencv", "none", "auto: neither ffmpeg nor GStreamer is installed"
+    )
     with pytest.raises(StageSetupError, match=r"ffmpeg not found .* apt install ffmpeg"):
-        choose_decoder("ffmpeg", "auto", str(tmp_path / "no-ffmpeg-here"))
+        choose_decoder("ffmpeg", "auto", missing)
+
+
+def test_auto_on_this_machine_is_a_decoder_process() -> None:
+    """Where ffmpeg and GStreamer are installed (as here), auto never picks OpenCV."""
+    assert choose_decoder("auto", "auto", "ffmpeg").decoder == "ffmpeg"
 
 
 # -- a run with two cameras ------------------------------------------------------------------

@@ -496,8 +496,12 @@ def test_health_events_and_the_editor_in_a_real_browser(
             browser.js(f"{zero}.querySelector('button[data-act={kind}]').click()")
             for fx, fy in points:
                 browser.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
-            code = f"[...{zero}.querySelectorAll('.snippet code[data-unit]')]"
-            return dict(browser.js(f"{code}.map(c => [c.dataset.unit, c.textContent])"))
+            code = f"[...{zero}.querySelectorAll('.snippet code')]"
+            shown = browser.js(f"{code}.map(c => [c.dataset.unit || '#', c.textContent])")
+            notes[kind] = [text for unit, text in shown if unit == "#"]
+            return {unit: text for unit, text in shown if unit != "#"}
+
+        notes: dict[str, list[str]] = {}
 
         line = draw("line", [(0.25, 0.5), (0.75, 0.5)])
         zone = draw("zone", [(0.1, 0.1), (0.9, 0.1), (0.9, 0.9), (0.1, 0.9)])
@@ -515,6 +519,8 @@ def test_health_events_and_the_editor_in_a_real_browser(
     assert px, line
     assert [int(v) for v in px.groups()] == pytest.approx([160, 180, 480, 180], abs=2)
     assert line["rel"].endswith(", relative = true }]")
+    assert notes["line"][0] == '# lines.cam0 is cam0\'s own list: it replaces lines."*" for cam0'
+    assert notes["zone"][0].startswith("# zones.cam0 is cam0's own list: it replaces zones.")
     for uses, snippet in (("line_crossing", line), ("zones", zone)):  # valid as printed
         for unit, text in snippet.items():
             body = f'[stages.cam0]\nuses = "synthetic"\n[stages.a]\nuses = "{uses}"\n'

@@ -83,8 +83,12 @@ class RtspCamera:
     """A camera at ``url`` serving ``clip`` from its start to each viewer; ``kill`` cuts it
     like a power loss, ``start`` brings it back on the same port."""
 
-    def __init__(self, clip: Path, path: str = "/cam", user: str = "", password: str = "") -> None:
+    def __init__(
+        self, clip: Path, path: str = "/cam", user: str = "", password: str = "",
+        digest: bool = False,
+    ) -> None:  # fmt: skip
         self.clip, self.path, self.user, self.password = clip, path, user, password
+        self.digest = digest
         self.port = free_port()
         self.proc: subprocess.Popen[str] | None = None
         self.start()
@@ -99,6 +103,7 @@ class RtspCamera:
         cmd += ["--path", self.path]
         if self.user:
             cmd += ["--user", self.user, "--password", self.password]
+            cmd += ["--digest"] if self.digest else []
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()

@@ -1,7 +1,7 @@
 """A real RTSP camera for tests: GStreamer's RTSP server (gst-rtsp-server, through PyGObject)
 serving an H.264 MP4 clip in real time at rtsp://127.0.0.1:PORT/PATH, optionally behind
-a user and password. Run by the system Python, which has the ``gi`` bindings (Debian's
-python3-gi, gir1.2-gst-rtsp-server-1.0):
+a user and password (Basic, or Digest with ``--digest``). Run by the system Python, which
+has the ``gi`` bindings (Debian's python3-gi, gir1.2-gst-rtsp-server-1.0):
 
     /usr/bin/python3 tests/support/rtsp_camera.py CLIP.mp4 --port 8554 --path /cam
 
@@ -17,7 +17,8 @@ import gi
 
 gi.require_version("Gst", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+gi.require_version("GstRtsp", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 
 def main() -> int:
@@ -27,6 +28,7 @@ def main() -> int:
     p.add_argument("--path", default="/cam")
     p.add_argument("--user", help="require this user (with --password)")
     p.add_argument("--password")
+    p.add_argument("--digest", action="store_true", help="ask for Digest, not Basic, auth")
     args = p.parse_args()
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
@@ -41,8 +43,12 @@ def main() -> int:
         auth = GstRtspServer.RTSPAuth()
         token = GstRtspServer.RTSPToken()
         token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, args.user)
-        basic = GstRtspServer.RTSPAuth.make_basic(args.user, args.password or "")
-        auth.add_basic(basic, token)
+        if args.digest:
+            auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
+            auth.add_digest(args.user, args.password or "", token)
+        else:
+            basic = GstRtspServer.RTSPAuth.make_basic(args.user, args.password or "")
+            auth.add_basic(basic, token)
         server.set_auth(auth)
         permissions = GstRtspServer.RTSPPermissions()
         permissions.add_permission_for_role(args.user, "media.factory.access", True)
