@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..cpus import CPU_NAME
+from ..node import check_node, default_node
 from ..secrets import mask_value
 
 __all__ = ["COMMON_KEYS", "PipelineSettings", "StageCommon", "format_validation_error"]
@@ -22,6 +23,11 @@ class PipelineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "pipeline"
+    node: str = Field(
+        default_factory=default_node,
+        description="this board's id in MQTT topics, client and Home Assistant ids, and "
+        "metrics (default: the host name); boards sharing a broker need different ones",
+    )
     window: int = Field(2, ge=1, le=64, description="messages in flight per link (credits)")
     reorder_timeout_ms: float = Field(
         1000, gt=0, description="wait for a lost frame before skipping it"
@@ -51,6 +57,11 @@ class PipelineSettings(BaseModel):
         description="a camera not live this long ends the run with an error (exit 1), e.g. "
         "for systemd to restart it; default: wait for it forever",
     )
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, value: str) -> str:
+        return check_node(value)
 
 
 CpuSpec = list[int] | list[list[int]] | str

@@ -246,7 +246,9 @@ class Supervisor:
             if self.metrics_port is not None:
                 from ..stats.prometheus import start_metrics  # optional: prometheus-client
 
-                self.metrics = start_metrics(self.settings.prometheus_host, self.metrics_port)
+                self.metrics = start_metrics(
+                    self.settings.prometheus_host, self.metrics_port, self.settings.node
+                )
                 self.echo(f"rkpipe: metrics at {self.metrics.url}")
             if self.view.live:
                 self._pipe_child_output()

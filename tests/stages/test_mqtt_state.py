@@ -26,7 +26,7 @@ from stages.events import (
 from stages.sinks.mqtt import MqttSink
 from stages.sinks.mqtt.state_topics import StreamState
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
-from support.mqtt_graph import graph_text, start_run
+from support.mqtt_graph import NODE, graph_text, start_run
 from support.rkpipe import poll_for, write_graph
 
 PERSON, CAR = 0, 2
@@ -53,7 +53,7 @@ def run_sink(broker: Broker, run_id: str, msgs: list[Message], **opts: Any) -> I
     """One run of an inline sink (in the current folder): its frames, the stream's end, close."""
     runtime = InlineRuntime()
     sink = MqttSink(host=broker.host, port=broker.port, flush_timeout_s=5, **opts)
-    sink.setup(Context(stage="mqtt", run_id=run_id, runtime=runtime))
+    sink.setup(Context(stage="mqtt", run_id=run_id, runtime=runtime, node=NODE))
     for msg in msgs:
         sink.process(msg)
     sink.end_stream("cam0")
@@ -101,13 +101,13 @@ def test_totals_are_plain_numbers_with_zero_classes_and_carry_on_after_a_restart
     ]
     run_sink(broker, "run1", first)
     want = {
-        "rkpipe/cam0/door/in/person": b"2",
-        "rkpipe/cam0/door/out/person": b"0",
-        "rkpipe/cam0/door/in/car": b"0",
-        "rkpipe/cam0/door/out/car": b"1",
-        "rkpipe/cam0/zones/lobby/person": b"1",
-        "rkpipe/cam0/zones/lobby/bicycle": b"0",
-        "rkpipe/cam0/status": b"offline",
+        f"rkpipe/{NODE}/cam0/door/in/person": b"2",
+        f"rkpipe/{NODE}/cam0/door/out/person": b"0",
+        f"rkpipe/{NODE}/cam0/door/in/car": b"0",
+        f"rkpipe/{NODE}/cam0/door/out/car": b"1",
+        f"rkpipe/{NODE}/cam0/zones/lobby/person": b"1",
+        f"rkpipe/{NODE}/cam0/zones/lobby/bicycle": b"0",
+        f"rkpipe/{NODE}/cam0/status": b"offline",
     }
     state = retained(broker, want)
     assert want.items() <= state.items(), state
@@ -119,7 +119,7 @@ def test_totals_are_plain_numbers_with_zero_classes_and_carry_on_after_a_restart
         _msg(1, counts({"door": {"in": {"person": 1, "car": 0}, "out": {"car": 0}}})),
     ]
     run_sink(broker, "run2", again)
-    want = {"rkpipe/cam0/door/in/person": b"3", "rkpipe/cam0/door/out/car": b"1"}
+    want = {f"rkpipe/{NODE}/cam0/door/in/person": b"3", f"rkpipe/{NODE}/cam0/door/out/car": b"1"}
     assert want.items() <= retained(broker, want).items()
 
     # the sink of run2 restarts (its counter upstream does not): run2 is not added twice
@@ -128,7 +128,7 @@ def test_totals_are_plain_numbers_with_zero_classes_and_carry_on_after_a_restart
         _msg(3, counts({"door": {"in": {"person": 2, "car": 0}, "out": {"car": 0}}})),
     ]
     run_sink(broker, "run2", restarted)
-    want = {"rkpipe/cam0/door/in/person": b"4", "rkpipe/cam0/door/out/car": b"1"}
+    want = {f"rkpipe/{NODE}/cam0/door/in/person": b"4", f"rkpipe/{NODE}/cam0/door/out/car": b"1"}
     assert want.items() <= retained(broker, want).items()
 
 
@@ -165,7 +165,7 @@ def test_a_line_or_zone_that_is_gone_is_removed_with_its_sensors(
         "gate": {"in": {"car": 0}, "out": {"car": 2}},
     }
     run_sink(broker, "run1", [_msg(0, counts(both, {"lobby": {"person": 1}}))], ha_discovery=True)
-    gate = "rkpipe/cam0/gate/out/car"
+    gate = f"rkpipe/{NODE}/cam0/gate/out/car"
     before = retained(broker, {gate: b"2"}, topics)
     gate_configs = [t for t in before if t.startswith("homeassistant/") and "_gate_" in t]
     lobby_configs = [t for t in before if t.startswith("homeassistant/") and "_zone_lobby_" in t]
@@ -173,9 +173,9 @@ def test_a_line_or_zone_that_is_gone_is_removed_with_its_sensors(
 
     door_only = {"door": {"in": {"person": 1}, "out": {"person": 0}}}
     run_sink(broker, "run2", [_msg(0, counts(door_only))], ha_discovery=True)
-    door = [f"rkpipe/cam0/door/{d}/person" for d in ("in", "out")]
+    door = [f"rkpipe/{NODE}/cam0/door/{d}/person" for d in ("in", "out")]
     configs = [t for t in before if t.startswith("homeassistant/") and "_door_" in t]
-    cam = ["rkpipe/status", "rkpipe/cam0/status", "rkpipe/cam0/fps"]
+    cam = [f"rkpipe/{NODE}/status", f"rkpipe/{NODE}/cam0/status", f"rkpipe/{NODE}/cam0/fps"]
     cam += [t for t in before if t.endswith(("_connected/config", "_fps/config"))]
     after = retained(broker, {door[0]: b"1"}, topics)
     assert sorted(after) == sorted([*door, *configs, *cam])  # gate and lobby are gone
@@ -308,7 +308,7 @@ def test_home_assistant_discovery_configs_follow_the_documented_fields(
         schema = SENSOR if component.group(1) == "sensor" else BINARY_SENSOR
         jsonschema.validate(doc, schema)
         assert doc["state_topic"] in state, f"{topic}: no retained {doc['state_topic']}"
-        assert doc["availability"][0]["topic"] == "rkpipe/status"
+        assert doc["availability"][0]["topic"] == f"rkpipe/{NODE}/status"
         kinds[doc["name"]] = doc.get("state_class") or doc.get("device_class")
         if component.group(1) == "binary_sensor":
             assert state[doc["state_topic"]] in (doc["payload_on"].encode(), b"offline")
@@ -316,7 +316,7 @@ def test_home_assistant_discovery_configs_follow_the_documented_fields(
             float(state[doc["state_topic"]])  # a plain number
     assert len({d["unique_id"] for d in configs.values()}) == len(configs)
     assert len({json.dumps(d["device"], sort_keys=True) for d in configs.values()}) == 1
-    assert state["rkpipe/status"] == b"offline"  # availability: the Last Will topic
+    assert state[f"rkpipe/{NODE}/status"] == b"offline"  # availability: the Last Will topic
     expected = {}
     for cam in ("cam0", "cam1"):
         expected |= {
@@ -327,7 +327,7 @@ def test_home_assistant_discovery_configs_follow_the_documented_fields(
             f"{cam} connected": "connectivity",
         }
     assert kinds == expected
-    assert state["rkpipe/cam0/door/in/person"] == b"5"  # 10 crossings alternate in and out
+    assert state[f"rkpipe/{NODE}/cam0/door/in/person"] == b"5"  # 10 crossings alternate in and out
 
 
 def _configs(sub: Subscriber) -> dict[str, dict]:
@@ -340,11 +340,11 @@ def test_home_assistant_coming_online_gets_every_config_again(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     sink = MqttSink(host=broker.host, port=broker.port, ha_discovery=True)
-    sink.setup(Context(stage="mqtt", run_id="r1"))
+    sink.setup(Context(stage="mqtt", run_id="r1", node=NODE))
     sub = Subscriber(broker, ["homeassistant/#"])
     try:
         sink.process(_msg(0, crossing("in", PERSON)))
-        config = "homeassistant/sensor/" + sink.client_id + "/cam0_door_in_person/config"
+        config = "homeassistant/sensor/" + sink.device_id + "/cam0_door_in_person/config"
         assert poll_for(lambda: len(sub.on(config)) == 1, timeout=10)
         sub.client.publish("homeassistant/status", "online", qos=1)  # HA's birth message
         assert poll_for(lambda: len(sub.on(config)) == 2, timeout=10)
@@ -381,7 +381,7 @@ def test_an_event_snapshot_goes_out_as_jpeg_bytes_and_no_other_file_does(
     paths = ["cam0/7.jpg", "../../secret.jpg", "/etc/passwd", "cam0/fake.jpg"]  # in out/snapshots
     msgs = [_msg(i, with_snapshot(p)) for i, p in enumerate([*paths, "cam0/gone.jpg"])]
     runtime = run_sink(broker, "r1", msgs)
-    topic = "rkpipe/cam0/snapshot/line_crossing"
+    topic = f"rkpipe/{NODE}/cam0/snapshot/line_crossing"
     state = retained(broker, {topic: jpeg.tobytes()})
     assert state[topic] == jpeg.tobytes()
     assert runtime.drops == {"mqtt_snapshot_unreadable": 4}
@@ -394,10 +394,11 @@ def test_an_event_snapshot_goes_out_as_jpeg_bytes_and_no_other_file_does(
 def test_camera_status_follows_the_source_health(tmp_path: Path, broker: Broker, no_leaks) -> None:
     """A camera that is live, lost for 2.5 s, live again and then ends: its retained status
     goes online, offline, online, offline (plain strings)."""
-    sub = Subscriber(broker, ["rkpipe/cam0/status"])
+    sub = Subscriber(broker, [f"rkpipe/{NODE}/cam0/status"])
     text = f"""
 [pipeline]
 name = "health"
+node = "{NODE}"
 [stages.cam0]
 uses = "rk_test_stages:FlakyCamera"
 frames = 100
@@ -416,8 +417,8 @@ port = {broker.port}
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert poll_for(lambda: sub.on("rkpipe/cam0/status")[-1:] == [b"offline"], timeout=5)
+    assert poll_for(lambda: sub.on(f"rkpipe/{NODE}/cam0/status")[-1:] == [b"offline"], timeout=5)
     sub.close()
-    seen = [p.decode() for p in sub.on("rkpipe/cam0/status")]
+    seen = [p.decode() for p in sub.on(f"rkpipe/{NODE}/cam0/status")]
     changes = [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]
     assert changes[-4:] == ["online", "offline", "online", "offline"], seen

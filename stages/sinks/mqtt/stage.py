@@ -2,7 +2,7 @@
 away (up to a bound), and keeps plain retained state next to them.
 
 Every event in ``msg.meta["events"]`` becomes one JSON message on a topic made from ``topic``
-(placeholders: {stream} {type} {line} {zone} {direction} {class_name} {pipeline}; a level
+(placeholders: {node} {stream} {type} {line} {zone} {direction} {class_name} {pipeline}; a level
 whose placeholder the event lacks is left out), queued in the outbox and forgotten only when
 the broker acknowledged it (with ``spool_dir``, written to disk before it is sent). Retained
 latest values go alongside: each camera's ``online``/``offline`` (:mod:`.status`), line
@@ -17,7 +17,6 @@ the run stops it; what the broker never acknowledged is counted as ``mqtt_unsent
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -62,15 +61,19 @@ class MqttSink(Stage[MqttSinkConfig]):
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config
-        self.ctx, self.log, self.pipeline = ctx, ctx.log, ctx.pipeline
-        host = socket.gethostname().split(".")[0]
-        self.client_id = cfg.client_id or clean_id(f"rkpipe-{self.pipeline}-{ctx.instance}-{host}")
+        self.ctx, self.log, self.pipeline, self.node = ctx, ctx.log, ctx.pipeline, ctx.node
+        # the HA device (and its unique ids) stays across runs; the client id is new each run,
+        # so two runs never take the broker's session from each other
+        self.device_id = cfg.client_id or clean_id(
+            f"rkpipe-{self.pipeline}-{ctx.instance}-{ctx.node}"
+        )
+        self.client_id = cfg.client_id or clean_id(f"{self.device_id}-{ctx.run_id}")
         self.outbox = Outbox(cfg.max_queued, self._spool())
         self.retained = Retained(self.outbox.wake)
         availability = self._topic(cfg.availability_topic, "")
         discovery = None
         if cfg.ha_discovery:
-            discovery = Discovery(cfg.ha_prefix, self.client_id, self.pipeline, availability)
+            discovery = Discovery(cfg.ha_prefix, self.device_id, self.pipeline, availability)
         self.states = None
         if cfg.state_prefix:
             folder = Path(cfg.state_dir) / clean_id(self.pipeline)
@@ -233,7 +236,7 @@ class MqttSink(Stage[MqttSinkConfig]):
     # -- topics ------------------------------------------------------------------------------
     def _topic(self, template: str, stream: str | dict[str, Any]) -> str:
         fields = stream if isinstance(stream, dict) else {"stream": stream} if stream else {}
-        return render_topic(template, {"pipeline": self.pipeline, **fields})
+        return render_topic(template, {"pipeline": self.pipeline, **fields, "node": self.node})
 
     def _status_topic(self, stream: str) -> str:
         return self._topic(self.config.status_topic, stream) if self.config.status_topic else ""
