@@ -25,6 +25,7 @@ from stages.events import (
 )
 from stages.sinks.mqtt import MqttSink
 from stages.sinks.mqtt.state_topics import StreamState
+from support.ha_schemas import EVENT
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
 from support.mqtt_graph import NODE, graph_text, start_run
 from support.rkpipe import poll_for, write_graph
@@ -175,10 +176,13 @@ def test_a_line_or_zone_that_is_gone_is_removed_with_its_sensors(
     run_sink(broker, "run2", [_msg(0, counts(door_only))], ha_discovery=True)
     door = [f"rkpipe/{NODE}/cam0/door/{d}/person" for d in ("in", "out")]
     configs = [t for t in before if t.startswith("homeassistant/") and "_door_" in t]
+    configs += [t for t in before if t.endswith("_event_line_crossing/config")]
     cam = [f"rkpipe/{NODE}/status", f"rkpipe/{NODE}/cam0/status", f"rkpipe/{NODE}/cam0/fps"]
     cam += [t for t in before if t.endswith(("_connected/config", "_fps/config"))]
     after = retained(broker, {door[0]: b"1"}, topics)
-    assert sorted(after) == sorted([*door, *configs, *cam])  # gate and lobby are gone
+    # gate and lobby are gone, and the zone event entities with them
+    assert sorted(after) == sorted([*door, *configs, *cam])
+    assert sum("_event_zone_" in t for t in before) == 3
     assert "line gate of stream cam0 is gone" in caplog.text
     assert "zone lobby of stream cam0 is gone" in caplog.text
 
@@ -280,7 +284,7 @@ BINARY_SENSOR = {
     "additionalProperties": False,
 }
 CONFIG_TOPIC = re.compile(
-    r"^homeassistant/(sensor|binary_sensor)/(?:[a-zA-Z0-9_-]+/)?[a-zA-Z0-9_-]+/config$"
+    r"^homeassistant/(sensor|binary_sensor|event)/(?:[a-zA-Z0-9_-]+/)?[a-zA-Z0-9_-]+/config$"
 )
 
 
@@ -290,7 +294,8 @@ def test_home_assistant_discovery_configs_follow_the_documented_fields(
 ) -> None:
     """One option gives a device with a sensor per stream x line x direction x class
     (total_increasing), per zone x class, fps per stream and a connectivity binary_sensor per
-    camera, each reading a retained plain state topic."""
+    camera, each reading a retained plain state topic, and event entities reading the event
+    topics (presence and snapshot entities: test_mqtt_presence.py)."""
     text = graph_text(broker, 20, 2, fps=40, ha_discovery=True)
     proc = start_run(write_graph(tmp_path, text))
     _, err = proc.communicate(timeout=60)
@@ -305,11 +310,15 @@ def test_home_assistant_discovery_configs_follow_the_documented_fields(
     for topic, doc in configs.items():
         component = CONFIG_TOPIC.match(topic)
         assert component, topic
-        schema = SENSOR if component.group(1) == "sensor" else BINARY_SENSOR
-        jsonschema.validate(doc, schema)
-        assert doc["state_topic"] in state, f"{topic}: no retained {doc['state_topic']}"
+        schema = {"sensor": SENSOR, "binary_sensor": BINARY_SENSOR, "event": EVENT}
+        jsonschema.validate(doc, schema[component.group(1)])
         assert doc["availability"][0]["topic"] == f"rkpipe/{NODE}/status"
-        kinds[doc["name"]] = doc.get("state_class") or doc.get("device_class")
+        kinds[doc["name"]] = doc.get("state_class") or doc.get("device_class") or "event"
+        if component.group(1) == "event":  # events are not retained
+            cam, kind = doc["name"].split(" ", 1)
+            assert doc["state_topic"] == f"rkpipe/{NODE}/{cam}/events/{kind.replace(' ', '_')}"
+            continue
+        assert doc["state_topic"] in state, f"{topic}: no retained {doc['state_topic']}"
         if component.group(1) == "binary_sensor":
             assert state[doc["state_topic"]] in (doc["payload_on"].encode(), b"offline")
         else:
@@ -325,6 +334,10 @@ def test_home_assistant_discovery_configs_follow_the_documented_fields(
             f"{cam} lobby car": "measurement",
             f"{cam} fps": "measurement",
             f"{cam} connected": "connectivity",
+            f"{cam} line crossing": "event",
+            f"{cam} zone enter": "event",
+            f"{cam} zone loiter": "event",
+            f"{cam} zone exit": "event",
         }
     assert kinds == expected
     assert state[f"rkpipe/{NODE}/cam0/door/in/person"] == b"5"  # 10 crossings alternate in and out

@@ -42,6 +42,14 @@ class MqttSinkConfig(StageConfig):
     snapshot_root: str = Field(
         SNAPSHOT_DIR, description="the snapshots folder event snapshot paths start from"
     )
+    presence_classes: list[str] | None = Field(
+        None,
+        description="classes whose in-view counts are always published, zeros too (default: "
+        "those seen, and those the analytics stages' counts events name)",
+    )
+    presence_hold_s: float = Field(
+        1.0, ge=0, description="an in-view count changes once the new one held this long"
+    )
     ha_discovery: bool = Field(False, description="announce sensors to Home Assistant")
     ha_prefix: str = Field("homeassistant", min_length=1, description="HA discovery prefix")
     tls: bool = False

@@ -29,7 +29,9 @@ from pipeline.stage import Context, Stage, StageConfig
 from stages.sinks.mqtt.config import MqttSinkConfig
 from stages.sinks.mqtt.connection import Connection
 from stages.sinks.mqtt.discovery import Discovery
+from stages.sinks.mqtt.ha_entities import HaEntities
 from stages.sinks.mqtt.outbox import Item, Outbox
+from stages.sinks.mqtt.presence import Presence
 from stages.sinks.mqtt.retained import Retained
 from stages.sinks.mqtt.sender import Sender
 from stages.sinks.mqtt.snapshots import read_snapshot
@@ -81,6 +83,15 @@ class MqttSink(Stage[MqttSinkConfig]):
         self.cameras = CameraStatus(
             self.retained, self._status_topic, self._fps_topic, ctx.source_health, discovery
         )
+        self.presence = None
+        if cfg.state_prefix:
+            prefix = lambda stream: self._topic(cfg.state_prefix, stream)  # noqa: E731
+            self.presence = Presence(
+                self.retained, prefix, cfg.presence_classes, cfg.presence_hold_s, discovery
+            )
+        self.entities = HaEntities(
+            self.retained, discovery, self._topic, cfg.topic, cfg.snapshot_topic
+        )
         self.conn = Connection(cfg, self.client_id, availability, ctx.resolve_path, self.log)
         self.conn.queued = lambda: len(self.outbox)
         self.conn.on_up = self._on_up
@@ -121,6 +132,7 @@ class MqttSink(Stage[MqttSinkConfig]):
         self.active.add(msg.stream)
         self.cameras.frame(msg.stream)
         events = [ev for ev in msg.meta.get(META_EVENTS) or () if self._valid(ev)]
+        self._presence(msg, events)
         for event in events:
             fields = {**event, "stream": event.get("stream", msg.stream)}
             payload = json.dumps(event, separators=(",", ":"), default=_plain)
@@ -134,6 +146,8 @@ class MqttSink(Stage[MqttSinkConfig]):
     def end_stream(self, stream: str) -> None:
         """A stream ended: mark it offline; after the last one, deliver what is queued."""
         self.cameras.end(stream)
+        if self.presence is not None:
+            self.presence.end(stream)
         self.active.discard(stream)
         if not self.active:
             self._flush(self.config.flush_timeout_s)
@@ -213,6 +227,16 @@ class MqttSink(Stage[MqttSinkConfig]):
             self._warn_once("snapshot", f"mqtt: event {fields.get('id')}: {data}; not published")
             return
         self.retained.set(self._topic(self.config.snapshot_topic, fields), data)
+        self.entities.snapshot(fields["stream"], fields, data)
+
+    def _presence(self, msg: Message, events: list[dict[str, Any]]) -> None:
+        """What is in view now, and the Home Assistant event entities the events need."""
+        if self.presence is not None:
+            self.presence.frame(msg)
+            if events:
+                self.presence.learn(msg.stream, events)
+        if events:
+            self.entities.seen(msg.stream, events)
 
     def _count_unpublishable(self) -> None:
         bad = self.sender.take_unpublishable()
