@@ -28,9 +28,11 @@ from stages.events import (
     zone_loiter_event,
 )
 from stages.sinks.mqtt import MqttSink
-from stages.sinks.mqtt.discovery import ha_event_type
+from stages.sinks.mqtt.discovery import Discovery, ha_event_type
+from stages.sinks.mqtt.ha_entities import HaEntities
 from stages.sinks.mqtt.presence import Debounced, Presence
 from stages.sinks.mqtt.retained import Retained
+from stages.sinks.mqtt.topics import render_topic
 from support.ha_schemas import EVENT, IMAGE, OCCUPANCY
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
 from support.mqtt_graph import NODE
@@ -221,3 +223,27 @@ def test_presence_events_and_snapshot_entities_follow_home_assistants_fields(
         assert doc["unique_id"].startswith(f"rkpipe-pipeline-mqtt-{NODE}_")
         assert doc["availability"][0]["topic"] == f"rkpipe/{NODE}/status"
     assert len({d["unique_id"] for d in configs.values()}) == len(configs)
+
+
+def test_one_event_topic_gives_one_event_entity_and_a_per_event_topic_none() -> None:
+    """Without {type} in ``topic`` every kind arrives on one topic: one entity takes them
+    all, growing its event types; with {line} or {zone} there is no one state topic."""
+
+    def make(template: str) -> tuple[Recording, HaEntities]:
+        retained = Recording()
+        discovery = Discovery("homeassistant", "dev", "p", f"rkpipe/{NODE}/status")
+        topic = lambda t, f: render_topic(t, {"node": NODE, **f})  # noqa: E731
+        return retained, HaEntities(retained, discovery, topic, template, "")
+
+    msg = frame(0, 1)
+    retained, entities = make("rkpipe/{node}/{stream}/events")
+    entities.seen("cam0", [counts_event(msg, {"door": {"in": {}, "out": {}}}, {})])
+    entities.seen("cam0", [zone_enter_event(msg, "lobby", 1, PERSON)])
+    configs = [json.loads(p) for t, p in retained.changes if t.startswith("homeassistant/event/")]
+    assert [c["event_types"] for c in configs] == [["in", "out"], ["in", "out", "enter"]]
+    assert {c["unique_id"] for c in configs} == {"dev_cam0_event_events"}
+    assert {c["state_topic"] for c in configs} == {f"rkpipe/{NODE}/cam0/events"}
+
+    retained, entities = make("rkpipe/{node}/{stream}/{line}{zone}")
+    entities.seen("cam0", [zone_enter_event(msg, "lobby", 1, PERSON)])
+    assert retained.changes == []
