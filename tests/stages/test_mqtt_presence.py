@@ -33,10 +33,11 @@ from stages.sinks.mqtt.ha_entities import HaEntities
 from stages.sinks.mqtt.presence import Debounced, Presence
 from stages.sinks.mqtt.retained import Retained
 from stages.sinks.mqtt.topics import render_topic
+from stages.synthetic import Scene
 from support.ha_schemas import EVENT, IMAGE, OCCUPANCY
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
-from support.mqtt_graph import NODE
-from support.rkpipe import poll_for
+from support.mqtt_graph import NODE, start_run
+from support.rkpipe import poll_for, write_graph
 
 PERSON, CAR = 0, 2
 T0 = 1_700_000_000.0
@@ -247,3 +248,61 @@ def test_one_event_topic_gives_one_event_entity_and_a_per_event_topic_none() -> 
     retained, entities = make("rkpipe/{node}/{stream}/{line}{zone}")
     entities.seen("cam0", [zone_enter_event(msg, "lobby", 1, PERSON)])
     assert retained.changes == []
+
+
+@pytest.mark.integration
+def test_a_real_run_publishes_what_is_in_view_per_camera_and_class(
+    tmp_path: Path, broker: Broker, no_leaks
+) -> None:
+    """synthetic camera -> its truth as tracked boxes -> mqtt, in a real ``rkpipe run``: every
+    in-view count published is one the scene had in a frame, and 0 after the stream ends."""
+    frames = 60
+    text = f"""
+[pipeline]
+name = "presence"
+node = "{NODE}"
+[stages.cam0]
+uses = "synthetic"
+scene = "easy"
+seed = 3
+frames = {frames}
+realtime = true
+fps = 20
+[stages.truth]
+uses = "rk_test_overlay:Overlay"
+inputs = ["cam0"]
+seed = 3
+fps = 20
+overlays = false
+[stages.mqtt]
+uses = "mqtt"
+inputs = ["truth"]
+host = "{broker.host}"
+port = {broker.port}
+presence_hold_s = 0
+presence_classes = ["person", "car", "bicycle"]
+ha_discovery = true
+"""
+    sub = Subscriber(broker, [f"{PREFIX}/objects/#", "homeassistant/binary_sensor/#"])
+    try:
+        proc = start_run(write_graph(tmp_path, text))
+        _, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, err
+        person = f"{PREFIX}/objects/person"
+        ended = poll_for(lambda: sub.on(person)[-1:] == [b"0"] and len(sub.on(person)) > 1, 10)
+        assert ended, (sub.on(person), err[-2000:])
+        published = {
+            c: [int(p) for p in sub.on(f"{PREFIX}/objects/{c}")] for c in ("person", "car")
+        }
+        occupancy = [t for t in sub.latest() if t.endswith("_occupied_person/config")]
+    finally:
+        sub.close()
+    scene = Scene("easy", 3, 640, 360, 20.0)
+    truth = [scene.truth(seq).class_id.tolist() for seq in range(frames)]
+    for cls, cid in (("person", 0), ("car", 2)):
+        possible = {ids.count(cid) for ids in truth} | {0}
+        assert set(published[cls]) <= possible, (cls, published[cls], possible)
+        assert published[cls][-1] == 0  # the stream ended
+    assert max(published["person"]) > 0 and max(published["car"]) > 0
+    assert set(sub.on(f"{PREFIX}/objects/bicycle")) == {b"0"}  # listed, never seen
+    assert len(occupancy) == 1
