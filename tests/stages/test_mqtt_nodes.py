@@ -15,6 +15,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from pipeline import Context
+from stages.sinks.mqtt import MqttSink
 from support.faults import instance_pid
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
 from support.mqtt_graph import NODE, all_ids, graph_text, start_run
@@ -156,3 +158,27 @@ def test_a_local_broker_bridged_to_a_central_one_forwards_what_came_while_it_was
         events.close()
         local.stop()
         central.stop()
+
+
+@pytest.mark.integration
+def test_two_runs_on_one_board_have_their_own_client_ids_and_one_device(
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client id adds the run id: a second run does not throw the first off the broker
+    (which it would, with one id, again and again); the Home Assistant device stays one."""
+    monkeypatch.chdir(tmp_path)
+    sinks = []
+    try:
+        for run in ("4242xaaaa0001", "4343xbbbb0002"):
+            sink = MqttSink(host=broker.host, port=broker.port, flush_timeout_s=1)
+            sink.setup(Context(stage="mqtt", run_id=run, node=NODE))
+            sinks.append(sink)
+        a, b = sinks
+        assert a.client_id != b.client_id and a.device_id == b.device_id
+        assert a.client_id == f"rkpipe-pipeline-mqtt-{NODE}-4242xaaaa0001"
+        assert poll_for(lambda: all(s.conn.connected.is_set() for s in sinks), timeout=10)
+        dropped = poll_for(lambda: not all(s.conn.connected.is_set() for s in sinks), timeout=2)
+        assert not dropped, "one run's sink threw the other's off the broker"
+    finally:
+        for sink in sinks:
+            sink.close()
