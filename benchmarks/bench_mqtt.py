@@ -121,7 +121,7 @@ def outage_with_kill(frames: int, tmp: Path) -> None:
     folder = tmp / "kill"
     folder.mkdir()
     with Broker(folder / "broker") as b:
-        sub = Subscriber(b, ["rkpipe/+/events/#"], client_id="bench-kill", persistent=True)
+        sub = Subscriber(b, ["rkpipe/+/+/events/#"], client_id="bench-kill", persistent=True)
         text = graph_text(b, frames, 1, fps=40, spool_dir="spool")
         stats = folder / "stats.json"
         proc = start_run(write_graph(folder, text), "--stats-out", str(stats))
@@ -162,7 +162,7 @@ def flush_past_heartbeat(frames: int, tmp: Path) -> None:
     folder = tmp / "flush"
     folder.mkdir()
     with Broker(folder / "broker") as b:
-        sub = Subscriber(b, ["rkpipe/+/events/#"], client_id="bench-flush", persistent=True)
+        sub = Subscriber(b, ["rkpipe/+/+/events/#"], client_id="bench-flush", persistent=True)
         opts = {"flush_timeout_s": 10}
         text = graph_text(b, frames, 1, fps=40, pipeline={"heartbeat_timeout_s": 4}, **opts)
         stats = folder / "stats.json"

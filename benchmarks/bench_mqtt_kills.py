@@ -57,7 +57,7 @@ def kill_run(
 ) -> Run:
     """One run with ``kills`` SIGKILLs of the sink at random moments."""
     folder.mkdir(parents=True)
-    sub = Subscriber(b, ["rkpipe/+/events/#"], client_id=f"kills-{folder.name}", persistent=True)
+    sub = Subscriber(b, ["rkpipe/+/+/events/#"], client_id=f"kills-{folder.name}", persistent=True)
     pipeline = {"restart_limit": kills + 2, "stats_interval_s": 1}
     opts = {"spool_dir": "spool", **({} if witness else {"witness": False})}
     text = graph_text(b, frames, 1, fps=FPS, pipeline=pipeline, **opts)

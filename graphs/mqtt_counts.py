@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Live counts from an rkpipe pipeline's MQTT events: crossings per stream, line and direction,
 and zone occupancy; at the end, the retained plain numbers the sink keeps beside the events
-(rkpipe/{stream}/{line}/{direction}/{class}: total since the first run, and
-rkpipe/{stream}/zones/{zone}/{class}: inside now). An example consumer; it needs only
-paho-mqtt (pip install paho-mqtt).
+(rkpipe/{node}/{stream}/{line}/{direction}/{class}: total since the first run, and
+rkpipe/{node}/{stream}/zones/{zone}/{class}: inside now), of every board (node) on the broker
+by default (--node for one). An example consumer; it needs only paho-mqtt (pip install
+paho-mqtt).
 
     python graphs/mqtt_counts.py --host broker.local
     RKPIPE_MQTT_PASSWORD=... python graphs/mqtt_counts.py --username viewer --events 100
@@ -63,17 +64,17 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="localhost", help="broker host (default: localhost)")
     p.add_argument("--port", type=int, default=1883, help="broker port (default: 1883)")
-    p.add_argument("--topic", default="rkpipe/+/events/#", help="event topic filter")
+    p.add_argument("--node", default="+", help="one board's node id (default: every board)")
+    p.add_argument("--topic", help="event topic filter (default: rkpipe/NODE/+/events/#)")
     p.add_argument(
         "--status-topic",
         action="append",
         default=None,
-        help="status topics to show (default: rkpipe/status and rkpipe/+/status)",
+        help="status topics to show (default: rkpipe/NODE/status and rkpipe/NODE/+/status)",
     )
     p.add_argument(
         "--totals-topic",
-        default="rkpipe/+/+/+/+",
-        help="retained plain numbers (default: rkpipe/+/+/+/+, totals and occupancy)",
+        help="retained plain numbers (default: rkpipe/NODE/+/+/+/+, totals and occupancy)",
     )
     p.add_argument("--username", help="user name; the password comes from $RKPIPE_MQTT_PASSWORD")
     p.add_argument("--events", type=int, metavar="N", help="exit after N events")
@@ -83,7 +84,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    status_topics = args.status_topic or ["rkpipe/status", "rkpipe/+/status"]
+    node = args.node
+    args.topic = args.topic or f"rkpipe/{node}/+/events/#"
+    args.totals_topic = args.totals_topic or f"rkpipe/{node}/+/+/+/+"
+    status_topics = args.status_topic or [f"rkpipe/{node}/status", f"rkpipe/{node}/+/status"]
     counts = Counts()
     refused: list[str] = []
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"rkpipe-counts-{os.getpid()}")

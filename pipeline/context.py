@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .node import default_node
+
 __all__ = ["HEALTH_STATES", "Context", "InlineRuntime", "StageRuntime"]
 
 #: What a source says of its camera: trying for the first time, delivering frames, lost and
@@ -94,6 +96,7 @@ class Context:
 
     stage: str
     pipeline: str = "pipeline"  # the graph's [pipeline] name
+    node: str = field(default_factory=default_node)  # the board: [pipeline] node
     replica: int = 0
     replicas: int = 1
     cpus: list[int] = field(default_factory=list)

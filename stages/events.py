@@ -3,14 +3,17 @@
 Analytics stages append events to ``msg.meta["events"]``; sinks publish them unchanged. Every
 event is a flat JSON object with these fields:
 
-- ``schema`` "rkpipe.event/1"; ``type`` line_crossing | zone_enter | zone_exit | counts
+- ``schema`` "rkpipe.event/1"; ``type`` line_crossing | zone_enter | zone_loiter | zone_exit |
+  counts (types are only ever added within version 1: a consumer skips a type it does not
+  know, and every event valid before a type was added stays valid)
 - ``id`` unique string (``run:stream:seq:line-or-zone:track...``; the run id keeps ids of two
   runs apart); ``stream``; ``seq`` (frame);
   ``t_capture`` (unix seconds); ``time`` (t_capture as ISO 8601 UTC)
 - line_crossing: ``line``, ``direction`` (in | out), ``track_id``, ``class_id``,
   ``class_name``, ``point`` [x, y], ``totals`` {"in": n, "out": n} (that line, all classes)
-- zone_enter / zone_exit: ``zone``, ``track_id``, ``class_id``, ``class_name``; exit adds
-  ``dwell_s``
+- zone_enter / zone_loiter / zone_exit: ``zone``, ``track_id``, ``class_id``, ``class_name``;
+  loiter (once per stay, when the object has been inside the zone's ``loiter_s`` and still
+  is) and exit add ``dwell_s``, the seconds inside so far
 - with the analytics stage's ``snapshot`` option, object events add ``snapshot`` (a JPEG of
   the annotated frame) and, when the object is in view, ``snapshot_crop`` (the object cut
   out): paths relative to the snapshots folder (``stages/analytics/event_snapshots.py``)
@@ -43,10 +46,11 @@ __all__ = [
     "validate_event",
     "zone_enter_event",
     "zone_exit_event",
+    "zone_loiter_event",
 ]
 
 SCHEMA = "rkpipe.event/1"
-EVENT_TYPES = ("line_crossing", "zone_enter", "zone_exit", "counts")
+EVENT_TYPES = ("line_crossing", "zone_enter", "zone_loiter", "zone_exit", "counts")
 
 Event = dict[str, Any]
 
@@ -124,6 +128,22 @@ def zone_exit_event(
 ) -> Event:
     """A track left ``zone`` after ``dwell_s`` seconds inside."""
     ev = _zone_event(msg, "exit", zone, track_id, class_id, name, run)
+    ev["dwell_s"] = round(max(float(dwell_s), 0.0), 3)
+    return ev
+
+
+def zone_loiter_event(
+    msg: _Frame,
+    zone: str,
+    track_id: int,
+    class_id: int,
+    dwell_s: float,
+    name: str | None = None,
+    *,
+    run: str = "",
+) -> Event:
+    """A track has been inside ``zone`` for ``dwell_s`` seconds and still is (once per stay)."""
+    ev = _zone_event(msg, "loiter", zone, track_id, class_id, name, run)
     ev["dwell_s"] = round(max(float(dwell_s), 0.0), 3)
     return ev
 

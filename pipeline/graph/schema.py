@@ -21,6 +21,7 @@ from pydantic import (
 from ..cpus import CPU_NAME
 from ..httpguard import is_loopback
 from ..names import MAX_PIPELINE_NAME, ident_problem
+from ..node import check_node, default_node
 from ..secrets import mask_value
 
 __all__ = ["COMMON_KEYS", "PipelineSettings", "StageCommon", "format_validation_error"]
@@ -37,6 +38,11 @@ class PipelineSettings(BaseModel):
         "pipeline",
         description=f"1-{MAX_PIPELINE_NAME} letters, digits, _ or -: in MQTT client ids, "
         "topics, Home Assistant ids and the mqtt sink's state folder",
+    )
+    node: str = Field(
+        default_factory=default_node,
+        description="this board's id in MQTT topics, client and Home Assistant ids, and "
+        "metrics (default: the host name); boards sharing a broker need different ones",
     )
     window: int = Field(2, ge=1, le=64, description="messages in flight per link (credits)")
     reorder_timeout_ms: float = Field(
@@ -103,6 +109,11 @@ class PipelineSettings(BaseModel):
             )
             raise ValueError(msg)
         return self
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, value: str) -> str:
+        return check_node(value)
 
 
 CpuSpec = list[int] | list[list[int]] | str

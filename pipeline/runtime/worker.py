@@ -24,6 +24,7 @@ import zmq
 from ..context import Context
 from ..health import HealthFile
 from ..messages import Message
+from ..node import default_node
 from ..stage import Outputs as StageOutputs
 from ..stage import Stage
 from ..stats.metrics import StageStats
@@ -104,6 +105,7 @@ class StageWorker:
         self.ctx = Context(
             stage=spec.stage,
             pipeline=str(self.settings.get("name", "pipeline")),
+            node=str(self.settings.get("node") or default_node()),
             replica=spec.replica,
             replicas=spec.replicas,
             cpus=spec.cpus,

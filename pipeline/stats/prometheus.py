@@ -3,10 +3,11 @@
 It serves the latest snapshot from its own registry (not the library's global one), so a
 scrape costs no work in the stage processes and shows exactly what the table shows. Names
 follow Prometheus' conventions: base units (``_seconds``, ratios where 1 is one CPU core),
-counters end in ``_total``, latency is a histogram, and every series carries the graph's
-``pipeline`` name. The label for an instance is ``replica`` rather than ``instance``:
-Prometheus sets ``instance`` on every scraped series itself, and would rename ours to
-``exported_instance``.
+counters end in ``_total``, latency is a histogram, and every series carries the board's
+``node`` id and the graph's ``pipeline`` name (boards scraped by one Prometheus, or federated,
+stay apart even where their ``instance`` target labels are rewritten). The label for an
+instance is ``replica`` rather than ``instance``: Prometheus sets ``instance`` on every
+scraped series itself, and would rename ours to ``exported_instance``.
 
 Only requests that name this machine in their Host header are answered (no DNS rebinding),
 and, with ``prometheus_token``, only those that carry it as ``Authorization: Bearer``: a graph
@@ -25,12 +26,13 @@ from typing import Any
 from .. import __version__
 from ..errors import RkpipeError
 from ..httpguard import bearer, host_names, host_part, known_host, token_matches
+from ..node import default_node
 from .report import InstanceRow, Snapshot
 
 __all__ = ["LATENCY_BUCKETS_S", "MetricsServer", "SnapshotCollector", "start_metrics"]
 
 INSTALL_HINT = "pip install 'rkpipe[metrics]'  (or: pip install prometheus-client)"
-_LABELS = ["pipeline", "stage", "replica"]
+_LABELS = ["node", "pipeline", "stage", "replica"]
 #: Upper bounds of the latency histogram, seconds (each within 2% of the stats' own buckets).
 LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -38,7 +40,8 @@ LATENCY_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 
 class SnapshotCollector:
     """Turns the latest snapshot into metric families at each scrape."""
 
-    def __init__(self) -> None:
+    def __init__(self, node: str = "") -> None:
+        self.node = node or default_node()
         self._snap: Snapshot | None = None
         self._lock = threading.Lock()
 
@@ -59,35 +62,37 @@ class SnapshotCollector:
         if snap is None:
             return
         run = GaugeMetricFamily(
-            "rkpipe_run_seconds", "seconds since every stage was ready", labels=["pipeline"]
+            "rkpipe_run_seconds",
+            "seconds since every stage was ready",
+            labels=["node", "pipeline"],
         )
-        run.add_metric([snap.pipeline], snap.run_s)
+        run.add_metric([self.node, snap.pipeline], snap.run_s)
         yield run
-        yield from _instance_families(snap)
-        yield from _source_families(snap)
+        yield from _instance_families(self.node, snap)
+        yield from _source_families(self.node, snap)
 
 
-def _source_families(snap: Snapshot) -> Iterator[Any]:
+def _source_families(node: str, snap: Snapshot) -> Iterator[Any]:
     """Camera health: up (live) or not, and reconnects, per stream."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     up = GaugeMetricFamily(
         "rkpipe_source_up",
         "1 while the stream's source is live, else 0",
-        labels=["pipeline", "stream"],
+        labels=["node", "pipeline", "stream"],
     )
     again = CounterMetricFamily(
         "rkpipe_source_reconnects", "times the source lost its camera and tried again",
-        labels=["pipeline", "stream"],
+        labels=["node", "pipeline", "stream"],
     )  # fmt: skip
     for stream, h in sorted(snap.sources.items()):
-        up.add_metric([snap.pipeline, stream], float(h.get("state") == "live"))
-        again.add_metric([snap.pipeline, stream], float(h.get("reconnects", 0)))
+        up.add_metric([node, snap.pipeline, stream], float(h.get("state") == "live"))
+        again.add_metric([node, snap.pipeline, stream], float(h.get("reconnects", 0)))
     yield up
     yield again
 
 
-def _instance_families(snap: Snapshot) -> Iterator[Any]:
+def _instance_families(node: str, snap: Snapshot) -> Iterator[Any]:
     """One family per figure of the live table, with a sample per stage instance."""
     from prometheus_client.core import (
         CounterMetricFamily,
@@ -115,7 +120,7 @@ def _instance_families(snap: Snapshot) -> Iterator[Any]:
         "rkpipe_latency_seconds", "capture-to-output latency since the run began", labels=_LABELS
     )
     for r in snap.rows:
-        labels = [snap.pipeline, r.stage, _replica(r)]
+        labels = [node, snap.pipeline, r.stage, _replica(r)]
         f_in.add_metric(labels, r.frames_in)
         f_out.add_metric(labels, r.frames_out)
         for reason, n in r.drops.items():
@@ -200,16 +205,16 @@ def _guarded_handler(registry: Any, token: str | None) -> type:
     return Guarded
 
 
-def start_metrics(host: str, port: int, token: str | None = None) -> MetricsServer:
-    """Serve ``/metrics`` on ``host:port`` (0: any free port) from a background thread, to
-    requests that name this machine and carry ``token`` (where set). Raises RkpipeError,
-    before any stage starts, if it cannot."""
+def start_metrics(host: str, port: int, token: str | None = None, node: str = "") -> MetricsServer:
+    """Serve ``/metrics`` on ``host:port`` (0: any free port) from a background thread, every
+    series labelled with ``node``, to requests that name this machine and carry ``token``
+    (where set). Raises RkpipeError, before any stage starts, if it cannot."""
     try:
         from prometheus_client import CollectorRegistry
     except ImportError:
         msg = f"the Prometheus endpoint needs the prometheus-client package: {INSTALL_HINT}"
         raise RkpipeError(msg) from None
-    collector = SnapshotCollector()
+    collector = SnapshotCollector(node)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

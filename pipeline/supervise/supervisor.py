@@ -249,7 +249,10 @@ class Supervisor:
                 from ..stats.prometheus import start_metrics  # optional: prometheus-client
 
                 self.metrics = start_metrics(
-                    self.settings.prometheus_host, self.metrics_port, self.settings.prometheus_token
+                    self.settings.prometheus_host,
+                    self.metrics_port,
+                    self.settings.prometheus_token,
+                    self.settings.node,
                 )
                 self.echo(f"rkpipe: metrics at {self.metrics.url}")
             if self.view.live:

@@ -4,7 +4,10 @@ A track's anchor (bottom-centre by default) is tested against each polygon every
 state flips only after ``enter_frames`` consecutive frames inside (or ``exit_frames`` outside),
 so a box jittering on the border raises no event storm; the event is dated at the first frame
 of that run. Dwell is exit time minus entry time, in the seconds of the timestamps passed in.
-A track unseen for ``forget_after`` seconds leaves every zone (dated when last seen).
+With ``loiter`` set, a track still inside that long after its entry raises one ``loiter``
+event (per stay: a track that leaves and comes back may loiter again), dated at the frame
+that found it. A track unseen for ``forget_after`` seconds leaves every zone (dated when last
+seen).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ __all__ = ["ZoneEvent", "ZoneMonitor", "points_in_polygon"]
 
 @dataclass(frozen=True)
 class ZoneEvent:
-    """A track entering or leaving a zone; ``dwell`` (seconds) is set on exits."""
+    """A track entering, loitering in or leaving a zone; ``dwell`` (seconds inside so far) is
+    set on loiter and exit."""
 
     zone: str
     track_id: int
     class_id: int
-    kind: str  # "enter" or "exit"
+    kind: str  # "enter", "loiter" or "exit"
     timestamp: float
     dwell: float | None = None
 
@@ -54,6 +58,7 @@ class ZoneMonitor:
         enter_frames: int = 2,
         exit_frames: int = 2,
         forget_after: float = 2.0,
+        loiter: float | None = None,
     ) -> None:
         self.names = list(zones)
         self.polygons = [np.asarray(zones[n], np.float64).reshape(-1, 2) for n in self.names]
@@ -65,6 +70,7 @@ class ZoneMonitor:
         self.enter_frames = max(int(enter_frames), 1)
         self.exit_frames = max(int(exit_frames), 1)
         self.forget_after = float(forget_after)
+        self.loiter = None if loiter is None else float(loiter)
         z = len(self.names)
         self._state = TrackRows(
             {
@@ -72,6 +78,7 @@ class ZoneMonitor:
                 "streak": ((z,), np.int32, 0),  # consecutive frames contradicting it
                 "streak_t": ((z,), np.float64, np.nan),  # timestamp of the streak's first frame
                 "entered": ((z,), np.float64, np.nan),  # timestamp of the confirmed entry
+                "loitered": ((z,), bool, False),  # this stay raised its loiter event
                 "class_id": ((), np.int64, -1),
                 "seen": ((), np.float64, 0.0),
             }
@@ -93,6 +100,7 @@ class ZoneMonitor:
         for zi, poly in enumerate(self.polygons):
             raw[:, zi] = points_in_polygon(points, poly)
         events = self._step(rows, raw, float(timestamp))
+        events += self._loitering(rows, raw, float(timestamp))
         return events + self._forget(float(timestamp))
 
     def _step(self, rows: np.ndarray, raw: np.ndarray, now: float) -> list[ZoneEvent]:
@@ -114,12 +122,30 @@ class ZoneMonitor:
         st["streak_t"][rows] = streak_t
         return events
 
+    def _loitering(self, rows: np.ndarray, raw: np.ndarray, now: float) -> list[ZoneEvent]:
+        """Tracks inside a zone for ``loiter`` s, and inside in this frame (not on their way
+        out), that have not said so in this stay."""
+        if self.loiter is None:
+            return []
+        st = self._state
+        due = st["inside"][rows] & raw & ~st["loitered"][rows]
+        due &= now - st["entered"][rows] >= self.loiter  # NaN (not inside) compares False
+        out = []
+        for n, zi in np.argwhere(due):
+            row = int(rows[n])
+            st["loitered"][row, zi] = True
+            tid, cls = int(st.ids[row]), int(st["class_id"][row])
+            dwell = now - float(st["entered"][row, zi])
+            out.append(ZoneEvent(self.names[zi], tid, cls, "loiter", now, dwell))
+        return out
+
     def _event(self, row: int, zi: int, when: float) -> ZoneEvent:
         """Flip one (track, zone) state and describe it; entry time is kept for the dwell."""
         st = self._state
         tid, cls = int(st.ids[row]), int(st["class_id"][row])
         if not st["inside"][row, zi]:
             st["entered"][row, zi] = when
+            st["loitered"][row, zi] = False
             return ZoneEvent(self.names[zi], tid, cls, "enter", when)
         dwell = when - float(st["entered"][row, zi])
         st["entered"][row, zi] = np.nan

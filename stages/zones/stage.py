@@ -1,5 +1,6 @@
 """The ``zones`` stage: occupancy per class of named polygons, and ``zone_enter`` /
-``zone_exit`` events with dwell time, per stream.
+``zone_exit`` events with dwell time (and, with ``loiter_s``, one ``zone_loiter`` per stay
+while the object is still inside), per stream.
 
     [stages.zones]
     uses = "zones"
@@ -28,7 +29,7 @@ from stages.analytics.base import (
     Point,
     ShapeSpec,
 )
-from stages.events import zone_enter_event, zone_exit_event
+from stages.events import zone_enter_event, zone_exit_event, zone_loiter_event
 from stages.zones.monitor import ZoneEvent, ZoneMonitor
 
 __all__ = ["ZoneSpec", "Zones", "ZonesConfig"]
@@ -60,6 +61,9 @@ class ZonesConfig(AnalyticsConfig):
     enter_frames: int = Field(2, ge=1, description="frames inside in a row to enter")
     exit_frames: int = Field(2, ge=1, description="frames outside in a row to leave")
     forget_after_s: float = Field(2.0, gt=0, description="unseen this long: the track left")
+    loiter_s: float | None = Field(
+        None, gt=0, description="inside this long, still inside: one zone_loiter event per stay"
+    )
 
 
 class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):
@@ -80,6 +84,7 @@ class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):
             enter_frames=c.enter_frames,
             exit_frames=c.exit_frames,
             forget_after=c.forget_after_s,
+            loiter=c.loiter_s,
         )
 
     def observe(self, msg: Message, analyser: ZoneMonitor, det: Detections) -> list[dict]:
@@ -92,7 +97,8 @@ class Zones(PerStreamAnalytics[ZonesConfig, ZoneMonitor]):
         if ev.kind == "enter":
             return zone_enter_event(msg, ev.zone, ev.track_id, ev.class_id, name, run=run)
         dwell = ev.dwell or 0.0
-        return zone_exit_event(msg, ev.zone, ev.track_id, ev.class_id, dwell, name, run=run)
+        build = zone_loiter_event if ev.kind == "loiter" else zone_exit_event
+        return build(msg, ev.zone, ev.track_id, ev.class_id, dwell, name, run=run)
 
     def counts(self, analyser: ZoneMonitor) -> dict[str, Any]:
         """Objects inside each zone now, per class name; every watched class (``classes``)

@@ -296,12 +296,28 @@ def report(frames: int, cpu_s: float, uptime_s: float, stream: str = "") -> dict
 
 
 def metric_samples(text: str) -> dict[tuple, float]:
-    """Scraped text as {(name, label pairs in any order): value}."""
+    """Scraped text as {(name, label pairs in any order): value}; the ``node`` label, on every
+    series but build info, is left out (test_every_series_carries_the_node checks it)."""
     out = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
+            labels = {k: v for k, v in s.labels.items() if k != "node"}
+            out[(s.name, frozenset(labels.items()))] = s.value
     return out
+
+
+def test_every_series_carries_the_node() -> None:
+    """Boards scraped by one Prometheus stay apart by their node id."""
+    collector = SnapshotCollector("board-a")
+    collector.update(snapshot())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    assert len(samples) > 20
+    for s in samples:
+        want = None if s.name == "rkpipe_build_info" else "board-a"
+        assert s.labels.get("node") == want, s
 
 
 def key(name: str, **labels: str) -> tuple:
@@ -449,7 +465,7 @@ def test_no_live_on_a_terminal_and_a_pipe_give_summary_lines(tmp_path: Path, no_
 @pytest.mark.integration
 @pytest.mark.slow
 def test_prometheus_endpoint_serves_live_figures(tmp_path: Path, no_leaks) -> None:
-    graph = live_graph(tmp_path, frames=100_000, prometheus_port=0)
+    graph = live_graph(tmp_path, frames=100_000, prometheus_port=0, node="board-a")
     run = start_rkpipe("run", str(graph))
     try:
         first = run.stderr.readline()  # type: ignore[union-attr]
@@ -475,6 +491,7 @@ def test_prometheus_endpoint_serves_live_figures(tmp_path: Path, no_leaks) -> No
         assert samples[key("rkpipe_frames_out_total", **cam0)] > 0
         assert samples[key("rkpipe_cpu_seconds_total", **cam0)] > 0
         assert samples[key("rkpipe_stage_up", **cam0)] == 1
+        assert 'node="board-a",pipeline="livetest"' in urllib.request.urlopen(url).read().decode()
         assert samples[key("rkpipe_latency_seconds_count", **cam0)] > 0
         counted = [dict(labels) for name, labels in samples if name == "rkpipe_frames_in_total"]
         assert {c["stage"] for c in counted} == {"cam0", "bad", "out0", "cam1", "work", "out1"}

@@ -341,6 +341,8 @@ def test_the_mqtt_sink_reads_every_snapshot_an_event_names(
     graph = write_graph(
         tmp_path,
         f"""
+[pipeline]
+node = "board1"
 [stages.cam0]
 uses = "synthetic"
 scene = "easy"
@@ -369,7 +371,7 @@ path = "{tmp_path}/events.jsonl"
 events_only = true
 """,
     )
-    sub = Subscriber(broker, ["rkpipe/+/snapshot/#"])
+    sub = Subscriber(broker, ["rkpipe/board1/+/snapshot/#"])
     res = run_rkpipe("run", str(graph), "--stats-out", str(tmp_path / "stats.json"))
     assert res.returncode == 0, res.stderr
     stages = json.loads((tmp_path / "stats.json").read_text())["stages"]
@@ -378,5 +380,5 @@ events_only = true
     assert stages["mqtt"]["drops_by_reason"] == {}, res.stderr  # no mqtt_snapshot_unreadable
     assert stages["lines"]["events"] == {"snapshots": len(events)}
     assert all((tmp_path / "snaps" / e["snapshot"]).is_file() for e in events)
-    assert poll(lambda: sub.on("rkpipe/cam0/snapshot/line_crossing"))
+    assert poll(lambda: sub.on("rkpipe/board1/cam0/snapshot/line_crossing"))
     sub.close()

@@ -25,7 +25,7 @@ from stages.sinks.mqtt import MqttSink
 from stages.sinks.mqtt.connection import Connection
 from stages.sinks.mqtt.topics import render_topic
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
-from support.mqtt_graph import all_ids, graph_text, start_run
+from support.mqtt_graph import NODE, all_ids, graph_text, start_run
 from support.rkpipe import ROOT, poll_for, rkpipe_env, run_rkpipe, write_graph
 
 VALIDATOR = jsonschema.Draft202012Validator(load_schema())
@@ -79,7 +79,7 @@ def test_every_event_arrives_valid_on_its_topic_with_retained_status(
             assert res.returncode == 0, res.stderr
             want = all_ids(40, 5)
             assert poll_for(lambda: len(sub.ids()) >= len(want), timeout=10)
-            assert poll_for(lambda: b"offline" in sub.on("rkpipe/status"), timeout=5)
+            assert poll_for(lambda: b"offline" in sub.on(f"rkpipe/{NODE}/status"), timeout=5)
         finally:
             sub.close()
         late = Subscriber(b, ["rkpipe/#"])  # a consumer that connects afterwards sees the state
@@ -100,10 +100,10 @@ def test_every_event_arrives_valid_on_its_topic_with_retained_status(
         return [v for i, v in enumerate(values) if i == 0 or values[i - 1] != v]
 
     for cam in ("cam0", "cam1"):
-        assert changes(sub.on(f"rkpipe/{cam}/status")) == [b"online", b"offline"]
-    assert changes(sub.on("rkpipe/status")) == [b"online", b"offline"]
+        assert changes(sub.on(f"rkpipe/{NODE}/{cam}/status")) == [b"online", b"offline"]
+    assert changes(sub.on(f"rkpipe/{NODE}/status")) == [b"online", b"offline"]
     retained = {t: p for t, p, r in late.messages if r}
-    assert retained["rkpipe/status"] == retained["rkpipe/cam0/status"] == b"offline"
+    assert retained[f"rkpipe/{NODE}/status"] == retained[f"rkpipe/{NODE}/cam0/status"] == b"offline"
 
 
 @pytest.mark.integration
@@ -142,7 +142,7 @@ def test_consumer_script_prints_live_counts(tmp_path: Path, broker: Broker, no_l
     assert f"final counts ({n} events):" in out
     assert "cam1         line door         in      5 out      5" in out
     assert "cam1         zone lobby        occupancy     10" in out
-    assert "status rkpipe/cam0/status: online" in out
+    assert f"status rkpipe/{NODE}/cam0/status: online" in out
     # afterwards, the retained plain numbers alone (what a Node-RED flow reads)
     script = str(ROOT / "graphs" / "mqtt_counts.py")
     where = ["--host", broker.host, "--port", str(broker.port)]
@@ -153,9 +153,9 @@ def test_consumer_script_prints_live_counts(tmp_path: Path, broker: Broker, no_l
         timeout=30,
     )
     assert totals.returncode == 0, totals.stderr
-    assert "rkpipe/cam1/door/in/person = 5" in totals.stdout
-    assert "rkpipe/cam1/zones/lobby/car = 1" in totals.stdout  # as the last counts said
-    assert "status rkpipe/cam0/status: offline" in totals.stdout
+    assert f"rkpipe/{NODE}/cam1/door/in/person = 5" in totals.stdout
+    assert f"rkpipe/{NODE}/cam1/zones/lobby/car = 1" in totals.stdout  # as the last counts said
+    assert f"status rkpipe/{NODE}/cam0/status: offline" in totals.stdout
 
 
 @pytest.mark.integration
@@ -168,7 +168,7 @@ def test_broker_restart_mid_run_loses_no_event(
     back on the same port; with ``max_queued`` tiny, the overflow waits in the spool file."""
     frames, every = 120, 2
     opts = {"max_queued": 3, "spool_dir": "spool"} if bound == "spool" else {}
-    sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="outage-sub", persistent=True)
+    sub = Subscriber(broker, ["rkpipe/+/+/events/#"], client_id="outage-sub", persistent=True)
     path = write_graph(tmp_path, graph_text(broker, frames, every, fps=40, **opts))
     stats = tmp_path / "stats.json"
     proc = start_run(path, "--stats-out", str(stats))
@@ -204,19 +204,21 @@ def test_a_message_published_as_the_connection_drops_is_sent_after_the_reconnect
     """The client cannot write a QoS 1 message while the broker is away, but keeps it and
     sends it after reconnecting: its receipt says "waiting" (it must not raise, which killed
     the sender thread and restarted the sink) and later "acknowledged"; the message arrives."""
-    sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="drop-sub", persistent=True)
+    sub = Subscriber(broker, ["rkpipe/+/+/events/#"], client_id="drop-sub", persistent=True)
     cfg = MqttSink.Config(host=broker.host, port=broker.port, reconnect_min_s=0.1)
-    conn = Connection(cfg, "drop-test", "rkpipe/status", Path, logging.getLogger("test"))
+    conn = Connection(cfg, "drop-test", f"rkpipe/{NODE}/status", Path, logging.getLogger("test"))
     conn.open()
     try:
         assert conn.connected.is_set()
         broker.stop()
         assert poll_for(lambda: not conn.connected.is_set(), timeout=10)
-        receipt = conn.publish("rkpipe/cam0/events/x", '{"id": "late"}', 1, False)
+        receipt = conn.publish(f"rkpipe/{NODE}/cam0/events/x", '{"id": "late"}', 1, False)
         assert receipt.rc == 0 and receipt.is_published() is False  # waiting, not failed
         broker.start()
         assert poll_for(receipt.is_published, timeout=15)
-        assert poll_for(lambda: b'{"id": "late"}' in sub.on("rkpipe/cam0/events/x"), timeout=10)
+        assert poll_for(
+            lambda: b'{"id": "late"}' in sub.on(f"rkpipe/{NODE}/cam0/events/x"), timeout=10
+        )
     finally:
         conn.close(0.0)
         sub.close()
@@ -228,7 +230,7 @@ def test_outbox_smaller_than_the_outage_counts_what_it_drops(
     tmp_path: Path, broker: Broker, no_leaks
 ) -> None:
     frames, every = 120, 2
-    sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="bound-sub", persistent=True)
+    sub = Subscriber(broker, ["rkpipe/+/+/events/#"], client_id="bound-sub", persistent=True)
     path = write_graph(tmp_path, graph_text(broker, frames, every, fps=40, max_queued=20))
     stats = tmp_path / "stats.json"
     proc = start_run(path, "--stats-out", str(stats))
@@ -258,7 +260,7 @@ def test_outbox_smaller_than_the_outage_counts_what_it_drops(
 def test_broker_down_at_start_is_waited_for(tmp_path: Path, no_leaks) -> None:
     b = Broker(tmp_path / "broker")
     b.start()  # once, so the subscriber's session (and its queue) outlives the outage
-    sub = Subscriber(b, ["rkpipe/+/events/#"], client_id="late-sub", persistent=True)
+    sub = Subscriber(b, ["rkpipe/+/+/events/#"], client_id="late-sub", persistent=True)
     b.stop()
     proc = start_run(write_graph(tmp_path, graph_text(b, 40, 4, fps=40)))
     lines: list[str] = []
@@ -316,7 +318,7 @@ def test_no_secret_appears_in_any_error_or_log_line(tmp_path: Path, no_leaks) ->
 @pytest.mark.integration
 def test_tls_to_a_broker_signed_by_the_given_ca(tmp_path: Path, no_leaks) -> None:
     with Broker(tmp_path / "broker", tls=True) as b:
-        sub = Subscriber(b, ["rkpipe/+/events/#"])
+        sub = Subscriber(b, ["rkpipe/+/+/events/#"])
         try:
             text = graph_text(b, 10, tls=True, ca_certs=str(b.ca))
             res = run_rkpipe("run", str(write_graph(tmp_path, text)), cwd=tmp_path, timeout=60)
@@ -337,7 +339,7 @@ import sys, time
 from pipeline import Context, Message
 from stages.sinks.mqtt.stage import MqttSink
 sink = MqttSink(host="127.0.0.1", port=int(sys.argv[1]), client_id="will-test")
-sink.setup(Context(stage="mqtt"))
+sink.setup(Context(stage="mqtt", node="board1"))
 sink.process(Message("cam0", 0))
 print("ready", flush=True)
 time.sleep(60)
@@ -346,7 +348,7 @@ time.sleep(60)
 
 @pytest.mark.integration
 def test_last_will_marks_the_pipeline_offline_when_the_sink_is_killed(broker: Broker) -> None:
-    sub = Subscriber(broker, ["rkpipe/status", "rkpipe/cam0/status"])
+    sub = Subscriber(broker, [f"rkpipe/{NODE}/status", f"rkpipe/{NODE}/cam0/status"])
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(SINK_ALONE), str(broker.port)],
         env=rkpipe_env(),
@@ -355,12 +357,14 @@ def test_last_will_marks_the_pipeline_offline_when_the_sink_is_killed(broker: Br
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        assert poll_for(lambda: sub.on("rkpipe/status") == [b"online"], timeout=5)
-        assert poll_for(lambda: len(sub.on("rkpipe/cam0/status")) == 1, timeout=5)
+        assert poll_for(lambda: sub.on(f"rkpipe/{NODE}/status") == [b"online"], timeout=5)
+        assert poll_for(lambda: len(sub.on(f"rkpipe/{NODE}/cam0/status")) == 1, timeout=5)
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
-        assert poll_for(lambda: sub.on("rkpipe/status") == [b"online", b"offline"], timeout=5)
+        assert poll_for(
+            lambda: sub.on(f"rkpipe/{NODE}/status") == [b"online", b"offline"], timeout=5
+        )
     finally:
         proc.kill()
         sub.close()
-    assert sub.on("rkpipe/cam0/status") == [b"online"]  # the stream's last word was online
+    assert sub.on(f"rkpipe/{NODE}/cam0/status") == [b"online"]  # the stream's last word was online

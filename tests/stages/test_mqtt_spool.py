@@ -340,7 +340,7 @@ def test_a_flush_longer_than_the_heartbeat_timeout_is_not_killed_and_counts_what
     heartbeat timeout: it is not killed, the run ends cleanly, and every event that did not
     arrive is counted as ``mqtt_unsent`` (and, with a spool, arrives at the next start)."""
     frames, every = 80, 1
-    sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="flush-sub", persistent=True)
+    sub = Subscriber(broker, ["rkpipe/+/+/events/#"], client_id="flush-sub", persistent=True)
     opts = {"flush_timeout_s": 10, **({"spool_dir": "spool"} if spooled else {})}
     text = graph_text(broker, frames, every, fps=40, pipeline={"heartbeat_timeout_s": 4}, **opts)
     stats = tmp_path / "stats.json"
@@ -374,7 +374,7 @@ def test_a_drain_that_outlasts_the_grace_period_stops_the_flush_and_counts(
 ) -> None:
     """Ctrl-C while the broker is away and the sink would flush for a minute: after the
     drain's grace period the run stops the sink, which counts what is left and exits."""
-    sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="drain-sub", persistent=True)
+    sub = Subscriber(broker, ["rkpipe/+/+/events/#"], client_id="drain-sub", persistent=True)
     text = graph_text(broker, 2000, 1, fps=40, pipeline={"shutdown_grace_s": 2}, flush_timeout_s=60)
     stats = tmp_path / "stats.json"
     proc = start_run(write_graph(tmp_path, text), "--stats-out", str(stats))
@@ -429,7 +429,7 @@ def test_sigkill_during_an_outage_loses_no_spooled_event(
     unsent events: the restarted sink sends the spool first and every event it had taken
     arrives. Only frames still in the sink's input queue at the kill can miss, whole."""
     frames, every = 160, 1
-    sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="kill-sub", persistent=True)
+    sub = Subscriber(broker, ["rkpipe/+/+/events/#"], client_id="kill-sub", persistent=True)
     text = graph_text(broker, frames, every, fps=40, spool_dir="spool")
     proc = start_run(write_graph(tmp_path, text))
     try:
@@ -461,7 +461,7 @@ def test_sigkill_during_the_final_flush_loses_nothing(
     """Every stream ended and the broker is away: the sink flushes, and is SIGKILLed. All its
     events are in the spool; the restarted sink keeps them; the next start sends them."""
     frames, every = 40, 1
-    sub = Subscriber(broker, ["rkpipe/+/events/#"], client_id="end-sub", persistent=True)
+    sub = Subscriber(broker, ["rkpipe/+/+/events/#"], client_id="end-sub", persistent=True)
     text = graph_text(
         broker,
         frames,
@@ -479,7 +479,7 @@ def test_sigkill_during_the_final_flush_loses_nothing(
         assert poll_for(lambda: len(sub.ids()) >= 12, timeout=20)
         broker.stop()
         # the sink has taken every frame (each one's events are in the spool) and flushes
-        taken = re.compile(rf"stats mqtt .*frames={2 * frames}\b")
+        taken = re.compile(rf"streams cam0={frames} cam1={frames};")  # delivered at the sink
         assert poll_for(lambda: any(taken.search(line) for line in lines), timeout=30)
         _kill_sink(proc)
         proc.wait(60)

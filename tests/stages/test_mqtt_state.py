@@ -27,8 +27,9 @@ from stages.events import (
 from stages.sinks.mqtt import MqttSink
 from stages.sinks.mqtt.state_topics import StreamState
 from support.graph import Graph
+from support.ha_schemas import EVENT
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
-from support.mqtt_graph import graph_text, start_run
+from support.mqtt_graph import NODE, graph_text, start_run
 from support.rkpipe import poll_for, write_graph
 
 PERSON, CAR = 0, 2
@@ -57,7 +58,7 @@ def run_sink(
     """One run of an inline sink (in the current folder): its frames, the stream's end, close."""
     runtime = InlineRuntime()
     sink = MqttSink(host=broker.host, port=broker.port, flush_timeout_s=5, **opts)
-    sink.setup(Context(stage="mqtt", pipeline=pipeline, run_id=run_id, runtime=runtime))
+    sink.setup(Context(stage="mqtt", pipeline=pipeline, run_id=run_id, runtime=runtime, node=NODE))
     for msg in msgs:
         sink.process(msg)
     sink.end_stream("cam0")
@@ -105,13 +106,13 @@ def test_totals_are_plain_numbers_with_zero_classes_and_carry_on_after_a_restart
     ]
     run_sink(broker, "run1", first)
     want = {
-        "rkpipe/cam0/door/in/person": b"2",
-        "rkpipe/cam0/door/out/person": b"0",
-        "rkpipe/cam0/door/in/car": b"0",
-        "rkpipe/cam0/door/out/car": b"1",
-        "rkpipe/cam0/zones/lobby/person": b"1",
-        "rkpipe/cam0/zones/lobby/bicycle": b"0",
-        "rkpipe/cam0/status": b"offline",
+        f"rkpipe/{NODE}/cam0/door/in/person": b"2",
+        f"rkpipe/{NODE}/cam0/door/out/person": b"0",
+        f"rkpipe/{NODE}/cam0/door/in/car": b"0",
+        f"rkpipe/{NODE}/cam0/door/out/car": b"1",
+        f"rkpipe/{NODE}/cam0/zones/lobby/person": b"1",
+        f"rkpipe/{NODE}/cam0/zones/lobby/bicycle": b"0",
+        f"rkpipe/{NODE}/cam0/status": b"offline",
     }
     state = retained(broker, want)
     assert want.items() <= state.items(), state
@@ -123,7 +124,7 @@ def test_totals_are_plain_numbers_with_zero_classes_and_carry_on_after_a_restart
         _msg(1, counts({"door": {"in": {"person": 1, "car": 0}, "out": {"car": 0}}})),
     ]
     run_sink(broker, "run2", again)
-    want = {"rkpipe/cam0/door/in/person": b"3", "rkpipe/cam0/door/out/car": b"1"}
+    want = {f"rkpipe/{NODE}/cam0/door/in/person": b"3", f"rkpipe/{NODE}/cam0/door/out/car": b"1"}
     assert want.items() <= retained(broker, want).items()
 
     # the sink of run2 restarts (its counter upstream does not): run2 is not added twice
@@ -132,7 +133,7 @@ def test_totals_are_plain_numbers_with_zero_classes_and_carry_on_after_a_restart
         _msg(3, counts({"door": {"in": {"person": 2, "car": 0}, "out": {"car": 0}}})),
     ]
     run_sink(broker, "run2", restarted)
-    want = {"rkpipe/cam0/door/in/person": b"4", "rkpipe/cam0/door/out/car": b"1"}
+    want = {f"rkpipe/{NODE}/cam0/door/in/person": b"4", f"rkpipe/{NODE}/cam0/door/out/car": b"1"}
     assert want.items() <= retained(broker, want).items()
 
 
@@ -148,7 +149,7 @@ def test_a_long_pipeline_name_keeps_its_totals_in_a_bounded_folder(
     (folder,) = (tmp_path / "out" / "mqtt").iterdir()
     assert folder.name.startswith("long_xxx") and len(folder.name) <= 120
     assert (folder / "cam0.json").is_file()
-    want = {"rkpipe/cam0/door/in/person": b"2"}
+    want = {f"rkpipe/{NODE}/cam0/door/in/person": b"2"}
     assert want.items() <= retained(broker, want).items()
 
 
@@ -170,7 +171,7 @@ def test_a_totals_folder_that_cannot_be_made_is_said_plainly(
     run_sink(broker, "run1", [_msg(0, crossing("in", PERSON, 1))], state_dir="taken")
     assert "mqtt: cannot make the folder for line totals taken/pipeline (" in caplog.text
     assert "totals are published but not kept, so the next run counts from 0" in caplog.text
-    want = {"rkpipe/cam0/door/in/person": b"1"}  # the numbers still go out
+    want = {f"rkpipe/{NODE}/cam0/door/in/person": b"1"}  # the numbers still go out
     assert want.items() <= retained(broker, want).items()
 
 
@@ -207,7 +208,7 @@ def test_a_line_or_zone_that_is_gone_is_removed_with_its_sensors(
         "gate": {"in": {"car": 0}, "out": {"car": 2}},
     }
     run_sink(broker, "run1", [_msg(0, counts(both, {"lobby": {"person": 1}}))], ha_discovery=True)
-    gate = "rkpipe/cam0/gate/out/car"
+    gate = f"rkpipe/{NODE}/cam0/gate/out/car"
     before = retained(broker, {gate: b"2"}, topics)
     gate_configs = [t for t in before if t.startswith("homeassistant/") and "_gate_" in t]
     lobby_configs = [t for t in before if t.startswith("homeassistant/") and "_zone_lobby_" in t]
@@ -215,12 +216,15 @@ def test_a_line_or_zone_that_is_gone_is_removed_with_its_sensors(
 
     door_only = {"door": {"in": {"person": 1}, "out": {"person": 0}}}
     run_sink(broker, "run2", [_msg(0, counts(door_only))], ha_discovery=True)
-    door = [f"rkpipe/cam0/door/{d}/person" for d in ("in", "out")]
+    door = [f"rkpipe/{NODE}/cam0/door/{d}/person" for d in ("in", "out")]
     configs = [t for t in before if t.startswith("homeassistant/") and "_door_" in t]
-    cam = ["rkpipe/status", "rkpipe/cam0/status", "rkpipe/cam0/fps"]
+    configs += [t for t in before if t.endswith("_event_line_crossing/config")]
+    cam = [f"rkpipe/{NODE}/status", f"rkpipe/{NODE}/cam0/status", f"rkpipe/{NODE}/cam0/fps"]
     cam += [t for t in before if t.endswith(("_connected/config", "_fps/config"))]
     after = retained(broker, {door[0]: b"1"}, topics)
-    assert sorted(after) == sorted([*door, *configs, *cam])  # gate and lobby are gone
+    # gate and lobby are gone, and the zone event entities with them
+    assert sorted(after) == sorted([*door, *configs, *cam])
+    assert sum("_event_zone_" in t for t in before) == 3
     assert "line gate of stream cam0 is gone" in caplog.text
     assert "zone lobby of stream cam0 is gone" in caplog.text
 
@@ -322,7 +326,7 @@ BINARY_SENSOR = {
     "additionalProperties": False,
 }
 CONFIG_TOPIC = re.compile(
-    r"^homeassistant/(sensor|binary_sensor)/(?:[a-zA-Z0-9_-]+/)?[a-zA-Z0-9_-]+/config$"
+    r"^homeassistant/(sensor|binary_sensor|event)/(?:[a-zA-Z0-9_-]+/)?[a-zA-Z0-9_-]+/config$"
 )
 
 
@@ -332,7 +336,8 @@ def test_home_assistant_discovery_configs_follow_the_documented_fields(
 ) -> None:
     """One option gives a device with a sensor per stream x line x direction x class
     (total_increasing), per zone x class, fps per stream and a connectivity binary_sensor per
-    camera, each reading a retained plain state topic."""
+    camera, each reading a retained plain state topic, and event entities reading the event
+    topics (presence and snapshot entities: test_mqtt_presence.py)."""
     text = graph_text(broker, 20, 2, fps=40, ha_discovery=True)
     proc = start_run(write_graph(tmp_path, text))
     _, err = proc.communicate(timeout=60)
@@ -347,18 +352,22 @@ def test_home_assistant_discovery_configs_follow_the_documented_fields(
     for topic, doc in configs.items():
         component = CONFIG_TOPIC.match(topic)
         assert component, topic
-        schema = SENSOR if component.group(1) == "sensor" else BINARY_SENSOR
-        jsonschema.validate(doc, schema)
+        schema = {"sensor": SENSOR, "binary_sensor": BINARY_SENSOR, "event": EVENT}
+        jsonschema.validate(doc, schema[component.group(1)])
+        assert doc["availability"][0]["topic"] == f"rkpipe/{NODE}/status"
+        kinds[doc["name"]] = doc.get("state_class") or doc.get("device_class") or "event"
+        if component.group(1) == "event":  # events are not retained
+            cam, kind = doc["name"].split(" ", 1)
+            assert doc["state_topic"] == f"rkpipe/{NODE}/{cam}/events/{kind.replace(' ', '_')}"
+            continue
         assert doc["state_topic"] in state, f"{topic}: no retained {doc['state_topic']}"
-        assert doc["availability"][0]["topic"] == "rkpipe/status"
-        kinds[doc["name"]] = doc.get("state_class") or doc.get("device_class")
         if component.group(1) == "binary_sensor":
             assert state[doc["state_topic"]] in (doc["payload_on"].encode(), b"offline")
         else:
             float(state[doc["state_topic"]])  # a plain number
     assert len({d["unique_id"] for d in configs.values()}) == len(configs)
     assert len({json.dumps(d["device"], sort_keys=True) for d in configs.values()}) == 1
-    assert state["rkpipe/status"] == b"offline"  # availability: the Last Will topic
+    assert state[f"rkpipe/{NODE}/status"] == b"offline"  # availability: the Last Will topic
     expected = {}
     for cam in ("cam0", "cam1"):
         expected |= {
@@ -367,9 +376,13 @@ def test_home_assistant_discovery_configs_follow_the_documented_fields(
             f"{cam} lobby car": "measurement",
             f"{cam} fps": "measurement",
             f"{cam} connected": "connectivity",
+            f"{cam} line crossing": "event",
+            f"{cam} zone enter": "event",
+            f"{cam} zone loiter": "event",
+            f"{cam} zone exit": "event",
         }
     assert kinds == expected
-    assert state["rkpipe/cam0/door/in/person"] == b"5"  # 10 crossings alternate in and out
+    assert state[f"rkpipe/{NODE}/cam0/door/in/person"] == b"5"  # 10 crossings alternate in and out
 
 
 def _configs(sub: Subscriber) -> dict[str, dict]:
@@ -382,11 +395,11 @@ def test_home_assistant_coming_online_gets_every_config_again(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     sink = MqttSink(host=broker.host, port=broker.port, ha_discovery=True)
-    sink.setup(Context(stage="mqtt", run_id="r1"))
+    sink.setup(Context(stage="mqtt", run_id="r1", node=NODE))
     sub = Subscriber(broker, ["homeassistant/#"])
     try:
         sink.process(_msg(0, crossing("in", PERSON)))
-        config = "homeassistant/sensor/" + sink.client_id + "/cam0_door_in_person/config"
+        config = "homeassistant/sensor/" + sink.device_id + "/cam0_door_in_person/config"
         assert poll_for(lambda: len(sub.on(config)) == 1, timeout=10)
         sub.client.publish("homeassistant/status", "online", qos=1)  # HA's birth message
         assert poll_for(lambda: len(sub.on(config)) == 2, timeout=10)
@@ -423,7 +436,7 @@ def test_an_event_snapshot_goes_out_as_jpeg_bytes_and_no_other_file_does(
     paths = ["cam0/7.jpg", "../../secret.jpg", "/etc/passwd", "cam0/fake.jpg"]  # in out/snapshots
     msgs = [_msg(i, with_snapshot(p)) for i, p in enumerate([*paths, "cam0/gone.jpg"])]
     runtime = run_sink(broker, "r1", msgs)
-    topic = "rkpipe/cam0/snapshot/line_crossing"
+    topic = f"rkpipe/{NODE}/cam0/snapshot/line_crossing"
     state = retained(broker, {topic: jpeg.tobytes()})
     assert state[topic] == jpeg.tobytes()
     assert runtime.drops == {"mqtt_snapshot_unreadable": 4}
@@ -436,9 +449,9 @@ def test_an_event_snapshot_goes_out_as_jpeg_bytes_and_no_other_file_does(
 def test_camera_status_follows_the_source_health(tmp_path: Path, broker: Broker, no_leaks) -> None:
     """A camera that is live, lost for 2.5 s, live again and then ends: its retained status
     goes online, offline, online, offline (plain strings)."""
-    sub = Subscriber(broker, ["rkpipe/cam0/status"])
+    sub = Subscriber(broker, [f"rkpipe/{NODE}/cam0/status"])
     graph = (
-        Graph("health")
+        Graph("health", node=NODE)
         .source(
             "cam0",
             uses="rk_test_stages:FlakyCamera",
@@ -455,8 +468,8 @@ def test_camera_status_follows_the_source_health(tmp_path: Path, broker: Broker,
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert poll_for(lambda: sub.on("rkpipe/cam0/status")[-1:] == [b"offline"], timeout=5)
+    assert poll_for(lambda: sub.on(f"rkpipe/{NODE}/cam0/status")[-1:] == [b"offline"], timeout=5)
     sub.close()
-    seen = [p.decode() for p in sub.on("rkpipe/cam0/status")]
+    seen = [p.decode() for p in sub.on(f"rkpipe/{NODE}/cam0/status")]
     changes = [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]
     assert changes[-4:] == ["online", "offline", "online", "offline"], seen

@@ -32,7 +32,8 @@ def free_port() -> int:
 
 
 class Broker:
-    """One mosquitto process on 127.0.0.1:``port``; ``users`` turns on password checks.
+    """One mosquitto process on 127.0.0.1:``port``; ``users`` turns on password checks,
+    ``extra`` adds configuration (e.g. a bridge to another broker).
 
     Persistence is on, so a stop (SIGTERM) and start keeps retained messages and the queues
     of persistent subscribers, like a broker restart in the field.
@@ -41,7 +42,11 @@ class Broker:
     host = "127.0.0.1"
 
     def __init__(
-        self, folder: Path, users: dict[str, str] | None = None, tls: bool = False
+        self,
+        folder: Path,
+        users: dict[str, str] | None = None,
+        tls: bool = False,
+        extra: str = "",
     ) -> None:
         if not Path(MOSQUITTO).exists():
             pytest.fail(f"{MOSQUITTO} not found; the MQTT tests need a real broker: {INSTALL}")
@@ -49,6 +54,7 @@ class Broker:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.users = users or {}
+        self.extra = extra  # more configuration (a bridge), at the end of the file
         self.ca: Path | None = make_certs(folder) if tls else None
         self.log = folder / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
@@ -78,7 +84,7 @@ class Broker:
         else:
             lines.append("allow_anonymous true")
         path = self.folder / "mosquitto.conf"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text("\n".join([*lines, self.extra]) + "\n")
         return path
 
     @property

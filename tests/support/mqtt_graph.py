@@ -12,7 +12,9 @@ from support.graph import Graph
 from support.mosquitto import Broker
 from support.rkpipe import start_rkpipe
 
-__all__ = ["all_ids", "graph_text", "start_run"]
+__all__ = ["NODE", "all_ids", "graph_text", "start_run"]
+
+NODE = "board1"  # the node id of the test graphs, in their topics
 
 
 def graph_text(
@@ -24,11 +26,11 @@ def graph_text(
     **mqtt_opts: Any,
 ) -> str:
     """cam0 and cam1 -> rk_test_events:EmitEvents -> mqtt; ``fps`` > 0 paces the (non-live)
-    sources; ``pipeline`` adds ``[pipeline]`` settings."""
+    sources; ``pipeline`` adds ``[pipeline]`` settings (node ``NODE`` unless it says)."""
     pace = {"realtime": True, "fps": fps} if fps else {}
     opts = {"host": b.host, "port": b.port, "reconnect_min_s": 0.2, "reconnect_max_s": 0.5}
     opts.update(mqtt_opts)
-    graph = Graph("mqtt_test", **(pipeline or {}))
+    graph = Graph("mqtt_test", **{"node": NODE, **(pipeline or {})})
     for cam in ("cam0", "cam1"):
         graph.source(cam, uses="synthetic", width=64, height=48, frames=frames, **pace)
     types = ["line_crossing", "zone_enter", "counts"]

@@ -18,28 +18,38 @@ __all__ = ["MqttSinkConfig"]
 class MqttSinkConfig(StageConfig):
     host: str = Field("localhost", min_length=1, description="broker host name or address")
     port: int | None = Field(None, ge=1, le=65535, description="default 1883, 8883 with tls")
-    client_id: str | None = Field(None, description="default rkpipe-<pipeline>-<stage>-<host>")
+    client_id: str | None = Field(
+        None, description="default rkpipe-<pipeline>-<stage>-<node>-<run id>: one per run"
+    )
     username: str | None = None
     password: str | None = None
     password_env: str | None = Field(None, description="environment variable with password")
     keepalive: int = Field(30, ge=5, le=65535, description="seconds")
     qos: Literal[0, 1, 2] = 1
-    topic: str = Field("rkpipe/{stream}/events/{type}", min_length=1)
+    topic: str = Field("rkpipe/{node}/{stream}/events/{type}", min_length=1)
     status_topic: str = Field(
-        "rkpipe/{stream}/status", description='retained "online"/"offline"; "" turns it off'
+        "rkpipe/{node}/{stream}/status", description='retained "online"/"offline"; "" turns it off'
     )
     availability_topic: str = Field(
-        "rkpipe/status", min_length=1, description="pipeline online/offline; Last Will"
+        "rkpipe/{node}/status", min_length=1, description="pipeline online/offline; Last Will"
     )
     state_prefix: str = Field(
-        "rkpipe/{stream}", description='retained totals under it; "" turns them off'
+        "rkpipe/{node}/{stream}", description='retained totals under it; "" turns them off'
     )
     state_dir: str = Field("out/mqtt", min_length=1, description="line totals kept across runs")
     snapshot_topic: str = Field(
-        "rkpipe/{stream}/snapshot/{type}", description='event snapshots (JPEG); "" turns off'
+        "rkpipe/{node}/{stream}/snapshot/{type}", description='event snapshots (JPEG); "" turns off'
     )
     snapshot_root: str = Field(
         SNAPSHOT_DIR, description="the snapshots folder event snapshot paths start from"
+    )
+    presence_classes: list[str] | None = Field(
+        None,
+        description="classes whose in-view counts are always published, zeros too (default: "
+        "those seen, and those the analytics stages' counts events name)",
+    )
+    presence_hold_s: float = Field(
+        1.0, ge=0, description="an in-view count changes once the new one held this long"
     )
     ha_discovery: bool = Field(False, description="announce sensors to Home Assistant")
     ha_prefix: str = Field("homeassistant", min_length=1, description="HA discovery prefix")

@@ -2,7 +2,7 @@
 away (up to a bound), and keeps plain retained state next to them.
 
 Every event in ``msg.meta["events"]`` becomes one JSON message on a topic made from ``topic``
-(placeholders: {stream} {type} {line} {zone} {direction} {class_name} {pipeline}; a level
+(placeholders: {node} {stream} {type} {line} {zone} {direction} {class_name} {pipeline}; a level
 whose placeholder the event lacks is left out), queued in the outbox and forgotten only when
 the broker acknowledged it (with ``spool_dir``, written to disk before it is sent). Retained
 latest values go alongside: each camera's ``online``/``offline`` (:mod:`.status`), line
@@ -17,7 +17,6 @@ the run stops it; what the broker never acknowledged is counted as ``mqtt_unsent
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,9 @@ from stages.event_files import safe_name
 from stages.sinks.mqtt.config import MqttSinkConfig
 from stages.sinks.mqtt.connection import Connection
 from stages.sinks.mqtt.discovery import Discovery
+from stages.sinks.mqtt.ha_entities import HaEntities
 from stages.sinks.mqtt.outbox import Item, Outbox
+from stages.sinks.mqtt.presence import Presence
 from stages.sinks.mqtt.retained import Retained
 from stages.sinks.mqtt.sender import Sender
 from stages.sinks.mqtt.snapshots import read_snapshot
@@ -66,9 +67,13 @@ class MqttSink(Stage[MqttSinkConfig]):
 
     def setup(self, ctx: Context) -> None:
         cfg = self.config
-        self.ctx, self.log, self.pipeline = ctx, ctx.log, ctx.pipeline
-        host = socket.gethostname().split(".")[0]
-        self.client_id = cfg.client_id or clean_id(f"rkpipe-{self.pipeline}-{ctx.instance}-{host}")
+        self.ctx, self.log, self.pipeline, self.node = ctx, ctx.log, ctx.pipeline, ctx.node
+        # the HA device (and its unique ids) stays across runs; the client id is new each run,
+        # so two runs never take the broker's session from each other
+        self.device_id = cfg.client_id or clean_id(
+            f"rkpipe-{self.pipeline}-{ctx.instance}-{ctx.node}"
+        )
+        self.client_id = cfg.client_id or clean_id(f"{self.device_id}-{ctx.run_id}")
         self.witness = self._witness()
         self.outbox = Outbox(cfg.max_queued, self._spool())
         if self.witness is not None:
@@ -77,7 +82,7 @@ class MqttSink(Stage[MqttSinkConfig]):
         availability = self._topic(cfg.availability_topic, "")
         discovery = None
         if cfg.ha_discovery:
-            discovery = Discovery(cfg.ha_prefix, self.client_id, self.pipeline, availability)
+            discovery = Discovery(cfg.ha_prefix, self.device_id, self.pipeline, availability)
         self.states = None
         if cfg.state_prefix:
             folder = Path(cfg.state_dir) / safe_name(self.pipeline, exact=True)
@@ -94,6 +99,15 @@ class MqttSink(Stage[MqttSinkConfig]):
             )
         self.cameras = CameraStatus(
             self.retained, self._status_topic, self._fps_topic, ctx.source_health, discovery
+        )
+        self.presence = None
+        if cfg.state_prefix:
+            prefix = lambda stream: self._topic(cfg.state_prefix, stream)  # noqa: E731
+            self.presence = Presence(
+                self.retained, prefix, cfg.presence_classes, cfg.presence_hold_s, discovery
+            )
+        self.entities = HaEntities(
+            self.retained, discovery, self._topic, cfg.topic, cfg.snapshot_topic
         )
         self.conn = Connection(cfg, self.client_id, availability, ctx.resolve_path, self.log)
         self.conn.queued = lambda: len(self.outbox)
@@ -133,8 +147,9 @@ class MqttSink(Stage[MqttSinkConfig]):
         if not (cfg.spool_dir and cfg.witness and cfg.qos > 0):
             return None
         template = cfg.topic.replace("{pipeline}", level(self.pipeline))
+        template = template.replace("{node}", level(self.node))
         filters = topic_filters(template)
-        return Witness(cfg, self.client_id, filters, self.ctx.resolve_path, self.log)
+        return Witness(cfg, self.device_id, filters, self.ctx.resolve_path, self.log)
 
     def _spool(self) -> Spool | None:
         cfg = self.config
@@ -172,6 +187,7 @@ class MqttSink(Stage[MqttSinkConfig]):
         self.active.add(msg.stream)
         self.cameras.frame(msg.stream)
         events = [ev for ev in msg.meta.get(META_EVENTS) or () if self._valid(ev)]
+        self._presence(msg, events)
         for event in events:
             fields = {**event, "stream": event.get("stream", msg.stream)}
             payload = json.dumps(event, separators=(",", ":"), default=_plain)
@@ -185,6 +201,8 @@ class MqttSink(Stage[MqttSinkConfig]):
     def end_stream(self, stream: str) -> None:
         """A stream ended: mark it offline; after the last one, deliver what is queued."""
         self.cameras.end(stream)
+        if self.presence is not None:
+            self.presence.end(stream)
         self.active.discard(stream)
         if not self.active:
             self._flush(self.config.flush_timeout_s)
@@ -266,6 +284,16 @@ class MqttSink(Stage[MqttSinkConfig]):
             self._warn_once("snapshot", f"mqtt: event {fields.get('id')}: {data}; not published")
             return
         self.retained.set(self._topic(self.config.snapshot_topic, fields), data)
+        self.entities.snapshot(fields["stream"], fields, data)
+
+    def _presence(self, msg: Message, events: list[dict[str, Any]]) -> None:
+        """What is in view now, and the Home Assistant event entities the events need."""
+        if self.presence is not None:
+            self.presence.frame(msg)
+            if events:
+                self.presence.learn(msg.stream, events)
+        if events:
+            self.entities.seen(msg.stream, events)
 
     def _count_unpublishable(self) -> None:
         bad = self.sender.take_unpublishable()
@@ -289,7 +317,7 @@ class MqttSink(Stage[MqttSinkConfig]):
     # -- topics ------------------------------------------------------------------------------
     def _topic(self, template: str, stream: str | dict[str, Any]) -> str:
         fields = stream if isinstance(stream, dict) else {"stream": stream} if stream else {}
-        return render_topic(template, {"pipeline": self.pipeline, **fields})
+        return render_topic(template, {"pipeline": self.pipeline, **fields, "node": self.node})
 
     def _status_topic(self, stream: str) -> str:
         return self._topic(self.config.status_topic, stream) if self.config.status_topic else ""

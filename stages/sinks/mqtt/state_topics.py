@@ -30,7 +30,9 @@ from stages.sinks.mqtt.totals_file import MAX_NOTES, TotalsFile
 __all__ = ["StateTopics", "StreamState"]
 
 DIRECTIONS = ("in", "out")
-RESERVED = frozenset({"events", "status", "zones", "snapshot", "fps"})  # levels the sink uses
+RESERVED = frozenset(
+    {"events", "status", "zones", "snapshot", "fps", "objects"}
+)  # levels the sink uses
 
 Totals = dict[str, dict[str, dict[str, int]]]  # line -> direction -> class -> n
 

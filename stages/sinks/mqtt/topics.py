@@ -9,7 +9,7 @@ from typing import Any
 
 __all__ = ["TOPIC_FIELDS", "check_template", "clean_id", "level", "render_topic"]
 
-TOPIC_FIELDS = ("stream", "type", "line", "zone", "direction", "class_name", "pipeline")
+TOPIC_FIELDS = ("node", "stream", "type", "line", "zone", "direction", "class_name", "pipeline")
 
 
 def check_template(value: str) -> str:
