@@ -38,6 +38,10 @@ How each failure keeps the invariant
     - A sink is disabled after repeated failures, or the run is stopped before frames
       arrive: the supervisor counts what never reached the sink (``sink_disabled``,
       ``in_flight_at_stop``).
+    - The run is stopped cleanly (Ctrl-C, SIGTERM, ``--duration``): sources stop and every
+      stage drains what it holds; frames still queued in a live source were produced but
+      never sent, so the source counts them (``stopped``) and END names them in ``sd``.
+      Frames a camera delivers after the stop are never numbered: not produced at all.
     - A bad message (garbage, a forged header) is not a frame: it is refused and counted
       per peer as ``corrupt``, never as a frame of any stream.
 """
@@ -46,10 +50,13 @@ from __future__ import annotations
 
 import logging
 
+from ..accounting.keys import chain_key, parse_path_stream, reason_at, src_key, tally_key
 from ..transport.codec import END, SKIP, Decoded
 from .ledger import Ledger
 
-__all__ = ["Chain", "SourceBook", "Tally", "crashed_at", "died_since", "tallies"]
+__all__ = ["STOPPED", "Chain", "SourceBook", "Tally", "crashed_at", "died_since", "tallies"]
+
+STOPPED = "stopped"  # frames a live source held when the run was stopped cleanly
 
 log = logging.getLogger("rkpipe.integrity")
 
@@ -63,7 +70,7 @@ def died_since(last_death_ns: int, t_mono_ns: int) -> bool:
 
 def crashed_at(stage: str) -> str:
     """The reason frames lost in a crash upstream of ``stage``'s output are counted under."""
-    return f"crashed@{stage}"
+    return reason_at("crashed", stage)
 
 
 class Chain:
@@ -76,13 +83,13 @@ class Chain:
         self.ledger = ledger
         self.path = path
         self.stream = stream
-        self.key = f"chain:{path}:{stream}"
-        self.committed = ledger.get(f"{self.key}:commit", 0)
-        ledger.rollback(f"{self.key}:", self.committed)  # a link its process did not finish
-        ledger.rollback(f"tally:{path}:{stream}:", self.committed)
-        self.last = ledger.get(f"{self.key}:last", -1)
-        self.sd = ledger.get(f"{self.key}:sd", 0)
-        self.open = bool(ledger.get(f"{self.key}:open", 0))
+        key = self.key = chain_key(path, stream)
+        self.committed = ledger.get(f"{key}commit", 0)
+        ledger.rollback(key, self.committed)  # a link its process did not finish
+        ledger.rollback(tally_key(path, stream), self.committed)
+        self.last = ledger.get(f"{key}last", -1)
+        self.sd = ledger.get(f"{key}sd", 0)
+        self.open = bool(ledger.get(f"{key}open", 0))
 
     @property
     def stamp(self) -> int:
@@ -119,10 +126,10 @@ class Chain:
         """Take link ``d``: the commit of its accounting (written last)."""
         stamp = self.stamp
         if d.msg.seq != self.last:
-            self.ledger.set(f"{self.key}:last", d.msg.seq, stamp)
-            self.ledger.set(f"{self.key}:sd", d.sd, stamp)
-        self.ledger.set(f"{self.key}:open", int(d.more), stamp)
-        self.ledger.set(f"{self.key}:commit", stamp)
+            self.ledger.set(f"{self.key}last", d.msg.seq, stamp)
+            self.ledger.set(f"{self.key}sd", d.sd, stamp)
+        self.ledger.set(f"{self.key}open", int(d.more), stamp)
+        self.ledger.set(f"{self.key}commit", stamp)
         self.committed, self.last, self.sd, self.open = stamp, d.msg.seq, d.sd, d.more
 
 
@@ -134,11 +141,11 @@ class Tally:
     def __init__(self, ledger: Ledger, chain: Chain) -> None:
         self.ledger = ledger
         self.chain = chain
-        self.key = f"tally:{chain.path}:{chain.stream}"
+        self.key = tally_key(chain.path, chain.stream)
 
     def _add(self, what: str, n: int = 1) -> None:
         if n:
-            self.ledger.add(f"{self.key}:{what}", n, self.chain.stamp)
+            self.ledger.add(f"{self.key}{what}", n, self.chain.stamp)
 
     def record(self, d: Decoded, lost: int, outcome: str | None) -> None:
         """The accounting of link ``d``: losses counted upstream, the hole before it, an
@@ -154,17 +161,17 @@ class Tally:
         elif outcome is not None:
             self._add(f"drop:{outcome}")
         if d.kind == END:
-            self.ledger.set(f"{self.key}:end", d.msg.seq, self.chain.stamp)
+            self.ledger.set(f"{self.key}end", d.msg.seq, self.chain.stamp)
 
 
 def tallies(ledger: Ledger) -> dict[tuple[str, str], dict[str, int]]:
     """A sink ledger's tallies by (path, stream): delivered, drop:<reason>..., end."""
     out: dict[tuple[str, str], dict[str, int]] = {}
     for key, value in ledger.with_prefix("tally:").items():
-        path, stream, what = key.split(":", 2)
+        path, stream, what = parse_path_stream(key)
         out.setdefault((path, stream), {})[what] = value
     for key, value in ledger.with_prefix("chain:").items():
-        path, stream, what = key.split(":", 2)
+        path, stream, what = parse_path_stream(key)
         if what == "sd" and (path, stream) in out:
             out[(path, stream)]["sd"] = value
     return out
@@ -177,21 +184,21 @@ class SourceBook:
 
     def __init__(self, ledger: Ledger, stream: str) -> None:
         self.ledger = ledger
-        self.key = f"src:{stream}"
-        self.committed = ledger.get(f"{self.key}:commit", 0)
-        ledger.rollback(f"{self.key}:", self.committed)
-        self.next = ledger.get(f"{self.key}:next", 0)
-        self.sent = ledger.get(f"{self.key}:sent", -1)
-        self.settled = ledger.get(f"{self.key}:settled", -1)
-        self.sd = ledger.get(f"{self.key}:sd", 0)
-        self.count = ledger.get(f"{self.key}:count", 0)  # frames sent
+        key = self.key = src_key(stream)
+        self.committed = ledger.get(f"{key}commit", 0)
+        ledger.rollback(key, self.committed)
+        self.next = ledger.get(f"{key}next", 0)
+        self.sent = ledger.get(f"{key}sent", -1)
+        self.settled = ledger.get(f"{key}settled", -1)
+        self.sd = ledger.get(f"{key}sd", 0)
+        self.count = ledger.get(f"{key}count", 0)  # frames sent
 
     def _commit(self, **values: int) -> None:
         stamp = self.committed + 1
         for name, value in values.items():
-            self.ledger.set(f"{self.key}:{name}", value, stamp)
+            self.ledger.set(f"{self.key}{name}", value, stamp)
             setattr(self, name, value)
-        self.ledger.set(f"{self.key}:commit", stamp)
+        self.ledger.set(f"{self.key}commit", stamp)
         self.committed = stamp
 
     def number(self, proposed: int) -> tuple[int, int]:

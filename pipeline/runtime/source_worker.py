@@ -19,7 +19,7 @@ from ..messages import Message
 from ..stage import Source
 from ..transport.codec import END
 from ..transport.framepool import FrameLost
-from .integrity import SourceBook
+from .integrity import STOPPED, SourceBook
 from .job import Job
 from .outputs import Accounting
 from .worker import StageWorker, _Stopped
@@ -84,6 +84,14 @@ class SourceWorker(StageWorker):
     def loop_live(self) -> None:
         reader = threading.Thread(target=self._read_live, name="live-reader", daemon=True)
         reader.start()
+        try:
+            self._send_live()
+        finally:  # however the loop ends (a stop while waiting for room too)
+            self.stopping = True
+            reader.join(timeout=5.0)
+            self._settle_queue()
+
+    def _send_live(self) -> None:
         while not self._enough():
             if self.outputs is not None:  # wait first: a frame taken from the queue must go at once
                 self.wait_for_room(self.stream)
@@ -103,8 +111,17 @@ class SourceWorker(StageWorker):
                 self.report()
                 continue
             self.report()
-        self.stopping = True
-        reader.join(timeout=5.0)
+
+    def _settle_queue(self) -> None:
+        """Frames still queued when the source stops were produced but will never be sent:
+        dropped and counted as ``stopped`` (left at a clean stop, not lost to a fault)."""
+        with self.lock:
+            while self.live_queue:
+                seq, msg = self.live_queue.popleft()
+                for arr in msg.arrays.values():
+                    self.pool.release(arr)
+                self.book.drop(seq)
+                self.stats.count_drop(STOPPED)
 
     def _read_live(self) -> None:
         try:
@@ -113,6 +130,10 @@ class SourceWorker(StageWorker):
                 if msg is None:
                     return
                 with self.lock:
+                    if self.stopping:  # read after the stop: never numbered, never produced
+                        for arr in msg.arrays.values():
+                            self.pool.release(arr)
+                        return
                     seq = self._number(msg)
                     if len(self.live_queue) >= self.live_size:
                         old_seq, old = self.live_queue.popleft()

@@ -21,6 +21,7 @@ from typing import Any
 
 import zmq
 
+from ..accounting.keys import parse_path_stream, reason_at
 from ..context import Context
 from ..health import HealthFile
 from ..messages import Message
@@ -118,7 +119,7 @@ class StageWorker:
     def _corrupt(self, peer: str, why: str) -> None:
         """A message that was not a valid envelope: refused, counted per peer, never raised."""
         self.stats.count_event("corrupt")
-        self.stats.count_event(f"corrupt:{peer}"[:90])
+        self.stats.count_event(f"corrupt:{peer}")
         self._say(peer, f"{self.spec.instance}: refused a message from {peer}: {why}")
 
     def _rejected(self, peer: str, what: str) -> None:
@@ -302,13 +303,13 @@ class StageWorker:
         except OSError as exc:  # it cannot write (a full disk): counted, the run goes on
             self._say("sink", f"{self.spec.instance}: cannot deliver: {exc}")
             self.stats.count_drop("sink_error")
-            return f"sink_error@{self.spec.stage}"
+            return reason_at("sink_error", self.spec.stage)
         took = time.perf_counter() - t0
         self.stats.busy_s += took
         self.stats.service.add(took * 1000)
         if not all(self.reader.is_current(r) for r in d.refs):
             self.stats.count_drop("overwritten")
-            return f"overwritten@{self.spec.stage}"
+            return reason_at("overwritten", self.spec.stage)
         self.stats.count_out(d.msg.stream, d.msg.seq, d.msg.t_mono_ns)
         return ""
 
@@ -325,9 +326,9 @@ class StageWorker:
         if not all(self.reader.is_current(r) for r in d.refs):
             self.stats.count_drop("overwritten")
             out = None
-            acct = (acct[0], acct[1], f"overwritten@{self.spec.stage}")
+            acct = (acct[0], acct[1], reason_at("overwritten", self.spec.stage))
         if not self.emit(out, d.more, acct) and not d.more:
-            reason = acct[2] or f"filtered@{self.spec.stage}"
+            reason = acct[2] or reason_at("filtered", self.spec.stage)
             self.send_marker(SKIP, d.msg, False, (acct[0], acct[1], reason))
 
     def collect(self, wait_until: int = 0) -> None:
@@ -438,7 +439,7 @@ class StageWorker:
     def _path_of(self, stream: str) -> str:
         """The input stage ``stream`` came by (from this instance's ledger), else the first."""
         for key in self.ledger.with_prefix("chain:"):
-            path, s, _ = key.split(":", 2)
+            path, s, _ = parse_path_stream(key)
             if s == stream:
                 return path
         return self.spec.inputs[0][0]

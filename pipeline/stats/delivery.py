@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..accounting.keys import src_key
+from ..accounting.reasons import KINDS, by_kind
 from ..runtime.integrity import tallies
 from ..runtime.ledger import Ledger
 
@@ -39,10 +41,13 @@ class SinkDelivery:
     exact: bool = True
 
     def to_json(self) -> dict[str, Any]:
+        kinds = by_kind(self.dropped)
         return {
             "delivered": self.delivered,
             "dropped": sum(self.dropped.values()),
             "dropped_by_reason": dict(sorted(self.dropped.items())),
+            # the same frames by kind: lost to faults, dropped by policy, left at stop
+            "dropped_by_kind": {k: sum(v.values()) for k, v in kinds.items()},
             "exact": self.exact,
             "difference": self.difference,
         }
@@ -52,9 +57,9 @@ def source_of(ledger: Ledger, stream: str) -> StreamSource:
     values = ledger.snapshot()
     drops = {k[len("drop:") :]: v for k, v in values.items() if k.startswith("drop:") and v}
     return StreamSource(
-        produced=values.get(f"src:{stream}:next", 0),
+        produced=values.get(src_key(stream, "next"), 0),
         dropped=drops,
-        sd=values.get(f"src:{stream}:sd", 0),
+        sd=values.get(src_key(stream, "sd"), 0),
     )
 
 
@@ -123,8 +128,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for stream, entry in report["streams"].items():
         for sink, acc in entry["sinks"].items():
-            reasons = ", ".join(f"{r} {n}" for r, n in acc["dropped_by_reason"].items())
-            dropped = f", dropped {acc['dropped']} ({reasons})" if acc["dropped"] else ""
+            dropped = "".join(
+                f"; {KINDS[kind]} {sum(reasons.values())} ("
+                + ", ".join(f"{r} {n}" for r, n in reasons.items())
+                + ")"
+                for kind, reasons in by_kind(acc["dropped_by_reason"]).items()
+                if reasons
+            )
             verdict = "exact" if acc["exact"] else f"NOT exact ({acc['difference']:+d} frames)"
             lines.append(
                 f"  {stream} -> {sink}: produced {entry['produced']}, "

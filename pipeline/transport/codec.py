@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from ..accounting.keys import bounded
 from ..errors import TransportError
 from ..messages import Message
 from .framepool import FrameLost, FramePool, PoolReader, SlotRef
@@ -266,8 +267,8 @@ def _acct(acct: Any) -> tuple[int, list[tuple[int, str]], str]:
         ok = isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)
         if not ok or type(item[0]) is not int or not 0 <= item[0] < 1 << 40:
             raise TransportError("a loss annotation is not [n, reason]")
-        out.append((item[0], item[1][:200]))
-    return _int(sd, "sd"), out, skip[:200]
+        out.append((item[0], bounded(item[1])))
+    return _int(sd, "sd"), out, bounded(skip)
 
 
 def decode(parts: list, reader: PoolReader | None) -> Decoded:
