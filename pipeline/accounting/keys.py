@@ -24,9 +24,13 @@ import hashlib
 import re
 
 __all__ = [
+    "CHAIN",
+    "DROP",
     "KEY_BYTES",
     "NAME_MAX",
     "REASON_MAX",
+    "SRC",
+    "TALLY",
     "KeyTooLong",
     "bounded",
     "chain_key",
@@ -41,6 +45,7 @@ __all__ = [
     "tally_key",
 ]
 
+SRC, CHAIN, TALLY, DROP = "src:", "chain:", "tally:", "drop:"  # key prefixes
 NAME_MAX = 64  # a stage or stream name (graph.load's rule; codec.STREAM_NAME)
 REASON_MAX = 128  # a drop reason with its place, ``<word>@<stage>``, or an event kind
 KEY_BYTES = 288  # a ledger entry's key field
@@ -79,22 +84,22 @@ def check_key(key: str) -> bytes:
 
 def src_key(stream: str, field: str = "") -> str:
     """A source's numbering of ``stream``; the prefix of all of it without ``field``."""
-    return f"src:{stream}:{field}"
+    return f"{SRC}{stream}:{field}"
 
 
 def chain_key(path: str, stream: str, field: str = "") -> str:
     """Where ``stream`` stands on the path from ``path``; the prefix without ``field``."""
-    return f"chain:{path}:{stream}:{field}"
+    return f"{CHAIN}{path}:{stream}:{field}"
 
 
 def tally_key(path: str, stream: str, what: str = "") -> str:
     """A sink's tally of ``stream`` from ``path``: ``delivered``, ``drop:<reason>``, ``end``."""
-    return f"tally:{path}:{stream}:{what}"
+    return f"{TALLY}{path}:{stream}:{what}"
 
 
 def drop_key(reason: str) -> str:
     """A stage's drops for ``reason``."""
-    return f"drop:{bounded(reason)}"
+    return f"{DROP}{bounded(reason)}"
 
 
 def event_key(kind: str) -> str:

@@ -35,9 +35,10 @@ How each failure keeps the invariant
       frame is sent twice; a live source counts the frames that died in its queue.
     - A stream's END dies in a crash: the supervisor tells the restarted stage, which ends
       the stream itself (``restored_end``), naming the last frame.
-    - A sink is disabled after repeated failures, or the run is stopped before frames
-      arrive: the supervisor counts what never reached the sink (``sink_disabled``,
-      ``in_flight_at_stop``).
+    - A sink is disabled after repeated failures, or the run is stopped at once (a second
+      Ctrl-C, a drain past its grace period) with frames on the way: the supervisor undoes
+      the commits the killed processes left half-done (``settle``) and counts what never
+      reached the sink (``sink_disabled``, ``in_flight_at_stop``); the books stay exact.
     - The run is stopped cleanly (Ctrl-C, SIGTERM, ``--duration``): sources stop and every
       stage drains what it holds; frames still queued in a live source were produced but
       never sent, so the source counts them (``stopped``) and END names them in ``sd``.
@@ -50,11 +51,29 @@ from __future__ import annotations
 
 import logging
 
-from ..accounting.keys import chain_key, parse_path_stream, reason_at, src_key, tally_key
+from ..accounting.keys import (
+    CHAIN,
+    SRC,
+    TALLY,
+    chain_key,
+    parse_path_stream,
+    reason_at,
+    src_key,
+    tally_key,
+)
 from ..transport.codec import END, SKIP, Decoded
 from .ledger import Ledger
 
-__all__ = ["STOPPED", "Chain", "SourceBook", "Tally", "crashed_at", "died_since", "tallies"]
+__all__ = [
+    "STOPPED",
+    "Chain",
+    "SourceBook",
+    "Tally",
+    "crashed_at",
+    "died_since",
+    "settle",
+    "tallies",
+]
 
 STOPPED = "stopped"  # frames a live source held when the run was stopped cleanly
 
@@ -164,13 +183,24 @@ class Tally:
             self.ledger.set(f"{self.key}end", d.msg.seq, self.chain.stamp)
 
 
+def settle(ledger: Ledger) -> None:
+    """Undo the commits a dead process left half-done in ``ledger``, as its restarted self
+    would: read at the end of a run stopped at once, a frame whose fate was not committed is
+    one in flight (``in_flight_at_stop``), never delivered or counted on half a commit."""
+    paths = {parse_path_stream(k)[:2] for k in ledger.with_prefix(CHAIN)}
+    for path, stream in paths:
+        Chain(ledger, path, stream)  # rolls its chain and tally back to the last commit
+    for stream in {k.split(":", 1)[0] for k in ledger.with_prefix(SRC)}:
+        SourceBook(ledger, stream)
+
+
 def tallies(ledger: Ledger) -> dict[tuple[str, str], dict[str, int]]:
     """A sink ledger's tallies by (path, stream): delivered, drop:<reason>..., end."""
     out: dict[tuple[str, str], dict[str, int]] = {}
-    for key, value in ledger.with_prefix("tally:").items():
+    for key, value in ledger.with_prefix(TALLY).items():
         path, stream, what = parse_path_stream(key)
         out.setdefault((path, stream), {})[what] = value
-    for key, value in ledger.with_prefix("chain:").items():
+    for key, value in ledger.with_prefix(CHAIN).items():
         path, stream, what = parse_path_stream(key)
         if what == "sd" and (path, stream) in out:
             out[(path, stream)]["sd"] = value

@@ -21,7 +21,7 @@ from typing import Any
 
 import zmq
 
-from ..accounting.keys import parse_path_stream, reason_at
+from ..accounting.keys import CHAIN, parse_path_stream, reason_at
 from ..context import Context
 from ..health import HealthFile
 from ..messages import Message
@@ -438,7 +438,7 @@ class StageWorker:
 
     def _path_of(self, stream: str) -> str:
         """The input stage ``stream`` came by (from this instance's ledger), else the first."""
-        for key in self.ledger.with_prefix("chain:"):
+        for key in self.ledger.with_prefix(CHAIN):
             path, s, _ = parse_path_stream(key)
             if s == stream:
                 return path

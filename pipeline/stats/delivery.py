@@ -4,8 +4,9 @@ by reason, and "exact" or the difference (see ``pipeline.runtime.integrity``).
 A source's ledger says how many frames its stream had and why the source dropped some; a
 sink's ledger holds its tally of every frame that reached it or was counted on the way. What
 the tally does not cover never reached the sink: a sink that was disabled (counted there,
-``sink_disabled``), or a run stopped hard with frames in flight (``in_flight_at_stop``); any
-other difference is reported as ``unaccounted`` and the run is not exact.
+``sink_disabled``), or a run stopped at once with frames in flight (``in_flight_at_stop``,
+after the supervisor undid the killed processes' half-done commits); both keep the books
+exact. Any other difference is reported as ``unaccounted`` and the run is not exact.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _sink_account(
     if missing > 0:
         reason = "sink_disabled" if disabled else "in_flight_at_stop" if stopped else ""
         out.difference = missing
-        out.exact = reason == "sink_disabled"
+        out.exact = reason in ("sink_disabled", "in_flight_at_stop")
         out.dropped[reason or "unaccounted"] += missing
     elif missing < 0:
         out.difference, out.exact = missing, False

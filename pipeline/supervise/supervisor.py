@@ -42,6 +42,7 @@ from ..graph.plan import InstanceSpec, Plan, make_plan
 from ..health import HealthFile
 from ..outputs import declared_outputs
 from ..runtime.child import PARENT_ENV
+from ..runtime.integrity import settle
 from ..runtime.job import JOB_ENV, TOKEN_ENV, Job
 from ..runtime.ledger import Ledger
 from ..secrets import known as known_secrets
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = ["RunResult", "Supervisor"]
 
 log = logging.getLogger("rkpipe")
+_ECHO_S = 0.1  # one signal delivered twice arrives within microseconds; a person, not
 _CONTROL_KINDS = {"stats", "ready", "fatal", "crash", "done", "stream_end", "health"}
 
 
@@ -117,6 +119,7 @@ class Supervisor:
         self.errors: list[str] = []
         self.fatal_exits: list[str] = []  # exited with EXIT_SETUP; its message may come later
         self.signals: list[int] = []
+        self._signalled = 0.0  # when the last stop request came
         self.draining_since: float | None = None
         self.killed = False  # stopped at once (a second signal)
         self.cut_short = False  # the drain ran past its grace period
@@ -203,7 +206,13 @@ class Supervisor:
 
     def on_signal(self, signum: int) -> None:
         """SIGINT/SIGTERM: the first drains, the second kills now; more change nothing.
+        The same signal again within ``_ECHO_S`` is the same request delivered twice (GNU
+        timeout signals the process, then its group), not a person asking again.
         Never raises, so teardown always completes."""
+        now = time.monotonic()
+        if self.signals and self.signals[-1] == signum and now - self._signalled < _ECHO_S:
+            return
+        self._signalled = now
         self.signals.append(signum)
         if len(self.signals) == 1:
             name = signal.Signals(signum).name
@@ -547,6 +556,7 @@ class Supervisor:
     def _final_stats(self, wall: float, active: float) -> dict[str, Any]:
         """The ``--stats-out`` document: per stage, and the delivery check per stream."""
         for inst, c in self.children.items():  # counters even of processes that were killed
+            settle(self.ledgers[inst])  # what a killed process left half-committed is undone
             ledger_counters = counters_of(self.ledgers[inst].snapshot())
             self.book.set_counters(inst, ledger_counters)
             del c
