@@ -154,7 +154,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.stats_out:
             args.stats_out.parent.mkdir(parents=True, exist_ok=True)
             args.stats_out.write_text(json.dumps(result.stats, indent=2))
-        if any(s["frames_in"] or s["frames_out"] for s in result.stats["stages"].values()):
+        if result.stats.get("ran") or any(
+            s["frames_in"] or s["frames_out"] for s in result.stats["stages"].values()
+        ):  # a run that started ends with its summary, also when no frame moved
             print("\n".join(final_lines(result.stats)), file=sys.stderr)
         return result.exit_code
     finally:

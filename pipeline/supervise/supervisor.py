@@ -50,6 +50,7 @@ from ..stats.delivery import delivery_report
 from ..stats.live_view import LiveView
 from ..stats.metrics import counters_of
 from ..stats.report import Snapshot, StatsBook
+from ..stats.summary import silent_sources
 from ..transport.codec import unpackb
 from ..transport.framepool import SHM_DIR
 from ..transport.links import configure, gone_dir, secure_endpoint, stream_owner, zmq_context
@@ -278,6 +279,8 @@ class Supervisor:
         wall = time.monotonic() - t0
         active = wall - ((self.t_ready or t0) - t0)
         stats = self._final_stats(wall, active)
+        if stats["ran"] and not self.errors:  # every run ends with its word
+            self.errors += silent_sources(stats)
         self._finish_view(active)
         self.errors += self.failed_late
         return RunResult(self._exit_code(), stats, self.errors)
@@ -579,6 +582,7 @@ class Supervisor:
         delivery = delivery_report(sources, sinks, reaches, disabled, stopped)
         return {
             "schema": "rkpipe.stats/2",
+            "ran": self.t_ready is not None,  # every stage was set up: the run started
             "pipeline": self.settings.name,
             "run_id": self.run_id,
             "started": _iso(self.started_at),
