@@ -16,6 +16,7 @@ Keys, where ``P`` is a producing stage (a path a stream comes by), ``S`` a strea
     ``drop:<reason>``          a stage's drops by reason (counted where they happen)
     ``event:<kind>``           a stage's events (not frames)
     ``in`` ``out`` ``in:S`` ``out:S``   frames in and out, in all and per stream
+    ``last_death_ns`` ``deaths``   the run ledger: when a process of the run last died
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import re
 
 __all__ = [
     "CHAIN",
+    "DEATHS",
     "DROP",
     "KEY_BYTES",
+    "LAST_DEATH",
     "NAME_MAX",
     "REASON_MAX",
     "SRC",
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 SRC, CHAIN, TALLY, DROP = "src:", "chain:", "tally:", "drop:"  # key prefixes
+LAST_DEATH, DEATHS = "last_death_ns", "deaths"  # the run ledger's keys
 NAME_MAX = 64  # a stage or stream name (graph.load's rule; codec.STREAM_NAME)
 REASON_MAX = 128  # a drop reason with its place, ``<word>@<stage>``, or an event kind
 KEY_BYTES = 288  # a ledger entry's key field

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 
 from zmq.auth import load_certificate
 
+from ..accounting.books import Chain
+from ..accounting.stage_book import StageBook
 from ..errors import TransportError
 from ..graph.plan import InstanceSpec
 from ..transport.codec import EOS, Decoded, decode
 from ..transport.framepool import FrameLost, PoolReader
 from ..transport.links import Inlet
 from ..transport.reorder import ReorderBuffer
-from .integrity import Chain
 from .ledger import Ledger
 
 __all__ = ["Inputs", "Link", "RateLimitedLog"]
@@ -79,6 +80,7 @@ class Inputs:
         finished: set[str] | frozenset[str] = frozenset(),
         may_give_up: Callable[[int], bool] | None = None,
         extra_window: int = 0,
+        book: StageBook | None = None,
     ) -> None:
         self.spec = spec
         self.reader = reader
@@ -109,7 +111,7 @@ class Inputs:
             stage: ReorderBuffer(timeout, may_give_up=give_up) for stage in spec.replicated_inputs()
         }
         self.whole = spec.sees_whole_streams
-        self.chains: dict[tuple[str, str], Chain] = {}
+        self.book = book or StageBook(ledger, spec.stage, self.whole, sink=not spec.outputs)
         self.ready: deque[Link] = deque()
 
     # -- receiving -------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ class Inputs:
                     self._corrupt(inlet, str(exc))
                     continue
                 d = exc.link  # its slot was rewritten before it could be read: a SKIP
-                d.skip = f"overwritten@{self.spec.stage}"
+                d.skip = self.book.dropped_here("overwritten")
                 self.count_drop("overwritten")
             except TransportError as exc:
                 self._corrupt(inlet, str(exc))
@@ -179,11 +181,7 @@ class Inputs:
         return link
 
     def chain(self, path: str, stream: str) -> Chain:
-        key = (path, stream)
-        chain = self.chains.get(key)
-        if chain is None:
-            chain = self.chains[key] = Chain(self.ledger, path, stream)
-        return chain
+        return self.book.chain(path, stream)
 
     def forget(self, stream: str) -> None:
         for reorder in self.reorders.values():

@@ -98,7 +98,7 @@ class Ledger:
         for i in range(len(self._index), int(self._count[0])):
             self._index[self._table[i]["key"].decode()] = i
 
-    def _slot(self, key: str) -> int:
+    def _slot(self, key: str, initial: int = 0) -> int:
         idx = self._index.get(key)
         if idx is not None:
             return idx
@@ -110,7 +110,7 @@ class Ledger:
         if n >= LEDGER_ENTRIES:
             msg = f"ledger {self.path.name} is full ({LEDGER_ENTRIES} counters)"
             raise LedgerFull(msg)
-        self._table[n] = (check_key(key), 0, 0, -1)
+        self._table[n] = (check_key(key), initial, initial, -1)  # its value before any commit
         self._count[0] = n + 1  # publish the entry only once its key is written
         self._index[key] = n
         return n
@@ -127,6 +127,12 @@ class Ledger:
     def set(self, key: str, value: int, stamp: int = -1) -> None:
         with self._lock:
             self._write(self._slot(key), value, stamp)
+
+    def setdefault(self, key: str, value: int) -> int:
+        """Counter ``key``, made at ``value`` (outside any commit) if it is new: a counter
+        whose first write is part of a commit then rolls back to ``value``, not to 0."""
+        with self._lock:
+            return int(self._values[self._slot(key, value)])
 
     def _write(self, i: int, value: int, stamp: int) -> None:
         if stamp >= 0:  # keep what is replaced until the commit is done

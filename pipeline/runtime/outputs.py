@@ -13,15 +13,14 @@ from collections.abc import Callable
 
 from zmq.auth import load_certificate
 
+from ..accounting.envelope import Accounting
 from ..graph.plan import InstanceSpec
 from ..messages import Message
 from ..transport.codec import END, MSG, SKIP, encode, encode_control
 from ..transport.framepool import FramePool, PoolReader
 from ..transport.links import Outlet, Reject
 
-__all__ = ["Accounting", "Outputs"]
-
-Accounting = tuple[int, list[tuple[int, str]], str]  # (sd, lost, skip reason)
+__all__ = ["Outputs"]
 
 
 class Outputs:
@@ -71,7 +70,7 @@ class Outputs:
         prev = self._link_prev(msg.stream, msg.seq, msg.prev)
         saved, msg.prev = msg.prev, prev
         try:
-            parts = encode(msg, MSG, more, self.pool, self.reader, self.inline_all, list(acct))
+            parts = encode(msg, MSG, more, self.pool, self.reader, self.inline_all, acct.to_wire())
         finally:
             msg.prev = saved
         return self.outlet.send(parts, msg.stream)
@@ -80,7 +79,7 @@ class Outputs:
         """Send a SKIP (this frame was dropped, ``acct``'s reason says why) or END marker."""
         assert kind in (SKIP, END)
         prev = self._link_prev(msg.stream, msg.seq, msg.prev)
-        parts = encode_control(kind, msg.stream, msg.seq, prev, more, list(acct), msg.t_mono_ns)
+        parts = encode_control(kind, msg.stream, msg.seq, prev, more, acct.to_wire(), msg.t_mono_ns)
         return self.outlet.send(parts, msg.stream)
 
     def wait_for_room(

@@ -15,13 +15,13 @@ import threading
 import time
 from collections import deque
 
+from ..accounting.books import STOPPED, SourceBook
+from ..accounting.envelope import Accounting
 from ..messages import Message
 from ..stage import Source
 from ..transport.codec import END
 from ..transport.framepool import FrameLost
-from .integrity import STOPPED, SourceBook
 from .job import Job
-from .outputs import Accounting
 from .worker import StageWorker, _Stopped
 
 __all__ = ["SourceWorker"]
@@ -151,9 +151,8 @@ class SourceWorker(StageWorker):
         msg.stream, msg.seq, msg.prev = self.stream, seq, self.book.sent
         self.stats.count_in(msg.stream)
         if self.outputs is not None:
-            acct: Accounting = (self.book.sd, [], "")
             try:
-                self.outputs.send(msg, False, acct)
+                self.outputs.send(msg, False, Accounting(self.book.sd))
             except FrameLost:  # its slot came round before it could go: dropped, counted
                 self.book.drop(seq)
                 self.stats.count_drop("overwritten")
@@ -171,7 +170,7 @@ class SourceWorker(StageWorker):
                 self.outputs.poll_credits(50)
                 self.report()
                 self.check_gone()
-            self.outputs.marker(END, end, False, (self.book.sd, [], ""))
+            self.outputs.marker(END, end, False, Accounting(self.book.sd))
         # the supervisor remembers where the stream ended, for a stage that crashes holding END
         self.notify(
             {"t": "stream_end", "stream": self.stream, "end": self.book.next, "sd": self.book.sd}

@@ -21,7 +21,10 @@ from typing import Any
 
 import zmq
 
-from ..accounting.keys import CHAIN, parse_path_stream, reason_at
+from ..accounting.books import died_since
+from ..accounting.envelope import Accounting
+from ..accounting.keys import LAST_DEATH
+from ..accounting.stage_book import Admission, StageBook
 from ..context import Context
 from ..health import HealthFile
 from ..messages import Message
@@ -33,10 +36,9 @@ from ..transport.framepool import FramePool, PoolReader
 from ..transport.idle import SpinThenPark
 from ..transport.links import configure, gone_dir, zmq_context
 from .inputs import Inputs, Link, RateLimitedLog
-from .integrity import Chain, Tally, crashed_at, died_since
 from .job import Job, run_token
 from .ledger import Ledger
-from .outputs import Accounting, Outputs
+from .outputs import Outputs
 
 __all__ = ["StageWorker"]
 
@@ -59,6 +61,9 @@ class StageWorker:
         self.pool = FramePool(f"rkpipe-{spec.run_id}-pool-{spec.instance}", spec.pool_slots)
         self.reader = PoolReader(prefix=f"rkpipe-{spec.run_id}-")
         self._say = RateLimitedLog()
+        self.accounts = StageBook(
+            self.ledger, spec.stage, spec.sees_whole_streams, sink=not spec.outputs
+        )
         self.inputs = Inputs(
             spec,
             self.reader,
@@ -70,6 +75,7 @@ class StageWorker:
             self._may_give_up,
             # a device stage holds its frames' credits until the device is done with them
             extra_window=max(0, int(stage.overlap)),
+            book=self.accounts,
         )
         self.outputs = (
             Outputs(spec, self.pool, self.reader, self.token, self._rejected)
@@ -77,7 +83,6 @@ class StageWorker:
             else None
         )
         self.sink = self.outputs is None
-        self.tallies: dict[tuple[str, str], Tally] = {}
         self.idle = SpinThenPark(self.settings.get("spin_us", 200))
         # Overlap (stages that wait on a device, e.g. inference): ``process`` runs in one
         # stage thread with up to ``overlap`` messages queued for it, while this thread
@@ -127,7 +132,7 @@ class StageWorker:
 
     def _may_give_up(self, t_mono_ns: int) -> bool:
         """A frame made after ``t_mono_ns`` may have died: a process of the run died since."""
-        return died_since(self.run_ledger.get("last_death_ns", 0), t_mono_ns)
+        return died_since(self.run_ledger.get(LAST_DEATH, 0), t_mono_ns)
 
     def is_gone(self, instance: str) -> bool:
         """True if the supervisor marked ``instance`` as ended for good without finishing."""
@@ -243,27 +248,22 @@ class StageWorker:
 
     # -- one link --------------------------------------------------------------------------------
     def handle(self, link: Link, restored: bool = False) -> None:
-        """Account for one link and do what its kind asks. ``restored``: an END the
-        supervisor says this stage never passed on (its predecessor died taking it)."""
+        """Account for one link (``book``) and do what its kind asks. ``restored``: an END
+        the supervisor says this stage never passed on (its predecessor died taking it)."""
         d = link.d
-        chain = self.inputs.chain(link.path, link.stream) if self.inputs.whole else None
-        lost = chain.gap(d) if chain is not None else 0
-        if lost is None and restored:
-            lost, chain = 0, None  # taken, but died before it went on: it goes on now
-        if lost is None:  # already taken: a copy, never processed twice
+        adm = self.accounts.admit(link.path, d, restored)
+        if adm is None:  # already taken: a copy, never processed twice
             self.stats.count_event("duplicate")
             if self._executor is not None and d.kind == MSG:
                 link.inlet.credit()
             return
         if d.kind != MSG and self.pending:
             self.collect()  # a marker never overtakes results still in the stage thread
-        if chain is not None and self.sink:
-            self._handle_at_sink(link, chain, lost)
+        if self.accounts.settles_here(adm):
+            self._handle_at_sink(adm, d)
             return
-        if chain is not None:
-            chain.advance(d)  # before anything is sent: what dies from here is seen downstream
-        annotations = list(d.lost) + ([(lost, crashed_at(link.path))] if lost else [])
-        acct: Accounting = (d.sd, annotations, d.skip)
+        self.accounts.passing_on(adm, d)  # before anything is sent
+        acct = adm.acct
         if d.kind == SKIP:
             self.send_marker(SKIP, d.msg, d.more, acct)
         elif d.kind == END:
@@ -279,21 +279,16 @@ class StageWorker:
             out, took = self._timed_process(d.msg)
             self._finish_item(link, acct, out, took)
 
-    def _handle_at_sink(self, link: Link, chain: Chain, lost: int) -> None:
+    def _handle_at_sink(self, adm: Admission, d: Decoded) -> None:
         """At a sink, a frame's fate and the chain move on in one commit, after the stage
         handled it: a sink killed half-way counts the frame as lost, never as delivered."""
-        d = link.d
-        tally = self.tallies.get((link.path, link.stream))
-        if tally is None:
-            tally = self.tallies[(link.path, link.stream)] = Tally(self.ledger, chain)
         outcome: str | None = None
         if d.kind == MSG:
             self.stats.count_in(d.msg.stream)
             outcome = self._deliver(d)
         elif d.kind == END:
-            self.end_stream(d.msg, (d.sd, [], ""))
-        tally.record(d, lost, outcome if not d.more or outcome else None)
-        chain.advance(d)
+            self.end_stream(d.msg, Accounting(d.sd))
+        self.accounts.settle(adm, d, outcome)
 
     def _deliver(self, d: Decoded) -> str:
         """Hand a frame to the sink stage: "" if it took it, else why not (counted)."""
@@ -303,13 +298,13 @@ class StageWorker:
         except OSError as exc:  # it cannot write (a full disk): counted, the run goes on
             self._say("sink", f"{self.spec.instance}: cannot deliver: {exc}")
             self.stats.count_drop("sink_error")
-            return reason_at("sink_error", self.spec.stage)
+            return self.accounts.dropped_here("sink_error")
         took = time.perf_counter() - t0
         self.stats.busy_s += took
         self.stats.service.add(took * 1000)
         if not all(self.reader.is_current(r) for r in d.refs):
             self.stats.count_drop("overwritten")
-            return reason_at("overwritten", self.spec.stage)
+            return self.accounts.dropped_here("overwritten")
         self.stats.count_out(d.msg.stream, d.msg.seq, d.msg.t_mono_ns)
         return ""
 
@@ -326,10 +321,14 @@ class StageWorker:
         if not all(self.reader.is_current(r) for r in d.refs):
             self.stats.count_drop("overwritten")
             out = None
-            acct = (acct[0], acct[1], reason_at("overwritten", self.spec.stage))
+            acct = acct.skipped(self.accounts.dropped_here("overwritten"))
         if not self.emit(out, d.more, acct) and not d.more:
-            reason = acct[2] or reason_at("filtered", self.spec.stage)
-            self.send_marker(SKIP, d.msg, False, (acct[0], acct[1], reason))
+            self.send_marker(
+                SKIP,
+                d.msg,
+                False,
+                acct.skipped(acct.skip or self.accounts.dropped_here("filtered")),
+            )
 
     def collect(self, wait_until: int = 0) -> None:
         """Send on the stage thread's finished results in order, waiting while more than
@@ -362,7 +361,7 @@ class StageWorker:
         for i, m in enumerate(msgs):
             self.wait_for_room(m.stream)
             last = i == len(msgs) - 1
-            self.outputs.send(m, more or not last, acct if i == 0 else (acct[0], [], ""))
+            self.outputs.send(m, more or not last, acct if i == 0 else acct.rest())
             self.stats.count_out(m.stream, m.seq, m.t_mono_ns)
         return len(msgs)
 
@@ -395,7 +394,7 @@ class StageWorker:
         for m in flushed:  # results flushed at the end take the END marker's place
             m.seq, m.prev = end.seq, end.prev
         if self.emit(flushed, True, acct):
-            acct = (acct[0], [], "")
+            acct = acct.rest()
         self.send_marker(END, end, False, acct)
         self._ended.add(end.stream)
         self.notify({"t": "stream_end", "stream": end.stream})
@@ -432,17 +431,9 @@ class StageWorker:
                 stream,
             )
             self.stats.count_event("restored_end")
-            path = self._path_of(stream)
-            end = Decoded(END, False, Message(stream, end_seq, end_seq - 1), [], sd)
+            path = self.accounts.path_of(stream, (p for p, _, _ in self.spec.inputs))
+            end = self.accounts.restored_end(stream, end_seq, sd)
             self.handle(Link(self.inputs.inlets[0], path, end), restored=True)
-
-    def _path_of(self, stream: str) -> str:
-        """The input stage ``stream`` came by (from this instance's ledger), else the first."""
-        for key in self.ledger.with_prefix(CHAIN):
-            path, s, _ = parse_path_stream(key)
-            if s == stream:
-                return path
-        return self.spec.inputs[0][0]
 
 
 class _Services:

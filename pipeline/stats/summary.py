@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .delivery import summary_lines
+from ..accounting.delivery import summary_lines
 
 __all__ = ["final_lines", "never_live_why", "silent_sources"]
 
