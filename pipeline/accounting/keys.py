@@ -64,6 +64,8 @@ class KeyTooLong(ValueError):
 def bounded(text: str, limit: int = REASON_MAX) -> str:
     """``text`` if it fits ``limit`` bytes, else its head and a hash of all of it: distinct
     texts stay distinct, and the head still says what it was."""
+    if len(text) * 4 <= limit:  # short enough whatever its characters (most reasons)
+        return text
     raw = text.encode()
     if len(raw) <= limit:
         return text
