@@ -1,8 +1,8 @@
 """The books a stage process keeps of its streams, in its ledger: a source's numbering
-(``SourceBook``), where a stream stands on each input path (``Chain``), and a sink's tally of
-what became of each frame (``Tally``); each change one commit, so a process killed half-way
-leaves its books as they were before it (``settle`` does the same for the report). How these
-keep the invariant is said in ``pipeline.runtime.integrity``."""
+(``SourceBook``), where a stream stands as it comes via each producing stage (``Chain``), and a
+sink's tally of what became of each frame (``Tally``); each change one commit, so a process killed
+half-way leaves its books as they were before it (``settle`` does the same for the report). How
+these keep the invariant is said in ``pipeline.runtime.integrity``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from .keys import (
     SRC,
     TALLY,
     chain_key,
-    parse_path_stream,
+    parse_via_stream,
     reason_at,
     src_key,
     tally_key,
@@ -36,8 +36,8 @@ STOPPED = "stopped"  # frames a live source held when the run was stopped cleanl
 
 log = logging.getLogger("rkpipe.accounting")
 # where a stream stands before its first link, and a source before its first frame
-_CHAIN_DEFAULTS = (("last", -1), ("sd", 0), ("open", 0))
-_SOURCE_DEFAULTS = (("next", 0), ("sent", -1), ("settled", -1), ("sd", 0), ("count", 0))
+_CHAIN_DEFAULTS = (("last", -1), ("source_drops", 0), ("open", 0))
+_SOURCE_DEFAULTS = (("next", 0), ("sent", -1), ("settled", -1), ("source_drops", 0), ("count", 0))
 
 
 def died_since(last_death_ns: int, t_mono_ns: int) -> bool:
@@ -53,23 +53,23 @@ def crashed_at(stage: str) -> str:
 
 
 class Chain:
-    """Where one stream stands on one input path of a stage that sees the whole stream: the
-    last link taken, the source drops before it, and whether its parts are all in. Kept in
-    the ledger, each link as one commit, so a restarted stage knows exactly where its
-    predecessor stopped, even if it was killed half-way through a link."""
+    """Where one stream stands, as it comes via one producing stage, at a stage that sees the whole
+    stream: the last link taken, the source drops before it, and whether its parts are all in. Kept
+    in the ledger, each link as one commit, so a restarted stage knows exactly where its predecessor
+    stopped, even if it was killed half-way through a link."""
 
-    def __init__(self, ledger: Ledger, path: str, stream: str) -> None:
+    def __init__(self, ledger: Ledger, via: str, stream: str) -> None:
         self.ledger = ledger
-        self.path = path
+        self.via = via
         self.stream = stream
-        key = self.key = chain_key(path, stream)
+        key = self.key = chain_key(via, stream)
         for name, default in _CHAIN_DEFAULTS:  # a first commit rolls back to these
             ledger.setdefault(f"{key}{name}", default)
         self.committed = ledger.get(f"{key}commit", 0)
         ledger.rollback(key, self.committed)  # a link its process did not finish
-        ledger.rollback(tally_key(path, stream), self.committed)
+        ledger.rollback(tally_key(via, stream), self.committed)
         self.last = ledger.get(f"{key}last", -1)
-        self.sd = ledger.get(f"{key}sd", 0)
+        self.source_drops = ledger.get(f"{key}source_drops", 0)
         self.open = bool(ledger.get(f"{key}open", 0))
 
     @property
@@ -86,12 +86,12 @@ class Chain:
         if seq == last:  # a further part of the link in hand
             return 0
         annotated = sum(n for n, _ in d.lost)
-        lost = (seq - last - 1) - (d.sd - self.sd) - annotated
+        lost = (seq - last - 1) - (d.source_drops - self.source_drops) - annotated
         if lost < 0:  # more accounted than missing: a bug upstream, or a forged header
             log.warning(
                 "stream %s from %s: seq %d accounts for %d frames more than are missing",
                 self.stream,
-                self.path,
+                self.via,
                 seq,
                 -lost,
             )
@@ -108,21 +108,26 @@ class Chain:
         stamp = self.stamp
         if d.msg.seq != self.last:
             self.ledger.set(f"{self.key}last", d.msg.seq, stamp)
-            self.ledger.set(f"{self.key}sd", d.sd, stamp)
+            self.ledger.set(f"{self.key}source_drops", d.source_drops, stamp)
         self.ledger.set(f"{self.key}open", int(d.more), stamp)
         self.ledger.set(f"{self.key}commit", stamp)
-        self.committed, self.last, self.sd, self.open = stamp, d.msg.seq, d.sd, d.more
+        self.committed, self.last, self.source_drops, self.open = (
+            stamp,
+            d.msg.seq,
+            d.source_drops,
+            d.more,
+        )
 
 
 class Tally:
-    """What a sink did with each frame of one stream from one path, in the ledger: delivered,
-    or dropped by reason (with where); and the stream's length once its END came. Written as
-    part of the link's commit (``Chain.stamp``)."""
+    """What a sink did with each frame of one stream that came via one stage, in the ledger:
+    delivered, or dropped by reason (with where); and the stream's length once its END came. Written
+    as part of the link's commit (``Chain.stamp``)."""
 
     def __init__(self, ledger: Ledger, chain: Chain) -> None:
         self.ledger = ledger
         self.chain = chain
-        self.key = tally_key(chain.path, chain.stream)
+        self.key = tally_key(chain.via, chain.stream)
 
     def _add(self, what: str, n: int = 1) -> None:
         if n:
@@ -134,7 +139,7 @@ class Tally:
         delivered, a reason for dropped, None for a link that carries no frame yet)."""
         for n, reason in d.lost:
             self._add(f"drop:{reason}", n)
-        self._add(f"drop:{crashed_at(self.chain.path)}", lost + self.chain.incomplete(d))
+        self._add(f"drop:{crashed_at(self.chain.via)}", lost + self.chain.incomplete(d))
         if d.kind == SKIP and not d.more:
             outcome = d.skip or "skipped"
         if outcome == "":
@@ -150,23 +155,23 @@ def settle(ledger: Ledger) -> None:
     would: read at the end of a run stopped at once, a frame whose fate was not committed is
     one in flight (``in_flight_at_stop``), never delivered or counted on half a commit."""
     keys = [*ledger.with_prefix(CHAIN), *ledger.with_prefix(TALLY)]  # a first link: tally only
-    paths = {parse_path_stream(k)[:2] for k in keys}
-    for path, stream in paths:
-        Chain(ledger, path, stream)  # rolls its chain and tally back to the last commit
+    vias = {parse_via_stream(k)[:2] for k in keys}
+    for via, stream in vias:
+        Chain(ledger, via, stream)  # rolls its chain and tally back to the last commit
     for stream in {k.split(":", 1)[0] for k in ledger.with_prefix(SRC)}:
         SourceBook(ledger, stream)
 
 
 def tallies(ledger: Ledger) -> dict[tuple[str, str], dict[str, int]]:
-    """A sink ledger's tallies by (path, stream): delivered, drop:<reason>..., end."""
+    """A sink ledger's tallies by (via, stream): delivered, drop:<reason>..., end."""
     out: dict[tuple[str, str], dict[str, int]] = {}
     for key, value in ledger.with_prefix(TALLY).items():
-        path, stream, what = parse_path_stream(key)
-        out.setdefault((path, stream), {})[what] = value
+        via, stream, what = parse_via_stream(key)
+        out.setdefault((via, stream), {})[what] = value
     for key, value in ledger.with_prefix(CHAIN).items():
-        path, stream, what = parse_path_stream(key)
-        if what == "sd" and (path, stream) in out:
-            out[(path, stream)]["sd"] = value
+        via, stream, what = parse_via_stream(key)
+        if what == "source_drops" and (via, stream) in out:
+            out[(via, stream)]["source_drops"] = value
     return out
 
 
@@ -185,7 +190,7 @@ class SourceBook:
         self.next = ledger.get(f"{key}next", 0)
         self.sent = ledger.get(f"{key}sent", -1)
         self.settled = ledger.get(f"{key}settled", -1)
-        self.sd = ledger.get(f"{key}sd", 0)
+        self.source_drops = ledger.get(f"{key}source_drops", 0)
         self.count = ledger.get(f"{key}count", 0)  # frames sent
 
     def _commit(self, **values: int) -> None:
@@ -203,14 +208,14 @@ class SourceBook:
         seq = max(proposed, self.next)
         skipped = seq - self.next
         if skipped:
-            self._commit(next=seq + 1, sd=self.sd + skipped, settled=seq - 1)
+            self._commit(next=seq + 1, source_drops=self.source_drops + skipped, settled=seq - 1)
         else:
             self._commit(next=seq + 1)
         return seq, skipped
 
     def drop(self, seq: int) -> None:
         """Frame ``seq`` was dropped here (counted by the caller, with its reason)."""
-        self._commit(sd=self.sd + 1, settled=seq)
+        self._commit(source_drops=self.source_drops + 1, settled=seq)
 
     def send(self, seq: int) -> None:
         self._commit(sent=seq, settled=seq, count=self.count + 1)
@@ -224,5 +229,5 @@ class SourceBook:
             return 0
         died = max(0, self.next - self.settled - 1)
         if died:
-            self._commit(sd=self.sd + died, settled=self.next - 1)
+            self._commit(source_drops=self.source_drops + died, settled=self.next - 1)
         return died

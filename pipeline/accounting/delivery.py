@@ -29,7 +29,7 @@ class StreamSource:
 
     produced: int  # frames numbered (the next seq)
     dropped: dict[str, int]  # at the source, by reason
-    sd: int  # source drops in all
+    source_drops: int  # source drops in all
 
 
 @dataclass
@@ -60,7 +60,7 @@ def source_of(ledger: Ledger, stream: str) -> StreamSource:
     return StreamSource(
         produced=values.get(src_key(stream, "next"), 0),
         dropped=drops,
-        sd=values.get(src_key(stream, "sd"), 0),
+        source_drops=values.get(src_key(stream, "source_drops"), 0),
     )
 
 
@@ -75,9 +75,9 @@ def _sink_account(
     for reason, n in source.dropped.items():
         out.dropped[f"{reason}@{where}"] += n
     said = sum(source.dropped.values())
-    if source.sd > said:  # seqs the source stage skipped without saying why
-        out.dropped[f"skipped@{where}"] += source.sd - said
-    accounted = out.delivered + sum(out.dropped.values()) - max(0, said - source.sd)
+    if source.source_drops > said:  # seqs the source stage skipped without saying why
+        out.dropped[f"skipped@{where}"] += source.source_drops - said
+    accounted = out.delivered + sum(out.dropped.values()) - max(0, said - source.source_drops)
     missing = source.produced - accounted
     if missing > 0:
         reason = "sink_disabled" if disabled else "in_flight_at_stop" if stopped else ""

@@ -9,9 +9,9 @@ so two long texts never share a key. The longest key these bounds allow fits ``K
 (checked at import, and by ``check_names`` for a graph's names), so the ledger never
 truncates; it refuses a key that does not fit (``KeyTooLong``) rather than cut it.
 
-Keys, where ``P`` is a producing stage (a path a stream comes by), ``S`` a stream:
+Keys, where ``P`` is the producing stage a stream comes via, ``S`` a stream:
     ``src:S:<field>``          a source's numbering (``SourceBook``)
-    ``chain:P:S:<field>``      where a stream stands on a path (``Chain``)
+    ``chain:P:S:<field>``      where a stream stands, via P (``Chain``)
     ``tally:P:S:<what>``       a sink's tally: ``delivered``, ``drop:<reason>``, ``end``
     ``drop:<reason>``          a stage's drops by reason (counted where they happen)
     ``event:<kind>``           a stage's events (not frames)
@@ -42,7 +42,7 @@ __all__ = [
     "drop_key",
     "event_key",
     "longest_key",
-    "parse_path_stream",
+    "parse_via_stream",
     "reason_at",
     "src_key",
     "tally_key",
@@ -54,7 +54,18 @@ NAME_MAX = 64  # a stage or stream name (graph.load's rule; codec.STREAM_NAME)
 REASON_MAX = 128  # a drop reason with its place, ``<word>@<stage>``, or an event kind
 KEY_BYTES = 288  # a ledger entry's key field
 _NAME = re.compile(rf"[A-Za-z0-9_-]{{1,{NAME_MAX}}}")
-_FIELDS = ("commit", "last", "sd", "open", "next", "sent", "settled", "count", "delivered", "end")
+_FIELDS = (
+    "commit",
+    "last",
+    "source_drops",
+    "open",
+    "next",
+    "sent",
+    "settled",
+    "count",
+    "delivered",
+    "end",
+)
 
 
 class KeyTooLong(ValueError):
@@ -93,14 +104,14 @@ def src_key(stream: str, field: str = "") -> str:
     return f"{SRC}{stream}:{field}"
 
 
-def chain_key(path: str, stream: str, field: str = "") -> str:
-    """Where ``stream`` stands on the path from ``path``; the prefix without ``field``."""
-    return f"{CHAIN}{path}:{stream}:{field}"
+def chain_key(via: str, stream: str, field: str = "") -> str:
+    """Where ``stream`` stands as it comes via stage ``via``; the prefix without ``field``."""
+    return f"{CHAIN}{via}:{stream}:{field}"
 
 
-def tally_key(path: str, stream: str, what: str = "") -> str:
-    """A sink's tally of ``stream`` from ``path``: ``delivered``, ``drop:<reason>``, ``end``."""
-    return f"{TALLY}{path}:{stream}:{what}"
+def tally_key(via: str, stream: str, what: str = "") -> str:
+    """A sink's tally of ``stream`` from ``via``: ``delivered``, ``drop:<reason>``, ``end``."""
+    return f"{TALLY}{via}:{stream}:{what}"
 
 
 def drop_key(reason: str) -> str:
@@ -113,11 +124,11 @@ def event_key(kind: str) -> str:
     return f"event:{bounded(kind)}"
 
 
-def parse_path_stream(rest: str) -> tuple[str, str, str]:
-    """``P:S:<what>`` (a chain or tally key without its prefix) as (path, stream, what).
+def parse_via_stream(rest: str) -> tuple[str, str, str]:
+    """``P:S:<what>`` (a chain or tally key without its prefix) as (via, stream, what).
     Names hold no ``:``, so the first two colons split it."""
-    path, stream, what = rest.split(":", 2)
-    return path, stream, what
+    via, stream, what = rest.split(":", 2)
+    return via, stream, what
 
 
 def longest_key(names: list[str] | tuple[str, ...] = ()) -> int:

@@ -46,11 +46,13 @@ class RunBook:
         self.run_ledger.set(LAST_DEATH, time.monotonic_ns() if now_ns is None else now_ns)
         self.run_ledger.add(DEATHS)
 
-    def stream_ended(self, spec: InstanceSpec, stream: str, end: int = -1, sd: int = 0) -> None:
+    def stream_ended(
+        self, spec: InstanceSpec, stream: str, end: int = -1, source_drops: int = 0
+    ) -> None:
         """``spec``'s stage passed END of ``stream`` on; a source says where it ended."""
         self.stage_ends.setdefault(spec.stage, set()).add(stream)
         if spec.is_source:
-            self.source_ends[stream] = [end, sd]
+            self.source_ends[stream] = [end, source_drops]
 
     def lost_ends(self, spec: InstanceSpec) -> dict[str, list[int]]:
         """Streams that ended upstream of a restarted instance, whose END its stage has not

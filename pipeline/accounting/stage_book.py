@@ -2,12 +2,13 @@
 as a plain object over its ledger (no sockets, no process), so it can be driven and checked
 directly.
 
-For a stage that sees whole streams, each link is checked against its stream's chain on its
-input path (``Chain``): a copy of a link already taken is refused (never processed twice);
-a hole before it is frames lost uncounted upstream, counted here as ``crashed@<path>`` and
-carried on the link's results (``lost``) so no later stage counts them again. A sink settles
-each link's fate in its tally (``Tally``) in the same commit that moves the chain on, after
-the stage handled it: a sink killed half-way counts the frame as lost, never delivered.
+For a stage that sees whole streams, each link is checked against its stream's chain as it
+comes via its producing stage (``Chain``): a copy of a link already taken is refused
+(never processed twice); a hole before it is frames lost uncounted upstream, counted here
+as ``crashed@<via>`` and carried on the link's results (``lost``) so no later stage counts
+them again. A sink settles each link's fate in its tally (``Tally``) in the same commit
+that moves the chain on, after the stage handled it: a sink killed half-way counts the
+frame as lost, never delivered.
 """
 
 from __future__ import annotations
@@ -20,18 +21,18 @@ from ..runtime.ledger import Ledger
 from ..transport.codec import END, Decoded
 from .books import Chain, Tally, crashed_at
 from .envelope import Accounting
-from .keys import CHAIN, parse_path_stream, reason_at
+from .keys import CHAIN, parse_via_stream, reason_at
 
 __all__ = ["Admission", "StageBook"]
 
 
 @dataclass(slots=True)
 class Admission:
-    """A link taken: its input path, its stream's chain (None where the stage sees only
+    """A link taken: the stage it came via, its stream's chain (None where the stage sees only
     part of a stream, or for an END restored after it was taken), the frames found lost
     just before it, and the accounting its results carry on."""
 
-    path: str
+    via: str
     chain: Chain | None
     lost: int
     acct: Accounting
@@ -48,19 +49,19 @@ class StageBook:
         self.chains: dict[tuple[str, str], Chain] = {}
         self.tallies: dict[tuple[str, str], Tally] = {}
 
-    def chain(self, path: str, stream: str) -> Chain:
-        """``stream``'s chain on the path from ``path`` (read from the ledger once)."""
-        key = (path, stream)
+    def chain(self, via: str, stream: str) -> Chain:
+        """``stream``'s chain as it comes via stage ``via`` (read from the ledger once)."""
+        key = (via, stream)
         chain = self.chains.get(key)
         if chain is None:
-            chain = self.chains[key] = Chain(self.ledger, path, stream)
+            chain = self.chains[key] = Chain(self.ledger, via, stream)
         return chain
 
-    def admit(self, path: str, d: Decoded, restored: bool = False) -> Admission | None:
-        """Take link ``d`` from ``path``: None for a copy of one already taken. ``restored``:
+    def admit(self, via: str, d: Decoded, restored: bool = False) -> Admission | None:
+        """Take link ``d`` from ``via``: None for a copy of one already taken. ``restored``:
         an END the supervisor says this stage never passed on (taken by a predecessor that
         died before sending it on): it goes on now."""
-        chain = self.chain(path, d.msg.stream) if self.whole else None
+        chain = self.chain(via, d.msg.stream) if self.whole else None
         lost = chain.gap(d) if chain is not None else 0
         if lost is None and restored:
             lost, chain = 0, None
@@ -68,8 +69,8 @@ class StageBook:
             return None
         annotations = list(d.lost)
         if lost:
-            annotations.append((lost, crashed_at(path)))
-        return Admission(path, chain, lost, Accounting(d.sd, annotations, d.skip))
+            annotations.append((lost, crashed_at(via)))
+        return Admission(via, chain, lost, Accounting(d.source_drops, annotations, d.skip))
 
     def settles_here(self, adm: Admission) -> bool:
         """Whether the link's fate is settled in this stage's tally (a sink's own link)."""
@@ -85,7 +86,7 @@ class StageBook:
         """At a sink: link ``d``'s fate (``outcome``: "" delivered, a reason dropped, None no
         frame yet) and the chain move on, one commit."""
         assert adm.chain is not None
-        key = (adm.path, d.msg.stream)
+        key = (adm.via, d.msg.stream)
         tally = self.tallies.get(key)
         if tally is None:
             tally = self.tallies[key] = Tally(self.ledger, adm.chain)
@@ -96,14 +97,14 @@ class StageBook:
         """The reason for a frame this stage dropped (``filtered``, ``overwritten``)."""
         return reason_at(word, self.stage)
 
-    def path_of(self, stream: str, paths: Iterable[str]) -> str:
-        """The input path ``stream`` came by (from the ledger), else the first of ``paths``."""
+    def via_of(self, stream: str, vias: Iterable[str]) -> str:
+        """The stage ``stream`` came via (from the ledger), else the first of ``vias``."""
         for key in self.ledger.with_prefix(CHAIN):
-            path, s, _ = parse_path_stream(key)
+            via, s, _ = parse_via_stream(key)
             if s == stream:
-                return path
-        return next(iter(paths))
+                return via
+        return next(iter(vias))
 
-    def restored_end(self, stream: str, end_seq: int, sd: int) -> Decoded:
+    def restored_end(self, stream: str, end_seq: int, source_drops: int) -> Decoded:
         """The END of ``stream`` that died with an earlier incarnation, rebuilt."""
-        return Decoded(END, False, Message(stream, end_seq, end_seq - 1), [], sd)
+        return Decoded(END, False, Message(stream, end_seq, end_seq - 1), [], source_drops)

@@ -8,17 +8,18 @@ it with what the source produced ("exact", or the difference by reason).
 How frames are numbered
     A source gives every frame it produces the next ``seq`` of its stream, 0, 1, 2, ...,
     dropped ones included, so the frames of a stream are exactly the seqs below the END
-    marker's. Every envelope also carries ``sd``: how many frames of its stream the source
-    dropped before this seq (each counted at the source, by reason). So between two links a
-    stage sees, seq L and then seq S, ``S - L - 1`` frames are missing, ``sd_S - sd_L`` of
-    them dropped and counted at the source; any others were lost on the way, unless the link
-    says where (``lost``: [[n, reason], ...] counted upstream).
+    marker's. Every envelope also carries ``source_drops``: how many frames of its stream
+    the source dropped before this seq (each counted at the source, by reason). So between
+    two links a stage sees, seq L and then seq S, ``S - L - 1`` frames are missing,
+    ``source_drops_S - source_drops_L`` of them dropped and counted at the source; any
+    others were lost on the way, unless the link says where (``lost``: [[n, reason], ...]
+    counted upstream).
 
 How each failure keeps the invariant
     - A stage drops a frame on purpose (``process`` returns nothing, an overwritten slot, a
       sink that cannot write): a SKIP marker with the reason takes the frame's place.
     - A live source drops frames (``live_overflow``) or a source skips undecodable ones
-      (``corrupt``): counted at the source, carried in ``sd``.
+      (``corrupt``): counted at the source, carried in ``source_drops``.
     - A process dies holding frames (SIGKILL, a crash, a hang killed at the heartbeat
       timeout): the next stage downstream that sees the whole stream finds the hole between
       two links and counts it once, as ``crashed@<stage it came from>``, on the next link it
@@ -41,7 +42,8 @@ How each failure keeps the invariant
       reached the sink (``sink_disabled``, ``in_flight_at_stop``); the books stay exact.
     - The run is stopped cleanly (Ctrl-C, SIGTERM, ``--duration``): sources stop and every
       stage drains what it holds; frames still queued in a live source were produced but
-      never sent, so the source counts them (``stopped``) and END names them in ``sd``.
+      never sent, so the source counts them (``stopped``) and END carries them in
+      ``source_drops``.
       Frames a camera delivers after the stop are never numbered: not produced at all.
     - A bad message (garbage, a forged header) is not a frame: it is refused and counted
       per peer as ``corrupt``, never as a frame of any stream.

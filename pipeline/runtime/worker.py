@@ -1,9 +1,9 @@
 """The loop inside one stage process: take links in order, call the stage, send the results.
 
-``inputs`` receives and orders, ``outputs`` sends, ``integrity`` keeps the frame accounts;
-this module is the loop between them: a link is taken only when every downstream stage has
-room for its results, its frame accounting goes with the results (or into the sink's tally),
-and stats go to the supervisor every interval (the heartbeat).
+``inputs`` receives and orders, ``sender`` sends, ``accounts`` (``accounting.stage_book``)
+decides each frame's fate; this module is the loop between them: a link is taken only when
+every downstream stage has room for its results, its frame accounting goes with the results
+(or into the sink's tally), and stats go to the supervisor every interval (the heartbeat).
 """
 
 from __future__ import annotations
@@ -28,17 +28,16 @@ from ..accounting.stage_book import Admission, StageBook
 from ..context import Context
 from ..health import HealthFile
 from ..messages import Message
-from ..stage import Outputs as StageOutputs
-from ..stage import Stage
+from ..stage import Outputs, Stage
 from ..stats.metrics import StageStats
 from ..transport.codec import END, MSG, SKIP, Decoded, packb
 from ..transport.framepool import FramePool, PoolReader
 from ..transport.idle import SpinThenPark
 from ..transport.links import configure, gone_dir, zmq_context
-from .inputs import Inputs, Link, RateLimitedLog
+from .inputs import Inputs, RateLimitedLog, Received
 from .job import Job, run_token
 from .ledger import Ledger
-from .outputs import Outputs
+from .sender import Sender
 
 __all__ = ["StageWorker"]
 
@@ -77,25 +76,25 @@ class StageWorker:
             extra_window=max(0, int(stage.overlap)),
             book=self.accounts,
         )
-        self.outputs = (
-            Outputs(spec, self.pool, self.reader, self.token, self._rejected)
+        self.sender = (
+            Sender(spec, self.pool, self.reader, self.token, self._rejected)
             if spec.outputs
             else None
         )
-        self.sink = self.outputs is None
+        self.sink = self.sender is None
         self.idle = SpinThenPark(self.settings.get("spin_us", 200))
         # Overlap (stages that wait on a device, e.g. inference): ``process`` runs in one
         # stage thread with up to ``overlap`` messages queued for it, while this thread
         # receives, sends and copies; a pipe wakes the loop when a result is done.
         self.overlap = max(0, int(stage.overlap))
-        self.pending: deque[tuple[Link, Accounting, Future]] = deque()
+        self.pending: deque[tuple[Received, Accounting, Future]] = deque()
         self._executor: ThreadPoolExecutor | None = None
         self._wake_r = self._wake_w = -1
         if self.overlap:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
-        # streams whose END died in an earlier incarnation's crash -> [END seq, sd]: ended
+        # streams whose END died in an earlier incarnation's crash -> [END seq, source_drops]: ended
         # here at the finish unless their END comes after all
         self.lost_ends = {s: (int(v[0]), int(v[1])) for s, v in job.lost_ends.items()}
         self._ended: set[str] = set()  # streams ended here; a second END is ignored
@@ -147,8 +146,8 @@ class StageWorker:
         self._next_gone_check = now + 1.0
         if not self._gone.exists():
             return
-        if self.outputs is not None:
-            self.outputs.forget_gone(self.is_gone)
+        if self.sender is not None:
+            self.sender.forget_gone(self.is_gone)
         for inlet in self.inputs.inlets:
             if not inlet.eos and self.is_gone(inlet.producer):
                 inlet.eos = True
@@ -183,8 +182,8 @@ class StageWorker:
             log.exception("%s: close failed", self.spec.instance)
         self.report(force=True)  # what close() counted (e.g. undelivered events) is reported
         self.inputs.close()
-        if self.outputs is not None:  # END and EOS, sent last, must still leave
-            self.outputs.close(linger_ms=0 if self.stopping else 5000)
+        if self.sender is not None:  # END and EOS, sent last, must still leave
+            self.sender.close(linger_ms=0 if self.stopping else 5000)
         self.reader.close()
         self.pool.close(unlink=False)  # the supervisor unlinks at the end of the run
         self.control.close(linger=1000)
@@ -212,9 +211,9 @@ class StageWorker:
             poller.register(inlet.monitor, zmq.POLLIN)
             handlers[inlet.sock] = lambda i=inlet: self.inputs.receive(i)
             handlers[inlet.monitor] = inlet.on_monitor
-        if self.outputs is not None:
-            poller.register(self.outputs.sock, zmq.POLLIN)
-            handlers[self.outputs.sock] = self.outputs.poll_credits
+        if self.sender is not None:
+            poller.register(self.sender.sock, zmq.POLLIN)
+            handlers[self.sender.sock] = self.sender.poll_credits
         if self.overlap:
             poller.register(self._wake_r, zmq.POLLIN)
             handlers[self._wake_r] = self._drain_wake
@@ -232,13 +231,13 @@ class StageWorker:
 
     def _timeout_ms(self) -> int:
         nxt = self.inputs.peek()
-        if nxt is not None and (self.outputs is None or self.outputs.ready(nxt.stream)):
+        if nxt is not None and (self.sender is None or self.sender.ready(nxt.stream)):
             return 0
         return 20 if self.inputs.waiting_on_order() else int(self.interval * 1000)
 
     def work(self) -> None:
         while not self.stopping and (nxt := self.inputs.peek()) is not None:
-            if self.outputs is not None and not self.outputs.ready(nxt.stream):
+            if self.sender is not None and not self.sender.ready(nxt.stream):
                 return
             # A stage that waits on a device keeps a frame's credit until the device is done
             # with it: producers then send to the replica that is free, not to one whose
@@ -247,11 +246,11 @@ class StageWorker:
             self.handle(self.inputs.take(credit=not deferred))
 
     # -- one link --------------------------------------------------------------------------------
-    def handle(self, link: Link, restored: bool = False) -> None:
+    def handle(self, link: Received, restored: bool = False) -> None:
         """Account for one link (``book``) and do what its kind asks. ``restored``: an END
         the supervisor says this stage never passed on (its predecessor died taking it)."""
         d = link.d
-        adm = self.accounts.admit(link.path, d, restored)
+        adm = self.accounts.admit(link.via, d, restored)
         if adm is None:  # already taken: a copy, never processed twice
             self.stats.count_event("duplicate")
             if self._executor is not None and d.kind == MSG:
@@ -287,7 +286,7 @@ class StageWorker:
             self.stats.count_in(d.msg.stream)
             outcome = self._deliver(d)
         elif d.kind == END:
-            self.end_stream(d.msg, Accounting(d.sd))
+            self.end_stream(d.msg, Accounting(d.source_drops))
         self.accounts.settle(adm, d, outcome)
 
     def _deliver(self, d: Decoded) -> str:
@@ -308,12 +307,12 @@ class StageWorker:
         self.stats.count_out(d.msg.stream, d.msg.seq, d.msg.t_mono_ns)
         return ""
 
-    def _timed_process(self, msg: Message) -> tuple[StageOutputs, float]:
+    def _timed_process(self, msg: Message) -> tuple[Outputs, float]:
         t0 = time.perf_counter()
         out = self.stage.process(msg)
         return out, time.perf_counter() - t0
 
-    def _finish_item(self, link: Link, acct: Accounting, out: StageOutputs, took: float) -> None:
+    def _finish_item(self, link: Received, acct: Accounting, out: Outputs, took: float) -> None:
         """Account for one processed message and send its results on, in order."""
         d = link.d
         self.stats.busy_s += took
@@ -355,25 +354,25 @@ class StageWorker:
         ``more`` so a downstream reorder keeps them together; ``more`` marks the last too
         when the input itself was not the last part of its frame. The accounting rides on
         the first."""
-        if out is None or self.outputs is None:
+        if out is None or self.sender is None:
             return 0
         msgs = [out] if isinstance(out, Message) else list(out)
         for i, m in enumerate(msgs):
             self.wait_for_room(m.stream)
             last = i == len(msgs) - 1
-            self.outputs.send(m, more or not last, acct if i == 0 else acct.rest())
+            self.sender.send(m, more or not last, acct if i == 0 else acct.rest())
             self.stats.count_out(m.stream, m.seq, m.t_mono_ns)
         return len(msgs)
 
     def send_marker(self, kind: int, msg: Message, more: bool, acct: Accounting) -> None:
-        if self.outputs is not None:
+        if self.sender is not None:
             self.wait_for_room(msg.stream)
-            self.outputs.marker(kind, msg, more, acct)
+            self.sender.marker(kind, msg, more, acct)
 
     def wait_for_room(self, stream: str | None = None) -> None:
         """Block until every downstream stage can take a message (of ``stream``), receiving
         and reporting meanwhile."""
-        assert self.outputs is not None
+        assert self.sender is not None
 
         def meanwhile() -> None:
             for inlet in self.inputs.inlets:
@@ -381,7 +380,7 @@ class StageWorker:
             self.report()
             self.check_gone()
 
-        if not self.outputs.wait_for_room(stream, meanwhile, lambda: self.stopping):
+        if not self.sender.wait_for_room(stream, meanwhile, lambda: self.stopping):
             raise _Stopped
 
     # -- ends ------------------------------------------------------------------------------------
@@ -406,13 +405,13 @@ class StageWorker:
         while self.inputs.ready:
             nxt = self.inputs.peek()
             assert nxt is not None
-            if self.outputs is not None:
+            if self.sender is not None:
                 self.wait_for_room(nxt.stream)
             self.work()
         self.collect()
         self.end_lost_streams()
-        if self.outputs is not None:
-            missed = self.outputs.broadcast_eos(self.is_gone)
+        if self.sender is not None:
+            missed = self.sender.broadcast_eos(self.is_gone)
             if missed:
                 log.warning("%s: could not tell %s that it finished", self.spec.instance, missed)
         self.report(force=True)
@@ -422,7 +421,7 @@ class StageWorker:
         """End the streams whose END marker died with an earlier incarnation of this stage:
         the stage flushes them and END goes on, naming the stream's end, so downstream counts
         any frames that died with it."""
-        for stream, (end_seq, sd) in self.lost_ends.items():
+        for stream, (end_seq, source_drops) in self.lost_ends.items():
             if stream in self._ended:
                 continue
             log.warning(
@@ -431,9 +430,9 @@ class StageWorker:
                 stream,
             )
             self.stats.count_event("restored_end")
-            path = self.accounts.path_of(stream, (p for p, _, _ in self.spec.inputs))
-            end = self.accounts.restored_end(stream, end_seq, sd)
-            self.handle(Link(self.inputs.inlets[0], path, end), restored=True)
+            via = self.accounts.via_of(stream, (p for p, _, _ in self.spec.inputs))
+            end = self.accounts.restored_end(stream, end_seq, source_drops)
+            self.handle(Received(self.inputs.inlets[0], via, end), restored=True)
 
 
 class _Services:

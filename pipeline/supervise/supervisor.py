@@ -369,7 +369,9 @@ class Supervisor:
         elif kind == "stream_end":
             stream = str(event.get("stream"))
             if child.spec.is_source:
-                self.accounts.stream_ended(child.spec, stream, int(event["end"]), int(event["sd"]))
+                self.accounts.stream_ended(
+                    child.spec, stream, int(event["end"]), int(event["source_drops"])
+                )
             else:
                 self.accounts.stream_ended(child.spec, stream)
         elif kind == "health" and child.spec.is_source:

@@ -141,7 +141,7 @@ class Run:
 
     def _send(self, seq: int) -> None:
         msg = Message(self.source, seq, self.src.sent)
-        self.to_relay.append(Decoded(MSG, False, msg, [], self.src.sd))
+        self.to_relay.append(Decoded(MSG, False, msg, [], self.src.source_drops))
         self.src.send(seq)
 
     def do_relay(self, arg: int) -> None:
@@ -159,7 +159,13 @@ class Run:
         if d.kind == MSG and self.filter_every and d.msg.seq % self.filter_every == 0:
             self.filtered += 1
             d = Decoded(
-                SKIP, False, d.msg, [], acct.sd, acct.lost, self.relay_book.dropped_here("filtered")
+                SKIP,
+                False,
+                d.msg,
+                [],
+                acct.source_drops,
+                acct.lost,
+                self.relay_book.dropped_here("filtered"),
             )
         elif d.kind == END:
             if d.msg.stream in self.relay_ends:
@@ -167,7 +173,7 @@ class Run:
             self.relay_ends.add(d.msg.stream)
             self.books.stream_ended(self.specs[self.relay], d.msg.stream)
         self.to_sink.append(
-            Decoded(d.kind, False, d.msg, [], acct.sd, acct.lost, acct.skip or d.skip)
+            Decoded(d.kind, False, d.msg, [], acct.source_drops, acct.lost, acct.skip or d.skip)
         )
 
     def do_deliver(self, arg: int, die_half_way: bool = False) -> None:
@@ -231,9 +237,9 @@ class Run:
                 self.src.drop(self.queue.popleft())
                 self.src_stats.count_drop(STOPPED)
             end = Message(self.source, self.src.next, self.src.sent)
-            self.to_relay.append(Decoded(END, False, end, [], self.src.sd))
+            self.to_relay.append(Decoded(END, False, end, [], self.src.source_drops))
             self.books.stream_ended(
-                self.specs[self.source], self.source, self.src.next, self.src.sd
+                self.specs[self.source], self.source, self.src.next, self.src.source_drops
             )
             self.ended = True
 
@@ -242,14 +248,16 @@ class Run:
         self.do_stop(0)
         while self.to_relay:  # the relay takes everything, then its producer's EOS ...
             self.do_relay(0)
-        for stream, (end_seq, sd) in self.relay_lost_ends.items():  # ``end_lost_streams``
+        for stream, (end_seq, source_drops) in self.relay_lost_ends.items():  # ``end_lost_streams``
             if stream not in self.relay_ends:
-                self._relay_one(self.relay_book.restored_end(stream, end_seq, sd), restored=True)
+                self._relay_one(
+                    self.relay_book.restored_end(stream, end_seq, source_drops), restored=True
+                )
         while self.to_sink:  # ... and so does the sink
             self.do_deliver(0)
-        for stream, (end_seq, sd) in self.sink_lost_ends.items():
+        for stream, (end_seq, source_drops) in self.sink_lost_ends.items():
             if stream not in self.sink_ends:
-                self.to_sink.append(self.sink_book.restored_end(stream, end_seq, sd))
+                self.to_sink.append(self.sink_book.restored_end(stream, end_seq, source_drops))
                 self._deliver_restored()
         return self.books.report()
 

@@ -20,10 +20,10 @@ from ..transport.codec import END, MSG, SKIP, encode, encode_control
 from ..transport.framepool import FramePool, PoolReader
 from ..transport.links import Outlet, Reject
 
-__all__ = ["Outputs"]
+__all__ = ["Sender"]
 
 
-class Outputs:
+class Sender:
     """One stage instance's outlet to every downstream stage."""
 
     def __init__(
