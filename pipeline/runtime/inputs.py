@@ -23,6 +23,7 @@ from ..accounting.books import Chain
 from ..accounting.stage_book import StageBook
 from ..errors import TransportError
 from ..graph.plan import InstanceSpec
+from ..graph.schema import PipelineSettings
 from ..transport.codec import EOS, Decoded, decode
 from ..transport.framepool import FrameLost, PoolReader
 from ..transport.links import Inlet
@@ -81,6 +82,7 @@ class Inputs:
         may_give_up: Callable[[int], bool] | None = None,
         extra_window: int = 0,
         book: StageBook | None = None,
+        settings: PipelineSettings | None = None,
     ) -> None:
         self.spec = spec
         self.reader = reader
@@ -105,7 +107,8 @@ class Inputs:
         }
         for inlet in self.inlets:
             inlet.eos = inlet.producer in finished
-        timeout = float(spec.settings.get("reorder_timeout_ms", 1000)) / 1000
+        settings = settings or PipelineSettings.model_validate(spec.settings)
+        timeout = settings.reorder_timeout_ms / 1000
         give_up = may_give_up or (lambda _t: True)
         self.reorders: dict[str, ReorderBuffer[Received]] = {
             stage: ReorderBuffer(timeout, may_give_up=give_up) for stage in spec.replicated_inputs()

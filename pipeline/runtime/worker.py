@@ -26,6 +26,7 @@ from ..accounting.envelope import Accounting
 from ..accounting.keys import LAST_DEATH
 from ..accounting.stage_book import Admission, StageBook
 from ..context import Context
+from ..graph.schema import PipelineSettings
 from ..health import HealthFile
 from ..messages import Message
 from ..stage import Outputs, Stage
@@ -51,7 +52,7 @@ class StageWorker:
         spec = self.spec = job.spec
         self.job = job
         self.stage = stage
-        self.settings = spec.settings
+        self.settings = PipelineSettings.model_validate(spec.settings)  # the graph's, typed
         self.stopping = False
         self.token = run_token()
         self.ledger = Ledger.open(Path(job.ledger))
@@ -75,6 +76,7 @@ class StageWorker:
             # a device stage holds its frames' credits until the device is done with them
             extra_window=max(0, int(stage.overlap)),
             book=self.accounts,
+            settings=self.settings,
         )
         self.sender = (
             Sender(spec, self.pool, self.reader, self.token, self._rejected)
@@ -82,7 +84,7 @@ class StageWorker:
             else None
         )
         self.sink = self.sender is None
-        self.idle = SpinThenPark(self.settings.get("spin_us", 200))
+        self.idle = SpinThenPark(self.settings.spin_us)
         # Overlap (stages that wait on a device, e.g. inference): ``process`` runs in one
         # stage thread with up to ``overlap`` messages queued for it, while this thread
         # receives, sends and copies; a pipe wakes the loop when a result is done.
@@ -104,11 +106,11 @@ class StageWorker:
         self._next_gone_check = 0.0
         self.control = configure(zmq_context().socket(zmq.PUSH))
         self.control.connect(job.control)
-        self.interval = min(1.0, self.settings.get("stats_interval_s", 2.0))
+        self.interval = min(1.0, self.settings.stats_interval_s)
         self._next_report = 0.0
         self.ctx = Context(
             stage=spec.stage,
-            pipeline=str(self.settings.get("name", "pipeline")),
+            pipeline=self.settings.name,
             replica=spec.replica,
             replicas=spec.replicas,
             cpus=spec.cpus,
