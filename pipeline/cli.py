@@ -189,7 +189,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"rkpipe: error: {mask(err)}", file=sys.stderr)
         if args.stats_out and not _write_stats(args.stats_out, result.stats):
             return result.exit_code or EXIT_FAILED
-        if any(s["frames_in"] or s["frames_out"] for s in result.stats["stages"].values()):
+        if result.stats.get("ran") or any(
+            s["frames_in"] or s["frames_out"] for s in result.stats["stages"].values()
+        ):  # a run that started ends with its summary, also when no frame moved
             print("\n".join(final_lines(result.stats)), file=sys.stderr)
         return result.exit_code
     finally:

@@ -6,7 +6,7 @@ a SKIP marker in its place. Streams from a replicated producer stage are re-join
 (one reorder buffer per such stage); from a single instance they arrive in order already.
 A link's credit goes back when the stage takes it, so a producer never has more than
 ``window`` messages queued here. Where this instance sees whole streams, each stream's frame
-chain per input path (``integrity.Chain``) finds frames that were lost upstream.
+chain per producing stage it comes via (``integrity.Chain``) finds frames that were lost upstream.
 """
 
 from __future__ import annotations
@@ -19,26 +19,28 @@ from dataclasses import dataclass
 
 from zmq.auth import load_certificate
 
+from ..accounting.books import Chain
+from ..accounting.stage_book import StageBook
 from ..errors import TransportError
 from ..graph.plan import InstanceSpec
+from ..graph.schema import PipelineSettings
 from ..transport.codec import EOS, Decoded, decode
 from ..transport.framepool import FrameLost, PoolReader
 from ..transport.links import Inlet
 from ..transport.reorder import ReorderBuffer
-from .integrity import Chain
 from .ledger import Ledger
 
-__all__ = ["Inputs", "Link", "RateLimitedLog"]
+__all__ = ["Inputs", "RateLimitedLog", "Received"]
 
 log = logging.getLogger("rkpipe.inputs")
 
 
 @dataclass
-class Link:
-    """A received envelope, the inlet it came by, and the producer stage (its path)."""
+class Received:
+    """A received envelope, the inlet it came by, and the producing stage it came via (``via``)."""
 
     inlet: Inlet
-    path: str
+    via: str
     d: Decoded
 
     @property
@@ -79,6 +81,8 @@ class Inputs:
         finished: set[str] | frozenset[str] = frozenset(),
         may_give_up: Callable[[int], bool] | None = None,
         extra_window: int = 0,
+        book: StageBook | None = None,
+        settings: PipelineSettings | None = None,
     ) -> None:
         self.spec = spec
         self.reader = reader
@@ -98,24 +102,25 @@ class Inputs:
             )
             for stage, producer, ep in spec.inputs
         ]
-        self.path_of = {
+        self.via_of = {
             id(i): stage for i, (stage, _, _) in zip(self.inlets, spec.inputs, strict=True)
         }
         for inlet in self.inlets:
             inlet.eos = inlet.producer in finished
-        timeout = float(spec.settings.get("reorder_timeout_ms", 1000)) / 1000
+        settings = settings or PipelineSettings.model_validate(spec.settings)
+        timeout = settings.reorder_timeout_ms / 1000
         give_up = may_give_up or (lambda _t: True)
-        self.reorders: dict[str, ReorderBuffer[Link]] = {
+        self.reorders: dict[str, ReorderBuffer[Received]] = {
             stage: ReorderBuffer(timeout, may_give_up=give_up) for stage in spec.replicated_inputs()
         }
         self.whole = spec.sees_whole_streams
-        self.chains: dict[tuple[str, str], Chain] = {}
-        self.ready: deque[Link] = deque()
+        self.book = book or StageBook(ledger, spec.stage, self.whole, sink=not spec.outputs)
+        self.ready: deque[Received] = deque()
 
     # -- receiving -------------------------------------------------------------------------------
     def receive(self, inlet: Inlet) -> None:
         """Take in everything ``inlet`` has."""
-        path = self.path_of[id(inlet)]
+        via = self.via_of[id(inlet)]
         while (parts := inlet.recv()) is not None:
             try:
                 d = decode(parts, self.reader)
@@ -124,7 +129,7 @@ class Inputs:
                     self._corrupt(inlet, str(exc))
                     continue
                 d = exc.link  # its slot was rewritten before it could be read: a SKIP
-                d.skip = f"overwritten@{self.spec.stage}"
+                d.skip = self.book.dropped_here("overwritten")
                 self.count_drop("overwritten")
             except TransportError as exc:
                 self._corrupt(inlet, str(exc))
@@ -132,7 +137,7 @@ class Inputs:
             if d.kind == EOS:
                 inlet.eos = True
                 continue
-            self._order(Link(inlet, path, d))
+            self._order(Received(inlet, via, d))
 
     def _corrupt(self, inlet: Inlet, why: str) -> None:
         """A message that is not a valid envelope: refused and counted, its credit returned
@@ -140,14 +145,14 @@ class Inputs:
         self.count_corrupt(inlet.producer, why)
         inlet.credit()
 
-    def _order(self, link: Link) -> None:
-        reorder = self.reorders.get(link.path)
+    def _order(self, link: Received) -> None:
+        reorder = self.reorders.get(link.via)
         if reorder is None:
             self.ready.append(link)
             return
         d = link.d
         if d.msg.stream not in reorder.streams and self.whole:
-            reorder.start(d.msg.stream, self.chain(link.path, d.msg.stream).last)
+            reorder.start(d.msg.stream, self.chain(link.via, d.msg.stream).last)
         late = reorder.late
         self.ready.extend(
             reorder.push(d.msg.stream, d.msg.seq, d.msg.prev, link, d.more, d.msg.t_mono_ns)
@@ -167,10 +172,10 @@ class Inputs:
             self.ready.extend(reorder.flush())
 
     # -- taking ----------------------------------------------------------------------------------
-    def peek(self) -> Link | None:
+    def peek(self) -> Received | None:
         return self.ready[0] if self.ready else None
 
-    def take(self, credit: bool = True) -> Link:
+    def take(self, credit: bool = True) -> Received:
         """The next link in order; its credit goes back to its producer now, or, with
         ``credit=False``, when the caller says (``link.inlet.credit()``)."""
         link = self.ready.popleft()
@@ -178,12 +183,8 @@ class Inputs:
             link.inlet.credit()
         return link
 
-    def chain(self, path: str, stream: str) -> Chain:
-        key = (path, stream)
-        chain = self.chains.get(key)
-        if chain is None:
-            chain = self.chains[key] = Chain(self.ledger, path, stream)
-        return chain
+    def chain(self, via: str, stream: str) -> Chain:
+        return self.book.chain(via, stream)
 
     def forget(self, stream: str) -> None:
         for reorder in self.reorders.values():

@@ -8,17 +8,18 @@ it with what the source produced ("exact", or the difference by reason).
 How frames are numbered
     A source gives every frame it produces the next ``seq`` of its stream, 0, 1, 2, ...,
     dropped ones included, so the frames of a stream are exactly the seqs below the END
-    marker's. Every envelope also carries ``sd``: how many frames of its stream the source
-    dropped before this seq (each counted at the source, by reason). So between two links a
-    stage sees, seq L and then seq S, ``S - L - 1`` frames are missing, ``sd_S - sd_L`` of
-    them dropped and counted at the source; any others were lost on the way, unless the link
-    says where (``lost``: [[n, reason], ...] counted upstream).
+    marker's. Every envelope also carries ``source_drops``: how many frames of its stream
+    the source dropped before this seq (each counted at the source, by reason). So between
+    two links a stage sees, seq L and then seq S, ``S - L - 1`` frames are missing,
+    ``source_drops_S - source_drops_L`` of them dropped and counted at the source; any
+    others were lost on the way, unless the link says where (``lost``: [[n, reason], ...]
+    counted upstream).
 
 How each failure keeps the invariant
     - A stage drops a frame on purpose (``process`` returns nothing, an overwritten slot, a
       sink that cannot write): a SKIP marker with the reason takes the frame's place.
     - A live source drops frames (``live_overflow``) or a source skips undecodable ones
-      (``corrupt``): counted at the source, carried in ``sd``.
+      (``corrupt``): counted at the source, carried in ``source_drops``.
     - A process dies holding frames (SIGKILL, a crash, a hang killed at the heartbeat
       timeout): the next stage downstream that sees the whole stream finds the hole between
       two links and counts it once, as ``crashed@<stage it came from>``, on the next link it
@@ -35,192 +36,39 @@ How each failure keeps the invariant
       frame is sent twice; a live source counts the frames that died in its queue.
     - A stream's END dies in a crash: the supervisor tells the restarted stage, which ends
       the stream itself (``restored_end``), naming the last frame.
-    - A sink is disabled after repeated failures, or the run is stopped before frames
-      arrive: the supervisor counts what never reached the sink (``sink_disabled``,
-      ``in_flight_at_stop``).
+    - A sink is disabled after repeated failures, or the run is stopped at once (a second
+      Ctrl-C, a drain past its grace period) with frames on the way: the supervisor undoes
+      the commits the killed processes left half-done (``settle``) and counts what never
+      reached the sink (``sink_disabled``, ``in_flight_at_stop``); the books stay exact.
+    - The run is stopped cleanly (Ctrl-C, SIGTERM, ``--duration``): sources stop and every
+      stage drains what it holds; frames still queued in a live source were produced but
+      never sent, so the source counts them (``stopped``) and END carries them in
+      ``source_drops``.
+      Frames a camera delivers after the stop are never numbered: not produced at all.
     - A bad message (garbage, a forged header) is not a frame: it is refused and counted
       per peer as ``corrupt``, never as a frame of any stream.
 """
 
 from __future__ import annotations
 
-import logging
+from ..accounting.books import (
+    STOPPED,
+    Chain,
+    SourceBook,
+    Tally,
+    crashed_at,
+    died_since,
+    settle,
+    tallies,
+)
 
-from ..transport.codec import END, SKIP, Decoded
-from .ledger import Ledger
-
-__all__ = ["Chain", "SourceBook", "Tally", "crashed_at", "died_since", "tallies"]
-
-log = logging.getLogger("rkpipe.integrity")
-
-
-def died_since(last_death_ns: int, t_mono_ns: int) -> bool:
-    """Whether a process of the run died after a frame made at ``t_mono_ns`` (the supervisor
-    records the last death's time; 0: none yet). ``t_mono_ns`` 0 means before the stream's
-    first frame, so any death counts, but a run in which nothing died never loses a frame."""
-    return last_death_ns > 0 and last_death_ns >= t_mono_ns
-
-
-def crashed_at(stage: str) -> str:
-    """The reason frames lost in a crash upstream of ``stage``'s output are counted under."""
-    return f"crashed@{stage}"
-
-
-class Chain:
-    """Where one stream stands on one input path of a stage that sees the whole stream: the
-    last link taken, the source drops before it, and whether its parts are all in. Kept in
-    the ledger, each link as one commit, so a restarted stage knows exactly where its
-    predecessor stopped, even if it was killed half-way through a link."""
-
-    def __init__(self, ledger: Ledger, path: str, stream: str) -> None:
-        self.ledger = ledger
-        self.path = path
-        self.stream = stream
-        self.key = f"chain:{path}:{stream}"
-        self.committed = ledger.get(f"{self.key}:commit", 0)
-        ledger.rollback(f"{self.key}:", self.committed)  # a link its process did not finish
-        ledger.rollback(f"tally:{path}:{stream}:", self.committed)
-        self.last = ledger.get(f"{self.key}:last", -1)
-        self.sd = ledger.get(f"{self.key}:sd", 0)
-        self.open = bool(ledger.get(f"{self.key}:open", 0))
-
-    @property
-    def stamp(self) -> int:
-        """The number of the commit the next link's writes belong to."""
-        return self.committed + 1
-
-    def gap(self, d: Decoded) -> int | None:
-        """How many frames just before link ``d`` were lost uncounted (0 normally), or None
-        for a link already taken (a duplicate). Writes nothing: see ``advance``."""
-        seq, last = d.msg.seq, self.last
-        if seq < last or (seq == last and not self.open):
-            return None
-        if seq == last:  # a further part of the link in hand
-            return 0
-        annotated = sum(n for n, _ in d.lost)
-        lost = (seq - last - 1) - (d.sd - self.sd) - annotated
-        if lost < 0:  # more accounted than missing: a bug upstream, or a forged header
-            log.warning(
-                "stream %s from %s: seq %d accounts for %d frames more than are missing",
-                self.stream,
-                self.path,
-                seq,
-                -lost,
-            )
-            return 0
-        return lost
-
-    def incomplete(self, d: Decoded) -> bool:
-        """Whether ``d`` starts a new link while the last one's parts were not all in (its
-        producer died half-way through sending them)."""
-        return self.open and d.msg.seq > self.last
-
-    def advance(self, d: Decoded) -> None:
-        """Take link ``d``: the commit of its accounting (written last)."""
-        stamp = self.stamp
-        if d.msg.seq != self.last:
-            self.ledger.set(f"{self.key}:last", d.msg.seq, stamp)
-            self.ledger.set(f"{self.key}:sd", d.sd, stamp)
-        self.ledger.set(f"{self.key}:open", int(d.more), stamp)
-        self.ledger.set(f"{self.key}:commit", stamp)
-        self.committed, self.last, self.sd, self.open = stamp, d.msg.seq, d.sd, d.more
-
-
-class Tally:
-    """What a sink did with each frame of one stream from one path, in the ledger: delivered,
-    or dropped by reason (with where); and the stream's length once its END came. Written as
-    part of the link's commit (``Chain.stamp``)."""
-
-    def __init__(self, ledger: Ledger, chain: Chain) -> None:
-        self.ledger = ledger
-        self.chain = chain
-        self.key = f"tally:{chain.path}:{chain.stream}"
-
-    def _add(self, what: str, n: int = 1) -> None:
-        if n:
-            self.ledger.add(f"{self.key}:{what}", n, self.chain.stamp)
-
-    def record(self, d: Decoded, lost: int, outcome: str | None) -> None:
-        """The accounting of link ``d``: losses counted upstream, the hole before it, an
-        unfinished link before it, and what became of its own frame (``outcome``: "" for
-        delivered, a reason for dropped, None for a link that carries no frame yet)."""
-        for n, reason in d.lost:
-            self._add(f"drop:{reason}", n)
-        self._add(f"drop:{crashed_at(self.chain.path)}", lost + self.chain.incomplete(d))
-        if d.kind == SKIP and not d.more:
-            outcome = d.skip or "skipped"
-        if outcome == "":
-            self._add("delivered")
-        elif outcome is not None:
-            self._add(f"drop:{outcome}")
-        if d.kind == END:
-            self.ledger.set(f"{self.key}:end", d.msg.seq, self.chain.stamp)
-
-
-def tallies(ledger: Ledger) -> dict[tuple[str, str], dict[str, int]]:
-    """A sink ledger's tallies by (path, stream): delivered, drop:<reason>..., end."""
-    out: dict[tuple[str, str], dict[str, int]] = {}
-    for key, value in ledger.with_prefix("tally:").items():
-        path, stream, what = key.split(":", 2)
-        out.setdefault((path, stream), {})[what] = value
-    for key, value in ledger.with_prefix("chain:").items():
-        path, stream, what = key.split(":", 2)
-        if what == "sd" and (path, stream) in out:
-            out[(path, stream)]["sd"] = value
-    return out
-
-
-class SourceBook:
-    """A source's numbering of its stream, in the ledger: the next seq to give, the last frame
-    sent, the last frame settled (sent or counted as dropped; frames are settled in order),
-    and how many were dropped at the source. Each change is one commit, as in ``Chain``."""
-
-    def __init__(self, ledger: Ledger, stream: str) -> None:
-        self.ledger = ledger
-        self.key = f"src:{stream}"
-        self.committed = ledger.get(f"{self.key}:commit", 0)
-        ledger.rollback(f"{self.key}:", self.committed)
-        self.next = ledger.get(f"{self.key}:next", 0)
-        self.sent = ledger.get(f"{self.key}:sent", -1)
-        self.settled = ledger.get(f"{self.key}:settled", -1)
-        self.sd = ledger.get(f"{self.key}:sd", 0)
-        self.count = ledger.get(f"{self.key}:count", 0)  # frames sent
-
-    def _commit(self, **values: int) -> None:
-        stamp = self.committed + 1
-        for name, value in values.items():
-            self.ledger.set(f"{self.key}:{name}", value, stamp)
-            setattr(self, name, value)
-        self.ledger.set(f"{self.key}:commit", stamp)
-        self.committed = stamp
-
-    def number(self, proposed: int) -> tuple[int, int]:
-        """The seq for a new frame (``proposed`` by the stage, e.g. a file's frame index,
-        if it is not behind) and how many seqs before it the stage skipped: frames it
-        dropped and counted itself (an undecodable frame), settled as dropped here."""
-        seq = max(proposed, self.next)
-        skipped = seq - self.next
-        if skipped:
-            self._commit(next=seq + 1, sd=self.sd + skipped, settled=seq - 1)
-        else:
-            self._commit(next=seq + 1)
-        return seq, skipped
-
-    def drop(self, seq: int) -> None:
-        """Frame ``seq`` was dropped here (counted by the caller, with its reason)."""
-        self._commit(sd=self.sd + 1, settled=seq)
-
-    def send(self, seq: int) -> None:
-        self._commit(sent=seq, settled=seq, count=self.count + 1)
-
-    def resume(self, live: bool) -> int:
-        """After a restart, where to go on: a file source reads on after the last settled
-        frame (none is sent twice); a live source's frames that died unsent in its
-        predecessor's queue are gone: they are dropped now, and returned as a count."""
-        if not live:
-            self._commit(next=self.settled + 1)
-            return 0
-        died = max(0, self.next - self.settled - 1)
-        if died:
-            self._commit(sd=self.sd + died, settled=self.next - 1)
-        return died
+__all__ = [
+    "STOPPED",
+    "Chain",
+    "SourceBook",
+    "Tally",
+    "crashed_at",
+    "died_since",
+    "settle",
+    "tallies",
+]

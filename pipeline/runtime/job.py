@@ -30,7 +30,9 @@ class Job:
     run_ledger: str  # the run's ledger: when processes died
     restarted: bool = False
     finished: list[str] = field(default_factory=list)  # instances that already ended cleanly
-    lost_ends: dict[str, list[int]] = field(default_factory=dict)  # stream -> [END seq, sd]
+    lost_ends: dict[str, list[int]] = field(
+        default_factory=dict
+    )  # stream -> [END seq, source_drops]
     max_frames: int | None = None  # a source stops after this many frames of its stream
     log_level: str = "WARNING"
     secrets: list[str] = field(default_factory=list)  # values to mask in all the stage prints

@@ -8,7 +8,8 @@ the first start and removes at the end of the run: every incarnation of the inst
 the same numbers, a restarted one reads where the last one stopped, and the supervisor reads
 the final figures even of a process that was killed.
 
-The segment is a table of (key, value, undo, stamp) entries. Keys are short strings; an
+The segment is a table of (key, value, undo, stamp) entries. Keys are strings of a bounded
+size, built in ``accounting.keys`` (a key that does not fit is refused, never cut); an
 entry is added by writing its key and value and only then raising the entry count, so a
 reader never sees a half-written key. Only the instance's own process writes (one lock for
 its threads).
@@ -30,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..accounting.keys import KEY_BYTES, check_key
+
 __all__ = ["LEDGER_ENTRIES", "Ledger", "LedgerFull"]
 
 LEDGER_ENTRIES = 2048
-_KEY_BYTES = 104
+_KEY_BYTES = KEY_BYTES  # keys are bounded to fit (accounting.keys), never truncated
 _ENTRY = np.dtype([("key", f"S{_KEY_BYTES}"), ("value", "<i8"), ("undo", "<i8"), ("stamp", "<i8")])
 _HEADER = 64  # magic, entry count
 _MAGIC = 0x726B6C6564676572  # "rkledger"
@@ -95,7 +98,7 @@ class Ledger:
         for i in range(len(self._index), int(self._count[0])):
             self._index[self._table[i]["key"].decode()] = i
 
-    def _slot(self, key: str) -> int:
+    def _slot(self, key: str, initial: int = 0) -> int:
         idx = self._index.get(key)
         if idx is not None:
             return idx
@@ -107,7 +110,7 @@ class Ledger:
         if n >= LEDGER_ENTRIES:
             msg = f"ledger {self.path.name} is full ({LEDGER_ENTRIES} counters)"
             raise LedgerFull(msg)
-        self._table[n] = (key.encode()[:_KEY_BYTES], 0, 0, -1)
+        self._table[n] = (check_key(key), initial, initial, -1)  # its value before any commit
         self._count[0] = n + 1  # publish the entry only once its key is written
         self._index[key] = n
         return n
@@ -124,6 +127,12 @@ class Ledger:
     def set(self, key: str, value: int, stamp: int = -1) -> None:
         with self._lock:
             self._write(self._slot(key), value, stamp)
+
+    def setdefault(self, key: str, value: int) -> int:
+        """Counter ``key``, made at ``value`` (outside any commit) if it is new: a counter
+        whose first write is part of a commit then rolls back to ``value``, not to 0."""
+        with self._lock:
+            return int(self._values[self._slot(key, value)])
 
     def _write(self, i: int, value: int, stamp: int) -> None:
         if stamp >= 0:  # keep what is replaced until the commit is done

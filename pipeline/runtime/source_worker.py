@@ -15,13 +15,13 @@ import threading
 import time
 from collections import deque
 
+from ..accounting.books import STOPPED, SourceBook
+from ..accounting.envelope import Accounting
 from ..messages import Message
 from ..stage import Source
 from ..transport.codec import END
 from ..transport.framepool import FrameLost
-from .integrity import SourceBook
 from .job import Job
-from .outputs import Accounting
 from .worker import StageWorker, _Stopped
 
 __all__ = ["SourceWorker"]
@@ -66,7 +66,7 @@ class SourceWorker(StageWorker):
 
     def loop_file(self) -> None:
         while not self._enough():
-            if self.outputs is not None:
+            if self.sender is not None:
                 self.wait_for_room(self.stream)
             msg = self.stage.read()
             if msg is None:
@@ -84,8 +84,16 @@ class SourceWorker(StageWorker):
     def loop_live(self) -> None:
         reader = threading.Thread(target=self._read_live, name="live-reader", daemon=True)
         reader.start()
+        try:
+            self._send_live()
+        finally:  # however the loop ends (a stop while waiting for room too)
+            self.stopping = True
+            reader.join(timeout=5.0)
+            self._settle_queue()
+
+    def _send_live(self) -> None:
         while not self._enough():
-            if self.outputs is not None:  # wait first: a frame taken from the queue must go at once
+            if self.sender is not None:  # wait first: a frame taken from the queue must go at once
                 self.wait_for_room(self.stream)
             with self.lock:  # the reader drops nothing while a frame goes: seqs settle in order
                 item = self.live_queue.popleft() if self.live_queue else None
@@ -96,15 +104,24 @@ class SourceWorker(StageWorker):
                     if self.live_error is not None:  # the reader died: fail as the stage would
                         raise self.live_error
                     return
-                if self.outputs is not None:
-                    self.outputs.poll_credits(5)
+                if self.sender is not None:
+                    self.sender.poll_credits(5)
                 else:
                     time.sleep(0.005)
                 self.report()
                 continue
             self.report()
-        self.stopping = True
-        reader.join(timeout=5.0)
+
+    def _settle_queue(self) -> None:
+        """Frames still queued when the source stops were produced but will never be sent:
+        dropped and counted as ``stopped`` (left at a clean stop, not lost to a fault)."""
+        with self.lock:
+            while self.live_queue:
+                seq, msg = self.live_queue.popleft()
+                for arr in msg.arrays.values():
+                    self.pool.release(arr)
+                self.book.drop(seq)
+                self.stats.count_drop(STOPPED)
 
     def _read_live(self) -> None:
         try:
@@ -113,6 +130,10 @@ class SourceWorker(StageWorker):
                 if msg is None:
                     return
                 with self.lock:
+                    if self.stopping:  # read after the stop: never numbered, never produced
+                        for arr in msg.arrays.values():
+                            self.pool.release(arr)
+                        return
                     seq = self._number(msg)
                     if len(self.live_queue) >= self.live_size:
                         old_seq, old = self.live_queue.popleft()
@@ -129,10 +150,9 @@ class SourceWorker(StageWorker):
     def send(self, seq: int, msg: Message) -> None:
         msg.stream, msg.seq, msg.prev = self.stream, seq, self.book.sent
         self.stats.count_in(msg.stream)
-        if self.outputs is not None:
-            acct: Accounting = (self.book.sd, [], "")
+        if self.sender is not None:
             try:
-                self.outputs.send(msg, False, acct)
+                self.sender.send(msg, False, Accounting(self.book.source_drops))
             except FrameLost:  # its slot came round before it could go: dropped, counted
                 self.book.drop(seq)
                 self.stats.count_drop("overwritten")
@@ -144,15 +164,20 @@ class SourceWorker(StageWorker):
         """Mark the stream's end in order (so trackers flush), then tell consumers we're done.
         END names the stream's length and every frame dropped at the source."""
         end = Message(self.stream, self.book.next, self.book.sent)
-        if self.outputs is not None:
+        if self.sender is not None:
             deadline = time.monotonic() + 5.0  # room for END, a bounded wait even when stopping
-            while not self.outputs.ready(self.stream) and time.monotonic() < deadline:
-                self.outputs.poll_credits(50)
+            while not self.sender.ready(self.stream) and time.monotonic() < deadline:
+                self.sender.poll_credits(50)
                 self.report()
                 self.check_gone()
-            self.outputs.marker(END, end, False, (self.book.sd, [], ""))
+            self.sender.marker(END, end, False, Accounting(self.book.source_drops))
         # the supervisor remembers where the stream ended, for a stage that crashes holding END
         self.notify(
-            {"t": "stream_end", "stream": self.stream, "end": self.book.next, "sd": self.book.sd}
+            {
+                "t": "stream_end",
+                "stream": self.stream,
+                "end": self.book.next,
+                "source_drops": self.book.source_drops,
+            }
         )
         self.finish()

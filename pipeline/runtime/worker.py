@@ -1,9 +1,9 @@
 """The loop inside one stage process: take links in order, call the stage, send the results.
 
-``inputs`` receives and orders, ``outputs`` sends, ``integrity`` keeps the frame accounts;
-this module is the loop between them: a link is taken only when every downstream stage has
-room for its results, its frame accounting goes with the results (or into the sink's tally),
-and stats go to the supervisor every interval (the heartbeat).
+``inputs`` receives and orders, ``sender`` sends, ``accounts`` (``accounting.stage_book``)
+decides each frame's fate; this module is the loop between them: a link is taken only when
+every downstream stage has room for its results, its frame accounting goes with the results
+(or into the sink's tally), and stats go to the supervisor every interval (the heartbeat).
 """
 
 from __future__ import annotations
@@ -21,22 +21,24 @@ from typing import Any
 
 import zmq
 
+from ..accounting.books import died_since
+from ..accounting.envelope import Accounting
+from ..accounting.keys import LAST_DEATH
+from ..accounting.stage_book import Admission, StageBook
 from ..context import Context
+from ..graph.schema import PipelineSettings
 from ..health import HealthFile
 from ..messages import Message
-from ..node import default_node
-from ..stage import Outputs as StageOutputs
-from ..stage import Stage
+from ..stage import Outputs, Stage
 from ..stats.metrics import StageStats
 from ..transport.codec import END, MSG, SKIP, Decoded, packb
 from ..transport.framepool import FramePool, PoolReader
 from ..transport.idle import SpinThenPark
 from ..transport.links import configure, gone_dir, zmq_context
-from .inputs import Inputs, Link, RateLimitedLog
-from .integrity import Chain, Tally, crashed_at, died_since
+from .inputs import Inputs, RateLimitedLog, Received
 from .job import Job, run_token
 from .ledger import Ledger
-from .outputs import Accounting, Outputs
+from .sender import Sender
 
 __all__ = ["StageWorker"]
 
@@ -50,7 +52,7 @@ class StageWorker:
         spec = self.spec = job.spec
         self.job = job
         self.stage = stage
-        self.settings = spec.settings
+        self.settings = PipelineSettings.model_validate(spec.settings)  # the graph's, typed
         self.stopping = False
         self.token = run_token()
         self.ledger = Ledger.open(Path(job.ledger))
@@ -59,6 +61,9 @@ class StageWorker:
         self.pool = FramePool(f"rkpipe-{spec.run_id}-pool-{spec.instance}", spec.pool_slots)
         self.reader = PoolReader(prefix=f"rkpipe-{spec.run_id}-")
         self._say = RateLimitedLog()
+        self.accounts = StageBook(
+            self.ledger, spec.stage, spec.sees_whole_streams, sink=not spec.outputs
+        )
         self.inputs = Inputs(
             spec,
             self.reader,
@@ -70,27 +75,28 @@ class StageWorker:
             self._may_give_up,
             # a device stage holds its frames' credits until the device is done with them
             extra_window=max(0, int(stage.overlap)),
+            book=self.accounts,
+            settings=self.settings,
         )
-        self.outputs = (
-            Outputs(spec, self.pool, self.reader, self.token, self._rejected)
+        self.sender = (
+            Sender(spec, self.pool, self.reader, self.token, self._rejected)
             if spec.outputs
             else None
         )
-        self.sink = self.outputs is None
-        self.tallies: dict[tuple[str, str], Tally] = {}
-        self.idle = SpinThenPark(self.settings.get("spin_us", 200))
+        self.sink = self.sender is None
+        self.idle = SpinThenPark(self.settings.spin_us)
         # Overlap (stages that wait on a device, e.g. inference): ``process`` runs in one
         # stage thread with up to ``overlap`` messages queued for it, while this thread
         # receives, sends and copies; a pipe wakes the loop when a result is done.
         self.overlap = max(0, int(stage.overlap))
-        self.pending: deque[tuple[Link, Accounting, Future]] = deque()
+        self.pending: deque[tuple[Received, Accounting, Future]] = deque()
         self._executor: ThreadPoolExecutor | None = None
         self._wake_r = self._wake_w = -1
         if self.overlap:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
-        # streams whose END died in an earlier incarnation's crash -> [END seq, sd]: ended
+        # streams whose END died in an earlier incarnation's crash -> [END seq, source_drops]: ended
         # here at the finish unless their END comes after all
         self.lost_ends = {s: (int(v[0]), int(v[1])) for s, v in job.lost_ends.items()}
         self._ended: set[str] = set()  # streams ended here; a second END is ignored
@@ -100,12 +106,12 @@ class StageWorker:
         self._next_gone_check = 0.0
         self.control = configure(zmq_context().socket(zmq.PUSH))
         self.control.connect(job.control)
-        self.interval = min(1.0, self.settings.get("stats_interval_s", 2.0))
+        self.interval = min(1.0, self.settings.stats_interval_s)
         self._next_report = 0.0
         self.ctx = Context(
             stage=spec.stage,
-            pipeline=str(self.settings.get("name", "pipeline")),
-            node=str(self.settings.get("node") or default_node()),
+            pipeline=self.settings.name,
+            node=self.settings.node,
             replica=spec.replica,
             replicas=spec.replicas,
             cpus=spec.cpus,
@@ -120,7 +126,7 @@ class StageWorker:
     def _corrupt(self, peer: str, why: str) -> None:
         """A message that was not a valid envelope: refused, counted per peer, never raised."""
         self.stats.count_event("corrupt")
-        self.stats.count_event(f"corrupt:{peer}"[:90])
+        self.stats.count_event(f"corrupt:{peer}")
         self._say(peer, f"{self.spec.instance}: refused a message from {peer}: {why}")
 
     def _rejected(self, peer: str, what: str) -> None:
@@ -128,7 +134,7 @@ class StageWorker:
 
     def _may_give_up(self, t_mono_ns: int) -> bool:
         """A frame made after ``t_mono_ns`` may have died: a process of the run died since."""
-        return died_since(self.run_ledger.get("last_death_ns", 0), t_mono_ns)
+        return died_since(self.run_ledger.get(LAST_DEATH, 0), t_mono_ns)
 
     def is_gone(self, instance: str) -> bool:
         """True if the supervisor marked ``instance`` as ended for good without finishing."""
@@ -143,8 +149,8 @@ class StageWorker:
         self._next_gone_check = now + 1.0
         if not self._gone.exists():
             return
-        if self.outputs is not None:
-            self.outputs.forget_gone(self.is_gone)
+        if self.sender is not None:
+            self.sender.forget_gone(self.is_gone)
         for inlet in self.inputs.inlets:
             if not inlet.eos and self.is_gone(inlet.producer):
                 inlet.eos = True
@@ -179,8 +185,8 @@ class StageWorker:
             log.exception("%s: close failed", self.spec.instance)
         self.report(force=True)  # what close() counted (e.g. undelivered events) is reported
         self.inputs.close()
-        if self.outputs is not None:  # END and EOS, sent last, must still leave
-            self.outputs.close(linger_ms=0 if self.stopping else 5000)
+        if self.sender is not None:  # END and EOS, sent last, must still leave
+            self.sender.close(linger_ms=0 if self.stopping else 5000)
         self.reader.close()
         self.pool.close(unlink=False)  # the supervisor unlinks at the end of the run
         self.control.close(linger=1000)
@@ -208,9 +214,9 @@ class StageWorker:
             poller.register(inlet.monitor, zmq.POLLIN)
             handlers[inlet.sock] = lambda i=inlet: self.inputs.receive(i)
             handlers[inlet.monitor] = inlet.on_monitor
-        if self.outputs is not None:
-            poller.register(self.outputs.sock, zmq.POLLIN)
-            handlers[self.outputs.sock] = self.outputs.poll_credits
+        if self.sender is not None:
+            poller.register(self.sender.sock, zmq.POLLIN)
+            handlers[self.sender.sock] = self.sender.poll_credits
         if self.overlap:
             poller.register(self._wake_r, zmq.POLLIN)
             handlers[self._wake_r] = self._drain_wake
@@ -228,13 +234,13 @@ class StageWorker:
 
     def _timeout_ms(self) -> int:
         nxt = self.inputs.peek()
-        if nxt is not None and (self.outputs is None or self.outputs.ready(nxt.stream)):
+        if nxt is not None and (self.sender is None or self.sender.ready(nxt.stream)):
             return 0
         return 20 if self.inputs.waiting_on_order() else int(self.interval * 1000)
 
     def work(self) -> None:
         while not self.stopping and (nxt := self.inputs.peek()) is not None:
-            if self.outputs is not None and not self.outputs.ready(nxt.stream):
+            if self.sender is not None and not self.sender.ready(nxt.stream):
                 return
             # A stage that waits on a device keeps a frame's credit until the device is done
             # with it: producers then send to the replica that is free, not to one whose
@@ -243,28 +249,23 @@ class StageWorker:
             self.handle(self.inputs.take(credit=not deferred))
 
     # -- one link --------------------------------------------------------------------------------
-    def handle(self, link: Link, restored: bool = False) -> None:
-        """Account for one link and do what its kind asks. ``restored``: an END the
-        supervisor says this stage never passed on (its predecessor died taking it)."""
+    def handle(self, link: Received, restored: bool = False) -> None:
+        """Account for one link (``book``) and do what its kind asks. ``restored``: an END
+        the supervisor says this stage never passed on (its predecessor died taking it)."""
         d = link.d
-        chain = self.inputs.chain(link.path, link.stream) if self.inputs.whole else None
-        lost = chain.gap(d) if chain is not None else 0
-        if lost is None and restored:
-            lost, chain = 0, None  # taken, but died before it went on: it goes on now
-        if lost is None:  # already taken: a copy, never processed twice
+        adm = self.accounts.admit(link.via, d, restored)
+        if adm is None:  # already taken: a copy, never processed twice
             self.stats.count_event("duplicate")
             if self._executor is not None and d.kind == MSG:
                 link.inlet.credit()
             return
         if d.kind != MSG and self.pending:
             self.collect()  # a marker never overtakes results still in the stage thread
-        if chain is not None and self.sink:
-            self._handle_at_sink(link, chain, lost)
+        if self.accounts.settles_here(adm):
+            self._handle_at_sink(adm, d)
             return
-        if chain is not None:
-            chain.advance(d)  # before anything is sent: what dies from here is seen downstream
-        annotations = list(d.lost) + ([(lost, crashed_at(link.path))] if lost else [])
-        acct: Accounting = (d.sd, annotations, d.skip)
+        self.accounts.passing_on(adm, d)  # before anything is sent
+        acct = adm.acct
         if d.kind == SKIP:
             self.send_marker(SKIP, d.msg, d.more, acct)
         elif d.kind == END:
@@ -280,21 +281,16 @@ class StageWorker:
             out, took = self._timed_process(d.msg)
             self._finish_item(link, acct, out, took)
 
-    def _handle_at_sink(self, link: Link, chain: Chain, lost: int) -> None:
+    def _handle_at_sink(self, adm: Admission, d: Decoded) -> None:
         """At a sink, a frame's fate and the chain move on in one commit, after the stage
         handled it: a sink killed half-way counts the frame as lost, never as delivered."""
-        d = link.d
-        tally = self.tallies.get((link.path, link.stream))
-        if tally is None:
-            tally = self.tallies[(link.path, link.stream)] = Tally(self.ledger, chain)
         outcome: str | None = None
         if d.kind == MSG:
             self.stats.count_in(d.msg.stream)
             outcome = self._deliver(d)
         elif d.kind == END:
-            self.end_stream(d.msg, (d.sd, [], ""))
-        tally.record(d, lost, outcome if not d.more or outcome else None)
-        chain.advance(d)
+            self.end_stream(d.msg, Accounting(d.source_drops))
+        self.accounts.settle(adm, d, outcome)
 
     def _deliver(self, d: Decoded) -> str:
         """Hand a frame to the sink stage: "" if it took it, else why not (counted)."""
@@ -304,22 +300,22 @@ class StageWorker:
         except OSError as exc:  # it cannot write (a full disk): counted, the run goes on
             self._say("sink", f"{self.spec.instance}: cannot deliver: {exc}")
             self.stats.count_drop("sink_error")
-            return f"sink_error@{self.spec.stage}"
+            return self.accounts.dropped_here("sink_error")
         took = time.perf_counter() - t0
         self.stats.busy_s += took
         self.stats.service.add(took * 1000)
         if not all(self.reader.is_current(r) for r in d.refs):
             self.stats.count_drop("overwritten")
-            return f"overwritten@{self.spec.stage}"
+            return self.accounts.dropped_here("overwritten")
         self.stats.count_out(d.msg.stream, d.msg.seq, d.msg.t_mono_ns)
         return ""
 
-    def _timed_process(self, msg: Message) -> tuple[StageOutputs, float]:
+    def _timed_process(self, msg: Message) -> tuple[Outputs, float]:
         t0 = time.perf_counter()
         out = self.stage.process(msg)
         return out, time.perf_counter() - t0
 
-    def _finish_item(self, link: Link, acct: Accounting, out: StageOutputs, took: float) -> None:
+    def _finish_item(self, link: Received, acct: Accounting, out: Outputs, took: float) -> None:
         """Account for one processed message and send its results on, in order."""
         d = link.d
         self.stats.busy_s += took
@@ -327,10 +323,14 @@ class StageWorker:
         if not all(self.reader.is_current(r) for r in d.refs):
             self.stats.count_drop("overwritten")
             out = None
-            acct = (acct[0], acct[1], f"overwritten@{self.spec.stage}")
+            acct = acct.skipped(self.accounts.dropped_here("overwritten"))
         if not self.emit(out, d.more, acct) and not d.more:
-            reason = acct[2] or f"filtered@{self.spec.stage}"
-            self.send_marker(SKIP, d.msg, False, (acct[0], acct[1], reason))
+            self.send_marker(
+                SKIP,
+                d.msg,
+                False,
+                acct.skipped(acct.skip or self.accounts.dropped_here("filtered")),
+            )
 
     def collect(self, wait_until: int = 0) -> None:
         """Send on the stage thread's finished results in order, waiting while more than
@@ -357,25 +357,25 @@ class StageWorker:
         ``more`` so a downstream reorder keeps them together; ``more`` marks the last too
         when the input itself was not the last part of its frame. The accounting rides on
         the first."""
-        if out is None or self.outputs is None:
+        if out is None or self.sender is None:
             return 0
         msgs = [out] if isinstance(out, Message) else list(out)
         for i, m in enumerate(msgs):
             self.wait_for_room(m.stream)
             last = i == len(msgs) - 1
-            self.outputs.send(m, more or not last, acct if i == 0 else (acct[0], [], ""))
+            self.sender.send(m, more or not last, acct if i == 0 else acct.rest())
             self.stats.count_out(m.stream, m.seq, m.t_mono_ns)
         return len(msgs)
 
     def send_marker(self, kind: int, msg: Message, more: bool, acct: Accounting) -> None:
-        if self.outputs is not None:
+        if self.sender is not None:
             self.wait_for_room(msg.stream)
-            self.outputs.marker(kind, msg, more, acct)
+            self.sender.marker(kind, msg, more, acct)
 
     def wait_for_room(self, stream: str | None = None) -> None:
         """Block until every downstream stage can take a message (of ``stream``), receiving
         and reporting meanwhile."""
-        assert self.outputs is not None
+        assert self.sender is not None
 
         def meanwhile() -> None:
             for inlet in self.inputs.inlets:
@@ -383,7 +383,7 @@ class StageWorker:
             self.report()
             self.check_gone()
 
-        if not self.outputs.wait_for_room(stream, meanwhile, lambda: self.stopping):
+        if not self.sender.wait_for_room(stream, meanwhile, lambda: self.stopping):
             raise _Stopped
 
     # -- ends ------------------------------------------------------------------------------------
@@ -396,7 +396,7 @@ class StageWorker:
         for m in flushed:  # results flushed at the end take the END marker's place
             m.seq, m.prev = end.seq, end.prev
         if self.emit(flushed, True, acct):
-            acct = (acct[0], [], "")
+            acct = acct.rest()
         self.send_marker(END, end, False, acct)
         self._ended.add(end.stream)
         self.notify({"t": "stream_end", "stream": end.stream})
@@ -408,13 +408,13 @@ class StageWorker:
         while self.inputs.ready:
             nxt = self.inputs.peek()
             assert nxt is not None
-            if self.outputs is not None:
+            if self.sender is not None:
                 self.wait_for_room(nxt.stream)
             self.work()
         self.collect()
         self.end_lost_streams()
-        if self.outputs is not None:
-            missed = self.outputs.broadcast_eos(self.is_gone)
+        if self.sender is not None:
+            missed = self.sender.broadcast_eos(self.is_gone)
             if missed:
                 log.warning("%s: could not tell %s that it finished", self.spec.instance, missed)
         self.report(force=True)
@@ -424,7 +424,7 @@ class StageWorker:
         """End the streams whose END marker died with an earlier incarnation of this stage:
         the stage flushes them and END goes on, naming the stream's end, so downstream counts
         any frames that died with it."""
-        for stream, (end_seq, sd) in self.lost_ends.items():
+        for stream, (end_seq, source_drops) in self.lost_ends.items():
             if stream in self._ended:
                 continue
             log.warning(
@@ -433,17 +433,9 @@ class StageWorker:
                 stream,
             )
             self.stats.count_event("restored_end")
-            path = self._path_of(stream)
-            end = Decoded(END, False, Message(stream, end_seq, end_seq - 1), [], sd)
-            self.handle(Link(self.inputs.inlets[0], path, end), restored=True)
-
-    def _path_of(self, stream: str) -> str:
-        """The input stage ``stream`` came by (from this instance's ledger), else the first."""
-        for key in self.ledger.with_prefix("chain:"):
-            path, s, _ = key.split(":", 2)
-            if s == stream:
-                return path
-        return self.spec.inputs[0][0]
+            via = self.accounts.via_of(stream, (p for p, _, _ in self.spec.inputs))
+            end = self.accounts.restored_end(stream, end_seq, source_drops)
+            self.handle(Received(self.inputs.inlets[0], via, end), restored=True)
 
 
 class _Services:

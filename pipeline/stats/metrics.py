@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..accounting.keys import drop_key, event_key
+
 if TYPE_CHECKING:
     from ..runtime.ledger import Ledger
 
@@ -95,10 +97,10 @@ class StageStats:
         self.latency.add((time.monotonic_ns() - t_mono_ns) / 1e6)
 
     def count_drop(self, reason: str, n: int = 1) -> None:
-        self.ledger.add(f"drop:{reason}", n)
+        self.ledger.add(drop_key(reason), n)
 
     def count_event(self, kind: str, n: int = 1) -> None:
-        self.ledger.add(f"event:{kind}", n)
+        self.ledger.add(event_key(kind), n)
 
     def counters(self) -> dict[str, Any]:
         return counters_of(self.ledger.snapshot())

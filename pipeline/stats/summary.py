@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .delivery import summary_lines
+from ..accounting.delivery import summary_lines
 
-__all__ = ["final_lines"]
+__all__ = ["final_lines", "never_live_why", "silent_sources"]
 
 
 def final_lines(stats: dict[str, Any]) -> list[str]:
@@ -37,6 +37,9 @@ def _camera_lines(health: dict[str, dict[str, Any]]) -> list[str]:
     out = []
     for stream, h in sorted(health.items()):
         outages, down = int(h.get("outages", 0)), float(h.get("down_s", 0.0))
+        if not h.get("ever_live", True):
+            out.append(f"rkpipe: {stream} was never live: {never_live_why(h)}")
+            continue
         if not outages:
             continue
         minutes, seconds = divmod(round(down), 60)
@@ -47,6 +50,24 @@ def _camera_lines(health: dict[str, dict[str, Any]]) -> list[str]:
             f"rkpipe: {stream} was down {took} in {outages} outage{'s' * (outages != 1)}"
             f"{ended}{detail}"
         )
+    return out
+
+
+def never_live_why(h: dict[str, Any]) -> str:
+    """Why a camera that was never live was not: its last state and what it said."""
+    detail = str(h.get("detail") or "no frames")
+    return f"{h.get('state', 'down')} at the end ({detail})"
+
+
+def silent_sources(stats: dict[str, Any]) -> list[str]:
+    """An error line for each source that produced no frame at all in a run that started
+    (a camera that accepts and sends nothing, or refuses): such a run did not do its job."""
+    out = []
+    for stream, entry in stats.get("streams", {}).items():
+        if entry.get("produced", 0) == 0:
+            h = stats.get("health", {}).get(stream)
+            why = f": camera never live, {never_live_why(h)}" if h else ""
+            out.append(f"{stream}: produced no frames{why}")
     return out
 
 

@@ -7,7 +7,8 @@ and exits in graph order. A second one, or the grace period running out, kills w
 left; either way the stats are written, the summary printed, and every segment and socket
 removed. A stage that dies is restarted, disabled or ends the run by its ``on_failure``
 (``restart``). The run's frame accounting lives in per-instance ledgers in shared memory,
-made here before any stage starts, read here at the end (``stats.delivery``).
+made here before any stage starts; deaths, stream ends and the delivery report are
+the run's books (``accounting.run_book``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from ..accounting.run_book import RunBook
 from ..errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -44,13 +46,13 @@ from ..runtime.child import PARENT_ENV
 from ..runtime.job import JOB_ENV, TOKEN_ENV, Job
 from ..runtime.ledger import Ledger
 from ..secrets import known as known_secrets
-from ..stats.delivery import delivery_report
 from ..stats.live_view import LiveView
 from ..stats.metrics import counters_of
 from ..stats.report import Snapshot, StatsBook
+from ..stats.summary import silent_sources
 from ..transport.codec import unpackb
 from ..transport.framepool import SHM_DIR
-from ..transport.links import configure, gone_dir, secure_endpoint, stream_owner, zmq_context
+from ..transport.links import configure, gone_dir, secure_endpoint, zmq_context
 from .affinity import thread_env
 from .camera_health import CameraHealth
 from .restart import RestartPolicy
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = ["RunResult", "Supervisor"]
 
 log = logging.getLogger("rkpipe")
+_ECHO_S = 0.1  # one signal delivered twice arrives within microseconds; a person, not
 _CONTROL_KINDS = {"stats", "ready", "fatal", "crash", "done", "stream_end", "health"}
 
 
@@ -119,13 +122,12 @@ class Supervisor:
         self.errors: list[str] = []
         self.fatal_exits: list[str] = []  # exited with EXIT_SETUP; its message may come later
         self.signals: list[int] = []
+        self._signalled = 0.0  # when the last stop request came
         self.draining_since: float | None = None
         self.killed = False  # stopped at once (a second signal)
         self.cut_short = False  # the drain ran past its grace period
         self.t_ready: float | None = None
         self.started_at = time.time()
-        self.stage_ends: dict[str, set[str]] = {}  # stage -> streams it passed END on for
-        self.source_ends: dict[str, list[int]] = {}  # stream -> [END seq, source drops]
         self.rejected = 0  # control messages refused
         self.failed_late: list[str] = []  # failures the run went on after (a disabled sink)
         self.group = ProcessGroup()
@@ -154,6 +156,9 @@ class Supervisor:
         for inst in self.children:
             self.ledgers[inst] = Ledger.create(self._ledger_path(inst))
         self.run_ledger = Ledger.create(self._ledger_path("run"))
+        self.accounts = RunBook(
+            self.plan, self.run_ledger, self.ledgers, gone_dir(str(self.ipc_dir))
+        )
         self.book = StatsBook(
             {st: [i.instance for i in self.plan.by_stage(st)] for st in self.plan.order()},
             cpus={i.instance: i.cpus for i in self.plan.instances},
@@ -174,7 +179,7 @@ class Supervisor:
             run_ledger=str(self._ledger_path("run")),
             restarted=restarted,
             finished=[i for i, c in self.children.items() if c.done and not c.disabled],
-            lost_ends=self._lost_ends(spec) if restarted and not spec.is_source else {},
+            lost_ends=self.accounts.lost_ends(spec) if restarted and not spec.is_source else {},
             max_frames=self.frames,
             log_level=self.log_level,
             secrets=known_secrets(),  # masked in the stage's errors and logs too
@@ -205,7 +210,13 @@ class Supervisor:
 
     def on_signal(self, signum: int) -> None:
         """SIGINT/SIGTERM: the first drains, the second kills now; more change nothing.
+        The same signal again within ``_ECHO_S`` is the same request delivered twice (GNU
+        timeout signals the process, then its group), not a person asking again.
         Never raises, so teardown always completes."""
+        now = time.monotonic()
+        if self.signals and self.signals[-1] == signum and now - self._signalled < _ECHO_S:
+            return
+        self._signalled = now
         self.signals.append(signum)
         if len(self.signals) == 1:
             name = signal.Signals(signum).name
@@ -276,6 +287,8 @@ class Supervisor:
         wall = time.monotonic() - t0
         active = wall - ((self.t_ready or t0) - t0)
         stats = self._final_stats(wall, active)
+        if stats["ran"] and not self.errors:  # every run ends with its word
+            self.errors += silent_sources(stats)
         self._finish_view(active)
         self.errors += self.failed_late
         return RunResult(self._exit_code(), stats, self.errors)
@@ -363,9 +376,12 @@ class Supervisor:
             child.done = True
         elif kind == "stream_end":
             stream = str(event.get("stream"))
-            self.stage_ends.setdefault(child.spec.stage, set()).add(stream)
             if child.spec.is_source:
-                self.source_ends[stream] = [int(event["end"]), int(event["sd"])]
+                self.accounts.stream_ended(
+                    child.spec, stream, int(event["end"]), int(event["source_drops"])
+                )
+            else:
+                self.accounts.stream_ended(child.spec, stream)
         elif kind == "health" and child.spec.is_source:
             state, detail = str(event.get("state")), str(event.get("detail"))
             self.cameras.update(child.spec.stage, state, detail)
@@ -380,25 +396,6 @@ class Supervisor:
         return {**timing, **counters_of(self.ledgers[child.spec.instance].snapshot())}
 
     # -- deaths and restarts ---------------------------------------------------------------------
-    def _lost_ends(self, spec: InstanceSpec) -> dict[str, list[int]]:
-        """Streams that ended upstream of a restarted instance, whose END its stage has not
-        passed on: it may have died in the crash. Where streams are pinned to replicas, only
-        the stream's own replica is told. Each as [END seq, source drops]."""
-        upstream = self.plan.upstream(spec.stage)
-        return {
-            stream: end
-            for stream, end in self.source_ends.items()
-            if stream in upstream
-            and stream not in self.stage_ends.get(spec.stage, set())
-            and not (spec.pinned and stream_owner(stream, spec.replicas) != spec.replica)
-        }
-
-    def _died(self) -> None:
-        """Note a death where every stage can see it: frames made before it may be lost."""
-        assert self.run_ledger is not None
-        self.run_ledger.set("last_death_ns", time.monotonic_ns())
-        self.run_ledger.add("deaths")
-
     def _reap(self, now: float) -> None:
         for name, c in self.children.items():
             if c.proc is None or c.proc.poll() is None:
@@ -408,11 +405,11 @@ class Supervisor:
             if code == 0 or c.done:
                 c.done = True
                 continue
-            self._died()
+            self.accounts.died()  # where every stage sees it: frames before it may be lost
             c.exits.append(c.policy.describe(code))
             if code == EXIT_SETUP or self.draining_since is not None:
                 c.done = True
-                self._mark_gone(name)
+                self.accounts.mark_gone(name)
                 if code == EXIT_SETUP:
                     self.fatal_exits.append(name)
                 continue
@@ -426,7 +423,7 @@ class Supervisor:
             c.restart_at = now + delay
             return
         c.done = True
-        self._mark_gone(name)
+        self.accounts.mark_gone(name)
         window = self.settings.restart_window_s
         if decision == "disable":
             c.disabled = True
@@ -443,13 +440,6 @@ class Supervisor:
                 f"{name}: exited with {how} {len(c.policy.deaths)} times in {window:.0f}s; "
                 "giving up"
             )
-
-    def _mark_gone(self, instance: str) -> None:
-        """Tell the other stages (by a file they look for while waiting) that ``instance``
-        ended for good without finishing, so none waits on it for credits or its EOS."""
-        gone = gone_dir(str(self.ipc_dir))
-        gone.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (gone / instance).touch(mode=0o600)
 
     def _restart_due(self, now: float) -> None:
         for c in self.children.values():
@@ -518,23 +508,14 @@ class Supervisor:
 
     def _final_stats(self, wall: float, active: float) -> dict[str, Any]:
         """The ``--stats-out`` document: per stage, and the delivery check per stream."""
-        for inst, c in self.children.items():  # counters even of processes that were killed
-            ledger_counters = counters_of(self.ledgers[inst].snapshot())
-            self.book.set_counters(inst, ledger_counters)
-            del c
-        sources = {i.stage: self.ledgers[i.instance] for i in self.plan.instances if i.is_source}
-        sinks = {i.instance: self.ledgers[i.instance] for i in self.plan.instances if not i.outputs}
-        reaches = {
-            i.instance: {s for s in self.plan.upstream(i.stage) if s in sources}
-            for i in self.plan.instances
-            if not i.outputs
-        }
         disabled = {n for n, c in self.children.items() if c.disabled}
-        stopped = self.killed or self.cut_short
+        delivery = self.accounts.report(disabled, stopped=self.killed or self.cut_short)
+        for inst in self.children:  # counters even of processes that were killed
+            self.book.set_counters(inst, counters_of(self.ledgers[inst].snapshot()))
         graph_dir = self.graph.graph_dir
-        delivery = delivery_report(sources, sinks, reaches, disabled, stopped)
         return {
             "schema": "rkpipe.stats/2",
+            "ran": self.t_ready is not None,  # every stage was set up: the run started
             "pipeline": self.settings.name,
             "run_id": self.run_id,
             "started": _iso(self.started_at),

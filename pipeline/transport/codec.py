@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from ..accounting.keys import bounded
 from ..errors import TransportError
 from ..messages import Message
 from .framepool import FrameLost, FramePool, PoolReader, SlotRef
@@ -136,7 +137,7 @@ def encode(
 ) -> list:
     """Turn a message into multipart frames. Arrays received from shared memory are forwarded
     by reference; new large arrays go into ``pool`` (or inline if there is none or the link
-    crosses hosts, ``inline_all``). ``acct`` is the frame accounting [sd, lost, skip]."""
+    crosses hosts, ``inline_all``). ``acct`` is the frame accounting [source_drops, lost, skip]."""
     descs: list = []
     parts: list = [b""]
     for name, arr in msg.arrays.items():
@@ -197,9 +198,9 @@ def encode_control(
 
 class Decoded:
     """A received envelope: its kind, the message, the shared-memory refs it uses, and its
-    frame accounting (``sd``, ``lost``, ``skip``; see pipeline.runtime.integrity)."""
+    frame accounting (``source_drops``, ``lost``, ``skip``; see pipeline.runtime.integrity)."""
 
-    __slots__ = ("kind", "lost", "more", "msg", "refs", "sd", "skip")
+    __slots__ = ("kind", "lost", "more", "msg", "refs", "skip", "source_drops")
 
     def __init__(
         self,
@@ -207,7 +208,7 @@ class Decoded:
         more: bool,
         msg: Message,
         refs: list[SlotRef],
-        sd: int = 0,
+        source_drops: int = 0,
         lost: list[tuple[int, str]] | None = None,
         skip: str = "",
     ) -> None:
@@ -215,7 +216,7 @@ class Decoded:
         self.more = more
         self.msg = msg
         self.refs = refs
-        self.sd = sd
+        self.source_drops = source_drops
         self.lost = lost or []
         self.skip = skip
 
@@ -257,8 +258,8 @@ def _header(parts: list) -> list:
 
 def _acct(acct: Any) -> tuple[int, list[tuple[int, str]], str]:
     if not isinstance(acct, list) or len(acct) != 3:
-        raise TransportError("frame accounting is not [sd, lost, skip]")
-    sd, lost, skip = acct
+        raise TransportError("frame accounting is not [source_drops, lost, skip]")
+    source_drops, lost, skip = acct
     if not isinstance(lost, list) or len(lost) > _MAX_LOST or not isinstance(skip, str):
         raise TransportError("frame accounting has the wrong types")
     out = []
@@ -266,8 +267,8 @@ def _acct(acct: Any) -> tuple[int, list[tuple[int, str]], str]:
         ok = isinstance(item, list) and len(item) == 2 and isinstance(item[1], str)
         if not ok or type(item[0]) is not int or not 0 <= item[0] < 1 << 40:
             raise TransportError("a loss annotation is not [n, reason]")
-        out.append((item[0], item[1][:200]))
-    return _int(sd, "sd"), out, skip[:200]
+        out.append((item[0], bounded(item[1])))
+    return _int(source_drops, "source_drops"), out, bounded(skip)
 
 
 def decode(parts: list, reader: PoolReader | None) -> Decoded:

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.accounting.envelope import Accounting
 from pipeline.graph.plan import InstanceSpec
 from pipeline.messages import Message
 from pipeline.runtime.inputs import Inputs
 from pipeline.runtime.ledger import Ledger
-from pipeline.runtime.outputs import Outputs
+from pipeline.runtime.sender import Sender
 from pipeline.transport.framepool import SHM_DIR, FramePool, PoolReader
 from support.rkpipe import poll_for
 
@@ -36,7 +37,7 @@ def link(tmp_path: Path):
     pool = FramePool(f"rkpipe-{run_id}-pool-a", 8)
     reader = PoolReader(prefix=f"rkpipe-{run_id}-")
     ledger = Ledger.create(SHM_DIR / f"rkpipe-{run_id}-ledger-b")
-    out = Outputs(spec("a", endpoint, [], {"b": ["b"]}, run_id), pool, PoolReader(), "tok")
+    out = Sender(spec("a", endpoint, [], {"b": ["b"]}, run_id), pool, PoolReader(), "tok")
     refused: list[str] = []
     ins = Inputs(
         spec("b", "ipc:///unused", [("a", "a", endpoint)], {}, run_id),
@@ -60,7 +61,7 @@ def test_credits_bound_the_link_and_frames_go_by_reference(link) -> None:
         frame[:] = seq
         frames.append(frame)
         assert out.ready("cam0")
-        out.send(Message("cam0", seq, seq - 1, arrays={"frame": frame}), False, (0, [], ""))
+        out.send(Message("cam0", seq, seq - 1, arrays={"frame": frame}), False, Accounting(0))
     assert not out.ready("cam0")
     assert poll_for(lambda: ins.receive(ins.inlets[0]) or len(ins.ready) == 2, 5)
     first = ins.take()  # its credit goes back
@@ -76,9 +77,9 @@ def test_accounting_travels_and_the_chain_counts_a_hole_once(link) -> None:
     out, ins, _ = link
     assert poll_for(lambda: out.poll_credits(10) or out.ready("cam0"), 5)
     sent = [(0, 0), (1, 0), (4, 1)]  # (seq, source drops before it)
-    for seq, sd in sent:
+    for seq, source_drops in sent:
         assert poll_for(lambda: out.poll_credits(10) or out.ready("cam0"), 5)
-        out.send(Message("cam0", seq, seq - 1), False, (sd, [], ""))
+        out.send(Message("cam0", seq, seq - 1), False, Accounting(source_drops))
         assert poll_for(lambda: ins.receive(ins.inlets[0]) or len(ins.ready) >= 1, 5)
         link_ = ins.take()
         chain = ins.chain("a", "cam0")

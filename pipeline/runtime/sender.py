@@ -13,21 +13,18 @@ from collections.abc import Callable
 
 from zmq.auth import load_certificate
 
+from ..accounting.envelope import Accounting
+from ..accounting.reasons import BEHIND
 from ..graph.plan import InstanceSpec
 from ..messages import Message
 from ..transport.codec import END, MSG, SKIP, encode, encode_control
 from ..transport.framepool import FramePool, PoolReader
 from ..transport.links import Outlet, Reject
 
-__all__ = ["BEHIND", "Accounting", "Outputs"]
-
-#: The drop reason of a frame a best-effort sink (the preview) had no room for.
-BEHIND = "behind"
-
-Accounting = tuple[int, list[tuple[int, str]], str]  # (sd, lost, skip reason)
+__all__ = ["Sender"]
 
 
-class Outputs:
+class Sender:
     """One stage instance's outlet to every downstream stage."""
 
     def __init__(
@@ -75,12 +72,12 @@ class Outputs:
         prev = self._link_prev(msg.stream, msg.seq, msg.prev)
         saved, msg.prev = msg.prev, prev
         try:
-            parts = encode(msg, MSG, more, self.pool, self.reader, self.inline_all, list(acct))
+            parts = encode(msg, MSG, more, self.pool, self.reader, self.inline_all, acct.to_wire())
         finally:
             msg.prev = saved
 
         def behind() -> list:  # what a best-effort stage without room gets in its place
-            why = [acct[0], acct[1], BEHIND]
+            why = acct.skipped(BEHIND).to_wire()
             return encode_control(SKIP, msg.stream, msg.seq, prev, more, why, msg.t_mono_ns)
 
         return self.outlet.send(parts, msg.stream, behind, msg.seq)
@@ -89,7 +86,7 @@ class Outputs:
         """Send a SKIP (this frame was dropped, ``acct``'s reason says why) or END marker."""
         assert kind in (SKIP, END)
         prev = self._link_prev(msg.stream, msg.seq, msg.prev)
-        parts = encode_control(kind, msg.stream, msg.seq, prev, more, list(acct), msg.t_mono_ns)
+        parts = encode_control(kind, msg.stream, msg.seq, prev, more, acct.to_wire(), msg.t_mono_ns)
         return self.outlet.send(parts, msg.stream, None, msg.seq)
 
     def wait_for_room(
