@@ -19,7 +19,12 @@ from pipeline.detections import Detections
 from pipeline.errors import ModelError
 from stages.infer.rknn_export.calibration import letterbox_rgb, scene_frames
 from stages.infer.rknn_export.checks import check_cut
-from stages.infer.rknn_export.resize import anchor_count, parse_imgsz, resize_input
+from stages.infer.rknn_export.resize import (
+    _reshape_target,
+    anchor_count,
+    parse_imgsz,
+    resize_input,
+)
 from stages.infer.rknn_export.surgery import cut_heads, input_size_of, load_onnx
 from stages.infer.rknn_export.toolkit_env import SETUP_COMMAND
 from stages.infer.rknn_export.verify import agreement, decode_all, onnx_outputs
@@ -285,6 +290,22 @@ def test_imgsz_is_width_by_height(text, hw):
 def test_a_bad_imgsz_is_refused(text):
     with pytest.raises(ValueError, match="--imgsz"):
         parse_imgsz(text)
+
+
+@pytest.mark.parametrize(
+    ("shape", "want"),
+    [
+        ([1, 4, 16, 8400], [1, 4, 16, 5040]),  # the DFL over every anchor
+        ([1, 2, 128, 400], [1, 2, 128, 240]),  # YOLO11's attention flattens stride 32
+        ([1, 128, 20, 20], [1, 128, 12, 20]),  # ... and unflattens it, (h, w) last
+        ([1, 64, 80, 80], [1, 64, 48, 80]),
+        ([1, 80, -1], [1, 80, -1]),  # 80 classes, not the stride-8 grid
+        ([1, 64, -1], [1, 64, -1]),
+    ],
+)
+def test_reshape_targets_are_redone_for_the_new_grid(shape, want):
+    got = _reshape_target(np.array(shape, np.int64), (640, 640), (384, 640))
+    assert got.tolist() == want
 
 
 def test_what_a_resize_cannot_redo_is_refused():

@@ -1,10 +1,12 @@
 """Give a stock YOLOv8 / YOLO11 detect ONNX another input size, e.g. 640x384 for 16:9 cameras.
 
 The network is fully convolutional up to its head convolutions, and its upsampling Resize
-nodes take scales, so only the input shape and the stock tail's constants depend on the
-size: the anchor grid and per-anchor strides (float tensors over the N anchors), and the
-reshapes that name N. Those are recomputed for the new grid; any other constant over N, or
-a Resize to fixed sizes, is refused rather than guessed at. The result is the model
+nodes take scales, so only the input shape and a few constants depend on the size: the stock
+tail's anchor grid and per-anchor strides (float tensors over the N anchors), and the target
+shapes of reshapes that name a grid: N, one stride's h*w (YOLO11's attention flattens the
+stride-32 map) or its (h, w) as the last two dims (and unflattens it). Those are recomputed
+for the new grid; any other float constant over N, or a Resize to fixed sizes, is refused
+rather than guessed at. The result is the model
 Ultralytics would export at that ``imgsz`` with the same weights, so the cut check can hold
 the cut to it element by element.
 """
@@ -69,17 +71,33 @@ def _regrid(
     return np.stack(out).reshape(*values.shape[:-1], n_new).astype(values.dtype)
 
 
-def _tensors(model: Any) -> list[tuple[Any, Callable[[Any], None]]]:
-    """Every constant tensor (initializers and Constant nodes' values) with a setter."""
-    found: list[tuple[Any, Callable[[Any], None]]] = []
+def _reshape_target(values: np.ndarray, old: tuple[int, int], new: tuple[int, int]) -> np.ndarray:
+    """A reshape's target shape for the new input: the anchor count, a stride's flattened
+    grid h*w, and a trailing (h, w) grid, each redone for that stride at the new size."""
+    out = values.copy()
+    grids = [((old[0] // s, old[1] // s), (new[0] // s, new[1] // s)) for s in STRIDES]
+    if len(out) >= 3:
+        for (oh, ow), (nh, nw) in grids:
+            if (out[-2], out[-1]) == (oh, ow):
+                out[-2:] = (nh, nw)
+                return out
+    flat = {oh * ow: nh * nw for (oh, ow), (nh, nw) in grids}
+    flat[anchor_count(old)] = anchor_count(new)
+    return np.array([flat.get(int(v), int(v)) if v > 1 else v for v in out], values.dtype)
+
+
+def _tensors(model: Any) -> list[tuple[str, Any, Callable[[Any], None]]]:
+    """Every constant tensor (initializers and Constant nodes' values): the name the graph
+    reads it by, the tensor, and a setter."""
+    found: list[tuple[str, Any, Callable[[Any], None]]] = []
     for init in model.graph.initializer:
-        found.append((init, init.CopyFrom))
+        found.append((init.name, init, init.CopyFrom))
     for node in model.graph.node:
         if node.op_type != "Constant":
             continue
         for attr in node.attribute:
             if attr.name == "value":
-                found.append((attr.t, attr.t.CopyFrom))
+                found.append((node.output[0], attr.t, attr.t.CopyFrom))
     return found
 
 
@@ -103,21 +121,20 @@ def resize_input(model: Any, hw: tuple[int, int], where: str = "model") -> Any:
     old_rows, new_rows = _rows(old_hw), _rows(hw)
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    for tensor, replace in _tensors(out):
-        if n_old not in tensor.dims and tensor.data_type != onnx.TensorProto.INT64:
+    shapes = {n.input[1] for n in out.graph.node if n.op_type == "Reshape"}
+    for name, tensor, replace in _tensors(out):
+        if n_old not in tensor.dims and name not in shapes:
             continue
         values = numpy_helper.to_array(tensor)
-        if values.dtype == np.int64 and values.ndim == 1:
-            if n_old in values:  # a reshape's target shape over the anchors
-                values = np.where(values == n_old, n_new, values)
-                replace(numpy_helper.from_array(values, tensor.name))
+        if name in shapes and values.dtype == np.int64 and values.ndim == 1:
+            replace(numpy_helper.from_array(_reshape_target(values, old_hw, hw), tensor.name))
             continue
         if values.ndim == 0 or values.shape[-1] != n_old:
             continue
         regridded = _regrid(values, old_rows, new_rows, n_old) if values.dtype.kind == "f" else None
         if regridded is None:
             msg = (
-                f"{where}: constant {tensor.name!r} {list(values.shape)} runs over the "
+                f"{where}: constant {name!r} {list(values.shape)} runs over the "
                 f"{n_old} anchors but is not the anchor grid or the strides, so it cannot be "
                 f"redone for {hw[1]}x{hw[0]}: export the model at that size instead"
             )
