@@ -430,7 +430,7 @@ def rect_comparison(
 
     duration = args.duration or 12.0
     warmup = min(3.0, duration / 3)
-    models = {"square": _graphs.MODEL, "rect": rect}
+    models = {"square": _graphs.MODEL, "rect": rect.resolve()}
     sizes = {k: onnx_input_size(m) for k, m in models.items()}
     runs: dict[str, list[dict[str, dict]]] = {k: [] for k in models}
     with tempfile.TemporaryDirectory(prefix="rkpipe-bench-") as tmp:
@@ -449,7 +449,7 @@ def rect_comparison(
     print(f"\nrectangular input: {STREAMS} streams 640x360, ONNX Runtime, {args.threads} CPUs")
     head = f"{'':<44}{'fps':>7}{'CPU ms/frame':>14}{'CPU share':>11}{'lat p50':>9}{'p99 ms':>8}"
     print(head)
-    ratios = {}
+    ratios: dict[str, Any] = {}
     for key in keys:
         for kind, model in models.items():
             fig = med[kind][key]
@@ -463,6 +463,15 @@ def rect_comparison(
         ratios[key] = med["rect"][key]["fps"] / med["square"][key]["fps"]
         verdict = "ok" if ratios[key] >= TARGET_RECT else "MISSED"
         print(f"  {key}: rect/square FPS {ratios[key]:.2f}   target >= {TARGET_RECT}  {verdict}")
+        # each round ran the two back to back: its own ratio sees the least drift in load
+        paired = [r[key]["fps"] / q[key]["fps"] for q, r in zip(*runs.values(), strict=True)]
+        cpu = med["square"][key]["cpu_ms_per_frame"] / med["rect"][key]["cpu_ms_per_frame"]
+        print(
+            f"  {key}: per round {' '.join(f'{x:.2f}' for x in paired)}; CPU per frame "
+            f"square/rect {cpu:.2f} (the figure other load disturbs least)"
+        )
+        ratios[f"{key}/rounds"] = paired
+        ratios[f"{key}/cpu"] = cpu
     return {"models": {k: str(m) for k, m in models.items()}, "figures": med, "ratios": ratios}
 
 

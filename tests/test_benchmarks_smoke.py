@@ -88,7 +88,7 @@ def test_onnx_pipeline_benchmark_compares_the_rectangular_model(tmp_path: Path, 
     proc = run_bench("bench_pipeline_onnx.py", *args, "--duration", "4", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
-    assert set(doc["ratios"]) == {"2x1"} and doc["ratios"]["2x1"] > 0
+    assert {"2x1", "2x1/rounds", "2x1/cpu"} == set(doc["ratios"]) and doc["ratios"]["2x1"] > 0
     assert "rect/square FPS" in proc.stdout and "(640x384)" in proc.stdout
 
 

@@ -125,8 +125,7 @@ def load_graph(path: str | Path, cpus: set[int] | Topology | None = None) -> Gra
         elif sdef is not None:
             stages[name] = sdef
     _check_links(raw_stages, stages, disabled, problems)
-    if not problems.items:
-        _link_options(stages, path.parent, problems)
+    _link_options(stages, path.parent, problems)
     _check_curve(stages, path.parent, problems)
     if isinstance(cpus, Topology):
         topology = cpus

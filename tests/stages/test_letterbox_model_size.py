@@ -149,3 +149,12 @@ path = "{out}"
     records = read_jsonl(out)
     assert len(records) == 3
     assert all(rec["meta"]["letterbox"]["dst_h"] == 384 for rec in records), records[0]["meta"]
+
+
+def test_a_mismatch_is_reported_with_the_graphs_other_problems(tmp_path):
+    text = _graph(str(RECT_ONNX), "size = [640, 640]").replace("frames = 3", "frames = 3\nfps = -1")
+    with pytest.raises(GraphError) as err:
+        load_graph(write_graph(tmp_path, text), cpus={0, 1})
+    problems = err.value.problems
+    assert any("stages.cam.fps" in p for p in problems), problems
+    assert any("stages.pre.size: size = [640, 640]" in p for p in problems), problems
