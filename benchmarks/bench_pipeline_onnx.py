@@ -447,7 +447,7 @@ def rect_comparison(
                 runs[kind].append(got)
     med = {kind: _median_run(r) for kind, r in runs.items()}
     print(f"\nrectangular input: {STREAMS} streams 640x360, ONNX Runtime, {args.threads} CPUs")
-    head = f"{'':<44}{'fps':>7}{'CPU ms/frame':>14}{'CPU share':>11}{'lat p50':>9}{'p99 ms':>8}"
+    head = f"{'':<52}{'fps':>7}{'CPU ms/frame':>14}{'CPU share':>11}{'lat p50':>9}{'p99 ms':>8}"
     print(head)
     ratios: dict[str, Any] = {}
     for key in keys:
@@ -456,7 +456,7 @@ def rect_comparison(
             w, h = sizes[kind] or (0, 0)
             label = f"pipeline {key} {model.name} ({w}x{h})"
             print(
-                f"{label[:44]:<44}{fig['fps']:>7.2f}{fig['cpu_ms_per_frame']:>14.0f}"
+                f"{label[:52]:<52}{fig['fps']:>7.2f}{fig['cpu_ms_per_frame']:>14.0f}"
                 f"{fig['cpu_share']:>11.0%}{fig['latency_p50_ms']:>9.0f}"
                 f"{fig['latency_p99_ms']:>8.0f}{_rounds(fig)}"
             )
