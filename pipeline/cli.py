@@ -93,6 +93,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("graph", type=Path)
     show.add_argument("--cpus", type=_machine, metavar="LIST|BOARD", help="as for validate")
+    show.add_argument(
+        "--plan",
+        action="store_true",
+        help="also the capacity plan: NPU time per frame, FPS offered, whether it fits",
+    )
+    for sp in (val, show):
+        sp.add_argument(
+            "--board-report",
+            type=Path,
+            metavar="FILE",
+            help="NPU figures from this board_report.json (benchmarks/board_check.py; "
+            "default: one in the working folder or beside the graph, else the reference)",
+        )
     for name in sorted(commands()):  # registered subcommands; each parses its own arguments
         main_fn = command(name)
         doc = (main_fn.__doc__ or "").strip().splitlines() if main_fn else []
@@ -104,6 +117,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     graph = load_graph(args.graph, cpus=args.cpus)
     n = len(make_plan(graph, "check", "/tmp/rkpipe-check").instances)
     print(f"{args.graph}: ok ({len(graph.stages)} stages, {n} processes)")
+    from stages.infer.capacity import capacity_plans, find_board_report
+
+    for plan in capacity_plans(graph, find_board_report(graph.graph_dir, args.board_report)):
+        print(f"{args.graph}: {plan.summary()}")
     return 0
 
 
@@ -126,6 +143,11 @@ def cmd_graph(args: argparse.Namespace) -> int:
         options = mask_options(graph.stages[name].options)  # this output gets pasted in issues
         if options:
             print(f"  {'':<16} {', '.join(f'{k}={v!r}' for k, v in options.items())}")
+    if args.plan:
+        from stages.infer.capacity import capacity_plans, find_board_report, plan_lines
+
+        report = find_board_report(graph.graph_dir, args.board_report)
+        print("\n".join(plan_lines(capacity_plans(graph, report), report)))
     return 0
 
 
