@@ -15,7 +15,7 @@ from pathlib import Path
 from . import __version__
 from .cpus import Topology, format_cpus, topology_for
 from .errors import EXIT_INTERRUPTED, GraphError, RkpipeError
-from .graph.load import load_graph
+from .graph.load import Graph, load_graph
 from .graph.plan import make_plan
 from .outputs import unwritable
 from .registry import command, commands
@@ -117,11 +117,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
     graph = load_graph(args.graph, cpus=args.cpus)
     n = len(make_plan(graph, "check", "/tmp/rkpipe-check").instances)
     print(f"{args.graph}: ok ({len(graph.stages)} stages, {n} processes)")
-    from stages.infer.capacity import capacity_plans, find_board_report
-
-    for plan in capacity_plans(graph, find_board_report(graph.graph_dir, args.board_report)):
-        print(f"{args.graph}: {plan.summary()}")
+    for lines in _plans(graph, args.board_report)[1]:
+        print(f"{args.graph}: {lines[0]}")
     return 0
+
+
+BOARD_REPORT = "board_report.json"  # benchmarks/board_check.py writes it on a board
+
+
+def _plans(graph: Graph, given: Path | None) -> tuple[Path | None, list[list[str]]]:
+    """The board report used (``given``, else one in the working folder or beside the
+    graph) and each stage's capacity plan, summary line first."""
+    report = given
+    for folder in (Path.cwd(), graph.graph_dir):
+        if report is None and (folder / BOARD_REPORT).is_file():
+            report = folder / BOARD_REPORT
+    plans = (sdef.cls.plan(name, graph, report) for name, sdef in graph.stages.items())
+    return report, [p for p in plans if p]
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -144,10 +156,11 @@ def cmd_graph(args: argparse.Namespace) -> int:
         if options:
             print(f"  {'':<16} {', '.join(f'{k}={v!r}' for k, v in options.items())}")
     if args.plan:
-        from stages.infer.capacity import capacity_plans, find_board_report, plan_lines
-
-        report = find_board_report(graph.graph_dir, args.board_report)
-        print("\n".join(plan_lines(capacity_plans(graph, report), report)))
+        report, plans = _plans(graph, args.board_report)
+        source = f"board report {report}" if report else "no board report: reference figures"
+        print(f"capacity plan ({source}):" if plans else "capacity plan: no NPU stage to plan")
+        for lines in plans:
+            print("\n".join(f"  {line}" for line in lines[1:]))
     return 0
 
 

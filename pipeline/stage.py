@@ -99,6 +99,13 @@ class Stage(Generic[C]):
         return {}, []
 
     @classmethod
+    def plan(cls, name: str, graph: Any, board_report: Path | None) -> list[str]:
+        """What ``rkpipe graph --plan`` says about this stage of the loaded ``graph``
+        (inference: whether the NPU keeps up with the cameras); the first line also goes
+        into ``rkpipe validate``. ``board_report``: a board's measured figures, if any."""
+        return []
+
+    @classmethod
     def frame_bytes(cls, config: StageConfig) -> int:
         """About how many bytes one message's arrays take in this stage's shared-memory
         pool, to size /dev/shm (``rkpipe doctor``); 0 for stages that write none."""

@@ -20,13 +20,12 @@ from typing import Any
 
 from stages.infer.input_size import model_input_size
 
-__all__ = ["REFERENCE_MS", "CapacityPlan", "capacity_plans", "find_board_report", "plan_lines"]
+__all__ = ["REFERENCE_MS", "CapacityPlan", "capacity_plan", "capacity_plans", "plan_lines"]
 
 REFERENCE_MS = 20.5  # YOLOv8n INT8 640x640, one RK3588 core, from Python
 REFERENCE_PIXELS = 640 * 640
 ASSUMED_FPS = 30.0  # a live source without an fps: what most cameras send
 RECT = (640, 384)  # the rectangular input 16:9 frames letterbox into at 640 wide
-BOARD_REPORT = "board_report.json"
 
 
 @dataclass
@@ -80,16 +79,6 @@ class CapacityPlan:
             f"({self.ms_source}), {self.cores} core(s) -> {self.capacity_fps:.0f} FPS; "
             f"{offered}: {verdict}"
         )
-
-
-def find_board_report(graph_dir: Path, given: Path | None = None) -> Path | None:
-    """``given``, else ``board_report.json`` in the working folder or beside the graph."""
-    if given is not None:
-        return given
-    for folder in (Path.cwd(), graph_dir):
-        if (folder / BOARD_REPORT).is_file():
-            return folder / BOARD_REPORT
-    return None
 
 
 def _board_ms(report: dict[str, Any], wh: tuple[int, int]) -> tuple[float, str] | None:
@@ -158,57 +147,64 @@ def _fixes(plan: CapacityPlan, per_core: list[int], rect: float | None) -> list[
     return out
 
 
+def _read_report(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def capacity_plans(graph: Any, board_report: Path | None = None) -> list[CapacityPlan]:
     """A plan per inference stage on an NPU backend (rknn, sim) of a loaded graph."""
+    plans = (capacity_plan(graph, name, board_report) for name in graph.stages)
+    return [p for p in plans if p is not None]
+
+
+def capacity_plan(graph: Any, name: str, board_report: Path | None) -> CapacityPlan | None:
+    """The plan of inference stage ``name``; None when it is not on an NPU backend."""
     from stages.infer.stage import InferConfig
 
-    report = None
-    if board_report is not None and board_report.is_file():
-        try:
-            report = json.loads(board_report.read_text())
-        except (OSError, ValueError):
-            report = None
-    plans = []
-    for name, sdef in graph.stages.items():
-        config = sdef.config
-        if not isinstance(config, InferConfig) or config.resolved_backend not in ("rknn", "sim"):
-            continue
-        path = (graph.graph_dir / Path(config.model).expanduser()).resolve()
-        wh = model_input_size(config.model, config.resolved_backend, path) or _fed_size(graph, name)
-        scale = wh[0] * wh[1] / REFERENCE_PIXELS
-        if config.resolved_backend == "sim":
-            ms, why = config.sim_ms * scale, "the sim's sim_ms scaled by pixels"
-        elif report is not None and (board := _board_ms(report, wh)) is not None:
-            ms, why = board
-        else:
-            ms = REFERENCE_MS * scale
-            why = "reference 20.5 ms at 640x640" + (" scaled by pixels" if scale != 1 else "")
-            why += ", an estimate"
-        per_core = [config.npu_cores.count(c) for c in sorted(set(config.npu_cores))]
-        sources = _sources_upstream(graph.stages, name)
-        live = [_live_fps(graph.stages[s]) for s in sources]
-        live_fps = [fps for is_live, fps in live if is_live]
-        plan = CapacityPlan(
-            stage=name,
-            backend=config.resolved_backend,
-            input_wh=wh,
-            ms_per_frame=ms,
-            ms_source=why,
-            cores=len(per_core),
-            runtimes=len(config.npu_cores),
-            streams=len(sources),
-            live=len(live_fps),
-            offered_fps=sum(f or ASSUMED_FPS for f in live_fps),
-            assumed_fps=sum(f is None for f in live_fps),
-        )
-        if not plan.fits:
-            rect = _board_ms(report, RECT) if report is not None else None
-            measured = rect[0] if rect and rect[1].startswith("measured") else None
-            plan.fixes = _fixes(
-                plan, per_core, measured if config.resolved_backend == "rknn" else None
-            )
-        plans.append(plan)
-    return plans
+    report = _read_report(board_report)
+    config = graph.stages[name].config
+    if not isinstance(config, InferConfig) or config.resolved_backend not in ("rknn", "sim"):
+        return None
+    path = (graph.graph_dir / Path(config.model).expanduser()).resolve()
+    wh = model_input_size(config.model, config.resolved_backend, path) or _fed_size(graph, name)
+    scale = wh[0] * wh[1] / REFERENCE_PIXELS
+    if config.resolved_backend == "sim":
+        ms, why = config.sim_ms * scale, "the sim's sim_ms scaled by pixels"
+    elif report is not None and (board := _board_ms(report, wh)) is not None:
+        ms, why = board
+    else:
+        ms = REFERENCE_MS * scale
+        why = "reference 20.5 ms at 640x640" + (" scaled by pixels" if scale != 1 else "")
+        why += ", an estimate"
+    per_core = [config.npu_cores.count(c) for c in sorted(set(config.npu_cores))]
+    sources = _sources_upstream(graph.stages, name)
+    live_fps = [
+        fps for is_live, fps in map(_live_fps, (graph.stages[s] for s in sources)) if is_live
+    ]
+    plan = CapacityPlan(
+        stage=name,
+        backend=config.resolved_backend,
+        input_wh=wh,
+        ms_per_frame=ms,
+        ms_source=why,
+        cores=len(per_core),
+        runtimes=len(config.npu_cores),
+        streams=len(sources),
+        live=len(live_fps),
+        offered_fps=sum(f or ASSUMED_FPS for f in live_fps),
+        assumed_fps=sum(f is None for f in live_fps),
+    )
+    if not plan.fits:
+        rect = _board_ms(report, RECT) if report is not None else None
+        measured = rect[0] if rect and rect[1].startswith("measured") else None
+        plan.fixes = _fixes(plan, per_core, measured if plan.backend == "rknn" else None)
+    return plan
 
 
 def _fed_size(graph: Any, name: str) -> tuple[int, int]:
@@ -220,36 +216,33 @@ def _fed_size(graph: Any, name: str) -> tuple[int, int]:
     return (640, 640)
 
 
-def plan_lines(plans: list[CapacityPlan], report: Path | None) -> list[str]:
-    """The plan as ``rkpipe graph --plan`` prints it."""
-    if not plans:
-        return ["capacity plan: no inference stage on an NPU backend (rknn, sim) to plan"]
-    lines = [f"capacity plan (NPU figures from {report if report else 'the reference'}):"]
-    for p in plans:
-        w, h = p.input_wh
-        lines += [
-            f"  stage {p.stage} ({p.backend}): model input {w}x{h}",
-            f"    NPU time per frame per core: {p.ms_per_frame:.1f} ms ({p.ms_source})",
-            f"    {p.cores} core(s), {p.runtimes} runtime(s): capacity {p.capacity_fps:.1f} FPS",
-        ]
-        if p.live:
-            assumed = f" ({p.assumed_fps} without an fps: {ASSUMED_FPS:g} assumed)"
-            lines.append(
-                f"    offered: {p.live} live stream(s), {p.offered_fps:g} FPS in all, "
-                f"{p.offered_fps / p.live:.1f} per stream" + (assumed if p.assumed_fps else "")
-            )
-        else:
-            lines.append(f"    offered: {p.streams} stream(s), not live: paced by the pipeline")
-        if p.fits:
-            share = p.offered_fps / p.capacity_fps
-            lines.append(
-                f"    fits: {share:.0%} of capacity; expected {p.stream_fps:.1f} FPS per "
-                "stream, none dropped"
-            )
-        else:
-            lines.append(
-                f"    does NOT fit: expected {p.stream_fps:.1f} FPS per stream, "
-                f"{p.dropped:.0%} of the frames dropped at the sources"
-            )
-            lines += ["    would fit with:", *(f"      - {f}" for f in p.fixes)]
+def plan_lines(plan: CapacityPlan) -> list[str]:
+    """One stage's plan as ``rkpipe graph --plan`` prints it."""
+    p = plan
+    w, h = p.input_wh
+    lines = [
+        f"stage {p.stage} ({p.backend}): model input {w}x{h}",
+        f"  NPU time per frame per core: {p.ms_per_frame:.1f} ms ({p.ms_source})",
+        f"  {p.cores} core(s), {p.runtimes} runtime(s): capacity {p.capacity_fps:.1f} FPS",
+    ]
+    if p.live:
+        assumed = f" ({p.assumed_fps} without an fps: {ASSUMED_FPS:g} assumed)"
+        lines.append(
+            f"  offered: {p.live} live stream(s), {p.offered_fps:g} FPS in all, "
+            f"{p.offered_fps / p.live:.1f} per stream" + (assumed if p.assumed_fps else "")
+        )
+    else:
+        lines.append(f"  offered: {p.streams} stream(s), not live: paced by the pipeline")
+    if p.fits:
+        share = p.offered_fps / p.capacity_fps
+        lines.append(
+            f"  fits: {share:.0%} of capacity; expected {p.stream_fps:.1f} FPS per stream, "
+            "none dropped"
+        )
+    else:
+        lines.append(
+            f"  does NOT fit: expected {p.stream_fps:.1f} FPS per stream, "
+            f"{p.dropped:.0%} of the frames dropped at the sources"
+        )
+        lines += ["  would fit with:", *(f"    - {f}" for f in p.fixes)]
     return lines

@@ -134,6 +134,15 @@ class Infer(Stage[InferConfig]):
         return model_input_size(config.model, config.resolved_backend, path)
 
     @classmethod
+    def plan(cls, name: str, graph: Any, board_report: Path | None) -> list[str]:
+        """The capacity plan on an NPU backend (``stages.infer.capacity``): a summary line,
+        then the figures and, when it does not fit, what would."""
+        from stages.infer.capacity import capacity_plan, plan_lines
+
+        plan = capacity_plan(graph, name, board_report)
+        return [] if plan is None else [plan.summary(), *plan_lines(plan)]
+
+    @classmethod
     def frame_bytes(cls, config: StageConfig) -> int:
         """About YOLOv8's outputs at 640: 84 x 8400 float32."""
         return 84 * 8400 * 4

@@ -79,7 +79,7 @@ def test_six_cameras_at_640x640_do_not_fit_and_the_plan_says_what_would(tmp_path
     assert not plan.fits and plan.capacity_fps == pytest.approx(146.3, abs=0.1)
     assert plan.stream_fps == pytest.approx(24.39, abs=0.01)
     assert plan.dropped == pytest.approx(1 - 146.34 / 180, abs=1e-3)
-    text = "\n".join(plan_lines([plan], None))
+    text = "\n".join(plan_lines(plan))
     assert "does NOT fit: expected 24.4 FPS per stream, 19% of the frames dropped" in text
     assert "rkpipe export MODEL.onnx --imgsz 640x384 (about 12.3 ms, 244 FPS: fits)" in text
     assert "cap the cameras at fps = 24 each (144 FPS offered)" in text
@@ -135,7 +135,7 @@ def test_validate_prints_the_plan_line_and_graph_the_plan(tmp_path):
     r = run_rkpipe("graph", str(path), "--plan", cwd=report.parent, timeout=60)  # found there
     assert r.returncode == 0, r.stderr
     first = next(line for line in r.stdout.splitlines() if line.startswith("capacity plan"))
-    assert first.startswith("capacity plan (NPU figures from ") and "board_report.json" in first
+    assert first.startswith("capacity plan (board report ") and "board_report.json" in first
     assert "does NOT fit: expected 25.0 FPS per stream, 17% of the frames dropped" in r.stdout
     # the board's own 640x384 figure, not the pixel estimate
     assert "rkpipe export MODEL.onnx --imgsz 640x384 (about 12.5 ms, 240 FPS: fits)" in r.stdout
