@@ -17,6 +17,15 @@ sums the errors over the clips.
 
     python benchmarks/bench_accuracy.py [--frames 600] [--hard-frames 300] [--seeds 7,8,9]
         [--presets easy,hard] [--json out.json] [--cache DIR]
+
+``--against MODEL`` also runs a second detector on the same frames (each letterboxed to its
+own model's input, as ``size = "model"`` does in a graph) and compares it with ``--model``:
+recall and mean IoU of the first model's boxes at ``--against-conf``, box counts, and both
+models' line-crossing counts, against the target for a model at another input size (recall
+and IoU >= 0.995, counts within 0.5%):
+
+    python benchmarks/bench_accuracy.py --frames 200 --hard-frames 150 --seeds 7,8 \
+        --against models/rkpipe-yolov8n-640x384.onnx
 """
 
 from __future__ import annotations
