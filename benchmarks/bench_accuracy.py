@@ -17,6 +17,15 @@ sums the errors over the clips.
 
     python benchmarks/bench_accuracy.py [--frames 600] [--hard-frames 300] [--seeds 7,8,9]
         [--presets easy,hard] [--json out.json] [--cache DIR]
+
+``--against MODEL`` also runs a second detector on the same frames (each letterboxed to its
+own model's input, as ``size = "model"`` does in a graph) and compares it with ``--model``:
+recall and mean IoU of the first model's boxes at ``--against-conf``, box counts, and both
+models' line-crossing counts, against the target for a model at another input size (recall
+and IoU >= 0.995, counts within 0.5%):
+
+    python benchmarks/bench_accuracy.py --frames 200 --hard-frames 150 --seeds 7,8 \
+        --against models/rkpipe-yolov8n-640x384.onnx
 """
 
 from __future__ import annotations
@@ -69,13 +78,19 @@ def detect(
     from pipeline.messages import Message
     from pipeline.stage import Context
     from stages.infer import Infer
+    from stages.infer.input_size import onnx_input_size
     from stages.letterbox.stage import Letterbox
     from stages.synthetic import Scene
     from stages.yolov8_decode.stage import YoloV8Decode
 
     scene = Scene(preset, seed=seed, width=WIDTH, height=HEIGHT)
     ctx = Context(stage="bench", graph_dir=ROOT)
-    chain = [Letterbox(), Infer(model=str(model), threads=threads), YoloV8Decode(conf=conf)]
+    size = onnx_input_size(model) or (640, 640)  # what size = "model" takes in a graph
+    chain = [
+        Letterbox(size=size),
+        Infer(model=str(model), threads=threads),
+        YoloV8Decode(conf=conf),
+    ]
     for stage in chain:
         stage.setup(ctx)
     out: Frames = []
@@ -360,11 +375,74 @@ def evaluate(preset: str, seed: int, frames: int, args: argparse.Namespace) -> d
         out["supervision"] = sv_result
     else:
         results["supervision"] = sv_result
+    if args.against is not None:
+        other = detect(preset, seed, frames, args.conf, args.threads, args.against)
+        out["against"] = compare_models(dets, other, lines, want, args.against_conf)
     for name, (tracks, counts, events) in results.items():
         out[name] = {**mot_scores(truth, tracks, args.min_vis), **count_error(counts, want)}
         out[name]["countable"] = countable_error(counts, seen, want)
         out[name]["events"] = event_errors(true_events, events, args.window)
     return out
+
+
+def compare_models(ref: Frames, other: Frames, lines: dict, want: dict, conf: float) -> dict:
+    """``--against``: another model's detections on the same frames, against ``ref``'s (at
+    ``conf``; matched per class at IoU >= 0.5), and both models' crossing counts."""
+    sys.path.insert(0, str(ROOT))
+    from pipeline.detections import Detections
+    from stages.infer.rknn_export.verify import agreement
+
+    def dets(frames: Frames) -> list[Detections]:
+        return [Detections(x[c >= conf], c[c >= conf], k[c >= conf]) for x, c, k in frames]
+
+    same = agreement(dets(ref), dets(other))
+    got = {}
+    for name, frames in (("ref", ref), ("other", other)):
+        got[name] = count_error(run_rkpipe(frames, lines)[1], want)
+    counts = [sum(v for ds in got[k]["counts"].values() for v in ds.values()) for k in got]
+    return {
+        "conf": conf,
+        "reference_boxes": same.reference,
+        "matched": same.matched,
+        "extra": same.extra,
+        "recall": same.recall,
+        "mean_iou": same.mean_iou,
+        "boxes": [sum(len(f[1][f[1] >= conf]) for f in fr) for fr in (ref, other)],
+        "crossings": counts,
+        "count_abs_error": [got[k]["abs_error"] for k in ("ref", "other")],
+    }
+
+
+def print_against(rows: list[dict], ref: Path, other: Path) -> None:
+    """The ``--against`` table: the other model's boxes against the reference model's."""
+    print(f"\n{other.name} against {ref.name} (same frames; boxes at conf, IoU >= 0.5):")
+    head = f"{'clip':<18}{'boxes ref/other':>17}{'recall':>8}{'mean IoU':>9}{'extra':>7}"
+    print(head + "  crossings ref/other (count error vs truth)")
+    tot = {"ref": 0, "matched": 0, "extra": 0, "b0": 0, "b1": 0, "c0": 0, "c1": 0, "iou": 0.0}
+    for r in rows:
+        a = r["against"]
+        clip = f"{r['preset']} s{r['seed']} {r['frames']}f"
+        print(
+            f"{clip:<18}{a['boxes'][0]:>9}/{a['boxes'][1]:<7}{a['recall']:8.4f}{a['mean_iou']:9.4f}"
+            f"{a['extra']:7d}  {a['crossings'][0]}/{a['crossings'][1]} "
+            f"({a['count_abs_error'][0]} / {a['count_abs_error'][1]})"
+        )
+        tot["ref"] += a["reference_boxes"]
+        tot["matched"] += a["matched"]
+        tot["extra"] += a["extra"]
+        tot["iou"] += a["mean_iou"] * a["matched"]
+        tot["b0"], tot["b1"] = tot["b0"] + a["boxes"][0], tot["b1"] + a["boxes"][1]
+        tot["c0"], tot["c1"] = tot["c0"] + a["crossings"][0], tot["c1"] + a["crossings"][1]
+    recall = tot["matched"] / max(tot["ref"], 1)
+    iou = tot["iou"] / max(tot["matched"], 1)
+    boxes_diff = abs(tot["b1"] - tot["b0"]) / max(tot["b0"], 1)
+    count_diff = abs(tot["c1"] - tot["c0"]) / max(tot["c0"], 1)
+    ok = recall >= 0.995 and iou >= 0.995 and boxes_diff <= 0.005 and count_diff <= 0.005
+    print(
+        f"{'total':<18}{tot['b0']:>9}/{tot['b1']:<7}{recall:8.4f}{iou:9.4f}{tot['extra']:7d}  "
+        f"{tot['c0']}/{tot['c1']}  | boxes differ {boxes_diff:.2%}, crossings {count_diff:.2%}; "
+        f"target: recall and IoU >= 0.995, counts within 0.5%: {'met' if ok else 'NOT met'}"
+    )
 
 
 def _total(counts: dict) -> int:
@@ -437,6 +515,16 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
     ap.add_argument("--model", type=Path, default=MODEL, help="detector ONNX (stock layout)")
+    ap.add_argument(
+        "--against",
+        type=Path,
+        metavar="MODEL",
+        help="also run this detector (e.g. models/rkpipe-yolov8n-640x384.onnx) and compare "
+        "its boxes and counts with --model's",
+    )
+    ap.add_argument(
+        "--against-conf", type=float, default=0.25, help="--against: boxes compared from here"
+    )
     ap.add_argument("--sv-python", type=Path, default=Path("/tmp/sv/bin/python"))
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--cache", type=Path, help="keep detections here and reuse them")
@@ -455,6 +543,8 @@ def main() -> None:
     print_table(rows)
     if len(seeds) > 1:
         print_totals(rows)
+    if args.against is not None:
+        print_against(rows, args.model, args.against)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))

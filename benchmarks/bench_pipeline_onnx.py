@@ -32,6 +32,15 @@ never asserted.
     python benchmarks/bench_pipeline_onnx.py [--quick] [--json OUT] [--threads N]
         [--configs 1x2,2x1,2x1pin,2x1w1] [--duration S] [--loop-s S] [--workers N]
         [--rounds N]
+
+``--rect MODEL`` (e.g. ``models/rkpipe-yolov8n-640x384.onnx``) measures instead the same
+pipeline configs on that model against the default 640x640 one, the two alternating round by
+round in one run (letterbox ``size = "model"`` follows each model), and prints the FPS
+ratio against its target (``TARGET_RECT``: a 16:9 frame's 640x384 input has 60% of the
+pixels, so at least 1.4x the FPS).
+
+    python benchmarks/bench_pipeline_onnx.py --rect models/rkpipe-yolov8n-640x384.onnx
+        [--configs 2x1] [--duration S] [--rounds N]
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 import _graphs  # noqa: E402
 
 TARGET_VS_BARE = 0.90
+TARGET_RECT = 1.4  # --rect: the rectangular model's FPS over the 640x640 model's
 CLASSES = [0, 2]  # person, car: what the pipeline's decode keeps
 STREAMS = 2
 
@@ -308,12 +318,14 @@ def configs(budget: int) -> dict[str, Config]:
     }
 
 
-def run_pipeline(cfg: Config, folder: Path, duration_s: float, warmup_s: float) -> dict:
+def run_pipeline(
+    cfg: Config, folder: Path, duration_s: float, warmup_s: float, model: Path | None = None
+) -> dict:
     name = f"onnx_{cfg.key}"
     text = _graphs.detection_graph(
         name,
         STREAMS,
-        {"model": str(_graphs.MODEL), **cfg.infer_opts()},
+        {"model": str(model or _graphs.MODEL), **cfg.infer_opts()},
         _graphs.arrivals_path(folder, name),
         layout="nchw_float",
         window=cfg.window,
@@ -409,6 +421,60 @@ def report(
     return best_key, r
 
 
+def rect_comparison(
+    rect: Path, keys: list[str], cfgs: dict[str, Config], args: argparse.Namespace
+) -> dict[str, Any]:
+    """``--rect``: each config on the 640x640 model and on ``rect``, alternating, per round;
+    the medians and the ratio against ``TARGET_RECT``."""
+    from stages.infer.input_size import onnx_input_size
+
+    duration = args.duration or 12.0
+    warmup = min(3.0, duration / 3)
+    models = {"square": _graphs.MODEL, "rect": rect.resolve()}
+    sizes = {k: onnx_input_size(m) for k, m in models.items()}
+    runs: dict[str, list[dict[str, dict]]] = {k: [] for k in models}
+    with tempfile.TemporaryDirectory(prefix="rkpipe-bench-") as tmp:
+        for i in range(args.rounds):
+            for kind, model in models.items():
+                got = {}
+                for key in keys:
+                    print(
+                        f"  round {i + 1}/{args.rounds} {kind} {model.name} pipeline {key}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    got[key] = run_pipeline(cfgs[key], Path(tmp), duration, warmup, model)
+                runs[kind].append(got)
+    med = {kind: _median_run(r) for kind, r in runs.items()}
+    print(f"\nrectangular input: {STREAMS} streams 640x360, ONNX Runtime, {args.threads} CPUs")
+    head = f"{'':<52}{'fps':>7}{'CPU ms/frame':>14}{'CPU share':>11}{'lat p50':>9}{'p99 ms':>8}"
+    print(head)
+    ratios: dict[str, Any] = {}
+    for key in keys:
+        for kind, model in models.items():
+            fig = med[kind][key]
+            w, h = sizes[kind] or (0, 0)
+            label = f"pipeline {key} {model.name} ({w}x{h})"
+            print(
+                f"{label[:52]:<52}{fig['fps']:>7.2f}{fig['cpu_ms_per_frame']:>14.0f}"
+                f"{fig['cpu_share']:>11.0%}{fig['latency_p50_ms']:>9.0f}"
+                f"{fig['latency_p99_ms']:>8.0f}{_rounds(fig)}"
+            )
+        ratios[key] = med["rect"][key]["fps"] / med["square"][key]["fps"]
+        verdict = "ok" if ratios[key] >= TARGET_RECT else "MISSED"
+        print(f"  {key}: rect/square FPS {ratios[key]:.2f}   target >= {TARGET_RECT}  {verdict}")
+        # each round ran the two back to back: its own ratio sees the least drift in load
+        paired = [r[key]["fps"] / q[key]["fps"] for q, r in zip(*runs.values(), strict=True)]
+        cpu = med["square"][key]["cpu_ms_per_frame"] / med["rect"][key]["cpu_ms_per_frame"]
+        print(
+            f"  {key}: per round {' '.join(f'{x:.2f}' for x in paired)}; CPU per frame "
+            f"square/rect {cpu:.2f} (the figure other load disturbs least)"
+        )
+        ratios[f"{key}/rounds"] = paired
+        ratios[f"{key}/cpu"] = cpu
+    return {"models": {k: str(m) for k, m in models.items()}, "figures": med, "ratios": ratios}
+
+
 def _median_run(runs: list[dict[str, dict]]) -> dict[str, dict]:
     """Per key, the figures of the round with the median FPS (the middle one, or the lower
     of the two middle ones), so one noisy round on a shared machine does not decide."""
@@ -429,6 +495,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loop-s", type=float, help="seconds per baseline loop")
     ap.add_argument("--workers", type=int, help="thread-pool workers (default: --threads)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat everything, report medians")
+    ap.add_argument(
+        "--rect",
+        type=Path,
+        metavar="MODEL",
+        help="compare this model's pipeline FPS with the 640x640 model's (no baselines)",
+    )
     args = ap.parse_args(argv)
     args.rounds = max(1, args.rounds)
 
@@ -441,6 +513,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in keys if k not in cfgs]
     if unknown:
         ap.error(f"unknown config {', '.join(unknown)}; choose from {', '.join(cfgs)}")
+    if args.rect is not None:
+        print(f"{_graphs.load_average()} at start; {budget} CPUs for the work", file=sys.stderr)
+        doc = rect_comparison(args.rect, keys if args.configs else [f"{budget}x1"], cfgs, args)
+        print(f"\n{_graphs.load_average()} at the end")
+        if args.json:
+            args.json.write_text(json.dumps(doc, indent=2))
+        return 0
     duration = args.duration or (8.0 if args.quick else 12.0)
     loop_s = args.loop_s or (3.0 if args.quick else 8.0)
     warmup = min(3.0, duration / 3)

@@ -10,6 +10,10 @@ capacity); and 2 and 6 live 640x360 streams at 30 FPS through the same pipeline 
 ``models/rkpipe-yolov8n.rknn``; elsewhere the simulated NPU (20.5 ms per call per core), so
 it runs anywhere and CI checks it.
 
+Input sizes: inference only on core 0 at 640x640 and at 640x384 (``rkpipe-yolov8n-640x384.rknn``,
+what 16:9 cameras need), and the ratio of the two times. The sim scales its service time by
+pixels (0.6), an estimate; on a board this is the measured ratio that replaces it.
+
     python benchmarks/board_check.py [--backend auto|rknn|sim] [--out DIR] [--quick]
 """
 
@@ -36,6 +40,8 @@ from pipeline.doctor.check import Check  # noqa: E402
 from pipeline.doctor.cli import run_checks  # noqa: E402
 
 RKNN_MODEL = ROOT / "models" / "rkpipe-yolov8n.rknn"
+RKNN_MODEL_RECT = ROOT / "models" / "rkpipe-yolov8n-640x384.rknn"
+SIZES = {"640x640": ((640, 640), RKNN_MODEL), "640x384": ((384, 640), RKNN_MODEL_RECT)}
 SIM_MS = 20.5
 REF_CORE_FPS = 48.5  # YOLOv8n INT8 640, one RK3588 core, from Python (seed write-up: 48-49)
 REF_STREAM_FPS = 30.0  # 2 x 640x360 streams at 30 FPS with post-processing (seed write-up)
@@ -62,17 +68,19 @@ def infer_options(backend: str, cores: list[int]) -> dict[str, Any]:
     return {"model": "sim:yolov8n", "sim_ms": SIM_MS, "sim_layout": "split", "npu_cores": cores}
 
 
-def inference_only(backend: str, core: int, calls: int) -> dict[str, float]:
-    """The backend alone on one core: ``calls`` inferences back to back, after 5 to warm."""
+def inference_only(backend: str, core: int, calls: int, size: str = "640x640") -> dict[str, float]:
+    """The backend alone on one core: ``calls`` inferences back to back, after 5 to warm,
+    on an input of ``size`` (a key of ``SIZES``)."""
+    hw, model = SIZES[size]
     if backend == "rknn":
         from stages.infer.rknn import RknnBackend
 
-        runner: Any = RknnBackend(RKNN_MODEL, core, "board_check")
+        runner: Any = RknnBackend(model, core, "board_check")
     else:
         from stages.infer.sim import SimBackend
 
         runner = SimBackend(SIM_MS, core, "split")
-    x = np.random.default_rng(0).integers(0, 255, (1, 640, 640, 3), np.uint8)
+    x = np.random.default_rng(0).integers(0, 255, (1, *hw, 3), np.uint8)
     try:
         for _ in range(5):
             runner.run(x)
@@ -83,6 +91,19 @@ def inference_only(backend: str, core: int, calls: int) -> dict[str, float]:
     finally:
         runner.close()
     return {"core": core, "fps": calls / took, "ms": 1000 * took / calls}
+
+
+def input_sizes(backend: str, calls: int) -> dict[str, Any]:
+    """Core 0 at each of ``SIZES``, and the time ratio against the pixel ratio (the sim's
+    estimate)."""
+    ms = {size: inference_only(backend, 0, calls, size)["ms"] for size in SIZES}
+    return {
+        "core": 0,
+        "ms": ms,
+        "ratio": ms["640x384"] / ms["640x640"],
+        "pixel_ratio": (640 * 384) / (640 * 640),
+        "measured_on": "the NPU" if backend == "rknn" else "the sim (scaled by pixels)",
+    }
 
 
 def pipeline_run(
@@ -157,6 +178,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['streams']} streams | {r['latency_p50_ms']:.0f} ms | "
             f"{r['latency_p99_ms']:.0f} ms | {r['source_drops']} |"
         )
+    sizes = report.get("input_sizes")
+    if sizes:
+        lines += [
+            "",
+            f"NPU time per call, core 0, on {sizes['measured_on']}: 640x640 "
+            f"{sizes['ms']['640x640']:.1f} ms, 640x384 {sizes['ms']['640x384']:.1f} ms; ratio "
+            f"{sizes['ratio']:.3f} (pixels: {sizes['pixel_ratio']:.3f}, the sim's estimate)",
+        ]
     problems = [c for c in report["doctor"] if c["status"] in ("fail", "warn")]
     lines += ["", f"doctor: {len(problems)} problem(s)"]
     lines += [f"- {c['status']}: {c['name']}: {c['detail']}" for c in problems]
@@ -185,6 +214,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rkpipe-board-") as tmp:
         os.environ["RKPIPE_SIM_LOCK_DIR"] = tmp  # this run's own simulated cores
         report["inference"] = [inference_only(backend, core, calls) for core in range(3)]
+        report["input_sizes"] = input_sizes(backend, calls)
         report["pipeline"] = [
             pipeline_run(backend, c, s, False, Path(tmp), duration) for c, s in cases
         ]

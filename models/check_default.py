@@ -3,6 +3,11 @@ held-out synthetic clips, letterboxed to 640x640 at scale 1, through ONNX Runtim
 precision and recall at IoU 0.5 and records them in ``models/default_model.json``.
 
     python models/check_default.py [--model models/rkpipe-yolov8n.onnx]
+    python models/check_default.py --model models/rkpipe-yolov8n-640x384.onnx --no-record
+
+Any input size (the frame is letterboxed into the model's input) and either layout: the
+stock (1, 84, N) output or the six split-head outputs ``rkpipe export`` cuts (made stock
+with ``split_to_stock``, which the export's cut check holds to the stock tail).
 
 The decode here is a plain reference (all anchors, then NMS), not the pipeline's decoder.
 Ground-truth objects less than ``--min-vis`` visible are "don't care": finding one is not a
@@ -31,22 +36,24 @@ CHECK_SEED_BASE = 2_000_000  # clip seeds used by neither the train nor the val 
 CLASSES = {0: "person", 2: "car"}
 
 
-def letterbox(frame: np.ndarray, size: int = 640) -> tuple[np.ndarray, float, int, int]:
-    """(1, 3, size, size) float32 RGB input, the scale and the (x, y) padding."""
+def letterbox(
+    frame: np.ndarray, hw: tuple[int, int] = (640, 640)
+) -> tuple[np.ndarray, float, int, int]:
+    """(1, 3, H, W) float32 RGB input, the scale and the (x, y) padding."""
     h, w = frame.shape[:2]
-    r = min(size / h, size / w)
+    r = min(hw[0] / h, hw[1] / w)
     nh, nw = round(h * r), round(w * r)
     img = frame if (nh, nw) == (h, w) else cv2.resize(frame, (nw, nh))
-    top, left = (size - nh) // 2, (size - nw) // 2
-    canvas = np.full((size, size, 3), 114, np.uint8)
+    top, left = (hw[0] - nh) // 2, (hw[1] - nw) // 2
+    canvas = np.full((*hw, 3), 114, np.uint8)
     canvas[top : top + nh, left : left + nw] = img
     x = cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None].astype(np.float32)
     return x / 255.0, r, left, top
 
 
 def decode(out: np.ndarray, conf: float, iou: float, r: float, left: int, top: int):
-    """(1, 84, 8400) -> boxes xyxy in frame pixels, scores, class ids (after class-wise NMS)."""
-    pred = out[0].T  # (8400, 84)
+    """(1, 84, N) -> boxes xyxy in frame pixels, scores, class ids (after class-wise NMS)."""
+    pred = out[0].T  # (N, 84)
     cls = pred[:, 4:].argmax(1)
     score = pred[np.arange(len(pred)), 4 + cls]
     keep = score >= conf
@@ -105,15 +112,19 @@ def run(args: argparse.Namespace) -> dict:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
     sess = ort.InferenceSession(str(args.model), opts, providers=["CPUExecutionProvider"])
+    from stages.infer.sim_outputs import split_to_stock
+
     name, shape = sess.get_inputs()[0].name, sess.get_outputs()[0].shape
+    hw = tuple(sess.get_inputs()[0].shape[2:4])
     totals = {c: np.zeros(3, int) for c in CLASSES}
     ms = []
     for k, preset in enumerate(args.presets):
         scene = Scene(preset, seed=CHECK_SEED_BASE + k)
         for i in range(0, args.frames * args.step, args.step):
-            x, r, left, top = letterbox(scene.render(i))
+            x, r, left, top = letterbox(scene.render(i), hw)
             t0 = time.perf_counter()
-            out = sess.run(None, {name: x})[0]
+            outs = sess.run(None, {name: x})
+            out = split_to_stock(outs) if len(outs) == 6 else outs[0]
             ms.append((time.perf_counter() - t0) * 1e3)
             det = decode(out, args.conf, 0.45, r, left, top)
             for c, v in match(det, scene.truth(i), args.min_vis).items():

@@ -113,6 +113,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     show.add_argument("graph", type=Path)
     show.add_argument("--cpus", type=_machine, metavar="LIST|BOARD", help="as for validate")
+    show.add_argument(
+        "--plan",
+        action="store_true",
+        help="also the capacity plan: NPU time per frame, FPS offered, whether it fits",
+    )
+    for sp in (val, show):
+        sp.add_argument(
+            "--board-report",
+            type=Path,
+            metavar="FILE",
+            help="NPU figures from this board_report.json (benchmarks/board_check.py; "
+            "default: one in the working folder or beside the graph, else the reference)",
+        )
     for name in sorted(commands()):  # registered subcommands; each parses its own arguments
         main_fn = command(name)
         doc = (main_fn.__doc__ or "").strip().splitlines() if main_fn else []
@@ -131,7 +144,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
     _warn_insecure(graph)
     n = len(make_plan(graph, "check", "/tmp/rkpipe-check").instances)
     print(f"{args.graph}: ok ({len(graph.stages)} stages, {n} processes)")
+    for lines in _plans(graph, args.board_report)[1]:
+        print(f"{args.graph}: {lines[0]}")
     return 0
+
+
+BOARD_REPORT = "board_report.json"  # benchmarks/board_check.py writes it on a board
+
+
+def _plans(graph: Graph, given: Path | None) -> tuple[Path | None, list[list[str]]]:
+    """The board report used (``given``, else one in the working folder or beside the
+    graph) and each stage's capacity plan, summary line first."""
+    report = given
+    for folder in (Path.cwd(), graph.graph_dir):
+        if report is None and (folder / BOARD_REPORT).is_file():
+            report = folder / BOARD_REPORT
+    plans = (sdef.cls.plan(name, graph, report) for name, sdef in graph.stages.items())
+    return report, [p for p in plans if p]
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -153,6 +182,12 @@ def cmd_graph(args: argparse.Namespace) -> int:
         options = mask_options(graph.stages[name].options)  # this output gets pasted in issues
         if options:
             print(f"  {'':<16} {', '.join(f'{k}={v!r}' for k, v in options.items())}")
+    if args.plan:
+        report, plans = _plans(graph, args.board_report)
+        source = f"board report {report}" if report else "no board report: reference figures"
+        print(f"capacity plan ({source}):" if plans else "capacity plan: no NPU stage to plan")
+        for lines in plans:
+            print("\n".join(f"  {line}" for line in lines[1:]))
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -83,6 +84,28 @@ class Stage(Generic[C]):
     def doctor(cls, config: StageConfig, ctx: DoctorContext) -> list[Check]:
         """What ``rkpipe doctor GRAPH`` checks for this stage on this machine, beyond its
         options (a model loads, a camera or broker answers); nothing by default."""
+        return []
+
+    @classmethod
+    def input_size(cls, config: StageConfig, graph_dir: Path) -> tuple[int, int] | None:
+        """The (width, height) of the image this stage takes, when its options fix one
+        (inference: its model's input), for the stages that feed it; None: any size."""
+        return None
+
+    @classmethod
+    def from_consumers(
+        cls, config: StageConfig, sizes: dict[str, tuple[int, int]]
+    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """Options this stage takes from the stages it feeds, given the input size each one
+        fixes (stage name -> (width, height)): letterbox's ``size = "model"``. Returns the
+        options to set and the problems, as (option, reason); nothing by default."""
+        return {}, []
+
+    @classmethod
+    def plan(cls, name: str, graph: Any, board_report: Path | None) -> list[str]:
+        """What ``rkpipe graph --plan`` says about this stage of the loaded ``graph``
+        (inference: whether the NPU keeps up with the cameras); the first line also goes
+        into ``rkpipe validate``. ``board_report``: a board's measured figures, if any."""
         return []
 
     @classmethod

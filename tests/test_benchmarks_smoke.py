@@ -60,6 +60,9 @@ def test_board_check_runs_on_the_sim_and_writes_its_reports(tmp_path: Path, no_l
     assert "2 live 640x360 streams at 30 FPS, slowest stream" in rows
     table = (tmp_path / "board_report.md").read_text()
     assert "| measurement | this machine | reference | ratio |" in table
+    sizes = report["input_sizes"]  # the sim: its service time scaled by pixels
+    assert set(sizes["ms"]) == {"640x640", "640x384"} and sizes["pixel_ratio"] == 0.6
+    assert 0 < sizes["ratio"] < 1 and "640x384" in table and "the sim's estimate" in table
 
 
 def test_onnx_pipeline_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
@@ -77,6 +80,16 @@ def test_onnx_pipeline_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
     }
     assert set(doc["pipeline"]) == {"2x1"}
     assert {"pipeline/bare", "pipeline/naive", "pipeline/thread_pool"} <= set(doc["ratios"])
+
+
+def test_onnx_pipeline_benchmark_compares_the_rectangular_model(tmp_path: Path, no_leaks) -> None:
+    out = tmp_path / "rect.json"
+    args = ["--rect", str(ROOT / "models" / "rkpipe-yolov8n-640x384.onnx"), "--configs", "2x1"]
+    proc = run_bench("bench_pipeline_onnx.py", *args, "--duration", "4", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert {"2x1", "2x1/rounds", "2x1/cpu"} == set(doc["ratios"]) and doc["ratios"]["2x1"] > 0
+    assert "rect/square FPS" in proc.stdout and "(640x384)" in proc.stdout
 
 
 def test_mqtt_benchmark_runs(no_leaks: None) -> None:

@@ -129,6 +129,7 @@ def load_graph(path: str | Path, cpus: set[int] | Topology | None = None) -> Gra
             stages[name] = sdef
     _check_case(raw_stages, problems)
     _check_links(raw_stages, stages, disabled, problems)
+    _link_options(stages, path.parent, problems)
     _check_curve(stages, path.parent, problems)
     _check_stream_paths(stages, path.parent, problems)
     if isinstance(cpus, Topology):
@@ -294,6 +295,25 @@ def _key_file_problem(path: Path, key: str) -> str | None:
             f"run: chmod 600 {shlex.quote(str(path))}"
         )
     return None
+
+
+def _link_options(stages: dict[str, StageDef], graph_dir: Path, problems: _Problems) -> None:
+    """Options a stage takes from the stages it feeds (letterbox: the model's input size),
+    set in its config and in the options its processes start with."""
+    sizes = {}
+    for name, sdef in stages.items():
+        size = sdef.cls.input_size(sdef.config, graph_dir)
+        if size is not None:
+            sizes[name] = size
+    for name, sdef in stages.items():
+        fed = {c: sizes[c] for c, d in stages.items() if name in d.common.inputs and c in sizes}
+        options, found = sdef.cls.from_consumers(sdef.config, fed)
+        for key, reason in found:
+            problems.add(("stages", name, key), reason)
+        if options and not found:
+            sdef.options = {**sdef.options, **options}
+            context = {"graph_dir": graph_dir}
+            sdef.config = sdef.cls.Config.model_validate(sdef.options, context=context)
 
 
 def _check_curve(stages: dict[str, StageDef], graph_dir: Path, problems: _Problems) -> None:

@@ -9,6 +9,10 @@ microseconds), then sleeps until its booked end. So more instances than cores ca
 extra throughput, a waiting or sleeping instance costs no CPU, and, as with the NPU driver's
 job queue, a job already waiting starts the moment the previous one ends, not when its
 process next gets a CPU. The outputs are made once and reused read-only.
+
+The service time is set for a 640x640 input and scales with the input's pixels
+(``service_ms * W*H / (640*640)``: 640x384 takes 0.6 of it). That is an estimate: the NPU's
+real ratio is not quite linear, and ``benchmarks/board_check.py`` measures it on a board.
 """
 
 from __future__ import annotations
@@ -24,9 +28,22 @@ import numpy as np
 from pipeline.errors import ModelError
 from stages.infer.sim_outputs import plant_split_head, random_scene, split_to_stock
 
-__all__ = ["LOCK_DIR_ENV", "SimBackend", "lock_path", "sim_outputs"]
+__all__ = [
+    "LOCK_DIR_ENV",
+    "REFERENCE_PIXELS",
+    "SimBackend",
+    "lock_path",
+    "service_ns",
+    "sim_outputs",
+]
 
 LOCK_DIR_ENV = "RKPIPE_SIM_LOCK_DIR"
+REFERENCE_PIXELS = 640 * 640  # the input the service time is given for
+
+
+def service_ns(service_ms: float, input_hw: tuple[int, int]) -> int:
+    """The simulated time of one call on an input of (height, width): scaled by pixels."""
+    return round(service_ms * 1e6 * input_hw[0] * input_hw[1] / REFERENCE_PIXELS)
 
 
 def lock_path(core: int) -> Path:
@@ -68,7 +85,8 @@ class SimBackend:
     """A simulated NPU core: ``service_ms`` per call, one call at a time per core."""
 
     def __init__(self, service_ms: float, core: int, layout: str) -> None:
-        self.service_ns = round(service_ms * 1e6)
+        self.service_ms = service_ms
+        self.service_ns = service_ns(service_ms, (640, 640))  # of the latest call's input
         self.layout = layout
         path = lock_path(core)
         self.booking = True  # write bookings to the core's timeline (else only read it)
@@ -83,6 +101,7 @@ class SimBackend:
         hw = _input_hw(x)
         if hw not in self.outputs:
             self.outputs[hw] = sim_outputs(self.layout, hw)
+        self.service_ns = service_ns(self.service_ms, hw)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         try:
             end = self._book()

@@ -40,7 +40,12 @@ class InferConfig(StageConfig):
         None, ge=1, description="onnx: intra-op threads (default: the stage's cpus, or 1)"
     )
     input: str = Field(TENSOR, description="the message array to feed the model")
-    sim_ms: float = Field(20.5, ge=0, description="sim: service time per call in ms")
+    sim_ms: float = Field(
+        20.5,
+        ge=0,
+        description="sim: service time per call in ms at 640x640; other inputs take it "
+        "scaled by their pixels (an estimate: board_check.py measures the real ratio)",
+    )
     sim_layout: Literal["stock", "split"] = Field(
         "stock", description="sim: one (1,84,8400) output, or the six split-head outputs"
     )
@@ -116,6 +121,26 @@ class Infer(Stage[InferConfig]):
         if config.resolved_backend not in NPU_BACKENDS:
             return None
         return [{"npu_core": core} for core in config.npu_cores]
+
+    @classmethod
+    def input_size(cls, config: StageConfig, graph_dir: Path) -> tuple[int, int] | None:
+        """The model's input (width, height), for the letterbox that feeds this stage: the
+        ONNX input shape, the .rknn sidecar's, or a ``sim:NAME-WxH`` name's; None where the
+        model does not say (a plain ``sim:NAME`` takes any size)."""
+        assert isinstance(config, InferConfig)
+        from stages.infer.input_size import model_input_size
+
+        path = (graph_dir / Path(config.model).expanduser()).resolve()
+        return model_input_size(config.model, config.resolved_backend, path)
+
+    @classmethod
+    def plan(cls, name: str, graph: Any, board_report: Path | None) -> list[str]:
+        """The capacity plan on an NPU backend (``stages.infer.capacity``): a summary line,
+        then the figures and, when it does not fit, what would."""
+        from stages.infer.capacity import capacity_plan, plan_lines
+
+        plan = capacity_plan(graph, name, board_report)
+        return [] if plan is None else [plan.summary(), *plan_lines(plan)]
 
     @classmethod
     def frame_bytes(cls, config: StageConfig) -> int:

@@ -19,9 +19,16 @@ from pipeline.detections import Detections
 from pipeline.errors import ModelError
 from stages.infer.rknn_export.calibration import letterbox_rgb, scene_frames
 from stages.infer.rknn_export.checks import check_cut
-from stages.infer.rknn_export.surgery import cut_heads, load_onnx
+from stages.infer.rknn_export.resize import (
+    _reshape_target,
+    anchor_count,
+    parse_imgsz,
+    resize_input,
+)
+from stages.infer.rknn_export.surgery import cut_heads, input_size_of, load_onnx
 from stages.infer.rknn_export.toolkit_env import SETUP_COMMAND
 from stages.infer.rknn_export.verify import agreement, decode_all, onnx_outputs
+from stages.letterbox.geometry import letterbox_geometry, unletterbox_boxes
 from stages.yolov8_decode.heads import split_heads
 from support.rkpipe import ROOT, run_rkpipe
 
@@ -34,8 +41,11 @@ class TinyYolo:
     convs down to strides 8/16/32, per stride a box branch (64 ch) and a class branch (nc ch),
     and the stock tail (DFL softmax, dist2bbox, sigmoid, concat) -> (1, 4 + nc, N)."""
 
-    def __init__(self, size: int = 96, nc: int = 3, layout: str = "split", seed: int = 0):
-        self.size, self.nc, self.layout = size, nc, layout
+    def __init__(
+        self, size: int | tuple[int, int] = 96, nc: int = 3, layout: str = "split", seed: int = 0
+    ):
+        self.hw = size if isinstance(size, tuple) else (size, size)  # (height, width)
+        self.nc, self.layout = nc, layout
         self.rng = np.random.default_rng(seed)
         self.nodes: list = []
         self.inits: list = []
@@ -150,20 +160,18 @@ class TinyYolo:
     def _anchors(self) -> tuple[str, str]:
         pts, strides = [], []
         for s in (8, 16, 32):
-            g = self.size // s
-            yy, xx = np.mgrid[0:g, 0:g]
+            gh, gw = self.hw[0] // s, self.hw[1] // s
+            yy, xx = np.mgrid[0:gh, 0:gw]
             pts.append(np.stack([xx.ravel(), yy.ravel()]) + 0.5)
-            strides.append(np.full(g * g, s))
+            strides.append(np.full(gh * gw, s))
         anchors = np.concatenate(pts, 1)[None].astype(np.float32)
         return self.const(anchors), self.const(
             np.concatenate(strides)[None, None].astype(np.float32)
         )
 
     def _model(self, outputs: list[str]) -> onnx.ModelProto:
-        inp = helper.make_tensor_value_info(
-            "images", TensorProto.FLOAT, [1, 3, self.size, self.size]
-        )
-        anchors = sum((self.size // s) ** 2 for s in (8, 16, 32))
+        inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, *self.hw])
+        anchors = sum((self.hw[0] // s) * (self.hw[1] // s) for s in (8, 16, 32))
         outs = [
             helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, c, anchors])
             for o, c in zip(outputs, (4 + self.nc, 32), strict=False)
@@ -251,6 +259,103 @@ def test_default_model_cuts_into_the_rknn_split_head():
         (16, 40, 80),
         (32, 20, 80),
     ]
+
+
+# --- another input size ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["split", "concat"])
+@pytest.mark.parametrize("hw", [(64, 128), (128, 96), (96, 96), (32, 160)])
+def test_a_resized_model_is_the_model_built_at_that_size(layout, hw):
+    """Same weights (the seed), another input: the resize redoes the anchor grid, the strides
+    and the reshapes over the anchors exactly as a model made at that size has them."""
+    resized = resize_input(TinyYolo(96, layout=layout).build(), hw)
+    made = TinyYolo(hw, layout=layout).build()
+    assert input_size_of(resized) == ("images", hw)
+    frames = [letterbox_rgb(f, hw) for f in scene_frames(2)]
+    for a, b in zip(onnx_outputs(resized, frames), onnx_outputs(made, frames), strict=True):
+        assert a[0].shape == b[0].shape == (1, 7, anchor_count(hw))
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-4)
+    cut, info = cut_heads(resized)
+    assert info.input_hw == hw
+    assert check_cut(resized, cut, frames, conf=0.25).passed
+
+
+@pytest.mark.parametrize(("text", "hw"), [("640x384", (384, 640)), ("320", (320, 320))])
+def test_imgsz_is_width_by_height(text, hw):
+    assert parse_imgsz(text) == hw
+
+
+@pytest.mark.parametrize("text", ["640x380", "640x", "x384", "0x64", "640x384x3", "big"])
+def test_a_bad_imgsz_is_refused(text):
+    with pytest.raises(ValueError, match="--imgsz"):
+        parse_imgsz(text)
+
+
+@pytest.mark.parametrize(
+    ("shape", "want"),
+    [
+        ([1, 4, 16, 8400], [1, 4, 16, 5040]),  # the DFL over every anchor
+        ([1, 2, 128, 400], [1, 2, 128, 240]),  # YOLO11's attention flattens stride 32
+        ([1, 128, 20, 20], [1, 128, 12, 20]),  # ... and unflattens it, (h, w) last
+        ([1, 64, 80, 80], [1, 64, 48, 80]),
+        ([1, 80, -1], [1, 80, -1]),  # 80 classes, not the stride-8 grid
+        ([1, 64, -1], [1, 64, -1]),
+    ],
+)
+def test_reshape_targets_are_redone_for_the_new_grid(shape, want):
+    got = _reshape_target(np.array(shape, np.int64), (640, 640), (384, 640))
+    assert got.tolist() == want
+
+
+def test_what_a_resize_cannot_redo_is_refused():
+    model = TinyYolo(96).build()
+    n = anchor_count((96, 96))
+    odd = next(t for t in model.graph.initializer if list(t.dims) == [1, 2, n])
+    odd.CopyFrom(numpy_helper.from_array(np.ones((1, 2, n), np.float32), odd.name))
+    with pytest.raises(ModelError, match="is not the anchor grid or the strides"):
+        resize_input(model, (64, 128))
+    fixed = TinyYolo(96).build()
+    x = fixed.graph.node[0].input[0]
+    sizes = numpy_helper.from_array(np.array([1, 3, 96, 96], np.int64), "fixed_sizes")
+    fixed.graph.initializer.append(sizes)
+    fixed.graph.node.insert(0, helper.make_node("Resize", [x, "", "", "fixed_sizes"], ["r"]))
+    fixed.graph.node[1].input[0] = "r"
+    with pytest.raises(ModelError, match="scales to fixed sizes"):
+        resize_input(fixed, (64, 128))
+
+
+def test_default_model_at_640x384_finds_the_boxes_it_finds_at_640x640():
+    """The same pixels at the same scale: a 640x360 frame sees the same objects whether its
+    letterbox pads to 640x384 or to 640x640 (mapped back to the frame)."""
+    model = load_onnx(DEFAULT_MODEL)
+    rect = resize_input(model, (384, 640))
+    frames = scene_frames(3)
+    found = []
+    for m, hw in ((model, (640, 640)), (rect, (384, 640))):
+        geom = letterbox_geometry((360, 640), hw)
+        dets = decode_all(onnx_outputs(m, [letterbox_rgb(f, hw) for f in frames]), 0.25)
+        found.append(
+            [Detections(unletterbox_boxes(d.xyxy, geom), d.confidence, d.class_id) for d in dets]
+        )
+    same = agreement(found[0], found[1])
+    assert same.reference >= 20 and same.recall >= 0.95 and same.mean_iou >= 0.95, same
+    assert same.extra <= 1
+
+
+@pytest.mark.integration
+def test_export_at_another_size_writes_the_cut_onnx_beside_the_rknn(tmp_path, monkeypatch):
+    monkeypatch.setenv("RKPIPE_RKNN_VENV", str(tmp_path / "no-venv"))
+    path = _save(TinyYolo().build(), tmp_path / "tiny.onnx")
+    r = run_rkpipe("export", str(path), "--imgsz", "128x64", timeout=60)
+    assert r.returncode == 4, r.stderr  # no toolkit: the cut and its check ran before
+    assert "input 128x64 (resized from 96x96)" in r.stdout
+    assert "scores  max abs error 0," in r.stdout
+    cut = load_onnx(tmp_path / "tiny-128x64.onnx")
+    assert input_size_of(cut) == ("images", (64, 128))
+    assert [o.name for o in cut.graph.output] == list(SPLIT_NAMES)
+    r = run_rkpipe("export", str(path), "--imgsz", "128x60", timeout=60)
+    assert r.returncode == 2 and "multiples of 32" in r.stderr, r.stderr
 
 
 @pytest.mark.integration

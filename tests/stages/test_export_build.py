@@ -170,3 +170,38 @@ def test_int8_collapse_is_shown_with_its_layers_and_remedies_and_fp16_fixes_it(s
     boxes = _sidecar(fp16)["check"]["simulator"]["boxes"]
     assert boxes["reference_boxes"] >= 20 and boxes["recall"] >= 0.95, boxes
     assert np.isclose(boxes["recall"], 1.0, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("arch", "nc", "live", "mode"),
+    [("yolov8n", 80, False, "fp16"), ("yolo11n", 1, False, "int8"), ("yolo11n", 2, True, "fp16")],
+)
+def test_stock_models_export_at_640x384(stock, tmp_path, arch, nc, live, mode):
+    """A rectangular input for 16:9 cameras from a stock 640x640 export: the cut is held to
+    the original resized to 640x384 (element by element), the build to the cut; the sidecar
+    and the cut ONNX beside the .rknn take 640x384."""
+    calib = _calib_folder(tmp_path, 6)
+    out = tmp_path / f"{arch}.rknn"
+    opts = ["--calib", str(calib), "--calib-count", "6", "--verify-count", "3"]
+    opts += ["--imgsz", "640x384", *(["--no-quantize"] if mode == "fp16" else [])]
+    r = _export(stock.get(arch, nc, live=live), out, *opts)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "input 640x384 (resized from 640x640)" in r.stdout
+    assert "scores  max abs error 0," in r.stdout
+    _table_shown(r.stdout)
+    side = _sidecar(out)
+    assert side["input"] == {"name": "images", "height": 384, "width": 640, "layout": "nhwc_uint8"}
+    assert side["quantization"] == mode and side["check"]["passed"]
+    cut = side["check"]["cut"]
+    assert cut["tensors"]["scores"]["max_abs"] == 0.0 and cut["tensors"]["boxes"]["max_abs"] < 1e-2
+    outputs = side["check"]["simulator"]["outputs"]
+    assert all(outputs[k]["cosine"] > 0.999 for k in ("box8", "box16", "box32")), outputs
+    import onnx
+
+    split = onnx.load(str(out.with_suffix(".onnx")))
+    dims = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in split.graph.output]
+    assert dims == [[1, c, 384 // s, 640 // s] for s in (8, 16, 32) for c in (64, nc)]
+    if live:  # activations reach the head: boxes on both sides, and the same ones
+        boxes = side["check"]["simulator"]["boxes"]
+        assert boxes["reference_boxes"] >= 10 and boxes["recall"] >= 0.95, boxes
+        assert cut["boxes"]["recall"] == 1.0 and cut["boxes"]["reference_boxes"] >= 10

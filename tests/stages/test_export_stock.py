@@ -17,7 +17,9 @@ from onnx import numpy_helper
 from pipeline.errors import ModelError
 from stages.infer.rknn_export.calibration import letterbox_rgb, scene_frames
 from stages.infer.rknn_export.checks import check_cut
+from stages.infer.rknn_export.resize import resize_input
 from stages.infer.rknn_export.surgery import cut_heads, load_onnx
+from stages.infer.rknn_export.verify import onnx_outputs
 from support.stock_models import StockModels
 
 # the first use on a machine builds the Ultralytics venv (minutes on a loaded machine)
@@ -87,3 +89,23 @@ def test_a_changed_head_bias_is_refused_even_when_the_model_sees_nothing(stock, 
     broken = _perturbed(cut, "cls32_logits", 0.01, bias=True)
     with pytest.raises(ModelError, match="no boxes on either side"):
         check_cut(model, broken, frames, conf=0.25)
+
+
+@pytest.mark.parametrize(("arch", "nc"), [("yolo11n", 2), ("yolov8n", 80)])
+def test_a_resize_to_640x384_equals_ultralytics_own_export_at_that_size(stock, arch, nc):
+    """The resized backbone too: YOLO11's attention reshapes its stride-32 map, which a cut
+    check (both sides share the backbone) cannot see; Ultralytics' own export of the same
+    weights at imgsz (384, 640) is the reference. BatchNorm set from noise, so every layer
+    moves the outputs."""
+    hw = (384, 640)
+    resized = resize_input(load_onnx(stock.get(arch, nc, live=True)), hw)
+    theirs = load_onnx(stock.get_at(arch, hw, nc, live=True))
+    images = [letterbox_rgb(f, hw) for f in scene_frames(3)]
+    for a, b in zip(onnx_outputs(resized, images), onnx_outputs(theirs, images), strict=True):
+        assert a[0].shape == b[0].shape == (1, 4 + nc, 5040)
+        np.testing.assert_allclose(a[0][:, 4:], b[0][:, 4:], atol=1e-4)  # scores
+        np.testing.assert_allclose(a[0][:, :4], b[0][:, :4], atol=1e-2)  # boxes, pixels
+    cut, info = cut_heads(resized)
+    assert info.input_hw == hw
+    check = check_cut(theirs, cut, images, conf=0.25)  # the cut of ours against theirs
+    assert check.passed and (arch != "yolo11n" or check.boxes.reference >= 20)

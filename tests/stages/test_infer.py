@@ -16,7 +16,7 @@ from pipeline.messages import Message
 from pipeline.stage import Context
 from pipeline.testing import run_stage
 from stages.infer import Infer
-from stages.infer.sim import LOCK_DIR_ENV
+from stages.infer.sim import LOCK_DIR_ENV, SimBackend
 
 
 @pytest.fixture(autouse=True)
@@ -221,3 +221,26 @@ def test_config_errors(options: dict, message: str) -> None:
 
     with pytest.raises(ValidationError, match=message):
         Infer.Config(**options)
+
+
+@pytest.mark.parametrize(
+    ("hw", "share"), [((640, 640), 1.0), ((384, 640), 0.6), ((320, 320), 0.25)]
+)
+def test_sim_service_time_scales_with_the_inputs_pixels(
+    tmp_path: Path, hw: tuple[int, int], share: float
+) -> None:
+    """``sim_ms`` is for 640x640; a call on H x W books ``sim_ms * H*W / (640*640)`` on the
+    core's timeline: read back from the lock file behind a job already queued, so the figure
+    is exact whatever the load."""
+    stage = Infer(model="sim:yolov8n", sim_ms=40, sim_layout="split")
+    stage.setup(Context(stage="infer"))
+    out = stage.process(msg_with(np.zeros((1, *hw, 3), np.uint8)))
+    assert out.arrays["out.1"].shape == (1, 80, hw[0] // 8, hw[1] // 8)
+    lock = tmp_path / "rkpipe-sim-npu-0.lock"
+    busy_until = time.monotonic_ns() + 2 * 10**9  # another instance's job, queued
+    lock.write_bytes(busy_until.to_bytes(8, "little"))
+    backend = stage.backend
+    assert isinstance(backend, SimBackend)
+    assert backend._book() - busy_until == round(40e6 * share)
+    assert int.from_bytes(lock.read_bytes(), "little") - busy_until == round(40e6 * share)
+    stage.close()

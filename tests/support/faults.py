@@ -61,7 +61,9 @@ def detection_graph(folder: Path, frames: int = 240, fps: int = 60) -> Path:
         .source("cam0", **cam, realtime=True, seed=1)
         .source("cam1", **cam, live=True, seed=2)
         .stage("pre", uses="letterbox", inputs=["cam0", "cam1"], size=[160, 160])
-        .stage("npu", uses="infer", inputs=["pre"], model="sim:yolov8n", sim_ms=4, npu_cores=[0, 1])
+        .stage(  # sim_ms at 640x640: 4 ms at this 160x160 input (scaled by pixels)
+            "npu", uses="infer", inputs=["pre"], model="sim:yolov8n", sim_ms=64, npu_cores=[0, 1]
+        )
         .stage("post", uses="yolov8_decode", inputs=["npu"])
         .stage("track", uses="bytetrack", inputs=["post"])
         .stage(

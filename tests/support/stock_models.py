@@ -76,6 +76,17 @@ def ultralytics_python() -> Path:
     return python
 
 
+# Ultralytics' own export of the same weights at a rectangular size: export_stock.py's
+# export() with imgsz [h, w], the BatchNorm statistics still set from 640x640 noise (so the
+# weights are those of the 640 file); run inline so the script, and the cache key, stay as
+# they are
+_AT_SIZE = (
+    "import sys, pathlib; sys.path.insert(0, {models!r}); import export_stock as e; "
+    "e._offline(); bn = e._calibrate_bn; e._calibrate_bn = lambda m, _s: bn(m, 640); "
+    "e.export({arch!r}, {nc}, [{h}, {w}], 0, pathlib.Path({out!r}), {live})"
+)
+
+
 class StockModels:
     """``get("yolo11n", nc=2)`` -> the cached ONNX, exported on first use."""
 
@@ -95,4 +106,19 @@ class StockModels:
                     ["--calibrate-bn"] if live else []
                 )
                 _run(["nice", "-n", "10", *cmd], f"exporting {name}", 600)
+        return out
+
+    def get_at(self, arch: str, hw: tuple[int, int], nc: int = 80, live: bool = False) -> Path:
+        """The same model as ``get(arch, nc, live)``, exported by Ultralytics at input
+        (height, width) ``hw``: the reference a resize to that size must equal."""
+        name = f"{arch}-nc{nc}{'-live' if live else ''}-{hw[1]}x{hw[0]}.onnx"
+        out = self.dir / name
+        with _locked(self.dir / ".lock"):
+            if not out.is_file():
+                code = _AT_SIZE.format(
+                    models=str(SCRIPT.parent), arch=arch, nc=nc, h=hw[0], w=hw[1],
+                    out=str(out), live=live,
+                )  # fmt: skip
+                cmd = ["nice", "-n", "10", str(ultralytics_python()), "-c", code]
+                _run(cmd, f"exporting {name}", 600)
         return out

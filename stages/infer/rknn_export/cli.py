@@ -2,6 +2,8 @@
 
     rkpipe export --setup                           # once: the rknn-toolkit2 venv
     rkpipe export models/rkpipe-yolov8n.onnx        # -> models/rkpipe-yolov8n.rknn (+ .json)
+    rkpipe export models/rkpipe-yolov8n.onnx --imgsz 640x384
+        # -> models/rkpipe-yolov8n-640x384.rknn (+ .json) and the cut -640x384.onnx
 
 Steps: cut the head and check the cut against the original (ONNX Runtime), build with
 rknn-toolkit2 in its own venv (INT8 by default), run the toolkit's simulator and compare
@@ -100,7 +102,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE.onnx",
         help="also save the cut float ONNX (runs with rkpipe's onnx backend)",
     )
-    p.add_argument("--imgsz", type=int, default=640, help=".pt only: export size")
+    p.add_argument(
+        "--imgsz",
+        metavar="WxH",
+        help="model input, width x height (e.g. 640x384 for 16:9 cameras) or one size "
+        "(default: the model's own; .pt: 640). At another size than the model's, the cut ONNX "
+        "is written beside the .rknn too (or to --split-onnx)",
+    )
     p.add_argument(
         "--setup",
         action="store_true",
@@ -110,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _onnx_from_pt(path: Path, imgsz: int) -> Path:
+def _onnx_from_pt(path: Path, hw: tuple[int, int]) -> Path:
     """Export a .pt to ONNX (opset 12) with ultralytics, when it is importable here."""
     try:
         from ultralytics import YOLO
@@ -119,17 +127,18 @@ def _onnx_from_pt(path: Path, imgsz: int) -> Path:
             f"{path}: exporting a .pt needs ultralytics, which is not installed here. Export "
             "it to ONNX in a venv that has it (pip install torch==2.14.1 torchvision==0.29.1 "
             f"ultralytics), e.g. `yolo export model={path} format=onnx opset=12 "
-            f"imgsz={imgsz}`, then run `rkpipe export {path.with_suffix('.onnx')}`"
+            f"imgsz={hw[0]},{hw[1]}`, then run `rkpipe export {path.with_suffix('.onnx')}`"
         )
         raise ModelError(msg) from None
     if not path.is_file():
         raise ModelError(f"model {path} not found")
-    print(f"exporting {path} to ONNX (opset 12, imgsz {imgsz}) with ultralytics ...")
-    return Path(YOLO(str(path)).export(format="onnx", opset=12, imgsz=imgsz))
+    print(f"exporting {path} to ONNX (opset 12, {hw[1]}x{hw[0]}) with ultralytics ...")
+    return Path(YOLO(str(path)).export(format="onnx", opset=12, imgsz=list(hw)))
 
 
 def _check_args(args: argparse.Namespace) -> None:
     from stages.infer.rknn_export.calibration import UsageError
+    from stages.infer.rknn_export.resize import parse_imgsz
 
     problems = []
     for name in ("min_recall", "min_cosine"):
@@ -145,6 +154,15 @@ def _check_args(args: argparse.Namespace) -> None:
         problems.append(f"-o {args.output}: the output must end in .rknn")
     if args.hybrid < 0 or (args.hybrid and args.no_quantize):
         problems.append("--hybrid N takes N >= 1 layers of an INT8 build (not --no-quantize)")
+    args.input_hw = None
+    if args.imgsz is not None:
+        try:
+            args.input_hw = parse_imgsz(args.imgsz)
+        except ValueError as exc:
+            problems.append(str(exc))
+    split, model = args.split_onnx, args.model
+    if split is not None and model is not None and split.resolve() == model.resolve():
+        problems.append(f"--split-onnx {args.split_onnx}: that is the model itself")
     if problems:
         raise UsageError("; ".join(problems))
 
@@ -156,6 +174,17 @@ def _setup() -> None:
     setup_toolkit()
     if importlib.util.find_spec("onnx") is None:
         print("rkpipe export also needs onnx in this environment: pip install -e '.[export]'")
+
+
+def _default_output(model: Path, hw: tuple[int, int] | None) -> Path:
+    """MODEL.rknn, or MODEL-WxH.rknn for another input size than the model's own."""
+    if hw is not None and model.suffix == ".onnx":
+        from stages.infer.rknn_export.surgery import input_size_of, load_onnx
+
+        _, own = input_size_of(load_onnx(model), str(model))
+        if own != hw:
+            return model.with_name(f"{model.stem}-{hw[1]}x{hw[0]}.rknn")
+    return model.with_suffix(".rknn")
 
 
 def export(args: argparse.Namespace) -> int:
@@ -172,8 +201,8 @@ def export(args: argparse.Namespace) -> int:
         raise UsageError("give a MODEL.onnx to export, or --setup to install the toolkit")
     source = args.model
     if source.suffix == ".pt":
-        source = _onnx_from_pt(source, args.imgsz)
-    out = args.output or args.model.with_suffix(".rknn")
+        source = _onnx_from_pt(source, args.input_hw or (640, 640))
+    out = args.output or _default_output(args.model, args.input_hw)
     # not "rkpipe-...": the runtime sweeps folders named like its runs ("rkpipe-<id>-...")
     workdir = Path(tempfile.mkdtemp(prefix="rkpipe_export_"))
     t0 = time.monotonic()

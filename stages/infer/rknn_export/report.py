@@ -170,6 +170,6 @@ def graph_lines(out: Path, info: HeadCut) -> list[str]:
         "  [stages.npu]",
         '  uses = "infer"',
         f"  model = {json.dumps(str(out.resolve()))}",
-        f'after uses = "letterbox" with size = [{w}, {h}], layout = "nhwc_uint8"; '
-        f'before uses = "yolov8_decode"{names}',
+        f'after uses = "letterbox" with layout = "nhwc_uint8" (its size, {w}x{h}, comes from '
+        f'the model); before uses = "yolov8_decode"{names}',
     ]

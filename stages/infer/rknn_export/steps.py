@@ -17,9 +17,10 @@ from typing import Any
 from stages.infer.rknn_export import report
 from stages.infer.rknn_export.build import BuildJob, BuildResult, run_build
 from stages.infer.rknn_export.build_rknn import DISABLED_RULES
-from stages.infer.rknn_export.calibration import write_calibration
+from stages.infer.rknn_export.calibration import UsageError, write_calibration
 from stages.infer.rknn_export.checks import SCORE_SLACK, SimCheck, check_cut, check_sim
 from stages.infer.rknn_export.labels import read_labels
+from stages.infer.rknn_export.resize import resize_input
 from stages.infer.rknn_export.surgery import cut_heads, input_size_of, load_onnx
 from stages.infer.rknn_export.toolkit_env import require_toolkit
 from stages.infer.rknn_export.verify import sim_outputs
@@ -59,11 +60,16 @@ class _Export:
         args, p, where = self.args, self.progress, str(self.source)
         p.step(f"cut {where} at its six head convolutions")
         model = load_onnx(self.source)
-        _, hw = input_size_of(model, where)
+        _, own_hw = input_size_of(model, where)
+        hw = args.input_hw or own_hw
+        # at another size the reference is the original at that size: its tail redone for
+        # the new anchor grid, as Ultralytics would export it with the same weights
+        model = resize_input(model, hw, where)
         self.cut_model, info = cut_heads(model, where=where)
         self.info = info
+        resized = f" (resized from {own_hw[1]}x{own_hw[0]})" if hw != own_hw else ""
         p.say(
-            f"input {hw[1]}x{hw[0]}, {info.num_classes} classes "
+            f"input {hw[1]}x{hw[0]}{resized}, {info.num_classes} classes "
             f"({report.names_preview(info.names)}), outputs {', '.join(info.outputs)}"
         )
         self.calib = write_calibration(self.workdir / "calib", hw, args.calib, args.calib_count)
@@ -71,9 +77,16 @@ class _Export:
         images = self.calib.images(CUT_CHECK_IMAGES)
         self.cut_check = check_cut(model, self.cut_model, images, args.conf)
         p.say(*report.cut_lines(info, self.cut_check), f"ok ({p.elapsed():.1f} s)")
-        if args.split_onnx is not None:
-            args.split_onnx.parent.mkdir(parents=True, exist_ok=True)
-            args.split_onnx.write_bytes(self.cut_model.SerializeToString())
+        split = args.split_onnx
+        if split is None and hw != own_hw:  # the ONNX backend's model at that size, too
+            split = self.out.with_suffix(".onnx")
+            if split.resolve() == self.source.resolve():
+                msg = f"the cut ONNX would overwrite {self.source}: name it with --split-onnx"
+                raise UsageError(msg)
+        if split is not None:
+            split.parent.mkdir(parents=True, exist_ok=True)
+            split.write_bytes(self.cut_model.SerializeToString())
+            p.say(f"wrote the cut float ONNX {split} (runs with rkpipe's onnx backend)")
 
     def build(self) -> BuildResult:
         args, p = self.args, self.progress
