@@ -118,7 +118,12 @@ class Stage(Generic[C]):
         """Open resources (models, devices, files). Runs in the stage's own process."""
 
     def process(self, msg: Message) -> Outputs:
-        """Handle one message; return None to drop it, one message, or several."""
+        """Handle one message; return None to drop it, one message, or several.
+
+        At a sink, returning counts the frame delivered: return only once what the user
+        reads holds it (a line in the file, a frame in a recording that plays, a message in
+        a durable spool), and raise ``OSError`` if it cannot be delivered (counted
+        ``sink_error``). A frame is handed to a sink once: it is never counted twice."""
         return msg
 
     def end_stream(self, stream: str) -> Outputs:
