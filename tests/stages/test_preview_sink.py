@@ -485,8 +485,11 @@ def test_health_events_and_the_editor_in_a_real_browser(
                         ".every(i => i.complete && i.naturalWidth === 640)")  # fmt: skip
         rows = browser.js("[...document.querySelectorAll('#events tbody tr')]"
                           ".map(r => r.innerText.split('\\t').slice(1, 5).join('|'))")  # fmt: skip
-        assert "cam0|line_crossing in|door|#0 person" in rows, rows
-        assert "cam0|zone_enter|lobby|#0 car" in rows, rows
+        # the preview is best effort: on a loaded machine the first events' frames may reach
+        # it as SKIPs (counted ``behind``), so any of the emitted events will do
+        assert any(re.fullmatch(r"cam0\|line_crossing (in|out)\|door\|#\d+ person", r)
+                   for r in rows), rows  # fmt: skip
+        assert any(re.fullmatch(r"cam0\|zone_enter\|lobby\|#\d+ car", r) for r in rows), rows
 
         zero = card.format("cam0")
         assert _wait_js(browser, f"{zero}.querySelector('img').naturalWidth > 0")
