@@ -6,13 +6,13 @@ output is written and readable, and each topic and file is where the names say."
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import cv2
 import pytest
 
 from pipeline.names import MAX_LABEL_BYTES, MAX_PIPELINE_NAME, MAX_STAGE_NAME
+from pipeline.node import MAX_NODE
 from stages.classes import COCO_NAMES
 from support.graph import graph_file
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
@@ -25,6 +25,7 @@ def longest(head: str, limit: int, pad: str = "x") -> str:
 
 
 PIPELINE = longest("P_-", MAX_PIPELINE_NAME, "q")
+NODE = longest("N-_", MAX_NODE, "n")
 CAM = longest("C-_", MAX_STAGE_NAME, "9")
 STAGES = {k: longest(k, MAX_STAGE_NAME, k[0].lower()) for k in ("T", "L", "J", "M")}
 LINE = longest("Ünïcode dœr.x-y_z (2) ", MAX_LABEL_BYTES)
@@ -63,7 +64,7 @@ def graph(folder: Path, broker: Broker) -> Path:
             "snapshot_root": str(folder / "snaps"),
         },
     }
-    return graph_file(folder, stages, {"name": PIPELINE})
+    return graph_file(folder, stages, {"name": PIPELINE, "node": NODE})
 
 
 @pytest.mark.integration
@@ -97,7 +98,7 @@ def test_a_run_with_every_name_at_its_limit_writes_every_output(
             {t for t, _, _ in sub.messages}
         )
         # the retained totals, one topic level per name
-        total = f"rkpipe/{CAM}/{LINE}/{crossings[-1]['direction']}/{PERSON}"
+        total = f"rkpipe/{NODE}/{CAM}/{LINE}/{crossings[-1]['direction']}/{PERSON}"
         assert poll_for(lambda: sub.latest().get(total) == str(len(crossings)).encode(), 10)
         # Home Assistant: one sensor per total, each with its own unique id
         configs = [
@@ -108,15 +109,14 @@ def test_a_run_with_every_name_at_its_limit_writes_every_output(
         ours = [c for c in configs if c["state_topic"] == total]
         assert len(ours) == 1, configs
         assert len({c["unique_id"] for c in configs}) == len({c["state_topic"] for c in configs})
-        host = socket.gethostname().split(".")[0]
         assert ours[0]["device"]["identifiers"][0].startswith(f"rkpipe-{PIPELINE}-")
-        assert host.replace(".", "_") in ours[0]["device"]["identifiers"][0]
+        assert NODE in ours[0]["device"]["identifiers"][0]
         # the totals kept for the next run, in the pipeline's state folder
         state = tmp_path / "state" / PIPELINE / f"{CAM}.json"
         assert LINE in json.loads(state.read_text().splitlines()[0])["run"]
         # the event snapshot: JPEG bytes on the snapshot topic, or (while the sink may still
         # read a snapshot before its writer is done) counted as unreadable
-        jpeg = sub.latest().get(f"rkpipe/{CAM}/snapshot/line_crossing")
+        jpeg = sub.latest().get(f"rkpipe/{NODE}/{CAM}/snapshot/line_crossing")
         sink = json.loads((tmp_path / "s").read_text())["stages"][STAGES["M"]]
         unreadable = sink["drops_by_reason"].get("mqtt_snapshot_unreadable", 0)
         assert (jpeg is not None and jpeg[:2] == b"\xff\xd8") or unreadable, sink
