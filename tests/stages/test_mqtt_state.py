@@ -7,7 +7,9 @@ following its source's health."""
 from __future__ import annotations
 
 import json
+import logging
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from stages.events import (
 )
 from stages.sinks.mqtt import MqttSink
 from stages.sinks.mqtt.state_topics import StreamState
+from stages.sinks.mqtt.status_memory import StatusMemory
 from support.graph import Graph
 from support.ha_schemas import EVENT
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
@@ -473,3 +476,74 @@ def test_camera_status_follows_the_source_health(tmp_path: Path, broker: Broker,
     seen = [p.decode() for p in sub.on(f"rkpipe/{NODE}/cam0/status")]
     changes = [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]
     assert changes[-4:] == ["online", "offline", "online", "offline"], seen
+
+
+@pytest.mark.integration
+def test_a_camera_left_online_by_a_killed_run_is_offline_at_the_next_start(
+    tmp_path: Path, broker: Broker, no_leaks
+) -> None:
+    """A SIGKILL leaves each camera's retained status as it was: the pipeline's Last Will says
+    offline at once (every Home Assistant entity's availability), and the next start sets what
+    the killed run left right before anything else: a camera since removed from the graph is
+    offline with 0 fps, one still there is online again."""
+    sub = Subscriber(broker, ["rkpipe/#"])
+    status = lambda cam: f"rkpipe/{NODE}/{cam}/status"  # noqa: E731
+
+    def graph(*cams: str) -> Path:
+        g = Graph("camstatus", node=NODE)
+        for cam in cams:
+            g.source(cam, uses="synthetic", width=64, height=48, realtime=True, fps=10)
+        opts = {"host": broker.host, "port": broker.port, "state_prefix": "rkpipe/{node}/{stream}"}
+        return g.sink("mqtt", uses="mqtt", inputs=list(cams), **opts).write(tmp_path)
+
+    def shown(want: dict[str, bytes]) -> bool:
+        latest = sub.latest()
+        return all(latest.get(t) == p for t, p in want.items())
+
+    proc = start_run(graph("cam0", "cam1"))
+    try:
+        online = {status("cam0"): b"online", status("cam1"): b"online"}
+        assert poll_for(lambda: shown(online), timeout=60), sub.latest()
+        assert poll_for(lambda: float(sub.latest().get(f"rkpipe/{NODE}/cam1/fps", 0)) > 0, 30)
+        proc.kill()  # SIGKILL: its stages follow it (PDEATHSIG) and nobody says goodbye
+        proc.wait(timeout=30)
+        assert poll_for(lambda: shown({f"rkpipe/{NODE}/status": b"offline"}), timeout=30)
+        assert shown(online)  # what the killed run left: a retained "online"
+
+        proc = start_run(graph("cam0"))  # cam1 is gone from the graph
+        after = {
+            f"rkpipe/{NODE}/status": b"online",
+            status("cam0"): b"online",
+            status("cam1"): b"offline",
+            f"rkpipe/{NODE}/cam1/fps": b"0.0",
+        }
+        assert poll_for(lambda: shown(after), timeout=60), sub.latest()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (0, 130), err
+        assert poll_for(lambda: shown({status("cam0"): b"offline"}), timeout=10)
+    finally:
+        proc.kill()
+        sub.close()
+
+
+def test_camera_topics_are_remembered_once_and_a_bad_file_or_folder_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = logging.getLogger("test")
+    path = tmp_path / "p" / "cameras.mqtt.json"
+    mem = StatusMemory(path, log)
+    mem.remember("a/status", "offline")
+    mem.remember("a/fps", "0.0")
+    written = path.stat().st_mtime_ns
+    mem.remember("a/status", "offline")  # known: the file is not written again
+    assert path.stat().st_mtime_ns == written
+    assert StatusMemory(path, log).stale() == {"a/status": "offline", "a/fps": "0.0"}
+    path.write_text("{cut short")
+    assert StatusMemory(path, log).stale() == {}  # a damaged file starts a new one
+    (tmp_path / "file").write_text("")
+    blocked = StatusMemory(tmp_path / "file" / "cameras.mqtt.json", log)
+    blocked.remember("a/status", "offline")
+    blocked.remember("b/status", "offline")
+    assert caplog.text.count("cannot keep the camera topics") == 1
+    assert blocked.stale() == {"a/status": "offline", "b/status": "offline"}

@@ -41,6 +41,7 @@ from stages.sinks.mqtt.snapshots import read_snapshot
 from stages.sinks.mqtt.spool import Spool
 from stages.sinks.mqtt.state_topics import StateTopics
 from stages.sinks.mqtt.status import CameraStatus
+from stages.sinks.mqtt.status_memory import StatusMemory
 from stages.sinks.mqtt.topics import clean_id, level, render_topic
 from stages.sinks.mqtt.witness import Witness, topic_filters
 
@@ -97,8 +98,16 @@ class MqttSink(Stage[MqttSinkConfig]):
                 self.log,
                 modes,
             )
+        memory = self._status_memory()
+        for topic, gone in memory.stale().items():  # what a killed run left, put right first
+            self.retained.set(topic, gone)
         self.cameras = CameraStatus(
-            self.retained, self._status_topic, self._fps_topic, ctx.source_health, discovery
+            self.retained,
+            self._status_topic,
+            self._fps_topic,
+            ctx.source_health,
+            discovery,
+            memory.remember,
         )
         self.presence = None
         if cfg.state_prefix:
@@ -140,6 +149,15 @@ class MqttSink(Stage[MqttSinkConfig]):
                 exc.strerror or type(exc).__name__,
             )
             return None
+
+    def _status_memory(self) -> StatusMemory:
+        """The camera topics kept in the state folder (:mod:`.status_memory`), if any are set."""
+        cfg = self.config
+        path = None
+        if cfg.status_topic or cfg.state_prefix:
+            folder = Path(cfg.state_dir) / safe_name(self.pipeline, exact=True)
+            path = folder / f"cameras.{safe_name(self.ctx.instance, exact=True)}.json"
+        return StatusMemory(path, self.log, Modes.of(cfg.file_mode))
 
     def _witness(self) -> Witness | None:
         """With a spool: the session that sees what the broker took (:mod:`.witness`)."""

@@ -25,7 +25,8 @@ FPS_WINDOW_S = 5.0  # fps is measured over, and published at most once per, this
 
 class CameraStatus:
     """Stream -> online/offline on ``status_topic(stream)`` and fps on ``fps_topic(stream)``
-    (either may give "" for none), announced to Home Assistant when ``discovery`` is set."""
+    (either may give "" for none), announced to Home Assistant when ``discovery`` is set;
+    ``remember(topic, gone)`` is told each topic set, with its value once nobody keeps it."""
 
     def __init__(
         self,
@@ -34,8 +35,9 @@ class CameraStatus:
         fps_topic: Callable[[str], str],
         health: Callable[[], dict[str, dict[str, Any]]],
         discovery: Discovery | None = None,
+        remember: Callable[[str, str], None] = lambda _topic, _gone: None,
     ) -> None:
-        self.retained, self.discovery = retained, discovery
+        self.retained, self.discovery, self.remember = retained, discovery, remember
         self.status_topic, self.fps_topic, self.health = status_topic, fps_topic, health
         self.lock = threading.Lock()
         self.known: set[str] = set()
@@ -110,9 +112,11 @@ class CameraStatus:
         self.shown[stream] = "online" if online else "offline"
         topic = self.status_topic(stream)
         if topic:
+            self.remember(topic, "offline")
             self.retained.set(topic, self.shown[stream])
 
     def _fps(self, stream: str, fps: float) -> None:
         topic = self.fps_topic(stream)
         if topic:
+            self.remember(topic, "0.0")
             self.retained.set(topic, f"{fps:.1f}")
