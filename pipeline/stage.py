@@ -126,6 +126,11 @@ class Stage(Generic[C]):
         ``sink_error``). A frame is handed to a sink once: it is never counted twice."""
         return msg
 
+    def reconfigure(self, config: C) -> bool:
+        """Take changed options in place, between two messages, keeping what the stage
+        holds (tracks, totals); False when it cannot (it is restarted with them instead)."""
+        return False
+
     def end_stream(self, stream: str) -> Outputs:
         """A stream has ended: flush what is held for it and forget its state."""
         return None

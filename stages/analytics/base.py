@@ -342,6 +342,7 @@ def add_events(msg: Message, events: list[dict[str, Any]]) -> None:
 
 
 C = TypeVar("C", bound=AnalyticsConfig)
+_RESTART_OPTIONS = ("snapshot", "names", "file_mode")  # what ``reconfigure`` cannot take
 W = TypeVar("W")
 
 
@@ -393,6 +394,7 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         # the classes a counts event always lists, zeros too (for consumers of plain numbers)
         self.zeros = {} if self.keep is None else dict.fromkeys(map(self.class_name, self.keep), 0)
         self.analysers: dict[str, W | None] = {}
+        self.sizes: dict[str, tuple[int, int] | None] = {}  # each stream's frame size
         self.last: dict[str, Message] = {}
         self.snapshots = Snapshots(self.config.snapshot_every_s)
         options = self.config.snapshot
@@ -400,12 +402,35 @@ class PerStreamAnalytics(Stage[C], Generic[C, W]):
         modes = Modes.of(self.config.file_mode)
         self.pictures = SnapshotWriter(options, where, ctx.log, modes) if options else None
 
+    def reconfigure(self, config: C) -> bool:
+        """New shapes, classes or analyser options from the next frame; each stream's
+        analyser is made anew and ``carry`` keeps its totals. Snapshot pictures, class
+        names and file modes need a restart (False)."""
+        if any(getattr(config, k) != getattr(self.config, k) for k in _RESTART_OPTIONS):
+            return False
+        old = self.analysers
+        self.config = config
+        self.keep = class_ids(config.classes, config.names)
+        self.zeros = {} if self.keep is None else dict.fromkeys(map(self.class_name, self.keep), 0)
+        self.snapshots.every_s = config.snapshot_every_s
+        self.analysers = {}
+        for stream, analyser in old.items():
+            made = self.make(stream, self.sizes.get(stream))
+            if made is not None and analyser is not None:
+                self.carry(analyser, made)
+            self.analysers[stream] = made
+        return True
+
+    def carry(self, old: W, new: W) -> None:
+        """Keep what ``old`` counted in ``new`` (shapes of the same name); nothing by default."""
+
     def _analyser(self, msg: Message) -> W | None:
         """The stream's analyser, made at its first message (with a frame, where relative
         coordinates need the frame's size)."""
         if msg.stream not in self.analysers:
             frame = msg.frame
             size = None if frame is None else (int(frame.shape[1]), int(frame.shape[0]))
+            self.sizes[msg.stream] = size
             try:
                 self.analysers[msg.stream] = self.make(msg.stream, size)
             except FrameSizeNeeded as exc:

@@ -87,6 +87,12 @@ class LineCrossing(PerStreamAnalytics[LineCrossingConfig, LineCounter]):
             settle_after=c.settle_after,
         )
 
+    def carry(self, old: LineCounter, new: LineCounter) -> None:
+        """A line kept by name keeps its totals, also when it moved."""
+        for name, by_dir in old.counts.items():
+            if name in new.counts:
+                new.counts[name] = {d: dict(by) for d, by in by_dir.items()}
+
     def observe(self, msg: Message, analyser: LineCounter, det: Detections) -> list[dict]:
         totals = analyser.totals()
         gap = msg.seq - msg.prev if msg.prev >= 0 else 1

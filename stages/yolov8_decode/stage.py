@@ -40,6 +40,13 @@ class YoloV8Decode(Stage[YoloV8DecodeConfig]):
         self.keep = None if keep is None else keep.tolist()
         self.ctx = ctx
 
+    def reconfigure(self, config: YoloV8DecodeConfig) -> bool:
+        """Every option applies from the next message: decoding holds no state."""
+        self.config = config
+        keep = class_ids(config.classes, config.names)
+        self.keep = None if keep is None else keep.tolist()
+        return True
+
     def process(self, msg: Message) -> Message:
         keys = sorted((k for k in msg.arrays if k.startswith(OUTPUT_PREFIX)), key=output_index)
         if not keys:

@@ -115,6 +115,7 @@ def test_deploy_systemd_writes_a_unit_systemd_accepts(tmp_path: Path) -> None:
         "EnvironmentFile=-/etc/rkpipe/rkpipe.env",
         f'run "{graph}" --no-live',
         "Restart=on-failure",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "WantedBy=multi-user.target",
     ):
         assert line in unit
