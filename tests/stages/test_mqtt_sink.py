@@ -347,10 +347,13 @@ time.sleep(60)
 
 
 @pytest.mark.integration
-def test_last_will_marks_the_pipeline_offline_when_the_sink_is_killed(broker: Broker) -> None:
+def test_last_will_marks_the_pipeline_offline_when_the_sink_is_killed(
+    tmp_path: Path, broker: Broker
+) -> None:
     sub = Subscriber(broker, [f"rkpipe/{NODE}/status", f"rkpipe/{NODE}/cam0/status"])
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # in a folder of its own: no camera topics of an earlier run
         [sys.executable, "-c", textwrap.dedent(SINK_ALONE), str(broker.port)],
+        cwd=tmp_path,
         env=rkpipe_env(),
         stdout=subprocess.PIPE,
         text=True,
