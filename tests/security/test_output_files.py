@@ -545,5 +545,5 @@ def test_a_real_mqtt_run_under_umask_000_keeps_its_state_private(
     made = [tmp_path / p for p in ("spool", "state", "state/mqtt_test")]
     assert [mode(p) for p in made] == [0o750] * 3
     totals = sorted((tmp_path / "state" / "mqtt_test").glob("*.json"))
-    assert [p.name for p in totals] == ["cam0.json", "cam1.json"]
+    assert [p.name for p in totals] == ["cam0.json", "cam1.json", "cameras.mqtt.json"]
     assert all(mode(p) == 0o640 for p in totals)
