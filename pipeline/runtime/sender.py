@@ -104,8 +104,10 @@ class Sender:
     def forget_gone(self, is_gone: Callable[[str], bool]) -> None:
         self.outlet.forget_gone(is_gone)
 
-    def broadcast_eos(self, is_gone: Callable[[str], bool]) -> list[str]:
-        return self.outlet.broadcast_eos(is_gone=is_gone)
+    def broadcast_eos(
+        self, is_gone: Callable[[str], bool], meanwhile: Callable[[], None] | None = None
+    ) -> list[str]:
+        return self.outlet.broadcast_eos(is_gone=is_gone, meanwhile=meanwhile)
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the outlet; what was sent last (END, EOS) still leaves within ``linger_ms``."""

@@ -64,6 +64,9 @@ class StageWorker:
         self.accounts = StageBook(
             self.ledger, spec.stage, spec.sees_whole_streams, sink=not spec.outputs
         )
+        # instances that had ended cleanly when this one started: their EOS is not waited for,
+        # and they are not told of ours (they take nothing more)
+        self.finished_peers = frozenset(job.finished)
         self.inputs = Inputs(
             spec,
             self.reader,
@@ -71,7 +74,7 @@ class StageWorker:
             self._corrupt,
             self.stats.count_drop,
             self.token,
-            set(job.finished),
+            self.finished_peers,
             self._may_give_up,
             # a device stage holds its frames' credits until the device is done with them
             extra_window=max(0, int(stage.overlap)),
@@ -414,7 +417,9 @@ class StageWorker:
         self.collect()
         self.end_lost_streams()
         if self.sender is not None:
-            missed = self.sender.broadcast_eos(self.is_gone)
+            missed = self.sender.broadcast_eos(
+                lambda i: i in self.finished_peers or self.is_gone(i), self.report
+            )
             if missed:
                 log.warning("%s: could not tell %s that it finished", self.spec.instance, missed)
         self.report(force=True)

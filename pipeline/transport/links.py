@@ -342,10 +342,15 @@ class Outlet:
         return best
 
     def broadcast_eos(
-        self, timeout_s: float = 5.0, is_gone: Callable[[str], bool] | None = None
+        self,
+        timeout_s: float = 5.0,
+        is_gone: Callable[[str], bool] | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> list[str]:
         """Tell every expected downstream instance this producer is done; returns the ones
-        that could not be reached before the timeout (instances gone for good are skipped)."""
+        that could not be reached before the timeout (instances gone for good are skipped).
+        ``meanwhile`` runs while it waits (the caller's heartbeat: a consumer that is hung or
+        still starting must not make this producer look silent and be killed for it)."""
         frame = encode_control(EOS)
         pending = {i for g in self.groups.values() for i in g.expected}
         deadline = time.monotonic() + timeout_s
@@ -362,6 +367,8 @@ class Outlet:
                 pending.discard(peer.instance)
             if pending:
                 self.poll_credits(50)
+                if meanwhile is not None:
+                    meanwhile()
         return sorted(pending)
 
     def close(self, linger_ms: int = 0) -> None:
