@@ -234,12 +234,17 @@ def test_outbox_smaller_than_the_outage_counts_what_it_drops(
     path = write_graph(tmp_path, graph_text(broker, frames, every, fps=40, max_queued=20))
     stats = tmp_path / "stats.json"
     proc = start_run(path, "--stats-out", str(stats))
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     try:
         assert poll_for(lambda: len(sub.ids()) >= 6, timeout=15)
-        broker.stop()
-        time.sleep(1.5)
+        broker.stop()  # down until the outbox overflows, however slow the machine is
+        assert poll_for(lambda: any("outbox full" in line for line in lines), 30), lines
         broker.start()
-        _, err = proc.communicate(timeout=30)
+        proc.wait(30)
+        reader.join(10)
+        err = "".join(lines)
     finally:
         proc.kill()
     assert proc.returncode == 0, err
