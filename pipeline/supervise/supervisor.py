@@ -21,12 +21,11 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
 
@@ -46,7 +45,6 @@ from ..runtime.child import PARENT_ENV
 from ..runtime.job import JOB_ENV, TOKEN_ENV, Job
 from ..runtime.ledger import Ledger
 from ..secrets import known as known_secrets
-from ..stats.live_view import LiveView
 from ..stats.metrics import counters_of
 from ..stats.report import Snapshot, StatsBook
 from ..stats.summary import silent_sources
@@ -56,11 +54,9 @@ from ..transport.links import configure, gone_dir, secure_endpoint, zmq_context
 from .affinity import thread_env
 from .camera_health import CameraHealth
 from .restart import RestartPolicy
+from .run_display import RunDisplay
 from .runs import Run, new_run, sweep_stale
 from .spawn import ProcessGroup, python_child
-
-if TYPE_CHECKING:
-    from ..stats.prometheus import MetricsServer
 
 __all__ = ["RunResult", "Supervisor"]
 
@@ -111,14 +107,11 @@ class Supervisor:
         self.duration = duration
         self.frames = frames
         interval = stats_interval_s or self.settings.stats_interval_s
-        self.view = LiveView(sys.stderr, live, interval)
-        self.echo = echo or self.view.message
+        self.display = RunDisplay(live, interval)
+        self.echo = echo or self.display.message
         self.log_level = log_level
         port = self.settings.prometheus_port if prometheus_port is None else prometheus_port
         self.metrics_port = port
-        self.metrics: MetricsServer | None = None
-        self.child_output: int | None = None  # the live view's pipe for stage processes' text
-        self._output_reader: threading.Thread | None = None
         self.errors: list[str] = []
         self.fatal_exits: list[str] = []  # exited with EXIT_SETUP; its message may come later
         self.signals: list[int] = []
@@ -191,7 +184,7 @@ class Supervisor:
             TOKEN_ENV: self.token,
             PARENT_ENV: str(os.getpid()),
         }
-        out = self.child_output
+        out = self.display.child_output
         child.proc = self.group.spawn(
             python_child("pipeline.runtime.child", spec.instance),
             env,
@@ -256,18 +249,7 @@ class Supervisor:
         sock = None
         t0 = time.monotonic()
         try:
-            if self.metrics_port is not None:
-                from ..stats.prometheus import start_metrics  # optional: prometheus-client
-
-                self.metrics = start_metrics(
-                    self.settings.prometheus_host,
-                    self.metrics_port,
-                    self.settings.prometheus_token,
-                    self.settings.node,
-                )
-                self.echo(f"rkpipe: metrics at {self.metrics.url}")
-            if self.view.live:
-                self._pipe_child_output()
+            self.display.start(self.settings, self.metrics_port)
             self.control_ep = f"ipc://{self.ipc_dir}/control.sock"
             sock = configure(zmq_context().socket(zmq.PULL))
             secure_endpoint(sock, self.control_ep)
@@ -289,7 +271,7 @@ class Supervisor:
         stats = self._final_stats(wall, active)
         if stats["ran"] and not self.errors:  # every run ends with its word
             self.errors += silent_sources(stats)
-        self._finish_view(active)
+        self.display.close(self._snapshot(time.monotonic(), final_s=active))
         self.errors += self.failed_late
         return RunResult(self._exit_code(), stats, self.errors)
 
@@ -323,7 +305,7 @@ class Supervisor:
             if now >= next_tick:
                 next_tick = now + tick
                 self.cameras.tick()
-                self._show(self._snapshot(now))
+                self.display.show(self._snapshot(now))
 
     # -- the control channel ---------------------------------------------------------------------
     def _receive(self, sock: zmq.Socket) -> None:
@@ -501,11 +483,6 @@ class Supervisor:
                 states[name] = "running" if c.ready else "starting"
         return states
 
-    def _show(self, snap: Snapshot) -> None:
-        self.view.update(snap)
-        if self.metrics is not None:
-            self.metrics.update(snap)
-
     def _final_stats(self, wall: float, active: float) -> dict[str, Any]:
         """The ``--stats-out`` document: per stage, and the delivery check per stream."""
         disabled = {n for n, c in self.children.items() if c.disabled}
@@ -532,32 +509,6 @@ class Supervisor:
             "disabled": sorted(disabled),
             "control_rejected": self.rejected,
         }
-
-    def _finish_view(self, active_s: float) -> None:
-        """Leave the whole-run table on screen and stop the metrics endpoint."""
-        final = self._snapshot(time.monotonic(), final_s=active_s)
-        if self.child_output is not None:
-            os.close(self.child_output)
-            self.child_output = None
-            if self._output_reader is not None:
-                self._output_reader.join(timeout=2.0)
-        self.view.close(final)
-        if self.metrics is not None:
-            self.metrics.update(final)
-            self.metrics.stop()
-
-    def _pipe_child_output(self) -> None:
-        """Route what stage processes print through the view, so it lands above the table
-        instead of tearing it apart."""
-        read_fd, self.child_output = os.pipe()
-
-        def pump() -> None:
-            with os.fdopen(read_fd, "rb") as pipe:
-                for raw in pipe:
-                    self.view.message(raw.decode(errors="replace").rstrip("\n"))
-
-        self._output_reader = threading.Thread(target=pump, name="stage-output", daemon=True)
-        self._output_reader.start()
 
     def cleanup(self) -> None:
         """Remove this run's shared memory, sockets and lock (idempotent)."""
