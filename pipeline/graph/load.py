@@ -88,17 +88,21 @@ class _Problems:
         self.items.append(f"{where} {dotted}: {text}" if dotted else f"{where}: {text}")
 
 
-def load_graph(path: str | Path, cpus: set[int] | Topology | None = None) -> Graph:
+def load_graph(
+    path: str | Path, cpus: set[int] | Topology | None = None, text: str | None = None
+) -> Graph:
     """Parse and validate ``path``; raise GraphError listing every problem found.
     ``cpus`` is the machine to validate against: CPU ids (all alike) or a topology with
-    big and little cores (default: this machine's, from sysfs)."""
+    big and little cores (default: this machine's, from sysfs). ``text``: the file's new
+    text, validated as if it were there (an edit, before it is written)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise GraphError(f"{path}: graph file not found") from None
-    except OSError as exc:
-        raise GraphError(f"{path}: cannot read graph file: {exc.strerror}") from None
+    if text is None:
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise GraphError(f"{path}: graph file not found") from None
+        except OSError as exc:
+            raise GraphError(f"{path}: cannot read graph file: {exc.strerror}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
