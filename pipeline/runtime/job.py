@@ -17,6 +17,7 @@ __all__ = ["JOB_ENV", "TOKEN_ENV", "Job"]
 
 JOB_ENV = "RKPIPE_JOB"
 TOKEN_ENV = "RKPIPE_TOKEN"
+GRAPH_ENV = "RKPIPE_GRAPH_FILE"  # the running graph's file, for a stage that changes it (the API)
 
 
 @dataclass

@@ -42,7 +42,7 @@ from ..graph.load import Graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
 from ..outputs import declared_outputs
 from ..runtime.child import PARENT_ENV
-from ..runtime.job import JOB_ENV, TOKEN_ENV, Job
+from ..runtime.job import GRAPH_ENV, JOB_ENV, TOKEN_ENV, Job
 from ..runtime.ledger import Ledger
 from ..secrets import known as known_secrets
 from ..stats.metrics import counters_of
@@ -182,6 +182,7 @@ class Supervisor:
             **thread_env(spec.cpus),
             JOB_ENV: job.to_env(),
             TOKEN_ENV: self.token,
+            GRAPH_ENV: str(self.graph.path.resolve()),
             PARENT_ENV: str(os.getpid()),
         }
         out = self.display.child_output

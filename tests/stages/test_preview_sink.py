@@ -28,20 +28,10 @@ from pipeline.messages import Message
 from pipeline.stage import Context
 from stages.sinks.preview.server import BOUNDARY
 from stages.sinks.preview.stage import PreviewSink
-from support.browser import FLAGS, Browser, chromium_path
+from support.browser import FLAGS, Browser, chromium_path, group_alive
 from support.graph import Graph
 from support.http_attack import Attack, Poller
 from support.rkpipe import child_pid, poll_for, read_jsonl, start_rkpipe, write_graph
-
-
-def _group_alive(pgid: int) -> bool:
-    for d in Path("/proc").iterdir():
-        try:
-            if d.name.isdigit() and os.getpgid(int(d.name)) == pgid:
-                return True
-        except OSError:
-            continue
-    return False
 
 
 @pytest.fixture
@@ -72,7 +62,7 @@ def chromium(tmp_path: Path):
     for pgid in groups:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-    assert poll_for(lambda: not any(_group_alive(g) for g in groups), 10), "chromium left behind"
+    assert poll_for(lambda: not any(group_alive(g) for g in groups), 10), "chromium left behind"
 
 
 class _Cells(HTMLParser):
@@ -418,17 +408,6 @@ def test_connections_past_max_clients_get_503_not_a_thread(preview) -> None:
 
 
 # --- the page: camera health, recent events, and the line and zone editor ------------------
-
-
-@pytest.fixture
-def browser(tmp_path: Path):
-    exe = chromium_path()
-    if exe is None:
-        pytest.fail("this test needs Chromium: apt-get install chromium")
-    b = Browser(exe, tmp_path / "profile")
-    yield b
-    b.close()
-    assert poll_for(lambda: not _group_alive(b.proc.pid), 10), "chromium left behind"
 
 
 def _wait_js(b: Browser, expression: str, timeout: float = 30) -> bool:

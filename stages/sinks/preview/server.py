@@ -5,6 +5,7 @@
     GET /stream/<name>.mjpg     multipart/x-mixed-replace JPEG stream, at most max_fps
     GET /snapshot/<name>.jpg    the newest frame
     GET /events/<path>.jpg      an event's snapshot, from the folder event paths are relative to
+    GET /api/graph, PATCH|PUT|DELETE /api/stages/<name>: the control API (``control_api``)
 
 HEAD works on each. A request must name this machine in its Host header (localhost, an IP
 address, this host's name or one of ``allowed_hosts``), so a web page elsewhere cannot read
@@ -13,7 +14,8 @@ the cameras by DNS rebinding; with a ``token`` it must also carry the token (``?
 
 A stranger cannot stall it: one thread reads every connection's request head without
 blocking, with a total deadline per request (``HEAD_TIMEOUT_S``, not per read) and a size
-limit (``MAX_HEAD``), and at most ``PENDING_PER_ADDRESS`` heads in reading per client address
+limit (``MAX_HEAD``; a change's JSON body, at most ``MAX_BODY``, is read the same way), and
+at most ``PENDING_PER_ADDRESS`` heads in reading per client address
 (a new one past that closes that address's oldest). Only a complete request takes one of the
 ``max_clients`` connection threads (each MJPEG viewer holds one), whose first work is the
 Host and token check; past that a request gets 503 at once instead of a thread. Each
@@ -43,6 +45,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from pipeline.httpguard import bearer, host_names, host_part, known_host, token_matches
 from pipeline.secrets import mask, shorten
+from stages.sinks.preview.control_api import CHANGE_METHODS, MAX_BODY
 
 if TYPE_CHECKING:
     from stages.sinks.preview.stage import PreviewSink
@@ -57,6 +60,10 @@ PENDING_PER_ADDRESS = 16  # request heads in reading per client address
 MAX_PENDING = 512  # request heads in reading in all
 _UNKNOWN_HOST = b"unknown host name; add it to allowed_hosts in the preview stage's options\n"
 _NEEDS_TOKEN = b"this preview needs its token: open it as http://HOST:PORT/?token=...\n"
+_CHANGES_NEED_TOKEN = (
+    "changes need the preview's token: set token in the preview stage's options "
+    '(token = "${RKPIPE_PREVIEW_TOKEN}") and send it (Authorization: Bearer ...)'
+)
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"X-Content-Type-Options: nosniff\r\nRetry-After: 2\r\nContent-Length: 41\r\n"
@@ -82,14 +89,43 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     head_only = False
 
-    def __init__(self, sock: socket.socket, address: Any, server: PreviewServer, head: bytes):
-        self.head = head  # the request line and headers, read whole by the server
+    def __init__(
+        self, sock: socket.socket, address: Any, server: PreviewServer, head: bytes, body: bytes
+    ):
+        self.head, self.body = head, body  # read whole by the server's reading thread
         super().__init__(sock, address, server)  # type: ignore[arg-type]
 
     def setup(self) -> None:
         super().setup()
-        self.rfile = io.BytesIO(self.head)  # one request per connection; no body is read
+        self.rfile = io.BytesIO(self.head)  # one request per connection; the body is read
         self.close_connection = True
+
+    def do_PATCH(self) -> None:
+        self._change()
+
+    def do_PUT(self) -> None:
+        self._change()
+
+    def do_DELETE(self) -> None:
+        self._change()
+
+    def _change(self) -> None:
+        """A change through the control API: the Host and token checks first; a preview
+        without a token takes no change at all."""
+        url = urlsplit(self.path)
+        if not self._allowed(url.query, unquote(url.path)):
+            return
+        sink = self.server.sink
+        if not sink.config.token:
+            return self._json(403, {"error": _CHANGES_NEED_TOKEN})
+        headers = {k: v for k, v in self.headers.items()}
+        code, answer = sink.control.change(self.command, unquote(url.path), headers, self.body)
+        if code == 200:
+            sink.ctx.log.warning("preview: %s %s: %s", self.command, url.path, answer)
+        self._json(code, answer)
+
+    def _json(self, code: int, value: Any) -> None:
+        self._send(code, "application/json", json.dumps(value).encode())
 
     def do_GET(self) -> None:
         self.head_only = False
@@ -112,6 +148,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, "text/html; charset=utf-8", sink.page)
             elif path == "/api/status":
                 self._send(200, "application/json", json.dumps(sink.status()).encode())
+            elif path == "/api/graph":
+                self._json(*sink.control.graph())
             elif path.startswith("/snapshot/") and path.endswith(".jpg"):
                 shot = sink.hub.jpeg(path[len("/snapshot/") : -4])
                 if shot is None:
@@ -238,6 +276,22 @@ class _Handler(BaseHTTPRequestHandler):
             log.debug("%s", mask(shorten("http: " + format % args)))
 
 
+def _body_length(head: bytes) -> int | None:
+    """The length of the body a request head announces: 0 for GET and HEAD, which take
+    none; None where a change gives no Content-Length (chunked bodies are not taken)."""
+    method = head.split(b" ", 1)[0].decode("ascii", "replace")
+    if method not in CHANGE_METHODS:
+        return 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            text = value.strip()
+            return int(text) if text.isdigit() and len(text) < 12 else None
+        if name.strip().lower() == b"transfer-encoding":
+            return None
+    return 0 if method == "DELETE" else None
+
+
 def _read_regular(path: Path) -> bytes | None:
     """The bytes of ``path`` if it is a regular file (opened without blocking: a FIFO named
     ``*.jpg`` must not hold a thread), else None."""
@@ -262,6 +316,8 @@ class _Pending:
     address: Any
     deadline: float
     head: bytearray = field(default_factory=bytearray)
+    head_end: int = -1  # where the body starts, once the head is whole
+    length: int = 0  # the body's length (Content-Length)
 
 
 class PreviewServer:
@@ -283,7 +339,9 @@ class PreviewServer:
         self.server_address = self.listener.getsockname()
         self.cookie = f"{COOKIE}_{self.server_address[1]}"
         self.sink = sink
-        self.jobs: queue.SimpleQueue[tuple[socket.socket, Any, bytes] | None] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[tuple[socket.socket, Any, bytes, bytes] | None] = (
+            queue.SimpleQueue()
+        )
         self.free = threading.Semaphore(max_clients)
         self.pending: dict[int, _Pending] = {}  # by file descriptor, oldest first
         self.selector = selectors.DefaultSelector()
@@ -356,12 +414,26 @@ class PreviewServer:
             return self._drop(fd)
         start = max(0, len(pending.head) - 3)
         pending.head += chunk
-        end = pending.head.find(b"\r\n\r\n", start)
-        if end < 0 and len(pending.head) > MAX_HEAD:
-            return self._drop(fd, _plain(431, "Request Header Fields Too Large", "too long\n"))
-        if end >= 0:
+        if pending.head_end < 0:
+            end = pending.head.find(b"\r\n\r\n", start)
+            if end < 0 and len(pending.head) > MAX_HEAD:
+                return self._drop(fd, _plain(431, "Request Header Fields Too Large", "too long\n"))
+            if end < 0:
+                return
+            pending.head_end = end + 4
+            length = _body_length(bytes(pending.head[: pending.head_end]))
+            if length is None:
+                return self._drop(
+                    fd, _plain(411, "Length Required", "a body needs Content-Length\n")
+                )
+            if length > MAX_BODY:
+                return self._drop(fd, _plain(413, "Content Too Large", "the body is too long\n"))
+            pending.length = length
+        if len(pending.head) >= pending.head_end + pending.length:
             self._forget(fd)
-            self._dispatch(pending.sock, pending.address, bytes(pending.head[: end + 4]))
+            cut, n = pending.head_end, pending.length
+            head, body = bytes(pending.head[:cut]), bytes(pending.head[cut : cut + n])
+            self._dispatch(pending.sock, pending.address, head, body)
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -381,21 +453,21 @@ class PreviewServer:
                 pending.sock.send(answer)  # best effort: it is non-blocking
         pending.sock.close()
 
-    def _dispatch(self, sock: socket.socket, address: Any, head: bytes) -> None:
+    def _dispatch(self, sock: socket.socket, address: Any, head: bytes, body: bytes) -> None:
         if not self.free.acquire(blocking=False):
             with contextlib.suppress(OSError):
                 sock.send(_BUSY)
             sock.close()
             return
         sock.setblocking(True)
-        self.jobs.put((sock, address, head))
+        self.jobs.put((sock, address, head, body))
 
     # -- the connection threads -------------------------------------------------------------
     def _work(self) -> None:
         while (job := self.jobs.get()) is not None:
-            sock, address, head = job
+            sock, address, head, body = job
             try:
-                _Handler(sock, address, self, head)
+                _Handler(sock, address, self, head, body)
             except Exception:  # a broken request must not take the thread with it
                 self.sink.ctx.log.debug("preview: request from %s failed", address, exc_info=True)
             finally:

@@ -21,6 +21,7 @@ from pipeline.messages import Message
 from pipeline.secrets import mask, remember
 from pipeline.stage import Context, Stage, StageConfig
 from stages.analytics.event_snapshots import SNAPSHOT_DIR
+from stages.sinks.preview.control_api import ControlApi
 from stages.sinks.preview.hub import PreviewHub
 from stages.sinks.preview.server import PreviewServer, host_names
 
@@ -84,6 +85,7 @@ class PreviewSink(Stage[PreviewSinkConfig]):
         self.page = PAGE.read_bytes()
         self.hub = PreviewHub(cfg.quality, cfg.width, cfg.annotate, cfg.events)
         self.allowed_hosts = {"localhost", *host_names(), *(h.lower() for h in cfg.allowed_hosts)}
+        self.control = ControlApi.of_this_run()  # the graph file, changed through the API
         self.snapshot_root = Path(cfg.snapshot_dir).expanduser().resolve()
         try:
             self.server = PreviewServer((cfg.host, cfg.port), self, cfg.max_clients)
