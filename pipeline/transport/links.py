@@ -35,7 +35,7 @@ from pathlib import Path
 import zmq
 
 from ..errors import TransportError
-from .codec import EOS, encode_control, packb, unpackb
+from .codec import Envelope, encode, packb, unpackb
 
 __all__ = [
     "CREDIT",
@@ -346,7 +346,7 @@ class Outlet:
     ) -> list[str]:
         """Tell every expected downstream instance this producer is done; returns the ones
         that could not be reached before the timeout (instances gone for good are skipped)."""
-        frame = encode_control(EOS)
+        frame = encode(Envelope.eos())
         pending = {i for g in self.groups.values() for i in g.expected}
         deadline = time.monotonic() + timeout_s
         while pending and time.monotonic() < deadline:
