@@ -10,6 +10,7 @@ the source); ``lost``: frames lost just before this one and counted upstream, as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
@@ -66,7 +67,7 @@ class Envelope:
     msg: Message
     more: bool = False
     acct: Accounting = field(default_factory=Accounting)
-    refs: list[SlotRef] = field(default_factory=list)
+    refs: Sequence[SlotRef] = ()
 
     @classmethod
     def message(cls, msg: Message, more: bool = False, acct: Accounting | None = None) -> Envelope:
@@ -98,7 +99,7 @@ class Envelope:
         t_mono_ns: int = 0,
     ) -> Envelope:
         """A SKIP marker: frame ``seq`` was dropped (``acct.skip`` says why)."""
-        return cls.marker(SKIP, stream, seq, prev, acct, more, t_mono_ns)
+        return cls(SKIP, Message(stream, seq, prev, 0.0, t_mono_ns), more, acct or Accounting())
 
     @classmethod
     def end(
@@ -111,7 +112,7 @@ class Envelope:
         t_mono_ns: int = 0,
     ) -> Envelope:
         """An END marker: ``stream`` is over, ``seq`` the place of its end."""
-        return cls.marker(END, stream, seq, prev, acct, more, t_mono_ns)
+        return cls(END, Message(stream, seq, prev, 0.0, t_mono_ns), more, acct or Accounting())
 
     @classmethod
     def eos(cls) -> Envelope:
