@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.graph.schema import PipelineSettings  # noqa: E402
 from pipeline.messages import FRAME, Message  # noqa: E402
-from pipeline.transport.codec import decode, encode  # noqa: E402
+from pipeline.transport.codec import Envelope, decode, encode  # noqa: E402
 from pipeline.transport.framepool import SHM_DIR, FramePool, PoolReader  # noqa: E402
 from pipeline.transport.idle import SpinThenPark  # noqa: E402
 from pipeline.transport.links import Inlet, Outlet, configure, zmq_context  # noqa: E402
@@ -199,7 +199,7 @@ class RkpipeSender:
         msg = self.message(seq)
         t0 = time.perf_counter_ns()
         msg.t_mono_ns = time.monotonic_ns()
-        parts = encode(msg, pool=self.pool)
+        parts = encode(Envelope.message(msg), pool=self.pool)
         t1 = time.perf_counter_ns()
         if not self.outlet.send(parts, msg.stream):
             raise RuntimeError("sent without credit")

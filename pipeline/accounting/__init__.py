@@ -2,8 +2,10 @@
 
 - ``keys``: every ledger key, built and parsed here, bounded to the ledger's fixed key size
   (never truncated); ``reasons``: the kind of a drop reason (fault, policy, stop).
-- ``envelope``: ``Accounting``, what each envelope says of the frames before it (source
-  drops, losses counted upstream, a SKIP's reason); the codec only serialises it.
+- ``envelope``: ``Envelope``, the typed header of what travels (its kind, the message, the
+  shared-memory slots it uses) and ``Accounting``, what each envelope says of the frames
+  before it (source drops, losses counted upstream, a SKIP's reason); the codec only
+  serialises them.
 - ``books``: the books in a stage's ledger, each change one commit: a source's numbering
   (``SourceBook``), a stream's chain as it comes via a stage (``Chain``), a sink's tally
   (``Tally``), and ``settle`` (undo what a killed process left half-committed).

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from ..runtime.ledger import Ledger
-from ..transport.codec import END, SKIP, Decoded
+from .envelope import END, SKIP, Envelope
 from .keys import (
     CHAIN,
     SRC,
@@ -77,7 +77,7 @@ class Chain:
         """The number of the commit the next link's writes belong to."""
         return self.committed + 1
 
-    def gap(self, d: Decoded) -> int | None:
+    def gap(self, d: Envelope) -> int | None:
         """How many frames just before link ``d`` were lost uncounted (0 normally), or None
         for a link already taken (a duplicate). Writes nothing: see ``advance``."""
         seq, last = d.msg.seq, self.last
@@ -85,8 +85,8 @@ class Chain:
             return None
         if seq == last:  # a further part of the link in hand
             return 0
-        annotated = sum(n for n, _ in d.lost)
-        lost = (seq - last - 1) - (d.source_drops - self.source_drops) - annotated
+        annotated = sum(n for n, _ in d.acct.lost)
+        lost = (seq - last - 1) - (d.acct.source_drops - self.source_drops) - annotated
         if lost < 0:  # more accounted than missing: a bug upstream, or a forged header
             log.warning(
                 "stream %s from %s: seq %d accounts for %d frames more than are missing",
@@ -98,23 +98,23 @@ class Chain:
             return 0
         return lost
 
-    def incomplete(self, d: Decoded) -> bool:
+    def incomplete(self, d: Envelope) -> bool:
         """Whether ``d`` starts a new link while the last one's parts were not all in (its
         producer died half-way through sending them)."""
         return self.open and d.msg.seq > self.last
 
-    def advance(self, d: Decoded) -> None:
+    def advance(self, d: Envelope) -> None:
         """Take link ``d``: the commit of its accounting (written last)."""
         stamp = self.stamp
         if d.msg.seq != self.last:
             self.ledger.set(f"{self.key}last", d.msg.seq, stamp)
-            self.ledger.set(f"{self.key}source_drops", d.source_drops, stamp)
+            self.ledger.set(f"{self.key}source_drops", d.acct.source_drops, stamp)
         self.ledger.set(f"{self.key}open", int(d.more), stamp)
         self.ledger.set(f"{self.key}commit", stamp)
         self.committed, self.last, self.source_drops, self.open = (
             stamp,
             d.msg.seq,
-            d.source_drops,
+            d.acct.source_drops,
             d.more,
         )
 
@@ -133,15 +133,15 @@ class Tally:
         if n:
             self.ledger.add(f"{self.key}{what}", n, self.chain.stamp)
 
-    def record(self, d: Decoded, lost: int, outcome: str | None) -> None:
+    def record(self, d: Envelope, lost: int, outcome: str | None) -> None:
         """The accounting of link ``d``: losses counted upstream, the hole before it, an
         unfinished link before it, and what became of its own frame (``outcome``: "" for
         delivered, a reason for dropped, None for a link that carries no frame yet)."""
-        for n, reason in d.lost:
+        for n, reason in d.acct.lost:
             self._add(f"drop:{reason}", n)
         self._add(f"drop:{crashed_at(self.chain.via)}", lost + self.chain.incomplete(d))
         if d.kind == SKIP and not d.more:
-            outcome = d.skip or "skipped"
+            outcome = d.acct.skip or "skipped"
         if outcome == "":
             self._add("delivered")
         elif outcome is not None:

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 
 from ..messages import Message
 from ..runtime.ledger import Ledger
-from ..transport.codec import END, Decoded
 from .books import Chain, Tally, crashed_at
-from .envelope import Accounting
+from .envelope import END, Accounting, Envelope
 from .keys import CHAIN, parse_via_stream, reason_at
 
 __all__ = ["Admission", "StageBook"]
@@ -57,7 +56,7 @@ class StageBook:
             chain = self.chains[key] = Chain(self.ledger, via, stream)
         return chain
 
-    def admit(self, via: str, d: Decoded, restored: bool = False) -> Admission | None:
+    def admit(self, via: str, d: Envelope, restored: bool = False) -> Admission | None:
         """Take link ``d`` from ``via``: None for a copy of one already taken. ``restored``:
         an END the supervisor says this stage never passed on (taken by a predecessor that
         died before sending it on): it goes on now."""
@@ -67,22 +66,24 @@ class StageBook:
             lost, chain = 0, None
         if lost is None:
             return None
-        annotations = list(d.lost)
+        annotations = list(d.acct.lost)
         if lost:
             annotations.append((lost, crashed_at(via)))
-        return Admission(via, chain, lost, Accounting(d.source_drops, annotations, d.skip))
+        return Admission(
+            via, chain, lost, Accounting(d.acct.source_drops, annotations, d.acct.skip)
+        )
 
     def settles_here(self, adm: Admission) -> bool:
         """Whether the link's fate is settled in this stage's tally (a sink's own link)."""
         return self.sink and adm.chain is not None
 
-    def passing_on(self, adm: Admission, d: Decoded) -> None:
+    def passing_on(self, adm: Admission, d: Envelope) -> None:
         """The link's results are about to be sent: its chain moves on first, so what dies
         from here on is found downstream."""
         if adm.chain is not None:
             adm.chain.advance(d)
 
-    def settle(self, adm: Admission, d: Decoded, outcome: str | None) -> None:
+    def settle(self, adm: Admission, d: Envelope, outcome: str | None) -> None:
         """At a sink: link ``d``'s fate (``outcome``: "" delivered, a reason dropped, None no
         frame yet) and the chain move on, one commit."""
         assert adm.chain is not None
@@ -105,6 +106,6 @@ class StageBook:
                 return via
         return next(iter(vias))
 
-    def restored_end(self, stream: str, end_seq: int, source_drops: int) -> Decoded:
+    def restored_end(self, stream: str, end_seq: int, source_drops: int) -> Envelope:
         """The END of ``stream`` that died with an earlier incarnation, rebuilt."""
-        return Decoded(END, False, Message(stream, end_seq, end_seq - 1), [], source_drops)
+        return Envelope(END, Message(stream, end_seq, end_seq - 1), acct=Accounting(source_drops))

@@ -24,7 +24,7 @@ from ..accounting.stage_book import StageBook
 from ..errors import TransportError
 from ..graph.plan import InstanceSpec
 from ..graph.schema import PipelineSettings
-from ..transport.codec import EOS, Decoded, decode
+from ..transport.codec import EOS, Envelope, decode
 from ..transport.framepool import FrameLost, PoolReader
 from ..transport.links import Inlet
 from ..transport.reorder import ReorderBuffer
@@ -41,7 +41,7 @@ class Received:
 
     inlet: Inlet
     via: str
-    d: Decoded
+    d: Envelope
 
     @property
     def stream(self) -> str:
@@ -129,7 +129,7 @@ class Inputs:
                     self._corrupt(inlet, str(exc))
                     continue
                 d = exc.link  # its slot was rewritten before it could be read: a SKIP
-                d.skip = self.book.dropped_here("overwritten")
+                d.acct.skip = self.book.dropped_here("overwritten")
                 self.count_drop("overwritten")
             except TransportError as exc:
                 self._corrupt(inlet, str(exc))

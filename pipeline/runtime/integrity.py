@@ -8,8 +8,9 @@ it with what the source produced ("exact", or the difference by reason).
 How frames are numbered
     A source gives every frame it produces the next ``seq`` of its stream, 0, 1, 2, ...,
     dropped ones included, so the frames of a stream are exactly the seqs below the END
-    marker's. Every envelope also carries ``source_drops``: how many frames of its stream
-    the source dropped before this seq (each counted at the source, by reason). So between
+    marker's. Every envelope also carries ``source_drops`` (in its ``Accounting``, see
+    ``pipeline.accounting.envelope``): how many frames of its stream the source dropped
+    before this seq (each counted at the source, by reason). So between
     two links a stage sees, seq L and then seq S, ``S - L - 1`` frames are missing,
     ``source_drops_S - source_drops_L`` of them dropped and counted at the source; any
     others were lost on the way, unless the link says where (``lost``: [[n, reason], ...]

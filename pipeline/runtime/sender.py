@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 from zmq.auth import load_certificate
 
-from ..accounting.envelope import Accounting
+from ..accounting.envelope import Accounting, Envelope
 from ..accounting.reasons import BEHIND
 from ..graph.plan import InstanceSpec
 from ..messages import Message
-from ..transport.codec import END, MSG, SKIP, encode, encode_control
+from ..transport.codec import END, SKIP, Kind, encode
 from ..transport.framepool import FramePool, PoolReader
 from ..transport.links import Outlet, Reject
 
@@ -72,21 +72,24 @@ class Sender:
         prev = self._link_prev(msg.stream, msg.seq, msg.prev)
         saved, msg.prev = msg.prev, prev
         try:
-            parts = encode(msg, MSG, more, self.pool, self.reader, self.inline_all, acct.to_wire())
+            parts = encode(
+                Envelope.message(msg, more, acct), self.pool, self.reader, self.inline_all
+            )
         finally:
             msg.prev = saved
 
         def behind() -> list:  # what a best-effort stage without room gets in its place
-            why = acct.skipped(BEHIND).to_wire()
-            return encode_control(SKIP, msg.stream, msg.seq, prev, more, why, msg.t_mono_ns)
+            why = acct.skipped(BEHIND)
+            return encode(Envelope.skip(msg.stream, msg.seq, prev, why, more, msg.t_mono_ns))
 
         return self.outlet.send(parts, msg.stream, behind, msg.seq)
 
-    def marker(self, kind: int, msg: Message, more: bool, acct: Accounting) -> bool:
+    def marker(self, kind: Kind, msg: Message, more: bool, acct: Accounting) -> bool:
         """Send a SKIP (this frame was dropped, ``acct``'s reason says why) or END marker."""
         assert kind in (SKIP, END)
         prev = self._link_prev(msg.stream, msg.seq, msg.prev)
-        parts = encode_control(kind, msg.stream, msg.seq, prev, more, acct.to_wire(), msg.t_mono_ns)
+        env = Envelope.marker(kind, msg.stream, msg.seq, prev, acct, more, msg.t_mono_ns)
+        parts = encode(env)
         return self.outlet.send(parts, msg.stream, None, msg.seq)
 
     def wait_for_room(

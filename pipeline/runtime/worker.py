@@ -31,7 +31,7 @@ from ..health import HealthFile
 from ..messages import Message
 from ..stage import Outputs, Stage
 from ..stats.metrics import StageStats
-from ..transport.codec import END, MSG, SKIP, Decoded, packb
+from ..transport.codec import END, MSG, SKIP, Envelope, Kind, packb
 from ..transport.framepool import FramePool, PoolReader
 from ..transport.idle import SpinThenPark
 from ..transport.links import configure, gone_dir, zmq_context
@@ -284,7 +284,7 @@ class StageWorker:
             out, took = self._timed_process(d.msg)
             self._finish_item(link, acct, out, took)
 
-    def _handle_at_sink(self, adm: Admission, d: Decoded) -> None:
+    def _handle_at_sink(self, adm: Admission, d: Envelope) -> None:
         """At a sink, a frame's fate and the chain move on in one commit, after the stage
         handled it: a sink killed half-way counts the frame as lost, never as delivered."""
         outcome: str | None = None
@@ -292,10 +292,10 @@ class StageWorker:
             self.stats.count_in(d.msg.stream)
             outcome = self._deliver(d)
         elif d.kind == END:
-            self.end_stream(d.msg, Accounting(d.source_drops))
+            self.end_stream(d.msg, Accounting(d.acct.source_drops))
         self.accounts.settle(adm, d, outcome)
 
-    def _deliver(self, d: Decoded) -> str:
+    def _deliver(self, d: Envelope) -> str:
         """Hand a frame to the sink stage: "" if it took it, else why not (counted)."""
         t0 = time.perf_counter()
         try:
@@ -370,7 +370,7 @@ class StageWorker:
             self.stats.count_out(m.stream, m.seq, m.t_mono_ns)
         return len(msgs)
 
-    def send_marker(self, kind: int, msg: Message, more: bool, acct: Accounting) -> None:
+    def send_marker(self, kind: Kind, msg: Message, more: bool, acct: Accounting) -> None:
         if self.sender is not None:
             self.wait_for_room(msg.stream)
             self.sender.marker(kind, msg, more, acct)

@@ -1,10 +1,12 @@
 """Wire format: a msgpack header frame, then one raw frame per inline array. Never pickle.
 
-Header: [kind, stream, seq, prev, t_capture, t_mono_ns, more, meta, arrays, acct]. Each array
+An ``Envelope`` (``pipeline.accounting.envelope``: kind, more, message, accounting) goes as
+the header [kind, stream, seq, prev, t_capture, t_mono_ns, more, meta, arrays, acct], a
+10-field msgpack list; ``decode`` checks every field and builds the Envelope back. Each array
 is described as [name, "i", dtype, shape, part] (inline: bytes in multipart frame ``part``)
 or [name, "s", slotref] (in a producer's shared-memory pool). numpy values inside ``meta`` are
-carried as a msgpack extension (dtype, shape, bytes). ``acct`` is the frame accounting of
-``pipeline.runtime.integrity``: [source drops before this seq, [[n, reason], ...] frames lost
+carried as a msgpack extension (dtype, shape, bytes). ``acct`` is the envelope's ``Accounting``
+(``pipeline.runtime.integrity``): [source drops before this seq, [[n, reason], ...] frames lost
 just before this one, the reason of a SKIP marker].
 
 Everything received is checked before use (``decode``): a socket may face a hostile peer, so
@@ -21,6 +23,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from ..accounting.envelope import END, EOS, KINDS, MSG, SKIP, Accounting, Envelope, Kind
 from ..accounting.keys import bounded
 from ..errors import TransportError
 from ..messages import Message
@@ -32,16 +35,15 @@ __all__ = [
     "INLINE_MAX",
     "MSG",
     "SKIP",
-    "Decoded",
+    "Envelope",
+    "Kind",
     "check_dtype",
     "decode",
     "encode",
-    "encode_control",
     "packb",
     "unpackb",
 ]
 
-MSG, SKIP, END, EOS = 0, 1, 2, 3  # message, dropped-by-a-stage marker, stream end, producer end
 INLINE_MAX = 32 * 1024  # arrays up to this size travel inline; larger ones in shared memory
 _EXT_NDARRAY = 1
 _MAX_DIMS = 8
@@ -127,17 +129,15 @@ def unpackb(data: Any) -> Any:
 
 
 def encode(
-    msg: Message,
-    kind: int = MSG,
-    more: bool = False,
+    env: Envelope,
     pool: FramePool | None = None,
     reader: PoolReader | None = None,
     inline_all: bool = False,
-    acct: list | None = None,
 ) -> list:
-    """Turn a message into multipart frames. Arrays received from shared memory are forwarded
+    """Turn an envelope into multipart frames. Arrays received from shared memory are forwarded
     by reference; new large arrays go into ``pool`` (or inline if there is none or the link
-    crosses hosts, ``inline_all``). ``acct`` is the frame accounting [source_drops, lost, skip]."""
+    crosses hosts, ``inline_all``)."""
+    msg = env.msg
     descs: list = []
     parts: list = [b""]
     for name, arr in msg.arrays.items():
@@ -149,16 +149,16 @@ def encode(
         descs.append([name, "i", arr.dtype.str, list(arr.shape), len(parts)])
         parts.append(arr.data if arr.nbytes else b"")
     header = [
-        kind,
+        env.kind,
         msg.stream,
         msg.seq,
         msg.prev,
         msg.t_capture,
         msg.t_mono_ns,
-        more,
+        env.more,
         msg.meta,
         descs,
-        acct or [0, [], ""],
+        env.acct.to_wire(),
     ]
     try:
         parts[0] = packb(header)
@@ -181,44 +181,6 @@ def _shared_ref(
     if arr.nbytes > INLINE_MAX:
         return pool.put(arr)
     return None
-
-
-def encode_control(
-    kind: int,
-    stream: str = "",
-    seq: int = -1,
-    prev: int = -1,
-    more: bool = False,
-    acct: list | None = None,
-    t_mono_ns: int = 0,
-) -> list:
-    """A marker with no payload: SKIP (a stage dropped this seq), END (stream over), EOS."""
-    return [packb([kind, stream, seq, prev, 0.0, t_mono_ns, more, {}, [], acct or [0, [], ""]])]
-
-
-class Decoded:
-    """A received envelope: its kind, the message, the shared-memory refs it uses, and its
-    frame accounting (``source_drops``, ``lost``, ``skip``; see pipeline.runtime.integrity)."""
-
-    __slots__ = ("kind", "lost", "more", "msg", "refs", "skip", "source_drops")
-
-    def __init__(
-        self,
-        kind: int,
-        more: bool,
-        msg: Message,
-        refs: list[SlotRef],
-        source_drops: int = 0,
-        lost: list[tuple[int, str]] | None = None,
-        skip: str = "",
-    ) -> None:
-        self.kind = kind
-        self.more = more
-        self.msg = msg
-        self.refs = refs
-        self.source_drops = source_drops
-        self.lost = lost or []
-        self.skip = skip
 
 
 _LO, _HI = -(2**63), 2**63 - 1
@@ -256,7 +218,7 @@ def _header(parts: list) -> list:
     return header
 
 
-def _acct(acct: Any) -> tuple[int, list[tuple[int, str]], str]:
+def _acct(acct: Any) -> Accounting:
     if not isinstance(acct, list) or len(acct) != 3:
         raise TransportError("frame accounting is not [source_drops, lost, skip]")
     source_drops, lost, skip = acct
@@ -268,11 +230,11 @@ def _acct(acct: Any) -> tuple[int, list[tuple[int, str]], str]:
         if not ok or type(item[0]) is not int or not 0 <= item[0] < 1 << 40:
             raise TransportError("a loss annotation is not [n, reason]")
         out.append((item[0], bounded(item[1])))
-    return _int(source_drops, "source_drops"), out, bounded(skip)
+    return Accounting(_int(source_drops, "source_drops"), out, bounded(skip))
 
 
-def decode(parts: list, reader: PoolReader | None) -> Decoded:
-    """Rebuild a message from frames after checking every field. Shared-memory arrays become
+def decode(parts: list, reader: PoolReader | None) -> Envelope:
+    """Rebuild an envelope from frames after checking every field. Shared-memory arrays become
     read-only views; raises FrameLost if one was overwritten, TransportError if the envelope
     is malformed or names memory that is not this run's."""
     kind, stream, seq, prev, t_cap, t_mono, more, meta, descs, acct = _header(parts)
@@ -289,7 +251,7 @@ def decode(parts: list, reader: PoolReader | None) -> Decoded:
             try:
                 arrays[name] = reader.view(ref)
             except FrameLost as exc:  # the frame's place in its stream is still known
-                exc.link = Decoded(SKIP, more, Message(stream, seq, prev), [], *acct)
+                exc.link = Envelope(SKIP, Message(stream, seq, prev), more, acct)
                 raise
             refs.append(ref)
         elif where == "i" and len(desc) == 5:
@@ -297,7 +259,7 @@ def decode(parts: list, reader: PoolReader | None) -> Decoded:
         else:
             raise TransportError(f"array {name[:40]!r} has an unknown descriptor")
     msg = Message(stream, seq, prev, float(t_cap), t_mono, meta, arrays)
-    return Decoded(kind, more, msg, refs, *acct)
+    return Envelope(KINDS[kind], msg, more, acct, refs)
 
 
 def _inline(parts: list, desc: list) -> np.ndarray:

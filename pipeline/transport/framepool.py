@@ -21,11 +21,14 @@ import weakref
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ShmError, TransportError
+
+if TYPE_CHECKING:
+    from ..accounting.envelope import Envelope
 
 __all__ = [
     "SHM_DIR",
@@ -81,7 +84,7 @@ class FrameLost(Exception):
     """A referenced slot was overwritten or its segment is gone. Raised while decoding an
     envelope, ``link`` is the envelope as a SKIP marker, so its place in the stream is kept."""
 
-    link: Any = None
+    link: Envelope | None = None
 
 
 @dataclass(frozen=True)

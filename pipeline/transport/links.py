@@ -35,7 +35,7 @@ from pathlib import Path
 import zmq
 
 from ..errors import TransportError
-from .codec import EOS, encode_control, packb, unpackb
+from .codec import Envelope, encode, packb, unpackb
 
 __all__ = [
     "CREDIT",
@@ -351,7 +351,7 @@ class Outlet:
         that could not be reached before the timeout (instances gone for good are skipped).
         ``meanwhile`` runs while it waits (the caller's heartbeat: a consumer that is hung or
         still starting must not make this producer look silent and be killed for it)."""
-        frame = encode_control(EOS)
+        frame = encode(Envelope.eos())
         pending = {i for g in self.groups.values() for i in g.expected}
         deadline = time.monotonic() + timeout_s
         while pending and time.monotonic() < deadline:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.accounting.books import STOPPED, SourceBook
+from pipeline.accounting.envelope import END, MSG, SKIP, Accounting, Envelope
 from pipeline.accounting.keys import tally_key
 from pipeline.accounting.run_book import RunBook
 from pipeline.accounting.stage_book import StageBook
@@ -22,7 +23,6 @@ from pipeline.graph.plan import Plan, make_plan
 from pipeline.messages import Message
 from pipeline.runtime.ledger import Ledger
 from pipeline.stats.metrics import StageStats
-from pipeline.transport.codec import END, MSG, SKIP, Decoded
 
 STEPS = (
     "produce",  # the source reads a frame (a live one queues it; drops the oldest when full)
@@ -87,8 +87,8 @@ class Run:
         self.run_ledger = Ledger.create(self.folder / "ledger-run")
         self.books = RunBook(self.plan, self.run_ledger, self.ledgers, self.folder / "gone")
         self.specs = {i.stage: i for i in self.plan.instances}
-        self.to_relay: deque[Decoded] = deque()
-        self.to_sink: deque[Decoded] = deque()
+        self.to_relay: deque[Envelope] = deque()
+        self.to_sink: deque[Envelope] = deque()
         self.delivered: list[int] = []  # what the sink's user received, in order
         self.kills: Counter[str] = Counter()
         self.filtered = 0
@@ -141,14 +141,14 @@ class Run:
 
     def _send(self, seq: int) -> None:
         msg = Message(self.source, seq, self.src.sent)
-        self.to_relay.append(Decoded(MSG, False, msg, [], self.src.source_drops))
+        self.to_relay.append(Envelope.message(msg, acct=Accounting(self.src.source_drops)))
         self.src.send(seq)
 
     def do_relay(self, arg: int) -> None:
         if self.to_relay:
             self._relay_one(self.to_relay.popleft())
 
-    def _relay_one(self, d: Decoded, restored: bool = False, die: bool = False) -> None:
+    def _relay_one(self, d: Envelope, restored: bool = False, die: bool = False) -> None:
         adm = self.relay_book.admit(self.source, d, restored)
         if adm is None:
             return
@@ -158,23 +158,13 @@ class Run:
         acct = adm.acct
         if d.kind == MSG and self.filter_every and d.msg.seq % self.filter_every == 0:
             self.filtered += 1
-            d = Decoded(
-                SKIP,
-                False,
-                d.msg,
-                [],
-                acct.source_drops,
-                acct.lost,
-                self.relay_book.dropped_here("filtered"),
-            )
+            d = Envelope(SKIP, d.msg, acct=acct.skipped(self.relay_book.dropped_here("filtered")))
         elif d.kind == END:
             if d.msg.stream in self.relay_ends:
                 return
             self.relay_ends.add(d.msg.stream)
             self.books.stream_ended(self.specs[self.relay], d.msg.stream)
-        self.to_sink.append(
-            Decoded(d.kind, False, d.msg, [], acct.source_drops, acct.lost, acct.skip or d.skip)
-        )
+        self.to_sink.append(Envelope(d.kind, d.msg, acct=acct.skipped(acct.skip or d.acct.skip)))
 
     def do_deliver(self, arg: int, die_half_way: bool = False) -> None:
         if not self.to_sink:
@@ -237,7 +227,7 @@ class Run:
                 self.src.drop(self.queue.popleft())
                 self.src_stats.count_drop(STOPPED)
             end = Message(self.source, self.src.next, self.src.sent)
-            self.to_relay.append(Decoded(END, False, end, [], self.src.source_drops))
+            self.to_relay.append(Envelope(END, end, acct=Accounting(self.src.source_drops)))
             self.books.stream_ended(
                 self.specs[self.source], self.source, self.src.next, self.src.source_drops
             )

@@ -8,7 +8,7 @@ import pytest
 from pipeline.errors import TransportError
 from pipeline.messages import Message
 from pipeline.runtime.integrity import died_since
-from pipeline.transport.codec import INLINE_MAX, MSG, decode, encode
+from pipeline.transport.codec import INLINE_MAX, Envelope, decode, encode
 from pipeline.transport.framepool import FrameLost, FramePool, PoolReader
 from pipeline.transport.reorder import ReorderBuffer
 
@@ -30,7 +30,7 @@ def test_large_arrays_travel_by_reference_small_inline(pool: FramePool) -> None:
         meta={"label": "x", "score": np.float32(0.5), "arr": small},
         arrays={"frame": frame, "det": small},
     )
-    parts = encode(msg, MSG, pool=pool)
+    parts = encode(Envelope.message(msg), pool=pool)
     assert sum(len(bytes(p)) for p in parts) < INLINE_MAX  # the frame itself is not on the wire
     got = decode(parts, PoolReader()).msg
     assert (got.stream, got.seq, got.prev) == ("cam0", 7, 6)
@@ -45,17 +45,17 @@ def test_received_frame_is_forwarded_without_copy(pool: FramePool) -> None:
     frame = pool.alloc((64, 64, 3), np.uint8)
     frame[:] = 9
     reader = PoolReader()
-    first = decode(encode(Message("s", 0, arrays={"frame": frame}), pool=pool), reader)
-    again = encode(first.msg, pool=None, reader=reader)  # a stage with no pool of its own
+    sent = Envelope.message(Message("s", 0, arrays={"frame": frame}))
+    first = decode(encode(sent, pool=pool), reader)
+    again = encode(Envelope.message(first.msg), reader=reader)  # a stage with no pool of its own
     second = decode(again, PoolReader())
     assert second.refs == first.refs
 
 
 def test_overwritten_slot_is_detected_not_used(pool: FramePool) -> None:
     reader = PoolReader()
-    parts = encode(
-        Message("s", 0, arrays={"frame": np.full((200, 200, 3), 1, np.uint8)}), pool=pool
-    )
+    msg = Message("s", 0, arrays={"frame": np.full((200, 200, 3), 1, np.uint8)})
+    parts = encode(Envelope.message(msg), pool=pool)
     decoded = decode(parts, reader)
     for i in range(4):  # the ring comes round and rewrites slot 0
         pool.put(np.full((200, 200, 3), 2 + i, np.uint8))
@@ -66,7 +66,7 @@ def test_overwritten_slot_is_detected_not_used(pool: FramePool) -> None:
 
 def test_pickle_is_never_used_for_unknown_types() -> None:
     with pytest.raises(TransportError, match="cannot send a object"):
-        encode(Message("s", 0, meta={"x": object()}))
+        encode(Envelope.message(Message("s", 0, meta={"x": object()})))
 
 
 def test_malformed_envelope_is_a_transport_error() -> None:

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import zmq
 
+from pipeline.accounting.envelope import Accounting
 from pipeline.errors import TransportError
 from pipeline.graph.plan import InstanceSpec
 from pipeline.messages import Message
 from pipeline.runtime.inputs import Inputs
 from pipeline.runtime.ledger import Ledger
-from pipeline.transport.codec import MSG, decode, encode, packb
+from pipeline.transport.codec import MSG, Envelope, decode, encode, packb
 from pipeline.transport.framepool import SHM_DIR, FrameLost, FramePool, PoolReader
 from support.graph import Graph
 from support.rkpipe import poll_for, read_jsonl, start_rkpipe
@@ -145,7 +146,7 @@ def _spec(endpoint: str, run_id: str) -> InstanceSpec:
 
 
 def _envelope(*parts: bytes, **changes: object) -> list:
-    header = ["cam0", 0, -1, 1.0, 1, False, {}, [], [0, [], ""]]
+    header = ["cam0", 0, -1, 1.0, 1, False, {}, [], Accounting().to_wire()]
     fields = ["stream", "seq", "prev", "t_capture", "t_mono_ns", "more", "meta", "arrays", "acct"]
     for k, v in changes.items():
         header[fields.index(k)] = v
@@ -189,8 +190,8 @@ def test_a_hostile_producer_is_refused_message_by_message(tmp_path: Path) -> Non
         assert fake.poll(5000)
         identity, kind, _ = fake.recv_multipart()
         assert kind == b"H"
-        good = encode(Message("cam0", 0, -1, arrays={"frame": np.ones(8, np.uint8)}))
-        for parts in [*HOSTILE_ENVELOPES, good]:
+        good = Message("cam0", 0, -1, arrays={"frame": np.ones(8, np.uint8)})
+        for parts in [*HOSTILE_ENVELOPES, encode(Envelope.message(good))]:
             fake.send_multipart([identity, *parts])
         assert poll_for(lambda: inputs.receive(inputs.inlets[0]) or len(inputs.ready) == 1, 5)
         assert len(refused) == len(HOSTILE_ENVELOPES), refused
@@ -208,13 +209,12 @@ def test_the_decoder_survives_ten_thousand_mutated_envelopes() -> None:
     rng = random.Random(7)
     pool = FramePool(f"rkpipe-{os.getpid()}xfuzz0001-pool-fuzz", 4)
     reader = PoolReader(prefix=f"rkpipe-{os.getpid()}xfuzz0001-")
-    seeds = [
-        encode(Message("cam0", 3, 2, meta={"a": [1, 2], "b": np.arange(3)}), pool=pool),
-        encode(
-            Message("cam0", 4, 3, arrays={"frame": np.zeros((100, 100, 3), np.uint8)}), pool=pool
-        ),
-        encode(Message("cam0", 5, 4, arrays={"det": np.ones((5, 4), np.float32)})),
+    pooled = [
+        Message("cam0", 3, 2, meta={"a": [1, 2], "b": np.arange(3)}),
+        Message("cam0", 4, 3, arrays={"frame": np.zeros((100, 100, 3), np.uint8)}),
     ]
+    inline = Message("cam0", 5, 4, arrays={"det": np.ones((5, 4), np.float32)})
+    seeds = [*(encode(Envelope.message(m), pool) for m in pooled), encode(Envelope.message(inline))]
     try:
         for _ in range(10_000):
             parts = [bytes(p) for p in rng.choice(seeds)]
