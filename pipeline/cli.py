@@ -218,6 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Ctrl-C / SIGTERM drain, then stop, and never cut the teardown short.
     handler = lambda signum, _frame: sup.on_signal(signum)  # noqa: E731
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda _s, _f: sup.on_reload())
     try:
         result = sup.run()
         for err in result.errors:
