@@ -54,6 +54,7 @@ class Reloader:
         self.children = children
         self.echo = echo
         self.count = 0
+        self._write({"reload": 0, "ok": True, "lines": []})  # names the run's graph
 
     def reload(self) -> bool:
         """Read the graph file again and apply what changed; False if it was not valid."""
@@ -118,7 +119,10 @@ class Reloader:
     def _say(self, ok: bool, lines: list[str]) -> None:
         for line in lines:
             self.echo(line)
-        outcome = {"reload": self.count, "ok": ok, "lines": lines}
+        self._write({"reload": self.count, "ok": ok, "lines": lines})
+
+    def _write(self, outcome: dict) -> None:
+        outcome["graph"] = str(self.graph.path.resolve())
         tmp = self.run_dir / f".{OUTCOME_FILE}.tmp"
         with contextlib.suppress(OSError):  # the run goes on even if nobody can read it
             tmp.write_text(json.dumps(outcome))
