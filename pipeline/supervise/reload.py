@@ -54,6 +54,7 @@ class Reloader:
         self.children = children
         self.echo = echo
         self.count = 0
+        self.waiting: dict[str, int] = {}  # instance -> pid of a process to signal when ready
         self._write({"reload": 0, "ok": True, "lines": []})  # names the run's graph
 
     def reload(self) -> bool:
@@ -100,9 +101,20 @@ class Reloader:
             return
         child.spec = dataclasses.replace(child.spec, options=spec.options)
         reconfigure.write_options(self.run_dir, spec.instance, spec.options)
-        if child.proc is not None and child.proc.poll() is None:
+        if child.proc is None or child.proc.poll() is not None:
+            return
+        if child.ready:
             with contextlib.suppress(ProcessLookupError):
                 child.proc.send_signal(reconfigure.SIGNAL)
+        else:  # the signal would end a process not yet set to take it: sent once it is ready
+            self.waiting[spec.instance] = child.proc.pid
+
+    def ready(self, child: _Child) -> None:
+        """A process is set up: one started before a reload is given its new options now."""
+        proc = child.proc
+        if proc is not None and self.waiting.pop(child.spec.instance, None) == proc.pid:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(reconfigure.SIGNAL)
 
     def took(self, child: _Child, ok: bool, why: str) -> bool:
         """A process's answer; True when it must be restarted to take its options."""

@@ -386,6 +386,7 @@ class Supervisor:
             self.book.update(child.spec.instance, pid, self._with_counters(child, report))
         elif kind == "ready":
             child.ready = True
+            self.reloader.ready(child)
             if self.t_ready is None and all(c.ready for c in self.children.values()):
                 self.t_ready = time.monotonic()
                 self.echo(f"rkpipe: {len(self.children)} processes running")
