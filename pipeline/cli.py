@@ -126,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
             help="NPU figures from this board_report.json (benchmarks/board_check.py; "
             "default: one in the working folder or beside the graph, else the reference)",
         )
+    sub.add_parser("reload", help="make a running rkpipe run read its graph again", add_help=False)
     for name in sorted(commands()):  # registered subcommands; each parses its own arguments
         main_fn = command(name)
         doc = (main_fn.__doc__ or "").strip().splitlines() if main_fn else []
@@ -218,6 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Ctrl-C / SIGTERM drain, then stop, and never cut the teardown short.
     handler = lambda signum, _frame: sup.on_signal(signum)  # noqa: E731
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda _s, _f: sup.on_reload())
     try:
         result = sup.run()
         for err in result.errors:
@@ -248,13 +250,20 @@ def _write_stats(path: Path, stats: dict[str, Any]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    extra = command(argv[0]) if argv and argv[0] not in ("run", "validate", "graph") else None
+    builtin = ("run", "validate", "graph", "reload")
+    extra = command(argv[0]) if argv and argv[0] not in builtin else None
     if extra is not None:  # a registered subcommand (scene, export) parses its own arguments
         return extra(argv[1:])
-    args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph}[args.command]
+    if argv and argv[0] == "reload":  # parses its own arguments too
+        from .supervise.reload_request import main as reload_main
+
+        run = lambda: reload_main(argv[1:])  # noqa: E731
+    else:
+        args = _parser().parse_args(argv)
+        handler = {"run": cmd_run, "validate": cmd_validate, "graph": cmd_graph}[args.command]
+        run = lambda: handler(args)  # noqa: E731
     try:
-        return handler(args)
+        return run()
     except RkpipeError as exc:
         text = mask(str(exc))
         print(

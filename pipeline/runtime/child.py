@@ -25,6 +25,7 @@ from ..errors import EXIT_SETUP, GraphError, StageSetupError
 from ..outputs import prepare_outputs
 from ..secrets import MaskingFormatter, mask, mask_excepthooks, remember
 from ..supervise.affinity import cap_opencv_threads, pin_to_cpus, set_process_name
+from . import reconfigure
 from .job import Job, run_token
 
 PARENT_ENV = "RKPIPE_SUPERVISOR_PID"
@@ -60,6 +61,7 @@ STOP_EARLY: list[int] = []  # a SIGTERM that came before the worker was there to
 
 def main() -> int:
     signal.signal(signal.SIGTERM, lambda signum, _frame: STOP_EARLY.append(signum))
+    reconfigure.install()  # new options from a reload, taken once the loop runs
     if _orphaned():
         return 1
     job = Job.from_env()

@@ -35,6 +35,7 @@ from ..transport.codec import END, MSG, SKIP, Envelope, Kind, packb
 from ..transport.framepool import FramePool, PoolReader
 from ..transport.idle import SpinThenPark
 from ..transport.links import configure, gone_dir, zmq_context
+from . import reconfigure
 from .inputs import Inputs, RateLimitedLog, Received
 from .job import Job, run_token
 from .ledger import Ledger
@@ -229,6 +230,8 @@ class StageWorker:
             self.inputs.expire()
             self.collect(wait_until=len(self.pending))
             self.work()
+            if reconfigure.requested:
+                self.take_new_options()
             self.report()
             self.check_gone()
             if self.inputs.ended and not self.inputs.ready and not self.pending:
@@ -250,6 +253,18 @@ class StageWorker:
             # device already has a frame queued (below capacity, frames never wait there).
             deferred = self._executor is not None and nxt.d.kind == MSG
             self.handle(self.inputs.take(credit=not deferred))
+
+    def take_new_options(self) -> None:
+        """A reload: the stage takes the options the supervisor left, between two messages
+        (results still in the stage thread go out first), and says whether it could."""
+        reconfigure.requested.clear()
+        self.collect()
+        try:
+            options = reconfigure.read_options(self.run_dir, self.spec.instance)
+            ok, why = self.stage.reconfigure(self.stage.Config(**options)), ""
+        except (OSError, ValueError) as exc:
+            ok, why = False, str(exc)[:300]
+        self.notify({"t": "reconfigured", "ok": bool(ok), "error": why})
 
     # -- one link --------------------------------------------------------------------------------
     def handle(self, link: Received, restored: bool = False) -> None:

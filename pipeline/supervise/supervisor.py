@@ -53,6 +53,7 @@ from ..transport.framepool import SHM_DIR
 from ..transport.links import configure, gone_dir, secure_endpoint, zmq_context
 from .affinity import thread_env
 from .camera_health import CameraHealth
+from .reload import Reloader
 from .restart import RestartPolicy
 from .run_display import RunDisplay
 from .runs import Run, new_run, sweep_stale
@@ -62,7 +63,16 @@ __all__ = ["RunResult", "Supervisor"]
 
 log = logging.getLogger("rkpipe")
 _ECHO_S = 0.1  # one signal delivered twice arrives within microseconds; a person, not
-_CONTROL_KINDS = {"stats", "ready", "fatal", "crash", "done", "stream_end", "health"}
+_CONTROL_KINDS = {
+    "stats",
+    "ready",
+    "fatal",
+    "crash",
+    "done",
+    "stream_end",
+    "health",
+    "reconfigured",
+}
 
 
 @dataclass
@@ -76,6 +86,7 @@ class _Child:
     done: bool = False  # exited cleanly after its inputs ended (or was disabled / given up)
     disabled: bool = False
     restart_at: float | None = None
+    replacing: bool = False  # killed by a reload to start again with new options
     exits: list[str] = field(default_factory=list)  # how earlier processes ended
 
 
@@ -115,6 +126,7 @@ class Supervisor:
         self.errors: list[str] = []
         self.fatal_exits: list[str] = []  # exited with EXIT_SETUP; its message may come later
         self.signals: list[int] = []
+        self.reload_wanted = False  # SIGHUP: read the graph again (``reload``)
         self._signalled = 0.0  # when the last stop request came
         self.draining_since: float | None = None
         self.killed = False  # stopped at once (a second signal)
@@ -149,6 +161,7 @@ class Supervisor:
         for inst in self.children:
             self.ledgers[inst] = Ledger.create(self._ledger_path(inst))
         self.run_ledger = Ledger.create(self._ledger_path("run"))
+        self.reloader = Reloader(self.graph, self.run_id, self.ipc_dir, self.children, self.echo)
         self.accounts = RunBook(
             self.plan, self.run_ledger, self.ledgers, gone_dir(str(self.ipc_dir))
         )
@@ -219,6 +232,10 @@ class Supervisor:
         elif len(self.signals) == 2:
             self.echo("rkpipe: stopping now")
             self.kill_now()
+
+    def on_reload(self) -> None:
+        """SIGHUP: read the graph again at the next turn of the loop, not in the handler."""
+        self.reload_wanted = True
 
     def begin_drain(self) -> None:
         """Stop the sources; everything downstream finishes what it holds and exits."""
@@ -292,6 +309,10 @@ class Supervisor:
                     return  # a stage failed to start: nothing ran, so there is nothing to drain
                 self.begin_drain()
             self._check_heartbeats(now)
+            if self.reload_wanted and self.draining_since is None:
+                self.reload_wanted = False
+                self.reloader.reload()
+                self.graph = self.reloader.graph
             self.errors += self.cameras.down_too_long(self.settings.fail_on_source_down_s)
             self._restart_due(now)
             if self.duration is not None and self.t_ready and now - self.t_ready >= self.duration:
@@ -348,6 +369,7 @@ class Supervisor:
             self.book.update(child.spec.instance, pid, self._with_counters(child, report))
         elif kind == "ready":
             child.ready = True
+            self.reloader.ready(child)
             if self.t_ready is None and all(c.ready for c in self.children.values()):
                 self.t_ready = time.monotonic()
                 self.echo(f"rkpipe: {len(self.children)} processes running")
@@ -365,6 +387,10 @@ class Supervisor:
                 )
             else:
                 self.accounts.stream_ended(child.spec, stream)
+        elif kind == "reconfigured":
+            if self.reloader.took(child, bool(event.get("ok")), str(event.get("error", ""))):
+                child.replacing = True  # restarted with its new options once it is gone
+                self._signal(child, signal.SIGKILL)
         elif kind == "health" and child.spec.is_source:
             state, detail = str(event.get("state")), str(event.get("detail"))
             self.cameras.update(child.spec.stage, state, detail)
@@ -389,6 +415,10 @@ class Supervisor:
                 c.done = True
                 continue
             self.accounts.died()  # where every stage sees it: frames before it may be lost
+            if c.replacing and self.draining_since is None:  # a reload's, not a failure
+                c.replacing = False
+                c.restart_at = now
+                continue
             c.exits.append(c.policy.describe(code))
             if code == EXIT_SETUP or self.draining_since is not None:
                 c.done = True
