@@ -57,6 +57,9 @@ class Sender:
     def poll_credits(self, timeout_ms: int = 0) -> bool:
         return self.outlet.poll_credits(timeout_ms)
 
+    def room(self) -> int | None:
+        return self.outlet.room()
+
     def _link_prev(self, stream: str, seq: int, prev: int) -> int:
         """``prev`` for a link of ``seq``: the input's, or, re-linking, the last sent."""
         if not self.rechain:

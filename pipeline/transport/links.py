@@ -232,6 +232,14 @@ class Outlet:
         its replicas has credit, or, where streams are pinned to replicas, the stream's own."""
         return all(self._has_room(g, stream) for g in self.groups.values() if g.expected)
 
+    def room(self) -> int | None:
+        """How many more messages the downstream stages can take now, by their credits: the
+        least over the stages that wait for them (None: there is none, nothing holds back)."""
+        waited = [g for g in self.groups.values() if g.expected and not g.best_effort]
+        if not waited:
+            return None
+        return min(sum(max(0, p.credits) for p in g.peers.values()) for g in waited)
+
     def _has_room(self, group: _Group, stream: str | None) -> bool:
         if group.best_effort:  # waited for until it first joins, never after (see send)
             return group.joined or self._target(group, stream or "") is not None
