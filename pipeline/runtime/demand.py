@@ -18,37 +18,41 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
+from typing import Generic, TypeVar
 
 __all__ = ["Demand"]
 
 
-class Demand:
+K = TypeVar("K", bound=Hashable)
+
+
+class Demand(Generic[K]):
     """Which owed credits go back now, for the inlets (by key) that run on demand."""
 
-    def __init__(self, keys: Iterable[Hashable], lookahead: int = 1, horizon_s: float = 0.1):
+    def __init__(self, keys: Iterable[K], lookahead: int = 1, horizon_s: float = 0.1):
         self.lookahead = lookahead
         self.horizon_s = horizon_s
-        self.owed: deque[Hashable] = deque()  # one entry per credit owed, oldest first
-        self.given: dict[Hashable, deque[float]] = {k: deque() for k in keys}  # not yet used
+        self.owed: deque[K] = deque()  # one entry per credit owed, oldest first
+        self.given: dict[K, deque[float]] = {k: deque() for k in keys}  # not yet used
         self.held = 0  # frames that came in on these inlets and were not taken yet
 
-    def __contains__(self, key: Hashable) -> bool:
+    def __contains__(self, key: object) -> bool:
         return key in self.given
 
-    def arrived(self, key: Hashable) -> None:
+    def arrived(self, key: K) -> None:
         """A message came in on ``key`` (it used the oldest credit given back, if any)."""
         self.held += 1
         if self.given[key]:
             self.given[key].popleft()
 
-    def taken(self, key: Hashable, owe: bool = True) -> None:
+    def taken(self, key: K, owe: bool = True) -> None:
         """The stage took a message of ``key``; its credit is owed now, or, with
         ``owe=False``, once the caller says (``owe``: a device still holds the frame)."""
         self.held = max(0, self.held - 1)
         if owe:
             self.owe(key)
 
-    def owe(self, key: Hashable) -> None:
+    def owe(self, key: K) -> None:
         self.owed.append(key)
 
     def in_flight(self, now: float) -> int:
@@ -60,8 +64,8 @@ class Demand:
         return sum(len(t) for t in self.given.values())
 
     def release(
-        self, room: int | None, now: float, ended: Callable[[Hashable], bool] = lambda _k: False
-    ) -> list[Hashable]:
+        self, room: int | None, now: float, ended: Callable[[K], bool] = lambda _k: False
+    ) -> list[K]:
         """The owed credits to give back now, oldest first, where the stages behind have
         ``room`` for that many more messages (None: no limit, e.g. every consumer is gone).
         Credits owed to an inlet that ``ended`` are dropped: nothing more comes on it."""
