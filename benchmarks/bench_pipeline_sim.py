@@ -79,7 +79,11 @@ def run_case(
         "sim_layout": "split",
         "npu_cores": case.npu_cores,
     }
-    settings = None if demand is None else {"source_demand": demand}
+    settings = (
+        {"window": args.window}
+        if demand is None
+        else {"source_demand": demand, "window": args.window}
+    )
     arrivals = _graphs.arrivals_path(folder, name)
     text = _graphs.detection_graph(
         name, case.streams, infer, arrivals, source=source, settings=settings
@@ -200,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, help="seconds per run (after start-up)")
     ap.add_argument("--sim-ms", type=float, default=20.5, help="sim service time per call")
     ap.add_argument("--live-fps", type=float, help="live sources at this rate per stream")
+    ap.add_argument("--window", type=int, default=2, help="the pipeline's credit window")
     ap.add_argument(
         "--overload",
         action="store_true",
