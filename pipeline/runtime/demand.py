@@ -6,8 +6,10 @@ one letterbox that is a dozen frames ageing in front of the NPU, while a live so
 have replaced each of them by a newer one. Here a taken frame's credit is owed, not returned,
 and owed credits go back, oldest first (every source gets its turn, so no stream starves),
 only while the frames waiting here plus the credits lately given back (``in_flight``) are
-fewer than the room the stages behind have, plus ``lookahead`` frames so the next one is
-already here when room comes. The queue then stays at the bottleneck's own input.
+fewer than the room the stages behind have (``Outlet.room``: a device stage has room while
+its device has fewer than its overlap), plus ``lookahead`` frames (default none: a frame held
+here would go on as soon as the stage behind has any credit, and age in its queue). The queue
+then stays at the bottleneck's device, one frame deep behind the one at work.
 
 A credit given back and not used within ``horizon_s`` (a camera that stalled, a slow one)
 stops counting, so one quiet source never holds the others back; the credits a HELLO grants
@@ -29,7 +31,7 @@ K = TypeVar("K", bound=Hashable)
 class Demand(Generic[K]):
     """Which owed credits go back now, for the inlets (by key) that run on demand."""
 
-    def __init__(self, keys: Iterable[K], lookahead: int = 1, horizon_s: float = 0.1):
+    def __init__(self, keys: Iterable[K], lookahead: int = 0, horizon_s: float = 0.1):
         self.lookahead = lookahead
         self.horizon_s = horizon_s
         self.owed: deque[K] = deque()  # one entry per credit owed, oldest first
