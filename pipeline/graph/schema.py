@@ -46,7 +46,7 @@ class PipelineSettings(BaseModel):
     )
     window: int = Field(2, ge=1, le=64, description="messages in flight per link (credits)")
     source_demand: bool = Field(
-        True,
+        False,
         description="a stage fed by sources takes their frames only as the stages behind it "
         "have room, so under overload frames wait (and live ones are replaced) at the source",
     )

@@ -5,7 +5,7 @@ refused and counted, never raised); a frame whose shared-memory slot was overwri
 a SKIP marker in its place. Streams from a replicated producer stage are re-joined in order
 (one reorder buffer per such stage); from a single instance they arrive in order already.
 A link's credit goes back when the stage takes it, so a producer never has more than
-``window`` messages queued here; on links out of sources (``settings.source_demand``) it goes
+``window`` messages queued here; on links out of sources (``source_demand``, off by default) it goes
 back only as the stages behind have room (``demand.Demand``), so frames wait at the source.
 Where this instance sees whole streams, each stream's frame chain per producing stage it comes
 via (``integrity.Chain``) finds frames that were lost upstream.

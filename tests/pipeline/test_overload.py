@@ -19,7 +19,7 @@ STREAMS, FRAMES = 4, 90  # 4 x 30 fps offered to one simulated core of 50 fps
 def test_overloaded_core_serves_every_live_stream_alike_and_counts_every_drop(
     tmp_path: Path, no_leaks
 ) -> None:
-    graph = Graph("overload")
+    graph = Graph("overload", source_demand=True)
     cams = [f"cam{i}" for i in range(STREAMS)]
     for i, cam in enumerate(cams):
         graph.source(
