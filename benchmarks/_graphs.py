@@ -90,10 +90,12 @@ def detection_graph(
     source: dict[str, Any] | None = None,
     stage_opts: dict[str, dict[str, Any]] | None = None,
     window: int = 2,
+    settings: dict[str, Any] | None = None,
 ) -> str:
     """``streams`` synthetic 640x360 sources -> letterbox -> infer -> yolov8_decode ->
     bytetrack -> ArrivalSink. Sources are file-like (non-live) unless ``source`` says
-    otherwise; ``stage_opts`` adds keys (cpus, replicas, ...) to the named stages."""
+    otherwise; ``stage_opts`` adds keys (cpus, replicas, ...) to the named stages, ``settings``
+    to the pipeline's settings."""
     stages: dict[str, dict[str, Any]] = {}
     cams = [f"cam{i}" for i in range(streams)]
     for i, cam in enumerate(cams):
@@ -113,8 +115,8 @@ def detection_graph(
     stages["sink"] = {"uses": SINK_USES, "inputs": ["track"], "path": str(arrivals)}
     for stage, extra in (stage_opts or {}).items():
         stages[stage].update(extra)
-    settings = {"name": name, "window": window, "stats_interval_s": 1.0}
-    return to_toml(settings, stages)
+    top = {"name": name, "window": window, "stats_interval_s": 1.0, **(settings or {})}
+    return to_toml(top, stages)
 
 
 # -- running -----------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class InstanceSpec:
     curve_key_file: str | None = None  # this instance's tcp link is CurveZMQ with these keys
     input_curve: dict[str, str] = field(default_factory=dict)  # producer stage -> its keys
     best_effort: list[str] = field(default_factory=list)  # downstream stages that may lag
+    source_inputs: list[str] = field(default_factory=list)  # producer stages that are sources
 
     @property
     def instance(self) -> str:
@@ -151,6 +152,7 @@ def make_plan(graph: Graph, run_id: str, ipc_dir: str) -> Plan:
                     },
                     window=graph.settings.window,
                     best_effort=best_effort,
+                    source_inputs=[p for p in sdef.common.inputs if stages[p].is_source],
                     pool_slots=sdef.common.pool_slots or slots[name],
                     graph_dir=str(graph.graph_dir.resolve()),
                     run_id=run_id,

@@ -45,6 +45,11 @@ class PipelineSettings(BaseModel):
         "metrics (default: the host name); boards sharing a broker need different ones",
     )
     window: int = Field(2, ge=1, le=64, description="messages in flight per link (credits)")
+    source_demand: bool = Field(
+        False,
+        description="a stage fed by sources takes their frames only as the stages behind it "
+        "have room, so under overload frames wait (and live ones are replaced) at the source",
+    )
     reorder_timeout_ms: float = Field(
         1000, gt=0, description="wait for a lost frame before skipping it"
     )

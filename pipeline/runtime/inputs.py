@@ -5,8 +5,10 @@ refused and counted, never raised); a frame whose shared-memory slot was overwri
 a SKIP marker in its place. Streams from a replicated producer stage are re-joined in order
 (one reorder buffer per such stage); from a single instance they arrive in order already.
 A link's credit goes back when the stage takes it, so a producer never has more than
-``window`` messages queued here. Where this instance sees whole streams, each stream's frame
-chain per producing stage it comes via (``integrity.Chain``) finds frames that were lost upstream.
+``window`` messages queued here; on links out of sources (``source_demand``, off by default) it goes
+back only as the stages behind have room (``demand.Demand``), so frames wait at the source.
+Where this instance sees whole streams, each stream's frame chain per producing stage it comes
+via (``integrity.Chain``) finds frames that were lost upstream.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..transport.codec import EOS, Envelope, decode
 from ..transport.framepool import FrameLost, PoolReader
 from ..transport.links import Inlet
 from ..transport.reorder import ReorderBuffer
+from .demand import Demand
 from .ledger import Ledger
 
 __all__ = ["Inputs", "RateLimitedLog", "Received"]
@@ -116,6 +119,13 @@ class Inputs:
         self.whole = spec.sees_whole_streams
         self.book = book or StageBook(ledger, spec.stage, self.whole, sink=not spec.outputs)
         self.ready: deque[Received] = deque()
+        on_demand = settings.source_demand and spec.outputs and spec.source_inputs
+        fed = [
+            i
+            for i, (s, _, _) in zip(self.inlets, spec.inputs, strict=True)
+            if s in spec.source_inputs
+        ]
+        self.demand: Demand[Inlet] | None = Demand(fed) if on_demand else None
 
     # -- receiving -------------------------------------------------------------------------------
     def receive(self, inlet: Inlet) -> None:
@@ -137,6 +147,8 @@ class Inputs:
             if d.kind == EOS:
                 inlet.eos = True
                 continue
+            if self.demand is not None and inlet in self.demand:
+                self.demand.arrived(inlet)
             self._order(Received(inlet, via, d))
 
     def _corrupt(self, inlet: Inlet, why: str) -> None:
@@ -158,7 +170,10 @@ class Inputs:
             reorder.push(d.msg.stream, d.msg.seq, d.msg.prev, link, d.more, d.msg.t_mono_ns)
         )
         if reorder.late > late:  # its place was given up (and counted): drop it, credit back
-            link.inlet.credit()
+            if self.demand is not None and link.inlet in self.demand:
+                self.demand.taken(link.inlet)
+            else:
+                link.inlet.credit()
 
     def expire(self) -> None:
         """Release what waited long enough for a predecessor that can no longer come."""
@@ -177,11 +192,35 @@ class Inputs:
 
     def take(self, credit: bool = True) -> Received:
         """The next link in order; its credit goes back to its producer now, or, with
-        ``credit=False``, when the caller says (``link.inlet.credit()``)."""
+        ``credit=False``, when the caller says (``credit(link)``)."""
         link = self.ready.popleft()
-        if credit:
+        if self.demand is not None and link.inlet in self.demand:
+            self.demand.taken(link.inlet, owe=credit)
+        elif credit:
             link.inlet.credit()
         return link
+
+    def credit(self, link: Received) -> None:
+        """A taken link's credit, held until now (``take(credit=False)``), goes back (or,
+        on demand, is owed until the stages behind have room)."""
+        if self.demand is not None and link.inlet in self.demand:
+            self.demand.owe(link.inlet)
+        else:
+            link.inlet.credit()
+
+    def release(self, room: int | None) -> None:
+        """Give back the owed credits the stages behind have ``room`` for (see ``Demand``)."""
+        if self.demand is None or not self.demand.owed:
+            return
+        given: dict[Inlet, int] = {}
+        for inlet in self.demand.release(room, time.monotonic(), lambda i: i.eos):
+            given[inlet] = given.get(inlet, 0) + 1
+        for inlet, n in given.items():
+            inlet.credit(n)
+
+    def owes(self) -> bool:
+        """Credits are owed (the loop must look again soon, see ``Demand.horizon_s``)."""
+        return self.demand is not None and bool(self.demand.owed)
 
     def chain(self, via: str, stream: str) -> Chain:
         return self.book.chain(via, stream)

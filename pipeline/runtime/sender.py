@@ -42,6 +42,7 @@ class Sender:
         )  # fmt: skip
         self.pool = pool
         self.reader = reader
+        self.window = spec.window  # the pipeline's credit window (see Outlet.room)
         self.inline_all = spec.endpoint.startswith("tcp://")
         self.rechain = spec.sees_whole_streams
         self._last: dict[str, int] = {}  # stream -> seq of the last link sent
@@ -56,6 +57,9 @@ class Sender:
 
     def poll_credits(self, timeout_ms: int = 0) -> bool:
         return self.outlet.poll_credits(timeout_ms)
+
+    def room(self) -> int | None:
+        return self.outlet.room(self.window)
 
     def _link_prev(self, stream: str, seq: int, prev: int) -> int:
         """``prev`` for a link of ``seq``: the input's, or, re-linking, the last sent."""

@@ -32,7 +32,7 @@ class SourceWorker(StageWorker):
 
     stage: Source
 
-    def __init__(self, job: Job, stage: Source, live_queue: int = 2) -> None:
+    def __init__(self, job: Job, stage: Source, live_queue: int | None = None) -> None:
         super().__init__(job, stage)
         self.stream = self.spec.stage
         self.stage.stream_id = self.stream
@@ -46,7 +46,8 @@ class SourceWorker(StageWorker):
         self.max_frames = job.max_frames
         self.ctx.max_frames = job.max_frames
         self.live_queue: deque[tuple[int, Message]] = deque()
-        self.live_size = live_queue
+        # on demand (see demand.py) a live frame waits here for room: only the newest one
+        self.live_size = live_queue or (1 if self.settings.source_demand else 2)
         self.live_done = threading.Event()
         self.live_error: BaseException | None = None
 

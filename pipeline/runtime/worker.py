@@ -232,6 +232,7 @@ class StageWorker:
             self.work()
             if reconfigure.requested:
                 self.take_new_options()
+            self.inputs.release(self.sender.room() if self.sender is not None else None)
             self.report()
             self.check_gone()
             if self.inputs.ended and not self.inputs.ready and not self.pending:
@@ -242,7 +243,8 @@ class StageWorker:
         nxt = self.inputs.peek()
         if nxt is not None and (self.sender is None or self.sender.ready(nxt.stream)):
             return 0
-        return 20 if self.inputs.waiting_on_order() else int(self.interval * 1000)
+        soon = self.inputs.waiting_on_order() or self.inputs.owes()  # owed: see Demand.horizon_s
+        return 20 if soon else int(self.interval * 1000)
 
     def work(self) -> None:
         while not self.stopping and (nxt := self.inputs.peek()) is not None:
@@ -275,7 +277,7 @@ class StageWorker:
         if adm is None:  # already taken: a copy, never processed twice
             self.stats.count_event("duplicate")
             if self._executor is not None and d.kind == MSG:
-                link.inlet.credit()
+                self.inputs.credit(link)
             return
         if d.kind != MSG and self.pending:
             self.collect()  # a marker never overtakes results still in the stage thread
@@ -356,7 +358,7 @@ class StageWorker:
         while self.pending and (len(self.pending) > wait_until or self.pending[0][2].done()):
             link, acct, fut = self.pending.popleft()
             out, took = fut.result()
-            link.inlet.credit()  # the device is done with it (see work)
+            self.inputs.credit(link)  # the device is done with it (see work)
             self._finish_item(link, acct, out, took)
 
     def _wake(self, _fut: Future) -> None:

@@ -109,6 +109,7 @@ class _Peer:
     replica: int
     credits: int = 0
     incarnation: int = 0
+    window: int = 0  # what its HELLO granted: the most it holds
 
 
 @dataclass
@@ -221,7 +222,13 @@ class Outlet:
                 self._peers.pop(old.identity, None)
             # across hosts both stay: a dead peer is forgotten at the first send to it
         peer = _Peer(
-            identity, instance, info["group"], info["replica"], info["window"], info["pid"]
+            identity,
+            instance,
+            info["group"],
+            info["replica"],
+            info["window"],
+            info["pid"],
+            info["window"],
         )
         self._peers[identity] = peer
         group.peers[identity] = peer
@@ -231,6 +238,23 @@ class Outlet:
         """True when every downstream stage can take a message (of ``stream``) now: one of
         its replicas has credit, or, where streams are pinned to replicas, the stream's own."""
         return all(self._has_room(g, stream) for g in self.groups.values() if g.expected)
+
+    def room(self, window: int) -> int | None:
+        """How many more messages the downstream stages can take now without one waiting in
+        front of their work: the least over the stages that wait for them (None: there is
+        none, nothing holds back). A consumer whose HELLO granted more than the pipeline's
+        ``window`` (a device stage: its overlap) has room while it holds fewer than that
+        overlap (the frame at work and the one queued at the device); any other, while it
+        holds fewer than 2 (the one at work and the next)."""
+        waited = [g for g in self.groups.values() if g.expected and not g.best_effort]
+        if not waited:
+            return None
+
+        def free(p: _Peer) -> int:
+            depth = max(2, p.window - window)
+            return max(0, depth - (p.window - p.credits))
+
+        return min(sum(free(p) for p in g.peers.values()) for g in waited)
 
     def _has_room(self, group: _Group, stream: str | None) -> bool:
         if group.best_effort:  # waited for until it first joins, never after (see send)
