@@ -58,6 +58,9 @@ class Stage(Generic[C]):
     #: thread with up to this many messages queued for it, so receiving, sending and copying
     #: overlap the device's work and it never idles between messages. Results keep order.
     overlap: ClassVar[int] = 0
+    #: False for a sink that never reads the image (``msg.frame``: a file of JSON lines, a
+    #: broker): it is not copied out of shared memory before the sink writes (see ``process``).
+    reads_frame: ClassVar[bool] = True
 
     config: C
 
@@ -123,7 +126,9 @@ class Stage(Generic[C]):
         At a sink, returning counts the frame delivered: return only once what the user
         reads holds it (a line in the file, a frame in a recording that plays, a message in
         a durable spool), and raise ``OSError`` if it cannot be delivered (counted
-        ``sink_error``). A frame is handed to a sink once: it is never counted twice."""
+        ``sink_error``). A frame is handed to a sink once: it is never counted twice. A sink
+        is given its own copy of the arrays, taken while their shared memory still held them,
+        so what it writes is intact even where the pool comes round under it."""
         return msg
 
     def reconfigure(self, config: C) -> bool:

@@ -28,6 +28,7 @@ from ..accounting.stage_book import Admission, StageBook
 from ..context import Context
 from ..graph.schema import PipelineSettings
 from ..health import HealthFile
+from ..keys import FRAME
 from ..messages import Message
 from ..stage import Outputs, Stage
 from ..stats.metrics import StageStats
@@ -315,6 +316,9 @@ class StageWorker:
     def _deliver(self, d: Envelope) -> str:
         """Hand a frame to the sink stage: "" if it took it, else why not (counted)."""
         t0 = time.perf_counter()
+        if d.refs and not self._own_arrays(d):
+            self.stats.count_drop("overwritten")
+            return self.accounts.dropped_here("overwritten")
         try:
             self.stage.process(d.msg)
         except OSError as exc:  # it cannot write (a full disk): counted, the run goes on
@@ -324,11 +328,18 @@ class StageWorker:
         took = time.perf_counter() - t0
         self.stats.busy_s += took
         self.stats.service.add(took * 1000)
-        if not all(self.reader.is_current(r) for r in d.refs):
-            self.stats.count_drop("overwritten")
-            return self.accounts.dropped_here("overwritten")
         self.stats.count_out(d.msg.stream, d.msg.seq, d.msg.t_mono_ns)
         return ""
+
+    def _own_arrays(self, d: Envelope) -> bool:
+        """Give the sink copies of the message's arrays (the image too, unless the sink never
+        reads it) and say whether their shared memory still held them once copied: what the
+        sink then writes is intact, so the frame is delivered or counted, never both."""
+        arrays = d.msg.arrays
+        for key, arr in arrays.items():
+            if key != FRAME or self.stage.reads_frame:
+                arrays[key] = arr.copy()
+        return all(self.reader.is_current(r) for r in d.refs)
 
     def _timed_process(self, msg: Message) -> tuple[Outputs, float]:
         t0 = time.perf_counter()

@@ -120,6 +120,7 @@ class JsonlSink(Stage[JsonlSinkConfig]):
     """
 
     replicable = False
+    reads_frame = False  # a frame's image is only summarised by its shape
 
     def setup(self, ctx: Context) -> None:
         self.ctx = ctx

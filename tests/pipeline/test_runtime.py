@@ -104,11 +104,15 @@ def test_slow_consumer_never_sees_an_overwritten_frame(tmp_path: Path, no_leaks)
     assert len(rows) + dropped == 300  # every frame is either delivered or counted
 
 
-def test_undersized_pool_detects_overwrites_and_counts_them(tmp_path: Path, no_leaks) -> None:
+@pytest.mark.parametrize("source_demand", [False, True])
+def test_undersized_pool_detects_overwrites_and_counts_them(
+    tmp_path: Path, no_leaks, source_demand: bool
+) -> None:
     """With a pool forced smaller than what is in flight, a slot can be rewritten while a
-    consumer holds it: that frame is dropped and counted, never passed on corrupted."""
+    consumer holds it: that frame is dropped and counted, never passed on corrupted; a row
+    the sink wrote is a frame counted delivered (it writes from its own copy)."""
     graph = (
-        Graph("tiny", window=4)
+        Graph("tiny", window=4, source_demand=source_demand)
         .source("cam0", uses="synthetic", frames=60, pool_slots=2)
         .stage("check", uses="rk_test_stages:FrameChecker", inputs=["cam0"], hold_ms=5)
         .sink("out", uses="jsonl", inputs=["check"], path=tmp_path / "out.jsonl")
@@ -119,12 +123,15 @@ def test_undersized_pool_detects_overwrites_and_counts_them(tmp_path: Path, no_l
     rows = read_jsonl(tmp_path / "out.jsonl")
     assert all(r["meta"]["frame_ok"] for r in rows)
     stats = json.loads((tmp_path / "stats.json").read_text())
-    overwritten = stats["stages"]["check"]["drops_by_reason"].get("overwritten", 0)
+    found = {
+        s: stats["stages"][s]["drops_by_reason"].get("overwritten", 0) for s in ("check", "out")
+    }
+    overwritten = sum(found.values())
     assert overwritten > 0
     assert len(rows) + overwritten == 60
     account = stats["streams"]["cam0"]["sinks"]["out"]
     assert stats["exact"] and account["delivered"] == len(rows)
-    assert account["dropped_by_reason"] == {"overwritten@check": overwritten}
+    assert account["dropped_by_reason"] == {f"overwritten@{s}": n for s, n in found.items() if n}
 
 
 def test_killed_stage_is_restarted_and_the_run_completes(tmp_path: Path, no_leaks) -> None:

@@ -53,6 +53,7 @@ class MqttSink(Stage[MqttSinkConfig]):
     but their stream's status and fps."""
 
     replicable = False
+    reads_frame = False  # events and counts only; snapshots are files the events name
 
     # -- setup ---------------------------------------------------------------------------------
     @classmethod
