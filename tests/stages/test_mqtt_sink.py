@@ -258,7 +258,8 @@ def test_outbox_smaller_than_the_outage_counts_what_it_drops(
     sub.close()
     assert set(sub.ids()) < want
     assert len(set(sub.ids())) + dropped == len(want), err
-    assert err.count("outbox full") == 1, err  # said once per outage, not per event
+    # said once per outage (and once more at most while the backlog drains), not per event
+    assert err.count("while broker") <= 2 and err.count("is away; dropping") == 1, err
 
 
 @pytest.mark.integration
