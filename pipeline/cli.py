@@ -94,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on this port (0: any free port; overrides "
         "prometheus_port in [pipeline]); needs prometheus-client",
     )
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload the graph when its file is saved (as SIGHUP or rkpipe reload do)",
+    )
     val = sub.add_parser(
         "validate",
         help="check a graph file without running it",
@@ -214,6 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         live=args.live,
         prometheus_port=args.prometheus,
         stats_interval_s=args.stats_interval,
+        watch=args.watch,
     )
     # Our handler stays until the stats are written and the summary printed: any number of
     # Ctrl-C / SIGTERM drain, then stop, and never cut the teardown short.

@@ -53,6 +53,7 @@ from ..transport.framepool import SHM_DIR
 from ..transport.links import configure, gone_dir, secure_endpoint, zmq_context
 from .affinity import thread_env
 from .camera_health import CameraHealth
+from .graph_watch import GraphWatch
 from .reload import Reloader
 from .restart import RestartPolicy
 from .run_display import RunDisplay
@@ -110,8 +111,10 @@ class Supervisor:
         live: bool | None = False,
         prometheus_port: int | None = None,
         stats_interval_s: float | None = None,
+        watch: bool = False,
     ) -> None:
         self.graph = graph
+        self.watch = GraphWatch(graph.path) if watch else None  # --watch: reload when saved
         self.run_info: Run | None = None
         self.run_id = "pending"
         self.settings = graph.settings
@@ -309,10 +312,14 @@ class Supervisor:
                     return  # a stage failed to start: nothing ran, so there is nothing to drain
                 self.begin_drain()
             self._check_heartbeats(now)
+            if self.watch is not None and self.watch.changed(now):
+                self.reload_wanted = True
             if self.reload_wanted and self.draining_since is None:
                 self.reload_wanted = False
                 self.reloader.reload()
                 self.graph = self.reloader.graph
+                if self.watch is not None:
+                    self.watch.seen()
             self.errors += self.cameras.down_too_long(self.settings.fail_on_source_down_s)
             self._restart_due(now)
             if self.duration is not None and self.t_ready and now - self.t_ready >= self.duration:

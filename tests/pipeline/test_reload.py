@@ -37,14 +37,14 @@ def street(folder: Path, lines: dict = DOOR, **line_options: object) -> Graph:
 class Running:
     """A background ``rkpipe run`` whose log goes to a file the test reads as it grows."""
 
-    def __init__(self, graph: Path) -> None:
+    def __init__(self, graph: Path, *extra: str) -> None:
         self.graph = graph
         self.folder = graph.parent
         self.log_path = self.folder / "run.log"
         with self.log_path.open("w") as log:
             self.proc = start_rkpipe(
                 "run", str(graph), "--no-live", "--stats-out", str(self.folder / "stats.json"),
-                stderr=log,
+                *extra, stderr=log,
             )  # fmt: skip
 
     def log(self) -> list[str]:
@@ -74,8 +74,8 @@ class Running:
 
 
 @contextmanager
-def running(graph: Path) -> Iterator[Running]:
-    run = Running(graph)
+def running(graph: Path, *extra: str) -> Iterator[Running]:
+    run = Running(graph, *extra)
     try:
         yield run
     finally:
@@ -215,3 +215,25 @@ def test_a_change_that_needs_a_restart_is_named_and_not_applied(tmp_path: Path) 
         run.wait_for_rows(10)
         stats = run.finish()
     assert stats["exact"] and list(stats["streams"]) == ["cam0"]
+
+
+def test_with_watch_a_saved_file_is_reloaded_and_a_bad_save_is_said_once(tmp_path: Path) -> None:
+    graph = street(tmp_path).write(tmp_path)
+    good = graph.read_text()
+    with running(graph, "--watch") as run:
+        run.wait_for_rows(10)
+        graph.touch()  # the same text: nothing to reload
+        graph.write_text(good.replace('inputs = ["truth"]', 'inputs = ["nope"]'))
+        run.wait_for_log("nothing changed; the run goes on as it was")
+        street(tmp_path, MOVED).write(tmp_path)  # saved again, now valid: no signal needed
+        run.wait_for_log("lines took its new options in place")
+        run.wait_for_rows(5)
+        stats = run.finish()
+    assert stats["exact"], stats["streams"]
+    said = run.reload_lines()
+    assert len(said) == 3, said  # the bad save once (not each time it is looked at), then the move
+    assert "stages.lines.inputs" in said[0]
+    assert said[1:] == [
+        "rkpipe: reload: lines: new lines; sent to its processes",
+        "rkpipe: reload: lines took its new options in place",
+    ]
