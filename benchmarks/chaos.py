@@ -3,11 +3,15 @@
 Each run plays two streams (one paced like a file, one live) through letterbox, two simulated
 NPU processes, decode, ByteTrack, a counting line and two sinks, while random stage processes
 are SIGKILLed or SIGSTOPped (a hang, ended by the heartbeat timeout) at random moments; every
-so often the supervisor itself is killed instead. It prints, per run and in all: faults
-dealt, frames produced / delivered / dropped by reason, whether the run's own check said
-exact, frames delivered twice or out of order, processes left, bytes left in /dev/shm.
+so often the supervisor itself is killed instead. With ``--reloads N`` the graph file is also
+edited N times a run and reloaded (SIGHUP) among the faults: a moved line, a new ``conf``, a
+new tracker threshold (the tracker restarts), a bad edit (refused). It prints, per run and in
+all: faults dealt, reloads by kind, frames produced / delivered / dropped by reason, whether
+the run's own check said exact, frames delivered twice or out of order, processes left,
+bytes left in /dev/shm.
 
     python benchmarks/chaos.py --runs 10 --faults 4 --seed 1
+    python benchmarks/chaos.py --runs 10 --faults 4 --reloads 6 --seed 1
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from pipeline.supervise.runs import stale_runs, sweep_stale  # noqa: E402
 from support.faults import (  # noqa: E402
+    RELOAD,
     STAGE_KINDS,
     Fault,
     check_invariant,
     detection_graph,
+    random_edits,
     random_faults,
     run_with_faults,
 )
@@ -45,16 +51,20 @@ def leftover_bytes() -> int:
     return total
 
 
-def one_run(folder: Path, rng: random.Random, faults_n: int, kill_supervisor: bool) -> dict:
+def one_run(
+    folder: Path, rng: random.Random, faults_n: int, kill_supervisor: bool, reloads_n: int = 0
+) -> dict:
     graph = detection_graph(folder, frames=300)
     targets = sorted(STAGE_KINDS.values())
     faults = random_faults(rng, targets, faults_n, span_s=5.0)
+    faults = sorted(faults + random_edits(rng, reloads_n, span_s=5.0), key=lambda f: f.at_s)
     if kill_supervisor:
         faults.append(Fault(round(rng.uniform(0.5, 5.0), 2), "supervisor"))
     t0 = time.monotonic()
     outcome = run_with_faults(graph, faults, folder / "stats.json")
     wall = time.monotonic() - t0
-    kills = Counter(f.target for f in outcome.done)
+    kills = Counter(f.target for f in outcome.done if f.target != RELOAD)
+    reloads = Counter(f.what for f in outcome.done if f.target == RELOAD)
     sinks: dict[str, Path | None] = {"out": folder / "frames.jsonl", "events": None}
     supervisor_killed = any(f.target == "supervisor" for f in outcome.done)
     problems = [] if supervisor_killed else check_invariant(outcome, sinks, kills)
@@ -70,7 +80,8 @@ def one_run(folder: Path, rng: random.Random, faults_n: int, kill_supervisor: bo
         for reason, n in acc.get("dropped_by_reason", {}).items():
             dropped[reason.split("@")[0]] += n
     return {
-        "faults": len(outcome.done),
+        "faults": sum(kills.values()),
+        "reloads": reloads,
         "supervisor_killed": supervisor_killed,
         "exit": outcome.returncode,
         "produced": produced,
@@ -90,6 +101,7 @@ def main() -> int:
     ap.add_argument("--faults", type=int, default=4, help="stage faults per run")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--supervisor-every", type=int, default=5, help="every Nth run kills it")
+    ap.add_argument("--reloads", type=int, default=0, help="graph edits reloaded per run")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     results = []
@@ -99,7 +111,7 @@ def main() -> int:
             folder = Path(tmp) / f"run{i}"
             folder.mkdir()
             kill_sup = args.supervisor_every > 0 and (i + 1) % args.supervisor_every == 0
-            r = one_run(folder, rng, args.faults, kill_sup)
+            r = one_run(folder, rng, args.faults, kill_sup, args.reloads)
             results.append(r)
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(r["dropped"].items())) or "-"
             exact = "-" if r["supervisor_killed"] else ("yes" if r["exact"] else "NO")
@@ -117,6 +129,14 @@ def main() -> int:
     print()
     print(f"runs {len(results)} ({len(results) - len(checked)} with the supervisor killed)")
     print(f"faults dealt {sum(r['faults'] for r in results)}")
+    reloads: Counter[str] = Counter()
+    for r in results:
+        reloads.update(r["reloads"])
+    if reloads:
+        print(
+            f"reloads {sum(reloads.values())}: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(reloads.items()))
+        )
     print(
         f"frames produced {sum(r['produced'] for r in checked)}, "
         f"delivered {sum(r['delivered'] for r in checked)}, dropped "

@@ -1,5 +1,6 @@
 """Fault injection on real runs: kill or stop stage processes (or the supervisor) at chosen
-moments, then check the run's one invariant from its stats and its sinks' JSONL files.
+moments, or edit the graph file and reload it, then check the run's one invariant from its
+stats and its sinks' JSONL files.
 
 Shared by the fault tests (tests/faults) and the chaos benchmark (benchmarks/chaos.py).
 """
@@ -13,19 +14,23 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.graph.edit import patch_stage
 from support.graph import Graph
-from support.rkpipe import TEST_STAGES, read_jsonl, start_rkpipe
+from support.rkpipe import TEST_STAGES, poll_for, read_jsonl, start_rkpipe
 
 __all__ = [
+    "RELOAD",
     "STAGE_KINDS",
     "Fault",
     "Outcome",
     "check_invariant",
     "detection_graph",
     "instance_pid",
+    "random_edits",
     "random_faults",
     "run_pids",
     "run_with_faults",
@@ -80,15 +85,43 @@ def detection_graph(folder: Path, frames: int = 240, fps: int = 60) -> Path:
     )
 
 
+RELOAD = "reload"  #: a fault's target: edit the graph file, then SIGHUP the supervisor
+
+
 @dataclass
 class Fault:
     """At ``at_s`` after the run is ready (or after start, ``before_ready``), send ``sig``
-    to ``target`` (a stage instance, or "supervisor")."""
+    to ``target`` (a stage instance, or "supervisor"); for ``RELOAD``, rewrite the graph
+    file with ``edit`` and send the supervisor SIGHUP."""
 
     at_s: float
     target: str
     sig: int = signal.SIGKILL
     before_ready: bool = False
+    edit: Callable[[str], str] | None = None
+    what: str = ""  # what the edit does, for the tally
+
+
+def random_edits(rng: random.Random, n: int, span_s: float) -> list[Fault]:
+    """``n`` reloads of the detection graph at random moments: a moved counting line and a
+    new ``conf`` (taken in place), a new tracker threshold (the tracker restarts with it),
+    and a bad edit (an input that does not exist: nothing changes)."""
+    edits: list[Fault] = []
+    for _ in range(n):
+        kind = rng.choice(["line", "conf", "track", "bad"])
+        if kind == "line":
+            y = rng.randint(20, 100)
+            patch = {"lines": {"*": {"name": "mid", "a": [0, y], "b": [160, y]}}}
+            stage = "lines"
+        elif kind == "conf":
+            patch, stage = {"conf": round(rng.uniform(0.15, 0.5), 2)}, "post"
+        elif kind == "track":
+            patch, stage = {"track_thresh": round(rng.uniform(0.3, 0.7), 2)}, "track"
+        else:
+            patch, stage = {"inputs": ["nowhere"]}, "lines"
+        edit = (lambda st, pa: lambda text: patch_stage(text, st, pa))(stage, patch)
+        edits.append(Fault(round(rng.uniform(0.2, span_s), 2), RELOAD, edit=edit, what=kind))
+    return edits
 
 
 def random_faults(rng: random.Random, targets: list[str], n: int, span_s: float) -> list[Fault]:
@@ -169,6 +202,16 @@ def run_with_faults(
                 if base is None or now - base < fault.at_s:
                     continue
                 pending.remove(fault)
+                if fault.target == RELOAD:
+                    assert fault.edit is not None
+                    good, refused = graph.read_text(), _refused(lines)
+                    graph.write_text(fault.edit(good))
+                    os.kill(run.pid, signal.SIGHUP)
+                    done.append(fault)
+                    if fault.what == "bad":  # put the good file back once it was refused
+                        poll_for(lambda: _refused(lines) > refused, 10)  # noqa: B023
+                        graph.write_text(good)
+                    continue
                 pid = (
                     run.pid if fault.target == "supervisor" else instance_pid(run.pid, fault.target)
                 )
@@ -186,6 +229,11 @@ def run_with_faults(
         reader.join(timeout=10)
     stats = json.loads(stats_out.read_text()) if stats_out.exists() else {}
     return Outcome(run.returncode, "".join(lines), stats, done)
+
+
+def _refused(lines: list[str]) -> int:
+    """Reloads the run refused (a bad edit: it says so in one line)."""
+    return sum("the run goes on as it was" in line for line in lines)
 
 
 def check_invariant(outcome: Outcome, sinks: dict[str, Path | None], kills: Counter) -> list[str]:
