@@ -17,11 +17,13 @@ import pytest
 
 from pipeline.transport.framepool import SHM_DIR
 from support.faults import (
+    RELOAD,
     STAGE_KINDS,
     Fault,
     check_invariant,
     detection_graph,
     instance_pid,
+    random_edits,
     random_faults,
     run_pids,
     run_with_faults,
@@ -71,6 +73,22 @@ def test_random_faults_anywhere_keep_the_invariant(tmp_path: Path, no_leaks, see
     assert outcome.returncode == 0, outcome.stderr[-3000:]
     kills = Counter(f.target for f in outcome.done)
     problems = check_invariant(outcome, _sinks(tmp_path), kills)
+    assert problems == [], (faults, outcome.stderr[-3000:])
+
+
+def test_reloads_among_kills_keep_the_invariant(tmp_path: Path, no_leaks) -> None:
+    """Graph edits reloaded while stages are killed (a moved line and a new conf taken in
+    place, a tracker restarted with a new threshold, a bad edit refused) lose nothing and
+    send nothing twice. The long version is ``benchmarks/chaos.py --reloads``."""
+    rng = random.Random("reloads")
+    kills = random_faults(rng, sorted(STAGE_KINDS.values()), n=2, span_s=3.5)
+    edits = random_edits(rng, 4, span_s=3.5)
+    faults = sorted(kills + edits, key=lambda f: f.at_s)
+    outcome = run_with_faults(detection_graph(tmp_path), faults, tmp_path / "stats.json")
+    assert outcome.returncode == 0, outcome.stderr[-3000:]
+    assert sum(f.target == RELOAD for f in outcome.done) == 4
+    killed = Counter(f.target for f in outcome.done if f.target != RELOAD)
+    problems = check_invariant(outcome, _sinks(tmp_path), killed)
     assert problems == [], (faults, outcome.stderr[-3000:])
 
 
