@@ -40,6 +40,23 @@ class RunBook:
         self.gone_dir = gone
         self.stage_ends: dict[str, set[str]] = {}  # stage -> streams it passed END on for
         self.source_ends: dict[str, list[int]] = {}  # stream -> [END seq, source drops]
+        self.retired: list[InstanceSpec] = []  # instances of sources a reload removed
+        self.reached: dict[str, set[str]] = {}  # stage -> stages that reached it in any plan
+
+    def adopt(self, plan: Plan) -> None:
+        """A reload changed what runs: account by ``plan`` from now on, keeping what earlier
+        plans had (a removed source's stream is still reported, and still reached the
+        stages it went through)."""
+        for stage in self.plan.graph.stages:
+            self.reached.setdefault(stage, set()).update(self.plan.upstream(stage))
+        now = {i.instance for i in plan.instances}
+        self.retired += [i for i in self.plan.instances if i.instance not in now]
+        self.plan = plan
+
+    def upstream(self, stage: str) -> set[str]:
+        """Every stage whose messages reached ``stage``, in this plan or an earlier one."""
+        now = self.plan.upstream(stage) if stage in self.plan.graph.stages else set()
+        return now | self.reached.get(stage, set())
 
     def died(self, now_ns: int | None = None) -> None:
         """A process of the run died: frames made before now may be lost."""
@@ -58,7 +75,7 @@ class RunBook:
         """Streams that ended upstream of a restarted instance, whose END its stage has not
         passed on: it may have died in the crash. Where streams are pinned to replicas, only
         the stream's own replica is told. Each as [END seq, source drops]."""
-        upstream = self.plan.upstream(spec.stage)
+        upstream = self.upstream(spec.stage)
         return {
             stream: end
             for stream, end in self.source_ends.items()
@@ -80,11 +97,11 @@ class RunBook:
         stream, what its source produced and each sink's account."""
         for ledger in self.ledgers.values():
             settle(ledger)  # what a killed process left half-committed is undone
-        instances = self.plan.instances
+        instances = [*self.plan.instances, *self.retired]
         sources = {i.stage: self.ledgers[i.instance] for i in instances if i.is_source}
         sinks = {i.instance: self.ledgers[i.instance] for i in instances if not i.outputs}
         reaches = {
-            i.instance: {s for s in self.plan.upstream(i.stage) if s in sources}
+            i.instance: {s for s in self.upstream(i.stage) if s in sources}
             for i in instances
             if not i.outputs
         }

@@ -1,6 +1,7 @@
 """What changed between two loaded graphs, for a reload: stages whose options alone changed
-(applied in place where the stage can) and everything else (sources, links, replicas), which
-a run cannot take without a restart yet."""
+(applied in place where the stage can), sources added or removed (started, or ended as a
+stream ends, with the stages that read them rewired), and everything else (other stages,
+links, replicas), which a run cannot take without a restart yet."""
 
 from __future__ import annotations
 
@@ -13,34 +14,67 @@ __all__ = ["GraphDiff", "diff_graphs"]
 
 @dataclass
 class GraphDiff:
-    """``options``: stage name -> its new options; ``restart``: one line per other change."""
+    """``options``: stage name -> its new options; ``added`` / ``removed``: sources started
+    or ended; ``rewired``: stages that read an added or removed source, their new inputs;
+    ``restart``: one line per other change."""
 
     options: dict[str, dict] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    rewired: dict[str, list[str]] = field(default_factory=dict)
     restart: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not self.options and not self.restart
+        return not (self.options or self.added or self.removed or self.restart)
 
 
 def diff_graphs(old: Graph, new: Graph) -> GraphDiff:
-    """The difference from ``old`` to ``new``, stage by stage."""
+    """The difference from ``old`` to ``new``, stage by stage. A source added or removed
+    is applied when only the stages that read it change, by their ``inputs``, and those
+    stages were there before; anything more is named for a restart."""
     out = GraphDiff()
-    for name in sorted(set(new.stages) - set(old.stages)):
+    added = set(new.stages) - set(old.stages)
+    removed = set(old.stages) - set(new.stages)
+    live_added = {n for n in added if new.stages[n].is_source}
+    live_removed = {n for n in removed if old.stages[n].is_source}
+    for name in sorted(added - live_added):
         out.restart.append(f"stage {name!r} added")
-    for name in sorted(set(old.stages) - set(new.stages)):
+    for name in sorted(removed - live_removed):
         out.restart.append(f"stage {name!r} removed")
+    for name in sorted(live_added):
+        readers = [n for n, s in new.stages.items() if name in s.common.inputs]
+        if all(r in old.stages for r in readers):
+            out.added.append(name)
+        else:
+            out.restart.append(f"source {name!r} added (a stage that reads it is new)")
+    out.removed = sorted(live_removed)
+    moved = {*out.added, *out.removed}
     for name in sorted(set(old.stages) & set(new.stages)):
         a, b = old.stages[name], new.stages[name]
-        if a.common != b.common:
-            keys = sorted(
-                k
-                for k in type(a.common).model_fields
-                if getattr(a.common, k) != getattr(b.common, k)
-            )
-            out.restart.append(f"stage {name!r}: {', '.join(keys)} changed")
+        changed = sorted(
+            k for k in type(a.common).model_fields if getattr(a.common, k) != getattr(b.common, k)
+        )
+        if changed == ["inputs"] and set(a.common.inputs) ^ set(b.common.inputs) <= moved:
+            out.rewired[name] = list(b.common.inputs)
+            changed = []
+        if changed:
+            out.restart.append(f"stage {name!r}: {', '.join(changed)} changed")
         elif a.options != b.options:
             out.options[name] = dict(b.options)
+    # a source read by a stage that changes otherwise too is not started or ended alone
+    stuck = [
+        n
+        for n in set(old.stages) & set(new.stages)
+        if old.stages[n].common.inputs != new.stages[n].common.inputs and n not in out.rewired
+    ]
+    if any(name in new.stages[r].common.inputs for r in stuck for name in out.added) or any(
+        name in old.stages[r].common.inputs for r in stuck for name in out.removed
+    ):
+        out.restart += [f"source {n!r} added" for n in out.added]
+        out.restart += [f"source {n!r} removed" for n in out.removed]
+        out.restart += [f"stage {n!r}: inputs changed" for n in sorted(out.rewired)]
+        out.added, out.removed, out.rewired = [], [], {}
     if old.settings != new.settings:
         out.restart.append("[pipeline] settings changed")
     return out

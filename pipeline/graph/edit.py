@@ -35,10 +35,18 @@ def patch_stage(text: str, name: str, patch: dict[str, Any]) -> str:
     return tomlkit.dumps(doc)
 
 
-def add_stage(text: str, name: str, table: dict[str, Any]) -> str:
-    """``text`` with a new ``[stages.NAME]`` table after the last stage."""
+def add_stage(
+    text: str, name: str, table: dict[str, Any], readers: list[str] | tuple[str, ...] = ()
+) -> str:
+    """``text`` with a new ``[stages.NAME]`` table after the last stage, and NAME added to
+    the ``inputs`` of each of ``readers`` (a new camera and the stage that takes it, in one
+    edit a running run can apply)."""
     doc = _parse(text)
     stages = _stages(doc)
+    for reader in readers:
+        inputs = _inputs_of(stages, reader)
+        if name not in inputs:
+            inputs.append(name)
     if name in stages:
         raise EditError(f"a stage named {name!r} is already in the graph", 409)
     if not isinstance(table.get("uses"), str):
@@ -52,13 +60,31 @@ def add_stage(text: str, name: str, table: dict[str, Any]) -> str:
 
 
 def remove_stage(text: str, name: str) -> str:
-    """``text`` without stage ``name`` (the validator then says if another stage needs it)."""
+    """``text`` without stage ``name``, and without NAME in the ``inputs`` of the stages that
+    read it (the validator then says if one is left reading nothing)."""
     doc = _parse(text)
     stages = _stages(doc)
     if name not in stages:
         raise EditError(f"no stage named {name!r} in the graph", 404)
     del stages[name]
+    for table in stages.values():
+        inputs = table.get("inputs") if isinstance(table, Table) else None
+        if isinstance(inputs, list) and name in inputs:
+            inputs.remove(name)
     return tomlkit.dumps(doc)
+
+
+def _inputs_of(stages: Table, reader: Any) -> Any:
+    """Stage ``reader``'s ``inputs`` array (made if it has none), to change in place."""
+    table = stages.get(reader) if isinstance(reader, str) else None
+    if not isinstance(table, Table):
+        raise EditError(f"readers: no stage named {reader!r} in the graph", 404)
+    inputs = table.get("inputs")
+    if inputs is None:
+        inputs = table["inputs"] = tomlkit.array()
+    if not isinstance(inputs, list):
+        raise EditError(f"stages.{reader}.inputs is not a list")
+    return inputs
 
 
 def _parse(text: str) -> tomlkit.TOMLDocument:

@@ -25,14 +25,23 @@ __all__ = ["Applied", "GraphFile"]
 @dataclass
 class Applied:
     """What a change did: ``in_place``: stages whose options change in the running stages;
-    ``restart``: the other changes, one line each; ``reloaded``: the run was asked to."""
+    ``added`` / ``removed``: sources started or ended in the running run; ``restart``: the
+    other changes, one line each; ``reloaded``: the run was asked to."""
 
     in_place: list[str] = field(default_factory=list)
     restart: list[str] = field(default_factory=list)
     reloaded: bool = False
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"in_place": self.in_place, "restart": self.restart, "reloaded": self.reloaded}
+        return {
+            "in_place": self.in_place,
+            "added": self.added,
+            "removed": self.removed,
+            "restart": self.restart,
+            "reloaded": self.reloaded,
+        }
 
 
 class GraphFile:
@@ -69,6 +78,8 @@ class GraphFile:
         applied = Applied(
             sorted(diff.options) if diff else [],
             list(diff.restart) if diff else ["the graph file was not valid before"],
+            added=list(diff.added) if diff else [],
+            removed=list(diff.removed) if diff else [],
         )
         applied.reloaded = self._reload()
         return applied

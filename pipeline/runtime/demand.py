@@ -41,6 +41,10 @@ class Demand(Generic[K]):
     def __contains__(self, key: object) -> bool:
         return key in self.given
 
+    def add(self, key: K) -> None:
+        """A new inlet runs on demand from now on (a source added by a reload)."""
+        self.given.setdefault(key, deque())
+
     def arrived(self, key: K) -> None:
         """A message came in on ``key`` (it used the oldest credit given back, if any)."""
         self.held += 1

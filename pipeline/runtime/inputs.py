@@ -92,24 +92,12 @@ class Inputs:
         self.ledger = ledger
         self.count_corrupt = count_corrupt
         self.count_drop = count_drop
-        self.inlets = [
-            Inlet(
-                ep,
-                producer,
-                spec.instance,
-                spec.stage,
-                spec.replica,
-                spec.window + extra_window,
-                token,
-                _server_key(spec.input_curve.get(stage)),
-            )
-            for stage, producer, ep in spec.inputs
-        ]
-        self.via_of = {
-            id(i): stage for i, (stage, _, _) in zip(self.inlets, spec.inputs, strict=True)
-        }
-        for inlet in self.inlets:
-            inlet.eos = inlet.producer in finished
+        self.token = token
+        self.extra_window = extra_window
+        self.inlets: list[Inlet] = []
+        self.via_of: dict[int, str] = {}
+        for stage, producer, ep in spec.inputs:
+            self._inlet(stage, producer, ep).eos = producer in finished
         settings = settings or PipelineSettings.model_validate(spec.settings)
         timeout = settings.reorder_timeout_ms / 1000
         give_up = may_give_up or (lambda _t: True)
@@ -120,12 +108,52 @@ class Inputs:
         self.book = book or StageBook(ledger, spec.stage, self.whole, sink=not spec.outputs)
         self.ready: deque[Received] = deque()
         on_demand = settings.source_demand and spec.outputs and spec.source_inputs
-        fed = [
-            i
-            for i, (s, _, _) in zip(self.inlets, spec.inputs, strict=True)
-            if s in spec.source_inputs
-        ]
+        fed = [i for i in self.inlets if self.via_of[id(i)] in spec.source_inputs]
         self.demand: Demand[Inlet] | None = Demand(fed) if on_demand else None
+        self._give_up = give_up
+        self._timeout = timeout
+        self._demand_wanted = bool(settings.source_demand and spec.outputs)
+
+    def _inlet(self, stage: str, producer: str, endpoint: str) -> Inlet:
+        spec = self.spec
+        inlet = Inlet(
+            endpoint,
+            producer,
+            spec.instance,
+            spec.stage,
+            spec.replica,
+            spec.window + self.extra_window,
+            self.token,
+            _server_key(spec.input_curve.get(stage)),
+        )
+        self.inlets.append(inlet)
+        self.via_of[id(inlet)] = stage
+        return inlet
+
+    def connect(self, inputs: list[tuple[str, str, str]], sources: list[str]) -> list[Inlet]:
+        """A reload added producers (a new source): an inlet for each one not yet here.
+        ``sources``: the producer stages that are sources now. Returns the new inlets, for
+        the loop to watch; an inlet to a producer that was removed stays until its EOS."""
+        have = {i.producer for i in self.inlets}
+        new = [self._inlet(s, p, ep) for s, p, ep in inputs if p not in have]
+        self.spec.inputs = [
+            *self.spec.inputs,
+            *((s, p, ep) for s, p, ep in inputs if p not in have),
+        ]
+        self.spec.source_inputs = list(sources)
+        counts: dict[str, int] = {}
+        for stage, _, _ in inputs:
+            counts[stage] = counts.get(stage, 0) + 1
+        for stage, n in counts.items():
+            if n > 1 and stage not in self.reorders:
+                self.reorders[stage] = ReorderBuffer(self._timeout, may_give_up=self._give_up)
+        fed = [i for i in new if self.via_of[id(i)] in sources]
+        if self.demand is None and self._demand_wanted and fed:
+            self.demand = Demand(fed)
+        elif self.demand is not None:
+            for inlet in fed:
+                self.demand.add(inlet)
+        return new
 
     # -- receiving -------------------------------------------------------------------------------
     def receive(self, inlet: Inlet) -> None:

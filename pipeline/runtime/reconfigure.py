@@ -1,6 +1,7 @@
-"""New options for a running stage process (a reload): the supervisor writes them to the
-run folder and sends SIGUSR1; the process takes them between two messages and says whether
-its stage could apply them in place (``Stage.reconfigure``)."""
+"""New options, or new inputs, for a running stage process (a reload): the supervisor writes
+them to the run folder and sends SIGUSR1; the process takes them between two messages and
+says whether its stage could apply the options in place (``Stage.reconfigure``); new inputs
+(a source added) it connects to."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ import signal
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SIGNAL", "install", "options_path", "read_options", "requested", "write_options"]
+__all__ = [
+    "SIGNAL",
+    "inputs_path",
+    "install",
+    "options_path",
+    "read_inputs",
+    "read_options",
+    "requested",
+    "write_inputs",
+    "write_options",
+]
 
 SIGNAL = signal.SIGUSR1
 requested: list[int] = []  # set by the signal, cleared by the loop that applies it
@@ -26,13 +37,55 @@ def options_path(run_dir: str | Path, instance: str) -> Path:
     return Path(run_dir) / "options" / f"{instance}.json"
 
 
-def write_options(run_dir: str | Path, instance: str, options: dict[str, Any]) -> None:
-    """Replace ``instance``'s new options in one step: a reader never sees half a file."""
-    path = options_path(run_dir, instance)
+def inputs_path(run_dir: str | Path, instance: str) -> Path:
+    """Where the supervisor leaves ``instance``'s inputs after a source was added."""
+    return Path(run_dir) / "options" / f"{instance}.inputs.json"
+
+
+def _replace(path: Path, data: Any) -> None:
+    """Replace ``path`` in one step: a reader never sees half a file."""
     path.parent.mkdir(mode=0o700, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(options, default=str))
+    tmp.write_text(json.dumps(data, default=str))
     os.replace(tmp, path)
+
+
+def write_options(run_dir: str | Path, instance: str, options: dict[str, Any]) -> None:
+    """Replace ``instance``'s new options."""
+    _replace(options_path(run_dir, instance), options)
+
+
+def write_inputs(
+    run_dir: str | Path, instance: str, inputs: list[tuple[str, str, str]], sources: list[str]
+) -> None:
+    """Replace ``instance``'s inputs: (producer stage, producer instance, endpoint) each,
+    and which producer stages are sources."""
+    _replace(
+        inputs_path(run_dir, instance), {"inputs": [list(i) for i in inputs], "sources": sources}
+    )
+
+
+def read_inputs(
+    run_dir: str | Path, instance: str
+) -> tuple[list[tuple[str, str, str]], list[str]] | None:
+    """The inputs (and source stages) the supervisor left for ``instance``, or None if it
+    left none; raises ValueError for a file that is not what ``write_inputs`` writes."""
+    try:
+        data = json.loads(inputs_path(run_dir, instance).read_text())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(str(exc)) from exc
+    if not isinstance(data, dict):
+        raise ValueError("new inputs are not a table")
+    inputs, sources = data.get("inputs"), data.get("sources")
+    if not isinstance(inputs, list) or not all(
+        isinstance(i, list) and len(i) == 3 and all(isinstance(x, str) for x in i) for i in inputs
+    ):
+        raise ValueError("new inputs are not a list of [stage, instance, endpoint]")
+    if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
+        raise ValueError("new inputs name their sources wrongly")
+    return [(a, b, c) for a, b, c in inputs], sources
 
 
 def read_options(run_dir: str | Path, instance: str) -> dict[str, Any]:

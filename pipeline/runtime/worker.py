@@ -35,7 +35,7 @@ from ..stats.metrics import StageStats
 from ..transport.codec import END, MSG, SKIP, Envelope, Kind, packb
 from ..transport.framepool import FramePool, PoolReader
 from ..transport.idle import SpinThenPark
-from ..transport.links import configure, gone_dir, zmq_context
+from ..transport.links import Inlet, configure, gone_dir, zmq_context
 from . import reconfigure
 from .inputs import Inputs, RateLimitedLog, Received
 from .job import Job, run_token
@@ -90,6 +90,9 @@ class StageWorker:
         )
         self.sink = self.sender is None
         self.idle = SpinThenPark(self.settings.spin_us)
+        self._poller = zmq.Poller()
+        self._handlers: dict[Any, Any] = {}
+        self.options = dict(spec.options)  # as last taken: a reload sends what changed
         # Overlap (stages that wait on a device, e.g. inference): ``process`` runs in one
         # stage thread with up to ``overlap`` messages queued for it, while this thread
         # receives, sends and copies; a pipe wakes the loop when a result is done.
@@ -212,13 +215,9 @@ class StageWorker:
 
     # -- the loop --------------------------------------------------------------------------------
     def loop(self) -> None:
-        poller = zmq.Poller()
-        handlers: dict[Any, Any] = {}
+        poller, handlers = self._poller, self._handlers
         for inlet in self.inputs.inlets:
-            poller.register(inlet.sock, zmq.POLLIN)
-            poller.register(inlet.monitor, zmq.POLLIN)
-            handlers[inlet.sock] = lambda i=inlet: self.inputs.receive(i)
-            handlers[inlet.monitor] = inlet.on_monitor
+            self._watch(inlet)
         if self.sender is not None:
             poller.register(self.sender.sock, zmq.POLLIN)
             handlers[self.sender.sock] = self.sender.poll_credits
@@ -240,6 +239,13 @@ class StageWorker:
                 self.finish()
                 return
 
+    def _watch(self, inlet: Inlet) -> None:
+        """Poll ``inlet`` (and its connection monitor) from the loop."""
+        self._poller.register(inlet.sock, zmq.POLLIN)
+        self._poller.register(inlet.monitor, zmq.POLLIN)
+        self._handlers[inlet.sock] = lambda: self.inputs.receive(inlet)
+        self._handlers[inlet.monitor] = inlet.on_monitor
+
     def _timeout_ms(self) -> int:
         nxt = self.inputs.peek()
         if nxt is not None and (self.sender is None or self.sender.ready(nxt.stream)):
@@ -259,15 +265,28 @@ class StageWorker:
 
     def take_new_options(self) -> None:
         """A reload: the stage takes the options the supervisor left, between two messages
-        (results still in the stage thread go out first), and says whether it could."""
+        (results still in the stage thread go out first), and says whether it could; new
+        inputs (a source added) are connected to."""
         reconfigure.requested.clear()
         self.collect()
+        ok, why, what = True, "", []
         try:
-            options = reconfigure.read_options(self.run_dir, self.spec.instance)
-            ok, why = self.stage.reconfigure(self.stage.Config(**options)), ""
+            wiring = reconfigure.read_inputs(self.run_dir, self.spec.instance)
+            if wiring is not None:
+                for inlet in self.inputs.connect(*wiring):
+                    self._watch(inlet)
+                    what.append(inlet.producer)
+            path = reconfigure.options_path(self.run_dir, self.spec.instance)
+            if path.exists():
+                options = reconfigure.read_options(self.run_dir, self.spec.instance)
+                if options != self.options:
+                    ok = bool(self.stage.reconfigure(self.stage.Config(**options)))
+                    what.append("options")
+                    if ok:
+                        self.options = options
         except (OSError, ValueError) as exc:
             ok, why = False, str(exc)[:300]
-        self.notify({"t": "reconfigured", "ok": bool(ok), "error": why})
+        self.notify({"t": "reconfigured", "ok": ok, "error": why, "what": what})
 
     # -- one link --------------------------------------------------------------------------------
     def handle(self, link: Received, restored: bool = False) -> None:

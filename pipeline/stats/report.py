@@ -198,6 +198,13 @@ class StatsBook:
         self._rates = RateTracker()
         self.bases: dict[str, dict[str, Any]] = {}
 
+    def add_stage(self, stage: str, instances: list[str], cpus: list[int]) -> None:
+        """A stage that joined the run (a source a reload added); it is listed first."""
+        self.stages = {stage: list(instances), **self.stages}
+        for inst in instances:
+            self.instances[inst] = InstanceStats()
+            self.cpus[inst] = cpus
+
     def update(self, instance: str, pid: int, report: dict[str, Any]) -> None:
         if instance in self.instances:
             reports = self.instances[instance].reports

@@ -5,7 +5,9 @@ line; otherwise what changed is applied where a run can take it, one line each.
 Applied today: a stage's changed options, sent to its processes (``runtime.reconfigure``),
 which take them in place between two messages when the stage can (``Stage.reconfigure``),
 else that stage alone is restarted with them through the restart path, its counts kept in
-its ledger. Everything else (a source's options, stages added or removed, links, replicas,
+its ledger; a source added (its process started, the stages that read it told to connect)
+or removed (stopped as at the end of a run: its stream ends in order, its tally closes).
+Everything else (a source's options, other stages added or removed, links, replicas,
 ``[pipeline]`` settings) is named as needing a restart, and the run keeps the old.
 
 The outcome of the latest reload is left in the run folder (``reload.json``) for
@@ -26,15 +28,25 @@ from typing import TYPE_CHECKING
 from ..errors import GraphError
 from ..graph.diff import diff_graphs
 from ..graph.load import Graph, load_graph
-from ..graph.plan import InstanceSpec, make_plan
+from ..graph.plan import InstanceSpec, Plan, make_plan
 from ..runtime import reconfigure
 
 if TYPE_CHECKING:
     from .supervisor import _Child
 
-__all__ = ["OUTCOME_FILE", "Reloader", "read_outcome"]
+__all__ = ["OUTCOME_FILE", "Changes", "Reloader", "read_outcome"]
 
 OUTCOME_FILE = "reload.json"
+
+
+@dataclasses.dataclass
+class Changes:
+    """What a reload leaves to the supervisor: processes to start (a source added), to stop
+    (a source removed), and the plan of what runs now."""
+
+    plan: Plan
+    start: list[InstanceSpec] = dataclasses.field(default_factory=list)
+    retire: list[str] = dataclasses.field(default_factory=list)
 
 
 class Reloader:
@@ -55,10 +67,12 @@ class Reloader:
         self.echo = echo
         self.count = 0
         self.waiting: dict[str, int] = {}  # instance -> pid of a process to signal when ready
+        self.removed: set[str] = set()  # sources removed in this run: their names stay taken
         self._write({"reload": 0, "ok": True, "lines": []})  # names the run's graph
 
-    def reload(self) -> bool:
-        """Read the graph file again and apply what changed; False if it was not valid."""
+    def reload(self) -> Changes | None:
+        """Read the graph file again and apply what changed; None if it was not valid (or
+        named a source removed earlier in this run)."""
         self.count += 1
         path = self.graph.path
         try:
@@ -66,11 +80,16 @@ class Reloader:
             plan = make_plan(new, self.run_id, str(self.run_dir))
         except GraphError as exc:
             why = "; ".join(" ".join(p.split()) for p in exc.problems)  # one line
-            self._say(
-                False, [f"rkpipe: reload: {why} (nothing changed; the run goes on as it was)"]
-            )
-            return False
+            self._refuse(why)
+            return None
         diff = diff_graphs(self.graph, new)
+        again = sorted(set(diff.added) & self.removed)
+        if again:
+            self._refuse(
+                f"{path}: source {again[0]!r} was removed earlier in this run; give it a new"
+                " name (its stream ended, and a stream does not start twice in a run)"
+            )
+            return None
         lines = [
             f"rkpipe: reload: {what} needs a restart for now (not applied)" for what in diff.restart
         ]
@@ -85,14 +104,52 @@ class Reloader:
             old = self.graph.stages[name].options
             keys = sorted(k for k in {*old, *options} if old.get(k) != options.get(k))
             lines.append(f"rkpipe: reload: {name}: new {', '.join(keys)}; sent to its processes")
-            for spec in plan.by_stage(name):
-                self._send(spec)
+            applied[name] = new.stages[name]
+        for name in diff.added:
+            lines.append(f"rkpipe: reload: source {name!r} added; starting it")
+            applied[name] = new.stages[name]
+        for name in diff.removed:
+            lines.append(f"rkpipe: reload: source {name!r} removed; its stream ends")
+        for name, inputs in diff.rewired.items():
+            lines.append(f"rkpipe: reload: {name}: now reads {', '.join(inputs)}")
             applied[name] = new.stages[name]
         if diff.empty:
             lines.append(f"rkpipe: reload: {path}: nothing changed")
-        self.graph = dataclasses.replace(self.graph, stages={**self.graph.stages, **applied})
+        stages = {n: applied.get(n, s) for n, s in self.graph.stages.items()}
+        stages.update((n, s) for n, s in applied.items() if n not in stages)
+        for name in diff.removed:
+            del stages[name]
+        self.graph = dataclasses.replace(self.graph, stages=stages)
+        changes = Changes(make_plan(self.graph, self.run_id, str(self.run_dir)))
+        for name in diff.options:
+            if name in applied:
+                for spec in plan.by_stage(name):
+                    self._send(spec)
+        for name in diff.rewired:
+            for spec in plan.by_stage(name):
+                self._rewire(spec)
+        for name in diff.added:
+            changes.start += plan.by_stage(name)
+        for name in diff.removed:
+            self.removed.add(name)
+            changes.retire += [i for i, c in self.children.items() if c.spec.stage == name]
         self._say(True, lines)
-        return True
+        return changes
+
+    def _refuse(self, why: str) -> None:
+        self._say(False, [f"rkpipe: reload: {why} (nothing changed; the run goes on as it was)"])
+
+    def _rewire(self, spec: InstanceSpec) -> None:
+        """Tell one process of a stage that reads an added or removed source its inputs;
+        one not running now starts with them."""
+        child = self.children.get(spec.instance)
+        if child is None:
+            return
+        child.spec = dataclasses.replace(
+            child.spec, inputs=spec.inputs, source_inputs=spec.source_inputs
+        )
+        reconfigure.write_inputs(self.run_dir, spec.instance, spec.inputs, spec.source_inputs)
+        self._poke(child)
 
     def _send(self, spec: InstanceSpec) -> None:
         """Give one process its new options; one not running now starts with them."""
@@ -101,13 +158,17 @@ class Reloader:
             return
         child.spec = dataclasses.replace(child.spec, options=spec.options)
         reconfigure.write_options(self.run_dir, spec.instance, spec.options)
+        self._poke(child)
+
+    def _poke(self, child: _Child) -> None:
+        """Signal a process to read what was left for it (once it is set up to take it)."""
         if child.proc is None or child.proc.poll() is not None:
             return
         if child.ready:
             with contextlib.suppress(ProcessLookupError):
                 child.proc.send_signal(reconfigure.SIGNAL)
         else:  # the signal would end a process not yet set to take it: sent once it is ready
-            self.waiting[spec.instance] = child.proc.pid
+            self.waiting[child.spec.instance] = child.proc.pid
 
     def ready(self, child: _Child) -> None:
         """A process is set up: one started before a reload is given its new options now."""
@@ -116,11 +177,17 @@ class Reloader:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(reconfigure.SIGNAL)
 
-    def took(self, child: _Child, ok: bool, why: str) -> bool:
-        """A process's answer; True when it must be restarted to take its options."""
+    def took(self, child: _Child, ok: bool, why: str, what: list[str] | None = None) -> bool:
+        """A process's answer; True when it must be restarted to take its options.
+        ``what``: the producers it connected to, and "options" if it had new ones."""
         name = child.spec.instance
+        what = what if what is not None else ["options"]
+        joined = [w for w in what if w != "options"]
+        if joined:
+            self.echo(f"rkpipe: reload: {name} connected to {', '.join(joined)}")
         if ok:
-            self.echo(f"rkpipe: reload: {name} took its new options in place")
+            if "options" in what:
+                self.echo(f"rkpipe: reload: {name} took its new options in place")
             return False
         reason = f" ({why})" if why else ""
         self.echo(

@@ -54,7 +54,7 @@ from ..transport.links import configure, gone_dir, secure_endpoint, zmq_context
 from .affinity import thread_env
 from .camera_health import CameraHealth
 from .graph_watch import GraphWatch
-from .reload import Reloader
+from .reload import Changes, Reloader
 from .restart import RestartPolicy
 from .run_display import RunDisplay
 from .runs import Run, new_run, sweep_stale
@@ -88,6 +88,7 @@ class _Child:
     disabled: bool = False
     restart_at: float | None = None
     replacing: bool = False  # killed by a reload to start again with new options
+    retiring: bool = False  # a source a reload removed: stopped once set up, never restarted
     exits: list[str] = field(default_factory=list)  # how earlier processes ended
 
 
@@ -150,17 +151,7 @@ class Supervisor:
         self.ipc_dir = run.run_dir
         self.cameras = CameraHealth(self.ipc_dir, self.echo)  # each source's latest health
         self.plan: Plan = make_plan(self.graph, self.run_id, str(self.ipc_dir))
-        self.children = {
-            s.instance: _Child(
-                s,
-                RestartPolicy(
-                    s.on_failure,  # type: ignore[arg-type]
-                    self.settings.restart_limit,
-                    self.settings.restart_window_s,
-                ),
-            )
-            for s in self.plan.instances
-        }
+        self.children = {s.instance: self._child(s) for s in self.plan.instances}
         for inst in self.children:
             self.ledgers[inst] = Ledger.create(self._ledger_path(inst))
         self.run_ledger = Ledger.create(self._ledger_path("run"))
@@ -173,6 +164,14 @@ class Supervisor:
             cpus={i.instance: i.cpus for i in self.plan.instances},
             sinks={i.stage for i in self.plan.instances if not i.outputs},
         )
+
+    def _child(self, spec: InstanceSpec) -> _Child:
+        policy = RestartPolicy(
+            spec.on_failure,  # type: ignore[arg-type]
+            self.settings.restart_limit,
+            self.settings.restart_window_s,
+        )
+        return _Child(spec, policy)
 
     def _ledger_path(self, name: str) -> Path:
         return SHM_DIR / f"rkpipe-{self.run_id}-ledger-{name}"
@@ -316,8 +315,10 @@ class Supervisor:
                 self.reload_wanted = True
             if self.reload_wanted and self.draining_since is None:
                 self.reload_wanted = False
-                self.reloader.reload()
+                changes = self.reloader.reload()
                 self.graph = self.reloader.graph
+                if changes is not None:
+                    self._apply(changes)
                 if self.watch is not None:
                     self.watch.seen()
             self.errors += self.cameras.down_too_long(self.settings.fail_on_source_down_s)
@@ -335,6 +336,23 @@ class Supervisor:
                 next_tick = now + tick
                 self.cameras.tick()
                 self.display.show(self._snapshot(now))
+
+    def _apply(self, changes: Changes) -> None:
+        """What a reload leaves to the lifecycle: start the sources it added (their ledgers
+        first), stop the ones it removed (their streams end in order), and account from now
+        on by the plan of what runs."""
+        self.accounts.adopt(changes.plan)
+        self.plan = changes.plan
+        for spec in changes.start:
+            self.ledgers[spec.instance] = Ledger.create(self._ledger_path(spec.instance))
+            child = self.children[spec.instance] = self._child(spec)
+            self.book.add_stage(spec.stage, [spec.instance], spec.cpus)
+            self._spawn(child)
+        for name in changes.retire:
+            child = self.children[name]
+            child.retiring = True
+            if child.ready:
+                self._signal(child, signal.SIGTERM)
 
     # -- the control channel ---------------------------------------------------------------------
     def _receive(self, sock: zmq.Socket) -> None:
@@ -377,6 +395,8 @@ class Supervisor:
         elif kind == "ready":
             child.ready = True
             self.reloader.ready(child)
+            if child.retiring:
+                self._signal(child, signal.SIGTERM)
             if self.t_ready is None and all(c.ready for c in self.children.values()):
                 self.t_ready = time.monotonic()
                 self.echo(f"rkpipe: {len(self.children)} processes running")
@@ -395,7 +415,9 @@ class Supervisor:
             else:
                 self.accounts.stream_ended(child.spec, stream)
         elif kind == "reconfigured":
-            if self.reloader.took(child, bool(event.get("ok")), str(event.get("error", ""))):
+            what = event.get("what")
+            what = [str(w) for w in what] if isinstance(what, list) else None
+            if self.reloader.took(child, bool(event.get("ok")), str(event.get("error", "")), what):
                 child.replacing = True  # restarted with its new options once it is gone
                 self._signal(child, signal.SIGKILL)
         elif kind == "health" and child.spec.is_source:
@@ -420,6 +442,8 @@ class Supervisor:
             c.proc = None
             if code == 0 or c.done:
                 c.done = True
+                if c.retiring:
+                    self.echo(f"rkpipe: reload: {name} stopped; its stream ended")
                 continue
             self.accounts.died()  # where every stage sees it: frames before it may be lost
             if c.replacing and self.draining_since is None:  # a reload's, not a failure

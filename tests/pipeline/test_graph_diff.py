@@ -1,5 +1,6 @@
-"""What a reload would apply: a stage's changed options alone are applied in place; any other
-change (a stage added or removed, replicas, links, settings) is named as needing a restart."""
+"""What a reload would apply: a stage's changed options in place; a source added or removed,
+with the stages that read it rewired, started or ended; any other change (a stage added or
+removed between others, replicas, links, settings) is named as needing a restart."""
 
 from __future__ import annotations
 
@@ -10,12 +11,20 @@ from pipeline.graph.load import load_graph
 from support.graph import Graph
 
 
-def _graph(folder: Path, conf: float = 0.25, replicas: int = 1, extra: bool = False):
-    g = Graph("diffed").source("cam0", uses="synthetic", frames=10)
-    if extra:
-        g = g.source("cam1", uses="synthetic", frames=10)
-    g = g.stage("decode", uses="yolov8_decode", inputs=["cam0"], conf=conf, replicas=replicas)
+def _graph(
+    folder: Path,
+    conf: float = 0.25,
+    replicas: int = 1,
+    cams: tuple[str, ...] = ("cam0",),
+    extra_sink: bool = False,
+):
+    g = Graph("diffed")
+    for cam in cams:
+        g = g.source(cam, uses="synthetic", frames=10)
+    g = g.stage("decode", uses="yolov8_decode", inputs=list(cams), conf=conf, replicas=replicas)
     g = g.sink("out", uses="passthrough", inputs=["decode"])
+    if extra_sink:
+        g = g.sink("more", uses="passthrough", inputs=["decode"])
     folder.mkdir(exist_ok=True)
     return load_graph(g.write(folder))
 
@@ -23,14 +32,41 @@ def _graph(folder: Path, conf: float = 0.25, replicas: int = 1, extra: bool = Fa
 def test_changed_options_alone_are_applied_in_place(tmp_path: Path) -> None:
     d = diff_graphs(_graph(tmp_path / "a"), _graph(tmp_path / "b", conf=0.6))
     assert d.options == {"decode": {"conf": 0.6}}
-    assert d.restart == []
+    assert d.restart == [] and d.added == [] and d.rewired == {}
 
 
 def test_the_same_graph_is_no_change(tmp_path: Path) -> None:
     assert diff_graphs(_graph(tmp_path / "a"), _graph(tmp_path / "b")).empty
 
 
-def test_replicas_and_a_new_source_need_a_restart(tmp_path: Path) -> None:
-    d = diff_graphs(_graph(tmp_path / "a"), _graph(tmp_path / "b", replicas=2, extra=True))
-    assert d.options == {}
-    assert d.restart == ["stage 'cam1' added", "stage 'decode': replicas changed"]
+def test_a_source_added_rewires_its_reader(tmp_path: Path) -> None:
+    d = diff_graphs(_graph(tmp_path / "a"), _graph(tmp_path / "b", cams=("cam0", "cam1")))
+    assert d.added == ["cam1"] and d.removed == []
+    assert d.rewired == {"decode": ["cam0", "cam1"]}
+    assert d.restart == [] and not d.empty
+
+
+def test_a_source_removed_rewires_its_reader(tmp_path: Path) -> None:
+    d = diff_graphs(_graph(tmp_path / "a", cams=("cam0", "cam1")), _graph(tmp_path / "b"))
+    assert d.removed == ["cam1"] and d.added == []
+    assert d.rewired == {"decode": ["cam0"]}
+    assert d.restart == []
+
+
+def test_one_camera_swapped_for_another(tmp_path: Path) -> None:
+    d = diff_graphs(_graph(tmp_path / "a"), _graph(tmp_path / "b", cams=("cam9",)))
+    assert (d.added, d.removed, d.rewired) == (["cam9"], ["cam0"], {"decode": ["cam9"]})
+
+
+def test_a_source_whose_reader_changes_otherwise_too_needs_a_restart(tmp_path: Path) -> None:
+    d = diff_graphs(
+        _graph(tmp_path / "a"), _graph(tmp_path / "b", replicas=2, cams=("cam0", "cam1"))
+    )
+    assert d.added == [] and d.rewired == {}
+    assert d.restart == ["stage 'decode': inputs, replicas changed", "source 'cam1' added"]
+
+
+def test_other_stages_added_and_replicas_need_a_restart(tmp_path: Path) -> None:
+    d = diff_graphs(_graph(tmp_path / "a"), _graph(tmp_path / "b", replicas=2, extra_sink=True))
+    assert d.options == {} and d.added == []
+    assert d.restart == ["stage 'more' added", "stage 'decode': replicas changed"]

@@ -105,9 +105,10 @@ def test_a_bad_edit_changes_nothing_and_says_why(tmp_path: Path, patch: dict, sa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["door.toml"]  # no temporary left
 
 
-def test_removing_a_stage_others_need_changes_nothing(tmp_path: Path) -> None:
+def test_removing_the_only_input_of_a_stage_changes_nothing(tmp_path: Path) -> None:
+    """A removed stage leaves its readers' inputs too; one left reading nothing is refused."""
     path = _graph(tmp_path)
-    with pytest.raises(GraphError, match="cam0"):
+    with pytest.raises(GraphError, match=r"stages\.count\.inputs"):
         GraphFile(path, None).change(lambda t: remove_stage(t, "cam0"))
     assert path.read_text() == GRAPH
 
@@ -140,18 +141,26 @@ def test_a_good_edit_is_written_whole_with_its_mode_and_the_run_asked_to_reload(
         supervisor.wait()
 
 
-def test_a_new_source_is_named_as_a_change_beyond_options(tmp_path: Path) -> None:
+def test_a_new_source_and_its_reader_are_one_edit_a_run_applies(tmp_path: Path) -> None:
     path = _graph(tmp_path)
     applied = GraphFile(path, None).change(
-        lambda t: patch_stage(
-            add_stage(t, "cam1", {"uses": "synthetic", "frames": 30}),
-            "count",
-            {"inputs": ["cam0", "cam1"]},
-        )
+        lambda t: add_stage(t, "cam1", {"uses": "synthetic", "frames": 30}, readers=["count"])
     )
-    assert any("cam1" in line for line in applied.restart), applied
+    assert applied.added == ["cam1"] and applied.restart == [], applied
     assert not applied.reloaded  # no run to tell
-    assert os.access(path, os.R_OK) and "[stages.cam1]" in path.read_text()
+    text = path.read_text()
+    assert "[stages.cam1]" in text and 'inputs = ["cam0", "cam1"]' in text
+    applied = GraphFile(path, None).change(lambda t: remove_stage(t, "cam1"))
+    assert applied.removed == ["cam1"] and applied.restart == [], applied
+    assert path.read_text().rstrip() == GRAPH.rstrip()  # back as it was, comments and all
+
+
+def test_a_new_stage_between_others_is_named_as_a_change_beyond_options(tmp_path: Path) -> None:
+    path = _graph(tmp_path)
+    applied = GraphFile(path, None).change(
+        lambda t: add_stage(t, "more", {"uses": "passthrough", "inputs": ["count"]})
+    )
+    assert any("more" in line for line in applied.restart), applied
 
 
 def test_no_change_writes_nothing(tmp_path: Path) -> None:

@@ -23,12 +23,16 @@ DOOR = {"cam0": {"name": "door", "a": [320, 0], "b": [320, 360]}}
 MOVED = {"cam0": {"name": "door", "a": [200, 0], "b": [200, 360]}}
 
 
-def street(folder: Path, lines: dict = DOOR, **line_options: object) -> Graph:
-    """An endless street scene at 30 fps, its true objects as tracks, one counting line."""
+def street(
+    folder: Path, lines: dict = DOOR, cams: tuple[str, ...] = ("cam0",), **line_options: object
+) -> Graph:
+    """An endless street scene at 30 fps per camera, its true objects as tracks, one
+    counting line."""
+    g = Graph("reloaded", stats_interval_s=0.5)
+    for cam in cams:
+        g = g.source(cam, uses="synthetic", scene="easy", realtime=True, fps=30)
     return (
-        Graph("reloaded", stats_interval_s=0.5)
-        .source("cam0", uses="synthetic", scene="easy", realtime=True, fps=30)
-        .stage("truth", uses="rk_test_overlay:Overlay", inputs=["cam0"], overlays=False)
+        g.stage("truth", uses="rk_test_overlay:Overlay", inputs=list(cams), overlays=False)
         .stage("lines", uses="line_crossing", inputs=["truth"], lines=lines, **line_options)
         .sink("out", uses="jsonl", inputs=["lines"], path=folder / "out.jsonl")
     )
@@ -201,20 +205,60 @@ def test_a_changed_conf_and_classes_reach_the_decoder_in_place(tmp_path: Path) -
     assert all(s["restarts"] == 0 for s in stats["stages"].values())
 
 
+def test_a_camera_added_and_one_removed_while_it_runs(tmp_path: Path) -> None:
+    """A source added starts and its stream joins the stages behind; a source removed ends
+    its stream as a stream ends (END in order, its tally exact); nothing else restarts."""
+    graph = street(tmp_path).write(tmp_path)
+
+    def seqs(cam: str) -> list[int]:  # frames (a stream's final counts row has none)
+        return [r["seq"] for r in run.rows() if r["stream"] == cam and "frame" in r["arrays"]]
+
+    with running(graph) as run:
+        run.wait_for_rows(10)
+        street(tmp_path, cams=("cam0", "cam1")).write(tmp_path)
+        res = run_rkpipe("reload", str(graph))
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == (
+            "rkpipe: reload: source 'cam1' added; starting it\n"
+            "rkpipe: reload: truth: now reads cam0, cam1\n"
+        )
+        run.wait_for_log("truth connected to cam1")
+        assert poll_for(lambda: len(seqs("cam1")) >= 10, timeout=90), "\n".join(run.log())
+        street(tmp_path, cams=("cam1",)).write(tmp_path)
+        run.proc.send_signal(signal.SIGHUP)
+        run.wait_for_log("source 'cam0' removed; its stream ends")
+        run.wait_for_log("cam0 stopped; its stream ended")
+        ended_at = len(seqs("cam0"))
+        n = len(seqs("cam1"))
+        assert poll_for(lambda: len(seqs("cam1")) >= n + 10, timeout=90)
+        assert len(seqs("cam0")) == ended_at  # nothing of cam0 after its end
+        stats = run.finish()
+    assert stats["exact"], stats["streams"]
+    assert sorted(stats["streams"]) == ["cam0", "cam1"]
+    final = [r for r in run.rows() if r["stream"] == "cam0" and not r["arrays"]]
+    assert [e["type"] for e in final[0]["meta"]["events"]] == ["counts"]  # its end, in order
+    for cam in ("cam0", "cam1"):
+        got = seqs(cam)
+        assert got == list(range(len(got))), cam  # every frame once, in order, from 0
+        assert stats["streams"][cam]["sinks"]["out"]["delivered"] == len(got)
+    assert all(s["restarts"] == 0 for s in stats["stages"].values())
+
+
 def test_a_change_that_needs_a_restart_is_named_and_not_applied(tmp_path: Path) -> None:
     graph = street(tmp_path).write(tmp_path)
     with running(graph) as run:
         run.wait_for_rows(10)
-        edited = street(tmp_path).source("cam1", uses="synthetic", frames=10)
+        edited = street(tmp_path).sink("more", uses="jsonl", inputs=["lines"], path="more.jsonl")
         edited.write(tmp_path)
         res = run_rkpipe("reload", str(graph))
         assert res.returncode == 0, res.stderr
         assert res.stdout == (
-            "rkpipe: reload: stage 'cam1' added needs a restart for now (not applied)\n"
+            "rkpipe: reload: stage 'more' added needs a restart for now (not applied)\n"
         )
         run.wait_for_rows(10)
         stats = run.finish()
     assert stats["exact"] and list(stats["streams"]) == ["cam0"]
+    assert not (tmp_path / "more.jsonl").exists()
 
 
 def test_with_watch_a_saved_file_is_reloaded_and_a_bad_save_is_said_once(tmp_path: Path) -> None:

@@ -117,6 +117,18 @@ def test_a_running_graph_is_read_and_changed_through_its_file(
         assert line and np.allclose([float(v) for v in line.groups()], [0.25, 0.1], atol=0.02)
         assert '"*" = [{ name = "door"' in text  # the other cameras keep the door
         assert poll_for(lambda: any("reload" in x and "count" in x for x in log), 30), log
+
+        # a camera added with the stage that reads it, then removed: both while it runs
+        cam1 = {"uses": "synthetic", "scene": "easy", "live": True, "fps": 15, "readers": ["truth"]}
+        code, did = ask(f"{url}api/stages/cam1", "PUT", cam1, **bearer)
+        assert code == 200 and did["added"] == ["cam1"] and did["restart"] == [], did
+        assert 'inputs = ["cam0", "cam1"]' in graph.read_text()
+        rows = tmp_path / "out.jsonl"
+        assert poll_for(lambda: '"stream":"cam1"' in rows.read_text(), 60), "".join(log)
+        code, did = ask(f"{url}api/stages/cam1", "DELETE", **bearer)
+        assert code == 200 and did["removed"] == ["cam1"] and did["restart"] == [], did
+        assert poll_for(lambda: any("cam1 stopped; its stream ended" in x for x in log), 60), log
+        assert "cam1" not in graph.read_text() and COMMENT in graph.read_text()
     finally:
         run.send_signal(signal.SIGINT)
         try:
@@ -124,7 +136,8 @@ def test_a_running_graph_is_read_and_changed_through_its_file(
         finally:
             run.kill()
     assert run.returncode in (0, 130), "".join(log)
-    assert json.loads(stats.read_text())["exact"], "".join(log)
+    final = json.loads(stats.read_text())
+    assert final["exact"] and sorted(final["streams"]) == ["cam0", "cam1"], "".join(log)
 
 
 def test_a_preview_without_a_token_takes_no_change(tmp_path: Path) -> None:

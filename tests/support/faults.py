@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.graph.edit import patch_stage
+from pipeline.graph.edit import add_stage, patch_stage, remove_stage
 from support.graph import Graph
 from support.rkpipe import TEST_STAGES, poll_for, read_jsonl, start_rkpipe
 
@@ -104,24 +105,41 @@ class Fault:
 
 def random_edits(rng: random.Random, n: int, span_s: float) -> list[Fault]:
     """``n`` reloads of the detection graph at random moments: a moved counting line and a
-    new ``conf`` (taken in place), a new tracker threshold (the tracker restarts with it),
-    and a bad edit (an input that does not exist: nothing changes)."""
+    new ``conf`` (taken in place), a new tracker threshold (the tracker restarts with it), a
+    camera added (read by ``pre``) or the latest added one removed, and a bad edit (an input
+    that does not exist: nothing changes)."""
     edits: list[Fault] = []
-    for _ in range(n):
-        kind = rng.choice(["line", "conf", "track", "bad"])
-        if kind == "line":
-            y = rng.randint(20, 100)
-            patch = {"lines": {"*": {"name": "mid", "a": [0, y], "b": [160, y]}}}
-            stage = "lines"
-        elif kind == "conf":
-            patch, stage = {"conf": round(rng.uniform(0.15, 0.5), 2)}, "post"
-        elif kind == "track":
-            patch, stage = {"track_thresh": round(rng.uniform(0.3, 0.7), 2)}, "track"
+    for i in range(n):
+        kind = rng.choice(["line", "conf", "track", "add", "remove", "bad"])
+        edit: Callable[[str], str]
+        if kind == "add":
+            cam = {"uses": "synthetic", "width": 160, "height": 120, "fps": 30, "live": True}
+            table = {**cam, "frames": rng.randint(30, 150), "seed": 10 + i}
+            edit = (lambda nm, tb: lambda text: add_stage(text, nm, tb, readers=["pre"]))(
+                f"cam{2 + i}", table
+            )
+        elif kind == "remove":
+            edit = _remove_an_added_camera
         else:
-            patch, stage = {"inputs": ["nowhere"]}, "lines"
-        edit = (lambda st, pa: lambda text: patch_stage(text, st, pa))(stage, patch)
+            if kind == "line":
+                y = rng.randint(20, 100)
+                patch = {"lines": {"*": {"name": "mid", "a": [0, y], "b": [160, y]}}}
+                stage = "lines"
+            elif kind == "conf":
+                patch, stage = {"conf": round(rng.uniform(0.15, 0.5), 2)}, "post"
+            elif kind == "track":
+                patch, stage = {"track_thresh": round(rng.uniform(0.3, 0.7), 2)}, "track"
+            else:
+                patch, stage = {"inputs": ["nowhere"]}, "lines"
+            edit = (lambda st, pa: lambda text: patch_stage(text, st, pa))(stage, patch)
         edits.append(Fault(round(rng.uniform(0.2, span_s), 2), RELOAD, edit=edit, what=kind))
     return edits
+
+
+def _remove_an_added_camera(text: str) -> str:
+    """The graph without the camera added last (unchanged when none was added)."""
+    added = [int(m) for m in re.findall(r"^\[stages\.cam(\d+)\]", text, re.M) if int(m) >= 2]
+    return remove_stage(text, f"cam{max(added)}") if added else text
 
 
 def random_faults(rng: random.Random, targets: list[str], n: int, span_s: float) -> list[Fault]:

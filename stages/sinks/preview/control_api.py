@@ -2,8 +2,10 @@
 
     GET    /api/graph              {"path", "text", "stages"} (secrets masked)
     PATCH  /api/stages/<name>      a JSON merge patch of the stage's table (null removes a key)
-    PUT    /api/stages/<name>      a new stage's whole table ({"uses", "inputs", options...})
-    DELETE /api/stages/<name>      remove a stage (a source: its streams end)
+    PUT    /api/stages/<name>      a new stage's whole table ({"uses", "inputs", options...}),
+                                   and "readers": stages that read it from now on
+    DELETE /api/stages/<name>      remove a stage, and it from its readers' inputs (a source:
+                                   its stream ends)
 
 Every change goes the way an edited file goes: validated in full first, written back to the
 graph file with the user's comments kept, then reloaded by the run (``GraphFile``). A change
@@ -87,7 +89,11 @@ class ControlApi:
             if method == "PATCH":
                 applied = self.file.change(lambda t: patch_stage(t, name, value))
             elif method == "PUT":
-                applied = self.file.change(lambda t: add_stage(t, name, value))
+                table = {k: v for k, v in value.items() if k != "readers"}
+                readers = value.get("readers", [])
+                if not isinstance(readers, list) or not all(isinstance(r, str) for r in readers):
+                    return 400, {"error": "readers: a list of stage names"}
+                applied = self.file.change(lambda t: add_stage(t, name, table, readers))
             else:
                 applied = self.file.change(lambda t: remove_stage(t, name))
         except EditError as exc:
