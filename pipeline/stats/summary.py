@@ -61,10 +61,12 @@ def never_live_why(h: dict[str, Any]) -> str:
 
 def silent_sources(stats: dict[str, Any]) -> list[str]:
     """An error line for each source that produced no frame at all in a run that started
-    (a camera that accepts and sends nothing, or refuses): such a run did not do its job."""
+    (a camera that accepts and sends nothing, or refuses): such a run did not do its job.
+    A source a reload removed before its first frame did nothing wrong."""
     out = []
+    removed = set(stats.get("removed", []))
     for stream, entry in stats.get("streams", {}).items():
-        if entry.get("produced", 0) == 0:
+        if entry.get("produced", 0) == 0 and stream not in removed:
             h = stats.get("health", {}).get(stream)
             why = f": camera never live, {never_live_why(h)}" if h else ""
             out.append(f"{stream}: produced no frames{why}")

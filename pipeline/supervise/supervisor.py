@@ -569,6 +569,7 @@ class Supervisor:
                 if declared_outputs(sdef.config, graph_dir)
             },
             "disabled": sorted(disabled),
+            "removed": sorted(self.reloader.removed),  # sources a reload took away
             "control_rejected": self.rejected,
         }
 
