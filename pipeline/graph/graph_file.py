@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import GraphError
+from ..runtime.child import PARENT_ENV
+from ..runtime.job import GRAPH_ENV
 from .diff import diff_graphs
 from .edit import EditError
 from .load import load_graph
@@ -50,6 +52,15 @@ class GraphFile:
     def __init__(self, path: Path, supervisor_pid: int | None) -> None:
         self.path = path
         self.supervisor_pid = supervisor_pid
+
+    @classmethod
+    def of_this_run(cls) -> GraphFile | None:
+        """The graph file of the run this stage process is part of (from the environment its
+        supervisor gave it); None outside a run (a test's inline stage)."""
+        path, pid = os.environ.get(GRAPH_ENV), os.environ.get(PARENT_ENV, "")
+        if not path:
+            return None
+        return cls(Path(path), int(pid) if pid.isdigit() else None)
 
     def read(self) -> str:
         try:

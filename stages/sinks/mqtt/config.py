@@ -10,7 +10,7 @@ from pipeline.output_files import FileMode, file_mode_field
 from pipeline.outputs import OutputDir
 from pipeline.stage import StageConfig
 from stages.analytics.event_snapshots import SNAPSHOT_DIR
-from stages.sinks.mqtt.topics import check_template
+from stages.sinks.mqtt.topics import check_command_prefix, check_template
 
 __all__ = ["MqttSinkConfig"]
 
@@ -53,6 +53,11 @@ class MqttSinkConfig(StageConfig):
     )
     ha_discovery: bool = Field(False, description="announce sensors to Home Assistant")
     ha_prefix: str = Field("homeassistant", min_length=1, description="HA discovery prefix")
+    commands: bool = Field(
+        False,
+        description="take commands on {state_prefix}/lines/<line>/set (move a line) and change "
+        "the graph file with them: anyone who may publish to the broker then may",
+    )
     tls: bool = False
     ca_certs: str | None = Field(None, description="CA bundle (default: system CAs)")
     certfile: str | None = Field(None, description="client certificate (PEM)")
@@ -108,4 +113,6 @@ class MqttSinkConfig(StageConfig):
             value = getattr(self, key)
             if value and "{stream}" not in value:
                 raise ValueError(f"{key} needs {{stream}}: every stream has its own")
+        if self.commands:
+            check_command_prefix(self.state_prefix)
         return self

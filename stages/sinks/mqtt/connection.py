@@ -56,7 +56,8 @@ class Connection:
         self.refused: Any = None
         self.outage_since: float | None = None
         self.on_up: Callable[[], None] = lambda: None  # after each connect, paho's thread
-        self.on_message: Callable[[str, bytes], None] = lambda _t, _p: None
+        # a message on a subscription (topic, payload, retained), paho's thread
+        self.on_message: Callable[[str, bytes, bool], None] = lambda _t, _p, _r: None
         self.on_acked: Callable[[int], None] = lambda _mid: None  # a PUBACK, paho's thread
         self.queued: Callable[[], int] = lambda: 0  # messages waiting, for the log
         self.subscriptions: list[str] = []
@@ -86,7 +87,9 @@ class Connection:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
-        client.on_message = lambda _c, _u, m: self.on_message(m.topic, bytes(m.payload))
+        client.on_message = lambda _c, _u, m: self.on_message(
+            m.topic, bytes(m.payload), bool(m.retain)
+        )
         client.on_publish = lambda _c, _u, mid, _rc, _p: self.on_acked(mid)
         return client
 

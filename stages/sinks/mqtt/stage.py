@@ -8,7 +8,9 @@ the broker acknowledged it (with ``spool_dir``, written to disk before it is sen
 latest values go alongside: each camera's ``online``/``offline`` (:mod:`.status`), line
 totals and zone occupancy as plain numbers (:mod:`.state_topics`), event snapshots
 (:mod:`.snapshots`), Home Assistant discovery (:mod:`.discovery`); the pipeline's
-``availability_topic`` says ``online``/``offline``, with ``offline`` as the Last Will.
+``availability_topic`` says ``online``/``offline``, with ``offline`` as the Last Will. With
+``commands`` (off by default), messages on ``{state_prefix}/lines/<line>/set`` move a line
+through the graph file, as the control API does (:mod:`.commands`).
 
 A flush at the end keeps the stage's heartbeat going (``ctx.keep_alive``) and ends early when
 the run stops it; what the broker never acknowledged is counted as ``mqtt_unsent``.
@@ -23,12 +25,14 @@ from typing import Any
 
 from pipeline.doctor import Check, DoctorContext
 from pipeline.errors import StageSetupError
+from pipeline.graph.graph_file import GraphFile
 from pipeline.keys import META_EVENTS
 from pipeline.messages import Message
 from pipeline.netcheck import tcp_answer
 from pipeline.output_files import Modes, folder_problem, make_folder
 from pipeline.stage import Context, Stage, StageConfig
 from stages.event_files import safe_name
+from stages.sinks.mqtt.commands import Commands, CommandTopics
 from stages.sinks.mqtt.config import MqttSinkConfig
 from stages.sinks.mqtt.connection import Connection
 from stages.sinks.mqtt.discovery import Discovery
@@ -124,8 +128,12 @@ class MqttSink(Stage[MqttSinkConfig]):
         self.conn.on_acked = self.outbox.acked  # on disk at the PUBACK: never sent again
         self.conn.on_up = self._on_up
         if discovery is not None:  # Home Assistant's birth message: announce everything again
-            self.conn.subscriptions = [f"{cfg.ha_prefix}/status"]
-            self.conn.on_message = self._on_message
+            self.conn.subscriptions.append(f"{cfg.ha_prefix}/status")
+        self.commands = self._commands() if cfg.commands else None
+        if self.commands is not None:
+            self.conn.subscriptions += self.commands.topics.filters()
+            self.commands.start()
+        self.conn.on_message = self._on_message
         self.active: set[str] = set()  # streams that have not ended
         self.dropping = False  # said "outbox full" in this outage
         self.flushed = False  # the last stream ended and what was queued had its chance
@@ -135,6 +143,30 @@ class MqttSink(Stage[MqttSinkConfig]):
             self.conn, self.outbox, self.retained, cfg.qos, self.cameras.poll, self.log
         )
         self.sender.start()
+
+    def _commands(self) -> Commands:
+        """The command topics (:mod:`.commands`), which change the graph file: said at start,
+        since anyone who may publish to the broker may use them."""
+        topics = CommandTopics(self._topic(self.config.state_prefix, {"stream": "{stream}"}))
+        graph_file = GraphFile.of_this_run()
+        where = topics.filters()[0]
+        if graph_file is None:
+            self.log.warning("mqtt: commands on %s cannot change a graph outside a run", where)
+        else:
+            self.log.warning(
+                "mqtt: commands on: a message on %s at broker %s changes %s (anyone who may "
+                "publish there may)",
+                where,
+                self.conn.address,
+                graph_file.path,
+            )
+        return Commands(
+            topics,
+            graph_file,
+            lambda topic, payload: self.conn.publish(topic, payload, 1, False),
+            lambda topic: self.retained.get(topic) is not None,
+            self.log,
+        )
 
     def _state_folder(self, folder: Path, modes: Modes) -> Path | None:
         """Make the folder of the line totals now, or say plainly that they are not kept."""
@@ -233,6 +265,8 @@ class MqttSink(Stage[MqttSinkConfig]):
         the spool, when there is one, holds for the next start."""
         if getattr(self, "sender", None) is None:
             return
+        if self.commands is not None:  # the run is ending: no more changes to its graph
+            self.commands.stop()
         self.cameras.stop()
         if self.states is not None:
             self.states.close()
@@ -329,9 +363,13 @@ class MqttSink(Stage[MqttSinkConfig]):
         self.dropping = False
         self.retained.resend_all()
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
-        if topic == f"{self.config.ha_prefix}/status" and payload == b"online":
-            self.retained.resend_all()
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        """A message on a subscription (paho's network thread)."""
+        if self.config.ha_discovery and topic == f"{self.config.ha_prefix}/status":
+            if payload == b"online":
+                self.retained.resend_all()
+        elif self.commands is not None:
+            self.commands.offer(topic, payload, retained)
 
     # -- topics ------------------------------------------------------------------------------
     def _topic(self, template: str, stream: str | dict[str, Any]) -> str:

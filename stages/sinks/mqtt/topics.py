@@ -7,7 +7,14 @@ import re
 import string
 from typing import Any
 
-__all__ = ["TOPIC_FIELDS", "check_template", "clean_id", "level", "render_topic"]
+__all__ = [
+    "TOPIC_FIELDS",
+    "check_command_prefix",
+    "check_template",
+    "clean_id",
+    "level",
+    "render_topic",
+]
 
 TOPIC_FIELDS = ("node", "stream", "type", "line", "zone", "direction", "class_name", "pipeline")
 
@@ -24,6 +31,25 @@ def check_template(value: str) -> str:
     if "+" in value or "#" in value:
         raise ValueError(f"wildcards + and # cannot be published to: {value!r}")
     return value
+
+
+def check_command_prefix(prefix: str) -> None:
+    """With ``commands``: the state prefix, under which command topics are, must name each
+    stream in a level of its own and hold nothing that varies per event (a subscription
+    filter is made of it, ``{stream}`` a ``+``)."""
+    if not prefix:
+        raise ValueError("commands needs state_prefix: the command topics are under it")
+    names = {f for _, f, _, _ in string.Formatter().parse(prefix) if f is not None}
+    if names - {"node", "pipeline", "stream"}:
+        raise ValueError(
+            "commands needs a state_prefix of {node}, {pipeline} and {stream} only; "
+            f"{prefix!r} has more"
+        )
+    if "{stream}" not in prefix.split("/"):
+        raise ValueError(
+            "commands needs {stream} as a level of its own in state_prefix, e.g. "
+            f"rkpipe/{{node}}/{{stream}}; got {prefix!r}"
+        )
 
 
 def level(value: object) -> str:

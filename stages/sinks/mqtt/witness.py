@@ -102,7 +102,7 @@ class Witness:
         if len(self.backlog) < MAX_BACKLOG:
             self.backlog.add((topic, payload))
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, _retained: bool) -> None:
         if topic == self.marker_topic:
             if payload.decode(errors="replace") == self.nonce:
                 self.caught_up.set()

@@ -17,9 +17,7 @@ make a browser send one (CSRF), and a bad edit answers 4xx with the validator's 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,8 +25,6 @@ from pipeline.errors import GraphError
 from pipeline.graph.edit import EditError, add_stage, patch_stage, remove_stage
 from pipeline.graph.graph_file import GraphFile
 from pipeline.graph.load import tomllib
-from pipeline.runtime.child import PARENT_ENV
-from pipeline.runtime.job import GRAPH_ENV
 from pipeline.secrets import mask
 
 __all__ = ["CHANGE_METHODS", "MAX_BODY", "ControlApi"]
@@ -48,10 +44,7 @@ class ControlApi:
 
     @classmethod
     def of_this_run(cls) -> ControlApi:
-        path, pid = os.environ.get(GRAPH_ENV), os.environ.get(PARENT_ENV, "")
-        if not path:
-            return cls(None)  # not in a run (a test's inline stage)
-        return cls(GraphFile(Path(path), int(pid) if pid.isdigit() else None))
+        return cls(GraphFile.of_this_run())  # None: not in a run (a test's inline stage)
 
     def graph(self) -> Answer:
         if self.file is None:
