@@ -146,7 +146,8 @@ def test_commands_are_made_one_at_a_time_and_what_is_not_one_is_said_once(
     assert big == {"ok": False, "error": f"bad payload: {MAX_PAYLOAD + 13} bytes; a command's "
                    f"is at most {MAX_PAYLOAD}"}  # fmt: skip
     assert moved == {"ok": True, "stage": "count", "stream": "cam0", "line": "door",
-                     "in_place": ["count"], "restart": [], "reloaded": False}  # fmt: skip
+                     "in_place": ["count"], "added": [], "removed": [], "restart": [],
+                     "reloaded": False}  # fmt: skip
     assert 'lines.cam0 = [{name = "door", a = [200, 0], b = [200, 360]}]' in graph.read_text()
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 3, said  # the oversized one, the retained one (once), the move
@@ -313,6 +314,8 @@ def test_a_line_moved_over_mqtt_goes_through_the_graph_file_and_counts_there(
         "stream": "cam0",
         "line": "door",
         "in_place": ["count"],
+        "added": [],
+        "removed": [],
         "restart": [],
         "reloaded": True,
     }
