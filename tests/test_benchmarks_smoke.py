@@ -109,3 +109,17 @@ def test_export_benchmark_runs(tmp_path: Path) -> None:
     assert "yolov8n-stock" in proc.stdout and "pass" in proc.stdout
     doc = json.loads(out.read_text())
     assert set(doc) == {"yolov8n-stock/fp16"} and doc["yolov8n-stock/fp16"]["passed"]
+
+
+def test_reload_benchmark_runs(tmp_path: Path, no_leaks: None) -> None:
+    out = tmp_path / "reload.json"
+    proc = run_bench("reload_times.py", "--quick", "--json", str(out), timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "a restart stops frames for" in proc.stdout
+    res = json.loads(out.read_text())
+    assert [r["change"] for r in res["reloads"]] == [
+        "camera cam2 added",
+        "line moved",
+        "camera cam2 removed",
+    ]
+    assert res["exact"] and res["restarts"] == 0
