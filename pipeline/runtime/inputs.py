@@ -130,10 +130,17 @@ class Inputs:
         self.via_of[id(inlet)] = stage
         return inlet
 
-    def connect(self, inputs: list[tuple[str, str, str]], sources: list[str]) -> list[Inlet]:
+    def connect(
+        self,
+        inputs: list[tuple[str, str, str]],
+        sources: list[str],
+        curve: dict[str, str] | None = None,
+    ) -> list[Inlet]:
         """A reload added producers (a new source): an inlet for each one not yet here.
-        ``sources``: the producer stages that are sources now. Returns the new inlets, for
-        the loop to watch; an inlet to a producer that was removed stays until its EOS."""
+        ``sources``: the producer stages that are sources now; ``curve``: certificates of
+        producers with CurveZMQ links. Returns the new inlets, for the loop to watch; an
+        inlet to a producer that was removed stays until its EOS."""
+        self.spec.input_curve = {**self.spec.input_curve, **(curve or {})}
         have = {i.producer for i in self.inlets}
         new = [self._inlet(s, p, ep) for s, p, ep in inputs if p not in have]
         self.spec.inputs = [

@@ -56,20 +56,23 @@ def write_options(run_dir: str | Path, instance: str, options: dict[str, Any]) -
 
 
 def write_inputs(
-    run_dir: str | Path, instance: str, inputs: list[tuple[str, str, str]], sources: list[str]
+    run_dir: str | Path,
+    instance: str,
+    inputs: list[tuple[str, str, str]],
+    sources: list[str],
+    curve: dict[str, str] | None = None,
 ) -> None:
     """Replace ``instance``'s inputs: (producer stage, producer instance, endpoint) each,
-    and which producer stages are sources."""
-    _replace(
-        inputs_path(run_dir, instance), {"inputs": [list(i) for i in inputs], "sources": sources}
-    )
+    which producer stages are sources, and the certificates of those with CurveZMQ links."""
+    data = {"inputs": [list(i) for i in inputs], "sources": sources, "curve": curve or {}}
+    _replace(inputs_path(run_dir, instance), data)
 
 
 def read_inputs(
     run_dir: str | Path, instance: str
-) -> tuple[list[tuple[str, str, str]], list[str]] | None:
-    """The inputs (and source stages) the supervisor left for ``instance``, or None if it
-    left none; raises ValueError for a file that is not what ``write_inputs`` writes."""
+) -> tuple[list[tuple[str, str, str]], list[str], dict[str, str]] | None:
+    """The inputs (source stages, certificates) the supervisor left for ``instance``, or None
+    if it left none; raises ValueError for a file that is not what ``write_inputs`` writes."""
     try:
         data = json.loads(inputs_path(run_dir, instance).read_text())
     except FileNotFoundError:
@@ -85,7 +88,10 @@ def read_inputs(
         raise ValueError("new inputs are not a list of [stage, instance, endpoint]")
     if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
         raise ValueError("new inputs name their sources wrongly")
-    return [(a, b, c) for a, b, c in inputs], sources
+    curve = data.get("curve", {})
+    if not isinstance(curve, dict) or not all(isinstance(v, str) for v in curve.values()):
+        raise ValueError("new inputs name their certificates wrongly")
+    return [(a, b, c) for a, b, c in inputs], sources, {str(k): v for k, v in curve.items()}
 
 
 def read_options(run_dir: str | Path, instance: str) -> dict[str, Any]:

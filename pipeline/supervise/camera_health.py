@@ -39,6 +39,9 @@ class _Said:
     told_down: bool = False  # a line (said or counted) told of this outage
 
 
+REMOVED = "removed"  # a source a reload took away
+
+
 class CameraHealth:
     """The health of every source of one run, by stream."""
 
@@ -52,6 +55,8 @@ class CameraHealth:
         """Record a source's new health and share it with every stage (health.json). Time
         not live is summed per stream in outages (a camera never live is down throughout)."""
         old = self.streams.get(stream, {})
+        if old.get("state") == REMOVED:  # what a removed source says as it stops is not news
+            return
         now = time.time() if now is None else now
         changed = state != old.get("state")
         entry = {
@@ -71,6 +76,18 @@ class CameraHealth:
         self.streams[stream] = entry
         self.file.write(self.streams)
         self._tell(stream, old, entry, now)
+
+    def remove(self, stream: str, now: float | None = None) -> None:
+        """A reload removed the source: its record stops here (an outage it was in ends, and
+        it is never again down too long)."""
+        h = self.streams.get(stream)
+        if h is None:
+            return
+        now = time.time() if now is None else now
+        if h["state"] != "live":
+            h["down_s"] = h.get("down_s", 0.0) + now - h["since"]
+        h.update(state=REMOVED, detail="removed by a reload", since=now)
+        self.file.write(self.streams)
 
     # -- what a person is told -------------------------------------------------------------------
     def _tell(self, stream: str, old: dict[str, Any], new: dict[str, Any], now: float) -> None:
@@ -119,7 +136,8 @@ class CameraHealth:
         now = time.time() if now is None else now
         errors = []
         for stream, h in self.streams.items():
-            if h["state"] != "live" and now - h["since"] > limit and not h.get("failed"):
+            down = h["state"] not in ("live", REMOVED)
+            if down and now - h["since"] > limit and not h.get("failed"):
                 h["failed"] = True
                 errors.append(
                     f"{stream}: camera {h['state']} for {now - h['since']:.0f}s "
@@ -132,7 +150,7 @@ class CameraHealth:
         ``now``; a camera never live was down the whole run."""
         now = time.time() if now is None else now
         for h in self.streams.values():
-            if h["state"] != "live":
+            if h["state"] not in ("live", REMOVED):
                 h["down_s"] = h.get("down_s", 0.0) + now - h["since"]
             if not h.get("ever_live"):
                 h["outages"] = max(1, h["outages"])

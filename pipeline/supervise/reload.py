@@ -146,9 +146,14 @@ class Reloader:
         if child is None:
             return
         child.spec = dataclasses.replace(
-            child.spec, inputs=spec.inputs, source_inputs=spec.source_inputs
+            child.spec,
+            inputs=spec.inputs,
+            source_inputs=spec.source_inputs,
+            input_curve=spec.input_curve,
         )
-        reconfigure.write_inputs(self.run_dir, spec.instance, spec.inputs, spec.source_inputs)
+        reconfigure.write_inputs(
+            self.run_dir, spec.instance, spec.inputs, spec.source_inputs, spec.input_curve
+        )
         self._poke(child)
 
     def _send(self, spec: InstanceSpec) -> None:

@@ -351,6 +351,7 @@ class Supervisor:
         for name in changes.retire:
             child = self.children[name]
             child.retiring = True
+            self.cameras.remove(child.spec.stage)
             if child.ready:
                 self._signal(child, signal.SIGTERM)
 

@@ -49,6 +49,18 @@ def test_a_camera_down_at_start_then_live_says_each_change_once(tmp_path: Path) 
     ]
 
 
+def test_a_camera_a_reload_removed_is_never_down_too_long(tmp_path: Path) -> None:
+    told = Told(tmp_path)
+    told.report(0.0, "live")
+    told.report(10.0, "down", REFUSED)
+    told.health.remove("cam0", now=30.0)
+    told.report(31.0, "reconnecting")  # what it says as it stops is not news
+    assert told.health.down_too_long(5.0, now=500.0) == []
+    final = told.health.final(now=600.0)["cam0"]
+    assert final["state"] == "removed" and final["down_s"] == 20.0  # its outage ended there
+    assert told.text() == [f"rkpipe: cam0 down: {REFUSED}; retrying"]
+
+
 def test_an_outage_is_reconnecting_then_down_then_live_again_with_its_length(
     tmp_path: Path,
 ) -> None:
