@@ -34,6 +34,8 @@ class StageRuntime(Protocol):
 
     def source_health(self) -> dict[str, dict[str, Any]]: ...
 
+    def run_stats(self) -> dict[str, Any]: ...
+
     def keep_alive(self) -> bool: ...
 
 
@@ -60,6 +62,9 @@ class InlineRuntime:
     def source_health(self) -> dict[str, dict[str, Any]]:
         return {}
 
+    def run_stats(self) -> dict[str, Any]:
+        return {}
+
     def keep_alive(self) -> bool:
         return True
 
@@ -84,6 +89,9 @@ class _PlainArrays:
 
     def source_health(self) -> dict[str, dict[str, Any]]:
         return self.inner.source_health()
+
+    def run_stats(self) -> dict[str, Any]:
+        return self.inner.run_stats()
 
     def keep_alive(self) -> bool:
         return self.inner.keep_alive()
@@ -144,6 +152,12 @@ class Context:
         """Every source's latest health, by stream: ``{"state", "detail", "since"}`` (Unix
         seconds), ``"reconnects"``; for sinks that publish camera status. Empty inline."""
         return self.runtime.source_health()
+
+    def run_stats(self) -> dict[str, Any]:
+        """The run's live figures, as of the supervisor's last stats tick (see
+        ``stats.live_file.snapshot_json``): per stage instance its state, rates and counts;
+        per stream what the sinks delivered. Empty inline."""
+        return self.runtime.run_stats()
 
     def keep_alive(self) -> bool:
         """For long work in ``end_stream``/``close`` (a sink flushing to a slow server): call

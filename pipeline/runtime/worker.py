@@ -31,6 +31,7 @@ from ..health import HealthFile
 from ..keys import FRAME
 from ..messages import Message
 from ..stage import Outputs, Stage
+from ..stats.live_file import LiveFile
 from ..stats.metrics import StageStats
 from ..transport.codec import END, MSG, SKIP, Envelope, Kind, packb
 from ..transport.framepool import FramePool, PoolReader
@@ -501,6 +502,7 @@ class _Services:
         self._notify = worker.notify
         self._worker = worker
         self._health = HealthFile(worker.run_dir)
+        self._live = LiveFile(worker.run_dir)
         self._last: tuple[str, str] | None = None
 
     def report_health(self, state: str, detail: str = "") -> None:
@@ -510,6 +512,9 @@ class _Services:
 
     def source_health(self) -> dict[str, dict[str, Any]]:
         return self._health.read()
+
+    def run_stats(self) -> dict[str, Any]:
+        return self._live.read()
 
     def keep_alive(self) -> bool:
         if threading.current_thread() is threading.main_thread():  # the control socket's

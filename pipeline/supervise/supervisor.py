@@ -45,6 +45,7 @@ from ..runtime.child import PARENT_ENV
 from ..runtime.job import GRAPH_ENV, JOB_ENV, TOKEN_ENV, Job
 from ..runtime.ledger import Ledger
 from ..secrets import known as known_secrets
+from ..stats.live_file import LiveFile, snapshot_json
 from ..stats.metrics import counters_of
 from ..stats.report import Snapshot, StatsBook
 from ..stats.summary import silent_sources
@@ -150,6 +151,7 @@ class Supervisor:
         self.run_id = run.run_id
         self.ipc_dir = run.run_dir
         self.cameras = CameraHealth(self.ipc_dir, self.echo)  # each source's latest health
+        self.live_file = LiveFile(self.ipc_dir)  # the live figures, for a stage's API
         self.plan: Plan = make_plan(self.graph, self.run_id, str(self.ipc_dir))
         self.children = {s.instance: self._child(s) for s in self.plan.instances}
         for inst in self.children:
@@ -335,7 +337,10 @@ class Supervisor:
             if now >= next_tick:
                 next_tick = now + tick
                 self.cameras.tick()
-                self.display.show(self._snapshot(now))
+                snap = self._snapshot(now)
+                self.display.show(snap)
+                with contextlib.suppress(OSError):  # the run goes on if nobody can read it
+                    self.live_file.write(snapshot_json(snap))
 
     def _apply(self, changes: Changes) -> None:
         """What a reload leaves to the lifecycle: start the sources it added (their ledgers

@@ -85,6 +85,15 @@ def test_a_running_graph_is_read_and_changed_through_its_file(
         assert seen["text"] == original.replace(TOKEN, "***")  # secrets masked
         assert seen["stages"]["count"]["uses"] == "line_crossing"
 
+        def live() -> dict:
+            return ask(f"{url}api/stats", **bearer)[1]
+
+        assert ask(f"{url}api/stats")[0] == 401  # reading follows the preview's token rule
+        assert poll_for(lambda: live().get("streams", {}).get("cam0", {}).get("delivered"), 30)
+        rows = {r["instance"]: r for r in live()["stages"]}
+        assert set(rows) == {"cam0", "truth", "count", "view", "out"}
+        assert rows["count"]["frames_in"] > 0 and rows["count"]["state"] == "running"
+
         conf = {"lines": {"*": [{"name": "door", "a": [0.4, 0], "b": [0.4, 1]}]}}
         assert ask(stage, "PATCH", conf)[0] == 401  # no token
         assert ask(stage, "PATCH", conf, Origin="http://evil.example", **bearer)[0] == 403

@@ -2,6 +2,7 @@
 
     GET /                       the page (no external assets)
     GET /api/status             {"pipeline", "stage", "time", "streams", "health", "events"}
+    GET /api/stats              the run's live figures per stage instance and stream
     GET /stream/<name>.mjpg     multipart/x-mixed-replace JPEG stream, at most max_fps
     GET /snapshot/<name>.jpg    the newest frame
     GET /events/<path>.jpg      an event's snapshot, from the folder event paths are relative to
@@ -148,6 +149,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, "text/html; charset=utf-8", sink.page)
             elif path == "/api/status":
                 self._send(200, "application/json", json.dumps(sink.status()).encode())
+            elif path == "/api/stats":
+                self._send(200, "application/json", json.dumps(sink.stats()).encode())
             elif path == "/api/graph":
                 self._json(*sink.control.graph())
             elif path.startswith("/snapshot/") and path.endswith(".jpg"):

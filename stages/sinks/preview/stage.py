@@ -122,6 +122,10 @@ class PreviewSink(Stage[PreviewSinkConfig]):
             "events": events,
         }
 
+    def stats(self) -> dict[str, Any]:
+        """The run's live figures (what ``rkpipe run`` shows), as of its last stats tick."""
+        return {"time": time.time(), **self.ctx.run_stats()}
+
     def process(self, msg: Message) -> Message:
         self.hub.publish(msg)
         return msg
