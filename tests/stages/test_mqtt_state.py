@@ -547,3 +547,49 @@ def test_camera_topics_are_remembered_once_and_a_bad_file_or_folder_is_said_once
     blocked.remember("b/status", "offline")
     assert caplog.text.count("cannot keep the camera topics") == 1
     assert blocked.stale() == {"a/status": "offline", "b/status": "offline"}
+
+
+@pytest.mark.integration
+def test_a_camera_added_while_it_runs_gets_its_topics_and_its_end(
+    tmp_path: Path, broker: Broker, no_leaks
+) -> None:
+    """A camera a reload adds is announced as any camera is (its status online, its Home
+    Assistant entities); removed again, its stream ends and its status goes offline, while
+    the camera that stayed goes on online."""
+    sub = Subscriber(broker, ["rkpipe/#", "homeassistant/#"])
+    status = lambda cam: f"rkpipe/{NODE}/{cam}/status"  # noqa: E731
+
+    def graph(*cams: str) -> Path:
+        g = Graph("camadded", node=NODE, stats_interval_s=0.5)
+        for cam in cams:
+            g.source(cam, uses="synthetic", width=64, height=48, realtime=True, fps=10)
+        opts = {"host": broker.host, "port": broker.port, "ha_discovery": True}
+        return g.sink("mqtt", uses="mqtt", inputs=list(cams), **opts).write(tmp_path)
+
+    def shown(want: dict[str, bytes]) -> bool:
+        latest = sub.latest()
+        return all(latest.get(t) == p for t, p in want.items())
+
+    def announced(cam: str) -> bool:
+        return any(t.startswith("homeassistant/") and cam in t for t in sub.latest())
+
+    proc = start_run(graph("cam0"), "--no-live")
+    try:
+        assert poll_for(lambda: shown({status("cam0"): b"online"}), timeout=60), sub.latest()
+        assert not announced("cam1")
+        graph("cam0", "cam1")
+        proc.send_signal(signal.SIGHUP)
+        assert poll_for(lambda: shown({status("cam1"): b"online"}), timeout=60), sub.latest()
+        assert poll_for(lambda: announced("cam1"), timeout=30), sorted(sub.latest())
+        graph("cam0")
+        proc.send_signal(signal.SIGHUP)
+        assert poll_for(lambda: shown({status("cam1"): b"offline"}), timeout=60), sub.latest()
+        assert shown({status("cam0"): b"online"})
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        sub.close()
+    assert proc.returncode == 143, err
+    assert "cam1 stopped; its stream ended" in err
+    assert "delivered" in err and "NOT exact" not in err
