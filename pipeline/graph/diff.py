@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .load import Graph
+from .load import Graph, StageDef
 
 __all__ = ["GraphDiff", "diff_graphs"]
 
@@ -58,6 +58,11 @@ def diff_graphs(old: Graph, new: Graph) -> GraphDiff:
         if changed == ["inputs"] and set(a.common.inputs) ^ set(b.common.inputs) <= moved:
             out.rewired[name] = list(b.common.inputs)
             changed = []
+        if not changed and _processes(a) != _processes(b):  # e.g. infer's npu_cores
+            keys = sorted(
+                k for k in {*a.options, *b.options} if a.options.get(k) != b.options.get(k)
+            )
+            changed = [f"{', '.join(keys)} (its number of processes)"]
         if changed:
             out.restart.append(f"stage {name!r}: {', '.join(changed)} changed")
         elif a.options != b.options:
@@ -78,3 +83,9 @@ def diff_graphs(old: Graph, new: Graph) -> GraphDiff:
     if old.settings != new.settings:
         out.restart.append("[pipeline] settings changed")
     return out
+
+
+def _processes(sdef: StageDef) -> int:
+    """How many processes a stage runs: its ``replicas``, or what its options decide."""
+    per = sdef.cls.replica_options(sdef.config)
+    return len(per) if per else sdef.common.replicas

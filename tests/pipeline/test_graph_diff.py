@@ -70,3 +70,17 @@ def test_other_stages_added_and_replicas_need_a_restart(tmp_path: Path) -> None:
     d = diff_graphs(_graph(tmp_path / "a"), _graph(tmp_path / "b", replicas=2, extra_sink=True))
     assert d.options == {} and d.added == []
     assert d.restart == ["stage 'more' added", "stage 'decode': replicas changed"]
+
+
+def test_npu_cores_that_change_the_number_of_processes_need_a_restart(tmp_path: Path) -> None:
+    def infer(folder: Path, cores: list[int]):
+        g = Graph("cores").source("cam0", uses="synthetic", frames=10)
+        g = g.stage("npu", uses="infer", inputs=["cam0"], model="sim:yolov8n", npu_cores=cores)
+        folder.mkdir()
+        return load_graph(g.sink("out", uses="passthrough", inputs=["npu"]).write(folder))
+
+    d = diff_graphs(infer(tmp_path / "a", [0, 1]), infer(tmp_path / "b", [0, 1, 2]))
+    assert d.options == {}
+    assert d.restart == ["stage 'npu': npu_cores (its number of processes) changed"]
+    same = diff_graphs(infer(tmp_path / "c", [0, 1]), infer(tmp_path / "d", [1, 0]))
+    assert same.options == {"npu": {"model": "sim:yolov8n", "npu_cores": [1, 0]}}
