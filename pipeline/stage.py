@@ -61,6 +61,10 @@ class Stage(Generic[C]):
     #: False for a sink that never reads the image (``msg.frame``: a file of JSON lines, a
     #: broker): it is not copied out of shared memory before the sink writes (see ``process``).
     reads_frame: ClassVar[bool] = True
+    #: Options that only lay out the stage's processes (inference: ``npu_cores``, whose
+    #: entries become each process's ``npu_core``): a reload that changes one adds or lets
+    #: go processes, and the others need not take it.
+    layout_options: ClassVar[tuple[str, ...]] = ()
 
     config: C
 

@@ -50,6 +50,7 @@ class RunBook:
         for stage in self.plan.graph.stages:
             self.reached.setdefault(stage, set()).update(self.plan.upstream(stage))
         now = {i.instance for i in plan.instances}
+        self.retired = [i for i in self.retired if i.instance not in now]  # back again
         self.retired += [i for i in self.plan.instances if i.instance not in now]
         self.plan = plan
 

@@ -16,17 +16,19 @@ __all__ = ["GraphDiff", "diff_graphs"]
 class GraphDiff:
     """``options``: stage name -> its new options; ``added`` / ``removed``: sources started
     or ended; ``rewired``: stages that read an added or removed source, their new inputs;
-    ``restart``: one line per other change."""
+    ``resized``: stages whose number of processes changed, their new number; ``restart``:
+    one line per other change."""
 
     options: dict[str, dict] = field(default_factory=dict)
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     rewired: dict[str, list[str]] = field(default_factory=dict)
+    resized: dict[str, int] = field(default_factory=dict)
     restart: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.options or self.added or self.removed or self.restart)
+        return not (self.options or self.added or self.removed or self.resized or self.restart)
 
 
 def diff_graphs(old: Graph, new: Graph) -> GraphDiff:
@@ -58,7 +60,13 @@ def diff_graphs(old: Graph, new: Graph) -> GraphDiff:
         if changed == ["inputs"] and set(a.common.inputs) ^ set(b.common.inputs) <= moved:
             out.rewired[name] = list(b.common.inputs)
             changed = []
-        if not changed and _processes(a) != _processes(b):  # e.g. infer's npu_cores
+        n_a, n_b = _processes(a), _processes(b)
+        if changed in ([], ["replicas"]) and n_a != n_b and _resizable(a, b, n_a, n_b):
+            out.resized[name] = n_b  # e.g. infer's npu_cores [0, 1] -> [0, 1, 2]
+            if a.options != b.options:
+                out.options[name] = dict(b.options)
+            continue
+        if not changed and n_a != n_b:
             keys = sorted(
                 k for k in {*a.options, *b.options} if a.options.get(k) != b.options.get(k)
             )
@@ -89,3 +97,14 @@ def _processes(sdef: StageDef) -> int:
     """How many processes a stage runs: its ``replicas``, or what its options decide."""
     per = sdef.cls.replica_options(sdef.config)
     return len(per) if per else sdef.common.replicas
+
+
+def _resizable(a: StageDef, b: StageDef, n_a: int, n_b: int) -> bool:
+    """A stage's processes can be added or let go while it runs: not a source, its streams
+    not pinned to replicas (their owners would move), and several before and after (one
+    process has another instance name)."""
+    return (
+        not a.is_source
+        and a.common.partition == b.common.partition == "free"
+        and min(n_a, n_b) >= 2
+    )

@@ -40,6 +40,7 @@ class InstanceSpec:
     input_curve: dict[str, str] = field(default_factory=dict)  # producer stage -> its keys
     best_effort: list[str] = field(default_factory=list)  # downstream stages that may lag
     source_inputs: list[str] = field(default_factory=list)  # producer stages that are sources
+    released: list[str] = field(default_factory=list)  # consumers a reload let go: sent EOS
 
     @property
     def instance(self) -> str:

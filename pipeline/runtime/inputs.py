@@ -135,12 +135,17 @@ class Inputs:
         inputs: list[tuple[str, str, str]],
         sources: list[str],
         curve: dict[str, str] | None = None,
+        renewed: list[str] | None = None,
     ) -> list[Inlet]:
         """A reload added producers (a new source): an inlet for each one not yet here.
         ``sources``: the producer stages that are sources now; ``curve``: certificates of
-        producers with CurveZMQ links. Returns the new inlets, for the loop to watch; an
+        producers with CurveZMQ links; ``renewed``: producers here that ended and run again.
+        Returns the new inlets, for the loop to watch; an
         inlet to a producer that was removed stays until its EOS."""
         self.spec.input_curve = {**self.spec.input_curve, **(curve or {})}
+        for inlet in self.inlets:  # a producer that ended (let go) and runs again
+            if inlet.producer in (renewed or ()):
+                inlet.eos = False
         have = {i.producer for i in self.inlets}
         new = [self._inlet(s, p, ep) for s, p, ep in inputs if p not in have]
         self.spec.inputs = [

@@ -16,11 +16,14 @@ __all__ = [
     "inputs_path",
     "install",
     "options_path",
+    "outputs_path",
     "read_inputs",
     "read_options",
+    "read_outputs",
     "requested",
     "write_inputs",
     "write_options",
+    "write_outputs",
 ]
 
 SIGNAL = signal.SIGUSR1
@@ -61,16 +64,23 @@ def write_inputs(
     inputs: list[tuple[str, str, str]],
     sources: list[str],
     curve: dict[str, str] | None = None,
+    renewed: list[str] | None = None,
 ) -> None:
     """Replace ``instance``'s inputs: (producer stage, producer instance, endpoint) each,
-    which producer stages are sources, and the certificates of those with CurveZMQ links."""
-    data = {"inputs": [list(i) for i in inputs], "sources": sources, "curve": curve or {}}
+    which producer stages are sources, the certificates of those with CurveZMQ links, and
+    the producers that ended earlier and run again (``renewed``: not ended any more)."""
+    data = {
+        "inputs": [list(i) for i in inputs],
+        "sources": sources,
+        "curve": curve or {},
+        "renewed": renewed or [],
+    }
     _replace(inputs_path(run_dir, instance), data)
 
 
 def read_inputs(
     run_dir: str | Path, instance: str
-) -> tuple[list[tuple[str, str, str]], list[str], dict[str, str]] | None:
+) -> tuple[list[tuple[str, str, str]], list[str], dict[str, str], list[str]] | None:
     """The inputs (source stages, certificates) the supervisor left for ``instance``, or None
     if it left none; raises ValueError for a file that is not what ``write_inputs`` writes."""
     try:
@@ -91,7 +101,37 @@ def read_inputs(
     curve = data.get("curve", {})
     if not isinstance(curve, dict) or not all(isinstance(v, str) for v in curve.values()):
         raise ValueError("new inputs name their certificates wrongly")
-    return [(a, b, c) for a, b, c in inputs], sources, {str(k): v for k, v in curve.items()}
+    renewed = data.get("renewed", [])
+    if not isinstance(renewed, list) or not all(isinstance(x, str) for x in renewed):
+        raise ValueError("new inputs name their renewed producers wrongly")
+    curve = {str(k): v for k, v in curve.items()}
+    return [(a, b, c) for a, b, c in inputs], sources, curve, renewed
+
+
+def outputs_path(run_dir: str | Path, instance: str) -> Path:
+    """Where the supervisor leaves ``instance``'s consumers after their replicas changed."""
+    return Path(run_dir) / "options" / f"{instance}.outputs.json"
+
+
+def write_outputs(run_dir: str | Path, instance: str, outputs: dict[str, list[str]]) -> None:
+    """Replace ``instance``'s consumers: downstream stage -> its instance ids."""
+    _replace(outputs_path(run_dir, instance), outputs)
+
+
+def read_outputs(run_dir: str | Path, instance: str) -> dict[str, list[str]] | None:
+    """The consumers the supervisor left for ``instance``, or None if it left none; raises
+    ValueError for a file that is not what ``write_outputs`` writes."""
+    try:
+        data = json.loads(outputs_path(run_dir, instance).read_text())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(str(exc)) from exc
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and all(isinstance(i, str) for i in v) for v in data.values()
+    ):
+        raise ValueError("new consumers are not a table of instance lists")
+    return {str(k): list(v) for k, v in data.items()}
 
 
 def read_options(run_dir: str | Path, instance: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class Sender:
         secret = load_certificate(spec.curve_key_file)[1] if spec.curve_key_file else None
         self.outlet = Outlet(
             spec.endpoint, spec.outputs, spec.partition, token, on_reject, curve_secret=secret,
-            best_effort=spec.best_effort,
+            best_effort=spec.best_effort, released=spec.released,
         )  # fmt: skip
         self.pool = pool
         self.reader = reader
@@ -107,6 +107,10 @@ class Sender:
             if stop():
                 return False
         return True
+
+    def regroup(self, outputs: dict[str, list[str]]) -> list[str]:
+        """A downstream stage's replicas changed (a reload): see ``Outlet.regroup``."""
+        return self.outlet.regroup(outputs)
 
     def forget_gone(self, is_gone: Callable[[str], bool]) -> None:
         self.outlet.forget_gone(is_gone)

@@ -277,6 +277,11 @@ class StageWorker:
                 for inlet in self.inputs.connect(*wiring):
                     self._watch(inlet)
                     what.append(inlet.producer)
+            outputs = reconfigure.read_outputs(self.run_dir, self.spec.instance)
+            if outputs is not None and self.sender is not None and outputs != self.spec.outputs:
+                let_go = self.sender.regroup(outputs)
+                self.spec.outputs = outputs
+                what += [f"-{i}" for i in let_go]
             path = reconfigure.options_path(self.run_dir, self.spec.instance)
             if path.exists():
                 options = reconfigure.read_options(self.run_dir, self.spec.instance)

@@ -199,8 +199,12 @@ class StatsBook:
         self.bases: dict[str, dict[str, Any]] = {}
 
     def add_stage(self, stage: str, instances: list[str], cpus: list[int]) -> None:
-        """A stage that joined the run (a source a reload added); it is listed first."""
-        self.stages = {stage: list(instances), **self.stages}
+        """Instances that joined the run: a source a reload added (listed first), or more
+        processes of a stage already here."""
+        if stage in self.stages:
+            self.stages[stage] += [i for i in instances if i not in self.stages[stage]]
+        else:
+            self.stages = {stage: list(instances), **self.stages}
         for inst in instances:
             self.instances[inst] = InstanceStats()
             self.cpus[inst] = cpus

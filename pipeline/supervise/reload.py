@@ -30,6 +30,7 @@ from ..graph.diff import diff_graphs
 from ..graph.load import Graph, load_graph
 from ..graph.plan import InstanceSpec, Plan, make_plan
 from ..runtime import reconfigure
+from ..transport.links import gone_dir
 
 if TYPE_CHECKING:
     from .supervisor import _Child
@@ -47,6 +48,7 @@ class Changes:
     plan: Plan
     start: list[InstanceSpec] = dataclasses.field(default_factory=list)
     retire: list[str] = dataclasses.field(default_factory=list)
+    let_go: list[str] = dataclasses.field(default_factory=list)  # replicas that drain and end
 
 
 class Reloader:
@@ -103,8 +105,10 @@ class Reloader:
                 continue
             old = self.graph.stages[name].options
             keys = sorted(k for k in {*old, *options} if old.get(k) != options.get(k))
-            lines.append(f"rkpipe: reload: {name}: new {', '.join(keys)}; sent to its processes")
             applied[name] = new.stages[name]
+            if name in diff.resized and set(keys) <= set(new.stages[name].cls.layout_options):
+                continue  # said as its number of processes below
+            lines.append(f"rkpipe: reload: {name}: new {', '.join(keys)}; sent to its processes")
         for name in diff.added:
             lines.append(f"rkpipe: reload: source {name!r} added; starting it")
             applied[name] = new.stages[name]
@@ -112,6 +116,11 @@ class Reloader:
             lines.append(f"rkpipe: reload: source {name!r} removed; its stream ends")
         for name, inputs in diff.rewired.items():
             lines.append(f"rkpipe: reload: {name}: now reads {', '.join(inputs)}")
+            applied[name] = new.stages[name]
+        for name, n in diff.resized.items():
+            was = len([c for c in self.children.values() if c.spec.stage == name and not c.done])
+            how = "starting" if n > was else "letting go of"
+            lines.append(f"rkpipe: reload: {name}: {n} processes (was {was}); {how} {abs(n - was)}")
             applied[name] = new.stages[name]
         if diff.empty:
             lines.append(f"rkpipe: reload: {path}: nothing changed")
@@ -123,8 +132,11 @@ class Reloader:
         changes = Changes(make_plan(self.graph, self.run_id, str(self.run_dir)))
         for name in diff.options:
             if name in applied:
+                layout = set(new.stages[name].cls.layout_options) if name in diff.resized else set()
                 for spec in plan.by_stage(name):
-                    self._send(spec)
+                    self._send(spec, quietly=layout)
+        for name in diff.resized:
+            self._resize(name, plan, changes)
         for name in diff.rewired:
             for spec in plan.by_stage(name):
                 self._rewire(spec)
@@ -139,7 +151,7 @@ class Reloader:
     def _refuse(self, why: str) -> None:
         self._say(False, [f"rkpipe: reload: {why} (nothing changed; the run goes on as it was)"])
 
-    def _rewire(self, spec: InstanceSpec) -> None:
+    def _rewire(self, spec: InstanceSpec, renewed: list[str] | None = None) -> None:
         """Tell one process of a stage that reads an added or removed source its inputs;
         one not running now starts with them."""
         child = self.children.get(spec.instance)
@@ -152,18 +164,51 @@ class Reloader:
             input_curve=spec.input_curve,
         )
         reconfigure.write_inputs(
-            self.run_dir, spec.instance, spec.inputs, spec.source_inputs, spec.input_curve
-        )
+            self.run_dir, spec.instance, spec.inputs, spec.source_inputs, spec.input_curve,
+            renewed or [],
+        )  # fmt: skip
         self._poke(child)
 
-    def _send(self, spec: InstanceSpec) -> None:
-        """Give one process its new options; one not running now starts with them."""
+    def _send(self, spec: InstanceSpec, quietly: set[str] | frozenset[str] = frozenset()) -> None:
+        """Give one process its new options; one not running now starts with them. Where
+        only ``quietly`` options differ for it (they lay out processes), it is not told."""
         child = self.children.get(spec.instance)
         if child is None:
             return
+        old = child.spec.options
+        differ = {k for k in {*old, *spec.options} if old.get(k) != spec.options.get(k)}
         child.spec = dataclasses.replace(child.spec, options=spec.options)
         reconfigure.write_options(self.run_dir, spec.instance, spec.options)
-        self._poke(child)
+        if differ - set(quietly):
+            self._poke(child)
+
+    def _resize(self, name: str, plan: Plan, changes: Changes) -> None:
+        """A stage's number of processes changed: start the new ones; tell its producers
+        whom they feed now (the ones let go get their EOS after what was sent them, finish
+        it and end) and its consumers whom they read (new inlets)."""
+        now = {s.instance for s in plan.by_stage(name)}
+        back = [i for i in now if i in self.children and self.children[i].let_go]
+        for instance in back:  # let go earlier, wanted again: nobody may take it for gone
+            (gone_dir(str(self.run_dir)) / instance).unlink(missing_ok=True)
+        changes.start += [
+            s for s in plan.by_stage(name) if s.instance not in self.children or s.instance in back
+        ]
+        let_go = [i for i, c in self.children.items() if c.spec.stage == name and i not in now]
+        changes.let_go += let_go
+        stages = self.graph.stages
+        for producer in stages[name].common.inputs:
+            for spec in plan.by_stage(producer):
+                child = self.children.get(spec.instance)
+                if child is not None:
+                    released = sorted({*child.spec.released, *let_go} - now)  # back: served
+                    child.spec = dataclasses.replace(
+                        child.spec, outputs=spec.outputs, released=released
+                    )  # a restarted producer still ends what it let go
+                    reconfigure.write_outputs(self.run_dir, spec.instance, spec.outputs)
+                    self._poke(child)
+        for consumer in [n for n, s in stages.items() if name in s.common.inputs]:
+            for spec in plan.by_stage(consumer):
+                self._rewire(spec, renewed=back)
 
     def _poke(self, child: _Child) -> None:
         """Signal a process to read what was left for it (once it is set up to take it)."""
@@ -187,9 +232,12 @@ class Reloader:
         ``what``: the producers it connected to, and "options" if it had new ones."""
         name = child.spec.instance
         what = what if what is not None else ["options"]
-        joined = [w for w in what if w != "options"]
+        joined = [w for w in what if w != "options" and not w.startswith("-")]
         if joined:
             self.echo(f"rkpipe: reload: {name} connected to {', '.join(joined)}")
+        let_go = [w[1:] for w in what if w.startswith("-")]
+        if let_go:
+            self.echo(f"rkpipe: reload: {name} let go of {', '.join(let_go)}")
         if ok:
             if "options" in what:
                 self.echo(f"rkpipe: reload: {name} took its new options in place")

@@ -22,10 +22,18 @@ from pathlib import Path
 
 from ..transport.framepool import SHM_DIR
 
-__all__ = ["RUN_DIR_ROOT", "Run", "live_run_ids", "new_run", "stale_runs", "sweep_stale"]
+__all__ = [
+    "RUN_DIR_ROOT",
+    "RUN_PREFIX",
+    "Run",
+    "live_run_ids",
+    "new_run",
+    "stale_runs",
+    "sweep_stale",
+]
 
 RUN_DIR_ROOT = Path(tempfile.gettempdir())
-_PREFIX = "rkpipe-"
+RUN_PREFIX = _PREFIX = "rkpipe-"  # a run's folder: RUN_DIR_ROOT / (RUN_PREFIX + run id)
 _LOCK = "-lock"
 
 

@@ -90,6 +90,7 @@ class _Child:
     restart_at: float | None = None
     replacing: bool = False  # killed by a reload to start again with new options
     retiring: bool = False  # a source a reload removed: stopped once set up, never restarted
+    let_go: bool = False  # a replica a reload let go: ends once its producers say EOS
     exits: list[str] = field(default_factory=list)  # how earlier processes ended
 
 
@@ -349,6 +350,11 @@ class Supervisor:
         self.accounts.adopt(changes.plan)
         self.plan = changes.plan
         for spec in changes.start:
+            child = self.children.get(spec.instance)
+            if child is not None:  # a replica let go earlier, wanted again: its counts go on
+                child.spec, child.let_go, child.done = spec, False, False
+                self._spawn(child, restarted=True)
+                continue
             self.ledgers[spec.instance] = Ledger.create(self._ledger_path(spec.instance))
             child = self.children[spec.instance] = self._child(spec)
             self.book.add_stage(spec.stage, [spec.instance], spec.cpus)
@@ -359,6 +365,11 @@ class Supervisor:
             self.cameras.remove(child.spec.stage)
             if child.ready:
                 self._signal(child, signal.SIGTERM)
+        for name in changes.let_go:
+            child = self.children[name]
+            child.let_go = True
+            if child.proc is None and not child.done:  # restarting: it will not be needed
+                self._gone_for_good(child)
 
     # -- the control channel ---------------------------------------------------------------------
     def _receive(self, sock: zmq.Socket) -> None:
@@ -450,8 +461,14 @@ class Supervisor:
                 c.done = True
                 if c.retiring:
                     self.echo(f"rkpipe: reload: {name} stopped; its stream ended")
+                elif c.let_go:
+                    self.echo(f"rkpipe: reload: {name} finished what it held and ended")
                 continue
             self.accounts.died()  # where every stage sees it: frames before it may be lost
+            if c.let_go:  # a replica a reload let go: not started again
+                c.exits.append(c.policy.describe(code))
+                self._gone_for_good(c)
+                continue
             if c.replacing and self.draining_since is None:  # a reload's, not a failure
                 c.replacing = False
                 c.restart_at = now
@@ -464,6 +481,11 @@ class Supervisor:
                     self.fatal_exits.append(name)
                 continue
             self._after_death(c, code, now)
+
+    def _gone_for_good(self, c: _Child) -> None:
+        """An instance that will not run again: nobody waits on it for credits or EOS."""
+        c.done, c.restart_at = True, None
+        self.accounts.mark_gone(c.spec.instance)
 
     def _after_death(self, c: _Child, code: int, now: float) -> None:
         name, how = c.spec.instance, c.policy.describe(code)

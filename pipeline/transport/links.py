@@ -22,6 +22,7 @@ Anything else a peer sends is refused and reported through ``on_reject``, never 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -135,8 +136,10 @@ class Outlet:
         on_reject: Reject | None = None,
         curve_secret: bytes | None = None,
         best_effort: Iterable[str] = (),
+        released: Iterable[str] = (),
     ) -> None:
         self.endpoint = endpoint
+        self.released = set(released)  # consumers let go by a reload: a HELLO gets EOS
         self.token = token
         self.on_reject = on_reject or (lambda _peer, _what: None)
         self.sock = configure(zmq_context().socket(zmq.ROUTER))
@@ -153,6 +156,33 @@ class Outlet:
         }
         self.behind = 0  # frames a best-effort stage got as a SKIP for want of room
         self._peers: dict[bytes, _Peer] = {}
+        self._retired: set[bytes] = set()  # consumers let go by ``regroup``: their late credits
+
+    def regroup(self, groups: dict[str, list[str]]) -> list[str]:
+        """A reload changed a downstream stage's replicas: serve the instances it adds from
+        their HELLO on, and tell the ones it removes this producer is done with them (EOS,
+        after everything already sent them), so they finish what they hold and end. Returns
+        the instances let go."""
+        frame = encode(Envelope.eos())
+        gone = []
+        for name, ids in groups.items():
+            group = self.groups.get(name)
+            if group is None:
+                continue
+            for instance in [i for i in group.expected if i not in ids]:
+                group.expected.remove(instance)
+                self.released.add(instance)
+                gone.append(instance)
+                for peer in [p for p in group.peers.values() if p.instance == instance]:
+                    with contextlib.suppress(zmq.ZMQError):  # gone already: nothing to end
+                        self.sock.send_multipart([peer.identity, *frame])
+                    group.peers.pop(peer.identity, None)
+                    self._peers.pop(peer.identity, None)
+                    self._retired.add(peer.identity)
+            back = [i for i in ids if i not in group.expected]
+            group.expected += back
+            self.released -= set(back)  # let go earlier, served again from its next HELLO
+        return gone
 
     def poll_credits(self, timeout_ms: int = 0) -> bool:
         """Take in HELLO/CREDIT messages; True if any arrived."""
@@ -178,6 +208,8 @@ class Outlet:
         """b"C" is one credit, b"C<n>" n of them: one frame, cheap."""
         peer = self._peers.get(identity)
         digits = kind[1:]
+        if peer is None and identity in self._retired:
+            return  # a credit from a consumer let go, still on its way
         if peer is None:
             self._reject(identity, "a credit before a valid hello")
         elif digits and not (digits.isdigit() and 0 < int(digits) <= _MAX_CREDIT):
@@ -203,6 +235,11 @@ class Outlet:
             return
         group = self.groups.get(info["group"])
         instance = identity.decode(errors="replace").split("#", 1)[0]
+        if instance in self.released:  # let go by a reload (before this process began)
+            with contextlib.suppress(zmq.ZMQError):
+                self.sock.send_multipart([identity, *encode(Envelope.eos())])
+            self._retired.add(identity)
+            return
         if group is None or instance not in group.expected or not 1 <= info["window"] <= 64:
             self._reject(identity, "a hello for a stage this one does not feed")
             return

@@ -108,6 +108,8 @@ class Infer(Stage[InferConfig]):
     the common ``replicas`` option instead.
     """
 
+    layout_options = ("npu_cores",)
+
     @property
     def overlap(self) -> int:  # type: ignore[override]
         """NPU backends (and the sim) queue the next input at the device while one runs, so

@@ -6,6 +6,7 @@ exact."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.supervise.runs import RUN_DIR_ROOT, RUN_PREFIX, live_run_ids
 from support.graph import Graph
 from support.rkpipe import poll_for, read_jsonl, run_rkpipe, start_rkpipe
 
@@ -242,6 +244,60 @@ def test_a_camera_added_and_one_removed_while_it_runs(tmp_path: Path) -> None:
         assert got == list(range(len(got))), cam  # every frame once, in order, from 0
         assert stats["streams"][cam]["sinks"]["out"]["delivered"] == len(got)
     assert all(s["restarts"] == 0 for s in stats["stages"].values())
+
+
+def test_npu_cores_added_and_let_go_while_it_runs(tmp_path: Path) -> None:
+    """One more inference process is started and fed; let go again, it finishes what it was
+    sent and ends; no frame is lost or sent twice, and the others never restart."""
+
+    def detector(cores: list[int]) -> Path:
+        return (
+            Graph("cores", stats_interval_s=0.5)
+            .source("cam0", uses="synthetic", width=160, height=120, fps=30, realtime=True)
+            .stage("pre", uses="letterbox", inputs=["cam0"], size=[160, 160])
+            .stage("npu", uses="infer", inputs=["pre"], model="sim:yolov8n", sim_ms=1600,
+                   npu_cores=cores)  # 100 ms a call at 160x160: 30 fps needs 3 processes
+            .stage("post", uses="yolov8_decode", inputs=["npu"])
+            .sink("out", uses="jsonl", inputs=["post"], path=tmp_path / "out.jsonl")
+            .write(tmp_path)
+        )  # fmt: skip
+
+    def took(instance: str) -> int:  # frames in, from this run's live figures
+        for run_id in live_run_ids():
+            folder = RUN_DIR_ROOT / f"{RUN_PREFIX}{run_id}"
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads((folder / "reload.json").read_text())["graph"] != str(graph):
+                    continue  # another run on this machine
+                rows = json.loads((folder / "live.json").read_text())["stages"]
+                return sum(r["frames_in"] for r in rows if r["instance"] == instance)
+        return 0
+
+    graph = detector([0, 1])
+    with running(graph) as run:
+        run.wait_for_rows(10)
+        detector([0, 1, 2])
+        res = run_rkpipe("reload", str(graph))
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == "rkpipe: reload: npu: 3 processes (was 2); starting 1\n"
+        run.wait_for_log("post connected to npu.2")
+        assert poll_for(lambda: took("npu.2") > 0, timeout=60), "npu.2 was never fed"
+        detector([0, 1])
+        run.proc.send_signal(signal.SIGHUP)
+        run.wait_for_log("npu: 2 processes (was 3); letting go of 1")
+        run.wait_for_log("pre let go of npu.2")
+        run.wait_for_log("npu.2 finished what it held and ended")
+        fed = took("npu.2")
+        detector([0, 1, 2])  # and back again: the same place, its counts going on
+        run.proc.send_signal(signal.SIGHUP)
+        run.wait_for_log("post connected to npu.2", 1)
+        assert poll_for(lambda: took("npu.2") > fed, timeout=60), "npu.2 was not fed again"
+        stats = run.finish()
+    assert stats["exact"], stats["streams"]
+    got = [r["seq"] for r in run.rows() if "frame" in r["arrays"]]
+    assert got == list(range(len(got)))  # every frame once, in order
+    assert stats["streams"]["cam0"]["sinks"]["out"]["delivered"] == len(got)
+    assert all(s["restarts"] == 0 for s in stats["stages"].values())
+    assert stats["stages"]["npu"]["instances"] == ["npu.0", "npu.1", "npu.2"]
 
 
 def test_a_change_that_needs_a_restart_is_named_and_not_applied(tmp_path: Path) -> None:

@@ -106,11 +106,12 @@ class Fault:
 def random_edits(rng: random.Random, n: int, span_s: float) -> list[Fault]:
     """``n`` reloads of the detection graph at random moments: a moved counting line and a
     new ``conf`` (taken in place), a new tracker threshold (the tracker restarts with it), a
-    camera added (read by ``pre``) or the latest added one removed, and a bad edit (an input
-    that does not exist: nothing changes)."""
+    camera added (read by ``pre``) or the latest added one removed, inference processes
+    started or let go (``npu_cores``), and a bad edit (an input that does not exist: nothing
+    changes)."""
     edits: list[Fault] = []
     for i in range(n):
-        kind = rng.choice(["line", "conf", "track", "add", "remove", "bad"])
+        kind = rng.choice(["line", "conf", "track", "add", "remove", "cores", "bad"])
         edit: Callable[[str], str]
         if kind == "add":
             cam = {"uses": "synthetic", "width": 160, "height": 120, "fps": 30, "live": True}
@@ -129,6 +130,8 @@ def random_edits(rng: random.Random, n: int, span_s: float) -> list[Fault]:
                 patch, stage = {"conf": round(rng.uniform(0.15, 0.5), 2)}, "post"
             elif kind == "track":
                 patch, stage = {"track_thresh": round(rng.uniform(0.3, 0.7), 2)}, "track"
+            elif kind == "cores":  # inference processes started or let go
+                patch, stage = {"npu_cores": rng.choice([[0, 1], [0, 1, 2], [0, 1, 0, 1]])}, "npu"
             else:
                 patch, stage = {"inputs": ["nowhere"]}, "lines"
             edit = (lambda st, pa: lambda text: patch_stage(text, st, pa))(stage, patch)
