@@ -1,7 +1,8 @@
 """What changed between two loaded graphs, for a reload: stages whose options alone changed
 (applied in place where the stage can), sources added or removed (started, or ended as a
-stream ends, with the stages that read them rewired), and everything else (other stages,
-links, replicas), which a run cannot take without a restart yet."""
+stream ends, with the stages that read them rewired), stages whose number of processes
+changed (``resized``), and everything else (other stages, links), which a run cannot take
+without a restart yet."""
 
 from __future__ import annotations
 

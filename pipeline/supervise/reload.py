@@ -6,9 +6,11 @@ Applied today: a stage's changed options, sent to its processes (``runtime.recon
 which take them in place between two messages when the stage can (``Stage.reconfigure``),
 else that stage alone is restarted with them through the restart path, its counts kept in
 its ledger; a source added (its process started, the stages that read it told to connect)
-or removed (stopped as at the end of a run: its stream ends in order, its tally closes).
-Everything else (a source's options, other stages added or removed, links, replicas,
-``[pipeline]`` settings) is named as needing a restart, and the run keeps the old.
+or removed (stopped as at the end of a run: its stream ends in order, its tally closes); a
+stage's processes added or let go (``npu_cores``, ``replicas``: the producers feed the new
+ones, and end the ones let go with an EOS after what they sent them). Everything else (a
+source's options, other stages added or removed, links, ``[pipeline]`` settings) is named as
+needing a restart, and the run keeps the old.
 
 The outcome of the latest reload is left in the run folder (``reload.json``) for
 ``rkpipe reload`` to read and print.

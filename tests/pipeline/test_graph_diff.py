@@ -72,15 +72,27 @@ def test_other_stages_added_and_replicas_need_a_restart(tmp_path: Path) -> None:
     assert d.restart == ["stage 'more' added", "stage 'decode': replicas changed"]
 
 
-def test_npu_cores_that_change_the_number_of_processes_need_a_restart(tmp_path: Path) -> None:
-    def infer(folder: Path, cores: list[int]):
-        g = Graph("cores").source("cam0", uses="synthetic", frames=10)
-        g = g.stage("npu", uses="infer", inputs=["cam0"], model="sim:yolov8n", npu_cores=cores)
-        folder.mkdir()
-        return load_graph(g.sink("out", uses="passthrough", inputs=["npu"]).write(folder))
+def test_npu_cores_that_change_the_number_of_processes(tmp_path: Path) -> None:
+    """Two or more either side: processes started or let go while it runs; from or to one
+    (the instance is named ``npu``, not ``npu.0``): a restart."""
 
-    d = diff_graphs(infer(tmp_path / "a", [0, 1]), infer(tmp_path / "b", [0, 1, 2]))
-    assert d.options == {}
+    def infer(folder: str, cores: list[int], partition: str = "free"):
+        g = Graph("cores").source("cam0", uses="synthetic", frames=10)
+        g = g.stage("npu", uses="infer", inputs=["cam0"], model="sim:yolov8n", npu_cores=cores,
+                    partition=partition)  # fmt: skip
+        (tmp_path / folder).mkdir()
+        return load_graph(
+            g.sink("out", uses="passthrough", inputs=["npu"]).write(tmp_path / folder)
+        )
+
+    d = diff_graphs(infer("a", [0, 1]), infer("b", [0, 1, 2]))
+    assert d.resized == {"npu": 3} and d.restart == []
+    assert d.options == {"npu": {"model": "sim:yolov8n", "npu_cores": [0, 1, 2]}}
+    d = diff_graphs(infer("c", [0]), infer("d", [0, 1]))
+    assert d.resized == {} and d.options == {}
     assert d.restart == ["stage 'npu': npu_cores (its number of processes) changed"]
-    same = diff_graphs(infer(tmp_path / "c", [0, 1]), infer(tmp_path / "d", [1, 0]))
+    d = diff_graphs(infer("e", [0, 1], "stream"), infer("f", [0, 1, 2], "stream"))
+    assert d.resized == {} and len(d.restart) == 1  # pinned streams would move
+    same = diff_graphs(infer("g", [0, 1]), infer("h", [1, 0]))
     assert same.options == {"npu": {"model": "sim:yolov8n", "npu_cores": [1, 0]}}
+    assert same.resized == {}
