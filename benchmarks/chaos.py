@@ -51,6 +51,9 @@ def leftover_bytes() -> int:
     return total
 
 
+LOGS: Path | None = None  # --logs
+
+
 def one_run(
     folder: Path, rng: random.Random, faults_n: int, kill_supervisor: bool, reloads_n: int = 0
 ) -> dict:
@@ -68,6 +71,13 @@ def one_run(
     sinks: dict[str, Path | None] = {"out": folder / "frames.jsonl", "events": None}
     supervisor_killed = any(f.target == "supervisor" for f in outcome.done)
     problems = [] if supervisor_killed else check_invariant(outcome, sinks, kills)
+    if problems and LOGS is not None:  # what the run said, to find out why
+        LOGS.mkdir(parents=True, exist_ok=True)
+        (LOGS / f"{folder.name}.log").write_text(
+            "\n".join(f"{f.at_s} {f.target} {f.what}" for f in outcome.done)
+            + "\n\n"
+            + outcome.stderr
+        )
     rows = read_jsonl(folder / "frames.jsonl") if (folder / "frames.jsonl").exists() else []
     frames = [(r["stream"], r["seq"]) for r in rows if "frame" in r.get("arrays", {})]
     twice = sum(n - 1 for n in Counter(frames).values() if n > 1)
@@ -102,7 +112,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--supervisor-every", type=int, default=5, help="every Nth run kills it")
     ap.add_argument("--reloads", type=int, default=0, help="graph edits reloaded per run")
+    ap.add_argument("--logs", type=Path, help="write the log of each run that breaks here")
     args = ap.parse_args()
+    global LOGS
+    LOGS = args.logs
     rng = random.Random(args.seed)
     results = []
     print("run faults sup exit produced delivered dropped(by reason)            exact twice")

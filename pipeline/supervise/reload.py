@@ -94,6 +94,17 @@ class Reloader:
                 " name (its stream ended, and a stream does not start twice in a run)"
             )
             return None
+        busy = sorted(
+            i
+            for i, c in self.children.items()
+            if c.spec.stage in diff.resized and c.let_go and not c.done
+        )
+        if busy:
+            self._refuse(
+                f"{path}: {busy[0]} is still finishing what it held since the last reload;"
+                " reload again once it has ended"
+            )
+            return None
         lines = [
             f"rkpipe: reload: {what} needs a restart for now (not applied)" for what in diff.restart
         ]
@@ -139,13 +150,13 @@ class Reloader:
                     self._send(spec, quietly=layout)
         for name in diff.resized:
             self._resize(name, plan, changes)
+        self.removed.update(diff.removed)
         for name in diff.rewired:
             for spec in plan.by_stage(name):
                 self._rewire(spec)
         for name in diff.added:
             changes.start += plan.by_stage(name)
         for name in diff.removed:
-            self.removed.add(name)
             changes.retire += [i for i, c in self.children.items() if c.spec.stage == name]
         self._say(True, lines)
         return changes
@@ -159,17 +170,26 @@ class Reloader:
         child = self.children.get(spec.instance)
         if child is None:
             return
+        # a removed source is read until it has ended: its END (and what it sent before)
+        # must still reach this stage, also through a process of it started meanwhile
+        leaving = [
+            i
+            for i in child.spec.inputs
+            if i[0] in self.removed and i not in spec.inputs and not self._ended(i[1])
+        ]
+        inputs = [*spec.inputs, *leaving]
+        sources = sorted({*spec.source_inputs, *(i[0] for i in leaving)})
         child.spec = dataclasses.replace(
-            child.spec,
-            inputs=spec.inputs,
-            source_inputs=spec.source_inputs,
-            input_curve=spec.input_curve,
+            child.spec, inputs=inputs, source_inputs=sources, input_curve=spec.input_curve
         )
         reconfigure.write_inputs(
-            self.run_dir, spec.instance, spec.inputs, spec.source_inputs, spec.input_curve,
-            renewed or [],
-        )  # fmt: skip
+            self.run_dir, spec.instance, inputs, sources, spec.input_curve, renewed or []
+        )
         self._poke(child)
+
+    def _ended(self, instance: str) -> bool:
+        child = self.children.get(instance)
+        return child is None or child.done
 
     def _send(self, spec: InstanceSpec, quietly: set[str] | frozenset[str] = frozenset()) -> None:
         """Give one process its new options; one not running now starts with them. Where

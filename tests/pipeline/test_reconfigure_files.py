@@ -21,7 +21,10 @@ def test_new_inputs_come_back_as_they_were_written(tmp_path: Path) -> None:
         INPUTS,
         ["cam0", "cam2"],
         {"cam2": "/k/cam2.key"},
+        [],  # no producer that ended runs again
     )
+    reconfigure.write_inputs(tmp_path, "post", INPUTS, [], renewed=["npu.2"])
+    assert reconfigure.read_inputs(tmp_path, "post") == (INPUTS, [], {}, ["npu.2"])
     assert oct(reconfigure.inputs_path(tmp_path, "pre").parent.stat().st_mode & 0o777) == "0o700"
 
 
