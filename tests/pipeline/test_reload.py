@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.supervise.runs import RUN_DIR_ROOT, RUN_PREFIX, live_run_ids
 from support.graph import Graph
-from support.rkpipe import poll_for, read_jsonl, run_rkpipe, start_rkpipe
+from support.rkpipe import poll_for, run_rkpipe, start_rkpipe
 
 pytestmark = pytest.mark.integration
 
@@ -60,8 +60,11 @@ class Running:
         return [line for line in self.log() if line.startswith("rkpipe: reload:")]
 
     def rows(self) -> list[dict]:
+        """The sink's lines so far (one still being written is read next time)."""
         path = self.folder / "out.jsonl"
-        return read_jsonl(path) if path.exists() else []
+        text = path.read_text() if path.exists() else ""
+        whole = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
     def wait_for_log(self, text: str, count: int = 1) -> None:
         found = poll_for(lambda: sum(text in line for line in self.log()) >= count, timeout=60)
