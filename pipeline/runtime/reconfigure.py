@@ -9,7 +9,7 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "SIGNAL",
@@ -53,6 +53,20 @@ def _replace(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _read(path: Path) -> Any:
+    """A file the supervisor left, parsed; None if it left none (ValueError if unreadable)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def _strings(value: Any) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
+
+
 def write_options(run_dir: str | Path, instance: str, options: dict[str, Any]) -> None:
     """Replace ``instance``'s new options."""
     _replace(options_path(run_dir, instance), options)
@@ -83,26 +97,21 @@ def read_inputs(
 ) -> tuple[list[tuple[str, str, str]], list[str], dict[str, str], list[str]] | None:
     """The inputs (source stages, certificates) the supervisor left for ``instance``, or None
     if it left none; raises ValueError for a file that is not what ``write_inputs`` writes."""
-    try:
-        data = json.loads(inputs_path(run_dir, instance).read_text())
-    except FileNotFoundError:
+    data = _read(inputs_path(run_dir, instance))
+    if data is None:
         return None
-    except OSError as exc:
-        raise ValueError(str(exc)) from exc
     if not isinstance(data, dict):
         raise ValueError("new inputs are not a table")
     inputs, sources = data.get("inputs"), data.get("sources")
-    if not isinstance(inputs, list) or not all(
-        isinstance(i, list) and len(i) == 3 and all(isinstance(x, str) for x in i) for i in inputs
-    ):
+    if not isinstance(inputs, list) or not all(_strings(i) and len(i) == 3 for i in inputs):
         raise ValueError("new inputs are not a list of [stage, instance, endpoint]")
-    if not isinstance(sources, list) or not all(isinstance(x, str) for x in sources):
+    if not _strings(sources):
         raise ValueError("new inputs name their sources wrongly")
     curve = data.get("curve", {})
     if not isinstance(curve, dict) or not all(isinstance(v, str) for v in curve.values()):
         raise ValueError("new inputs name their certificates wrongly")
     renewed = data.get("renewed", [])
-    if not isinstance(renewed, list) or not all(isinstance(x, str) for x in renewed):
+    if not _strings(renewed):
         raise ValueError("new inputs name their renewed producers wrongly")
     curve = {str(k): v for k, v in curve.items()}
     return [(a, b, c) for a, b, c in inputs], sources, curve, renewed
@@ -121,15 +130,10 @@ def write_outputs(run_dir: str | Path, instance: str, outputs: dict[str, list[st
 def read_outputs(run_dir: str | Path, instance: str) -> dict[str, list[str]] | None:
     """The consumers the supervisor left for ``instance``, or None if it left none; raises
     ValueError for a file that is not what ``write_outputs`` writes."""
-    try:
-        data = json.loads(outputs_path(run_dir, instance).read_text())
-    except FileNotFoundError:
+    data = _read(outputs_path(run_dir, instance))
+    if data is None:
         return None
-    except OSError as exc:
-        raise ValueError(str(exc)) from exc
-    if not isinstance(data, dict) or not all(
-        isinstance(v, list) and all(isinstance(i, str) for i in v) for v in data.values()
-    ):
+    if not isinstance(data, dict) or not all(_strings(v) for v in data.values()):
         raise ValueError("new consumers are not a table of instance lists")
     return {str(k): list(v) for k, v in data.items()}
 

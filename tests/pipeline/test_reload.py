@@ -9,15 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from pipeline.supervise.runs import RUN_DIR_ROOT, RUN_PREFIX, live_run_ids
+from support.background_run import running
 from support.graph import Graph
-from support.rkpipe import poll_for, run_rkpipe, start_rkpipe
+from support.rkpipe import poll_for, run_rkpipe
 
 pytestmark = pytest.mark.integration
 
@@ -38,59 +37,6 @@ def street(
         .stage("lines", uses="line_crossing", inputs=["truth"], lines=lines, **line_options)
         .sink("out", uses="jsonl", inputs=["lines"], path=folder / "out.jsonl")
     )
-
-
-class Running:
-    """A background ``rkpipe run`` whose log goes to a file the test reads as it grows."""
-
-    def __init__(self, graph: Path, *extra: str) -> None:
-        self.graph = graph
-        self.folder = graph.parent
-        self.log_path = self.folder / "run.log"
-        with self.log_path.open("w") as log:
-            self.proc = start_rkpipe(
-                "run", str(graph), "--no-live", "--stats-out", str(self.folder / "stats.json"),
-                *extra, stderr=log,
-            )  # fmt: skip
-
-    def log(self) -> list[str]:
-        return self.log_path.read_text().splitlines()
-
-    def reload_lines(self) -> list[str]:
-        return [line for line in self.log() if line.startswith("rkpipe: reload:")]
-
-    def rows(self) -> list[dict]:
-        """The sink's lines so far (one still being written is read next time)."""
-        path = self.folder / "out.jsonl"
-        text = path.read_text() if path.exists() else ""
-        whole = text[: text.rfind("\n") + 1]
-        return [json.loads(line) for line in whole.splitlines() if line.strip()]
-
-    def wait_for_log(self, text: str, count: int = 1) -> None:
-        found = poll_for(lambda: sum(text in line for line in self.log()) >= count, timeout=60)
-        assert found, f"no {text!r} in the log:\n" + "\n".join(self.log())
-
-    def wait_for_rows(self, more: int) -> None:
-        n = len(self.rows())
-        assert poll_for(lambda: len(self.rows()) >= n + more, timeout=60), "\n".join(self.log())
-
-    def finish(self) -> dict:
-        """Drain (SIGTERM), then the run's stats."""
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=120)
-        assert self.proc.returncode == 143, "\n".join(self.log())
-        return json.loads((self.folder / "stats.json").read_text())
-
-
-@contextmanager
-def running(graph: Path, *extra: str) -> Iterator[Running]:
-    run = Running(graph, *extra)
-    try:
-        yield run
-    finally:
-        if run.proc.poll() is None:
-            run.proc.kill()
-            run.proc.wait()
 
 
 def events(rows: list[dict]) -> list[dict]:

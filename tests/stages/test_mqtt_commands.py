@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,9 +19,10 @@ from pydantic import ValidationError
 from pipeline.graph.graph_file import GraphFile
 from stages.sinks.mqtt.commands import MAX_PAYLOAD, Commands, CommandTopics, line_changes
 from stages.sinks.mqtt.config import MqttSinkConfig
+from support.background_run import running
 from support.graph import Graph
 from support.mosquitto import Broker, Subscriber, broker_fixture  # noqa: F401  (the fixture)
-from support.rkpipe import poll_for, start_rkpipe
+from support.rkpipe import poll_for
 
 NODE = "board1"
 SET = f"rkpipe/{NODE}/cam0/lines/door/set"
@@ -175,53 +172,6 @@ def shop(folder: Path, b: Broker, **mqtt_options: object) -> Path:
     assert inline in text
     path.write_text(text.replace(inline, f"{STAR_LINES}  # every camera"))
     return path
-
-
-class Running:
-    """A background ``rkpipe run`` in the graph's folder, its log in a file read as it grows."""
-
-    def __init__(self, graph: Path) -> None:
-        self.folder = graph.parent
-        self.log_path = self.folder / "run.log"
-        with self.log_path.open("w") as log:
-            self.proc = start_rkpipe(
-                "run", str(graph), "--no-live", "--stats-out", str(self.folder / "stats.json"),
-                cwd=self.folder, stdout=subprocess.DEVNULL, stderr=log,
-            )  # fmt: skip
-
-    def log(self) -> list[str]:
-        return self.log_path.read_text().splitlines()
-
-    def said(self, text: str) -> list[str]:
-        return [line for line in self.log() if text in line]
-
-    def wait_for_log(self, text: str, count: int = 1) -> None:
-        found = poll_for(lambda: len(self.said(text)) >= count, timeout=90)
-        assert found, f"no {text!r} in the log:\n" + "\n".join(self.log())
-
-    def rows(self) -> list[dict]:
-        """The frames written so far (the sink may be writing one now: it is left out)."""
-        path = self.folder / "out.jsonl"
-        text = path.read_text() if path.exists() else ""
-        return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
-
-    def finish(self) -> dict:
-        """Drain (SIGTERM), then the run's stats."""
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=120)
-        assert self.proc.returncode == 143, "\n".join(self.log())
-        return json.loads((self.folder / "stats.json").read_text())
-
-
-@contextmanager
-def running(graph: Path) -> Iterator[Running]:
-    run = Running(graph)
-    try:
-        yield run
-    finally:
-        if run.proc.poll() is None:
-            run.proc.kill()
-            run.proc.wait()
 
 
 def subscribed(b: Broker, topic_filter: str) -> bool:
