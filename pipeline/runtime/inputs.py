@@ -140,18 +140,16 @@ class Inputs:
         """A reload added producers (a new source): an inlet for each one not yet here.
         ``sources``: the producer stages that are sources now; ``curve``: certificates of
         producers with CurveZMQ links; ``renewed``: producers here that ended and run again.
-        Returns the new inlets, for the loop to watch; an
-        inlet to a producer that was removed stays until its EOS."""
+        Returns the new inlets, for the loop to watch; an inlet to a producer that was
+        removed stays until its EOS."""
         self.spec.input_curve = {**self.spec.input_curve, **(curve or {})}
         for inlet in self.inlets:  # a producer that ended (let go) and runs again
             if inlet.producer in (renewed or ()):
                 inlet.eos = False
         have = {i.producer for i in self.inlets}
-        new = [self._inlet(s, p, ep) for s, p, ep in inputs if p not in have]
-        self.spec.inputs = [
-            *self.spec.inputs,
-            *((s, p, ep) for s, p, ep in inputs if p not in have),
-        ]
+        fresh = [(s, p, ep) for s, p, ep in inputs if p not in have]
+        new = [self._inlet(*entry) for entry in fresh]
+        self.spec.inputs = [*self.spec.inputs, *fresh]
         self.spec.source_inputs = list(sources)
         counts: dict[str, int] = {}
         for stage, _, _ in inputs:

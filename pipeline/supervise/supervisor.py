@@ -344,9 +344,10 @@ class Supervisor:
                     self.live_file.write(snapshot_json(snap))
 
     def _apply(self, changes: Changes) -> None:
-        """What a reload leaves to the lifecycle: start the sources it added (their ledgers
-        first), stop the ones it removed (their streams end in order), and account from now
-        on by the plan of what runs."""
+        """What a reload leaves to the lifecycle: start the sources and processes it added
+        (their ledgers first), stop the sources it removed (their streams end in order), mark
+        the processes it let go (they end once their producers' EOS came), and account from
+        now on by the plan of what runs."""
         self.accounts.adopt(changes.plan)
         self.plan = changes.plan
         for spec in changes.start:
